@@ -1,0 +1,1 @@
+"""fnbench orchestrator: plans, dispatches, watches, collects and reports runs."""

@@ -1,0 +1,199 @@
+"""The `fnbench` command line.  Each subcommand parses its arguments and calls one function.
+
+Exit codes: 0 ok · 1 an SLO (or calibration tolerance) failed · 2 bad input or setup error ·
+130 interrupted (partial results were still written).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import plan as planner
+from orchestrator import runner, spec
+from orchestrator.collect import Collector
+from orchestrator.errors import FnbenchError, InputError, SpecError
+from orchestrator.report import terminal
+from orchestrator.results import read_intervals
+
+app = typer.Typer(
+    name="fnbench",
+    help=(
+        "Open-model load generator for comparing serverless functions (Rust vs Go, Node, Python).\n\n"
+        "Start with `fnbench calibrate` (check the numbers on this machine), then "
+        "`fnbench run examples/loopback.yaml`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: FnbenchError) -> typer.Exit:
+    if isinstance(exc, SpecError):
+        err.print(f"[red]invalid spec[/] {exc.source}: {len(exc.problems)} problem(s)", highlight=False)
+        for p in exc.problems:
+            err.print(f"  - {p}", highlight=False, markup=False)
+    else:
+        err.print(f"[red]error[/]: {exc}", highlight=False)
+    return typer.Exit(runner.EXIT_INPUT)
+
+
+def _read_spec(path: Path) -> tuple[spec.Benchmark, str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read the spec: {exc.strerror}"]) from exc
+    return spec.load_text(text, str(path)), text
+
+
+@app.command()
+def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML")]) -> None:
+    """Check a spec; lists every problem with its YAML path (exit 2) or prints a summary."""
+    try:
+        b, _ = _read_spec(spec_path)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    shards = planner.split(b, "validate", 0.0)
+    out.print(
+        f"{spec_path}: ok — {len(b.targets)} target(s) × {len(b.regions)} region(s), "
+        f"{planner.total_length(b):.0f}s, {len(shards)} shard(s) at one worker"
+    )
+
+
+@app.command()
+def plan(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC")],
+    workers: Annotated[int, typer.Option(help="worker processes the rate is split over")] = 1,
+) -> None:
+    """Show the shards a spec splits into (rates as exact fractions)."""
+    try:
+        b, _ = _read_spec(spec_path)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    table = Table("shard", "start +s", "duration s", "arrival", "max in flight")
+    for s in planner.split(b, "plan", 0.0, min_parts=workers):
+        arrival = ", ".join(f"{k}={v}" for k, v in s.arrival.items() if k != "kind")
+        table.add_row(s.shard_id, f"{s.start_at:.1f}", f"{s.duration_s:.1f}", f"{s.arrival['kind']} {arrival}", str(s.max_in_flight))
+    out.print(table)
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")],
+    workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes [default: one per core]")] = 0,
+    results: Annotated[Path, typer.Option(help="results root; the run goes to RESULTS/<run_id>/")] = Path("results"),
+    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics here during the run; 0 = off")] = 9464,
+    json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
+) -> None:
+    """Run a benchmark on this machine and report; exit 1 when an SLO fails."""
+    try:
+        b, text = _read_spec(spec_path)
+        outcome = runner.run(b, text, results, workers or None, metrics_port, err)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    _show(outcome.result, json_out)
+    for e in outcome.result.get("errors", []):
+        err.print(f"[red]error[/]: {e}", highlight=False, markup=False)
+    err.print(f"results: {outcome.folder}/result.json")
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="results/<run_id> folder or its intervals.jsonl")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Re-render a result from its recorded intervals (the intervals are the source of truth)."""
+    try:
+        folder = path.parent if path.is_file() else path
+        intervals_file = path if path.is_file() else path / "intervals.jsonl"
+        if not intervals_file.exists():
+            raise InputError(f"{intervals_file}: not found; give a results/<run_id> folder or an intervals.jsonl")
+        intervals = read_intervals(intervals_file)
+        spec_file = folder / "spec.yaml"
+        b = spec.load(spec_file) if spec_file.exists() else None
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    run_id = intervals[0].run_id if intervals else folder.name
+    collector = Collector(run_id, runner.phase_seconds(b) if b else None)
+    collector.add_all(intervals)
+    if b is not None:
+        result, code = runner.finish(b, collector)
+    else:
+        result, code = collector.result(), runner.EXIT_OK
+    _show(result, json_out)
+    raise typer.Exit(code)
+
+
+@app.command()
+def calibrate(
+    rps: Annotated[float, typer.Option(help="request rate to drive the synthetic target at")] = 400.0,
+    duration: Annotated[float, typer.Option(help="seconds")] = 15.0,
+    median_ms: Annotated[float, typer.Option(help="median of the lognormal delay")] = 50.0,
+    sigma: Annotated[float, typer.Option(help="sigma of the lognormal delay (0: constant)")] = 0.5,
+    stall_every: Annotated[float, typer.Option(help="stall all responses every N seconds (0: never)")] = 0.0,
+    stall_ms: Annotated[float, typer.Option(help="length of each stall")] = 0.0,
+    tolerance: Annotated[float, typer.Option(help="max |error| in percent before exiting 1")] = 3.0,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Measure a synthetic target whose latency distribution is known; print measured vs true percentiles."""
+    from orchestrator.calibrate import SyntheticConfig
+    from orchestrator.calibrate import calibrate as do_calibrate
+
+    problems = [m for ok, m in (
+        (rps > 0, "--rps must be > 0"), (duration > 0, "--duration must be > 0"),
+        (median_ms > 0, "--median-ms must be > 0"), (sigma >= 0, "--sigma must be >= 0"),
+        (stall_every >= 0 and stall_ms >= 0, "--stall-every and --stall-ms must be >= 0"),
+        (stall_every == 0 or stall_ms < stall_every * 1000, "--stall-ms must be shorter than --stall-every"),
+    ) if not ok]
+    if problems:
+        raise _fail(InputError("; ".join(problems)))
+    cfg = SyntheticConfig(median_ms=median_ms, sigma=sigma, stall_every_s=stall_every, stall_ms=stall_ms)
+    try:
+        rep = do_calibrate(cfg, rps=rps, duration_s=duration, workers=workers, results_root=results)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    worst = max((abs(s["error_pct"]) for s in rep["stats"].values() if s["error_pct"] is not None), default=None)
+    rep["tolerance_pct"] = tolerance
+    rep["pass"] = worst is not None and worst <= tolerance
+    if json_out:
+        sys.stdout.write(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        table = Table("percentile", "measured ms", "truth ms", "error %", "lognormal model ms",
+                      title=f"calibration: {rps:g} req/s for {duration:g}s, lognormal median {median_ms:g} ms σ {sigma:g}")
+        model = rep["model"] or {}
+        for stat, s in rep["stats"].items():
+            table.add_row(stat, str(s["measured_ms"]), str(s["truth_ms"]),
+                          "-" if s["error_pct"] is None else f"{s['error_pct']:+.2f}",
+                          f"{model[stat]:.3f}" if stat in model else "-")
+        out.print(table)
+        req = rep["requests"]
+        out.print(f"requests: {req['completed']} measured of {req['intended']} intended, {req['served']} served; outcomes {req['outcomes']}")
+        out.print(("[green]PASS[/]" if rep["pass"] else "[red]FAIL[/]") + f" worst error {worst}% (tolerance {tolerance}%)")
+    raise typer.Exit(0 if rep["pass"] else 1)
+
+
+def _show(result: dict[str, object], json_out: bool) -> None:
+    if json_out:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        terminal.render(result, out)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

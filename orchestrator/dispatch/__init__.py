@@ -1,0 +1,1 @@
+"""Dispatchers hand shards to run_shard(): local.py (process pool); Celery comes later."""

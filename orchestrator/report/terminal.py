@@ -1,0 +1,52 @@
+"""Terminal rendering of a result (rich tables): per-group numbers, SLOs, gaps, baseline ratios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.compare import relative_to
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
+
+
+def groups_table(groups: list[dict[str, Any]], title: str = "") -> Table:
+    table = Table(title=title or None, header_style="bold", show_lines=False)
+    for col in ("region", "target", "phase", "intended", "completed", "req/s", "errors",
+                "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "svc p99", "lag p99"):
+        table.add_column(col, justify="left" if col in ("region", "target", "phase") else "right")
+    for g in groups:
+        r, s, lag = g.get("response_ms") or {}, g.get("service_ms") or {}, g.get("send_lag_ms") or {}
+        errors = {k: v for k, v in g["outcomes"].items() if k != "ok"}
+        table.add_row(
+            g["region"], g["target"], g["phase"], str(g["intended"]), str(g["completed"]),
+            f"{g['achieved_rps']:.1f}", ", ".join(f"{k}={v}" for k, v in errors.items()) or "0",
+            _ms(r.get("p50")), _ms(r.get("p90")), _ms(r.get("p99")), _ms(r.get("p999")), _ms(r.get("max")),
+            _ms(s.get("p99")), _ms(lag.get("p99")),
+        )
+    return table
+
+
+def render(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(groups_table(result["groups"], title=f"fnbench run {result['run_id']}"))
+    ratios = relative_to(result["groups"])
+    if len(ratios) > 1:
+        t = Table(title="relative to rust (×)", header_style="bold")
+        for col in ("target", "phase", "p50 ×", "p99 ×", "req/s ×"):
+            t.add_column(col)
+        for r in ratios:
+            t.add_row(r["target"], r["phase"], str(r["p50_x"]), str(r["p99_x"]), str(r["rps_x"]))
+        console.print(t)
+    for gap in result.get("gaps", []):
+        console.print(f"[yellow]gap[/]: {gap['region']} {gap['shard']} {gap['seconds']:.2f}s ({gap['reason']})")
+    for v in result.get("slo", []):
+        mark = "[green]PASS[/]" if v["pass"] else "[red]FAIL[/]"
+        bound = f"<= {v['max']}" if v["max"] is not None else f">= {v['min']}"
+        console.print(f"SLO {mark} {v['target']} {v['phase']} {v['metric']} = {v['value']} (want {bound})")
+    if result.get("interrupted"):
+        console.print("[yellow]interrupted: partial results[/]")

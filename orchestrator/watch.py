@@ -1,0 +1,78 @@
+"""The live view of a running benchmark: elapsed/remaining, intended vs achieved req/s, p50/p99, errors.
+
+On a terminal it is a rich Live table; otherwise (CI, pipes) a progress line every few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.collect import Collector
+
+_WINDOW_S = 10.0
+
+
+def _recent_rates(group: dict[str, Any], now: float) -> tuple[float, float]:
+    recent = [s for s in group["series"] if s[0] >= now - _WINDOW_S]
+    if not recent:
+        return 0.0, 0.0
+    span = max(now - min(s[0] for s in recent), 1.0) if len(recent) > 1 else _WINDOW_S
+    return sum(s[1] for s in recent) / span, sum(s[2] for s in recent) / span
+
+
+class LiveView:
+    def __init__(self, collector: Collector, started: float, total_s: float, console: Console | None = None) -> None:
+        self.collector = collector
+        self.started = started
+        self.total_s = total_s
+        self.console = console or Console(stderr=True)
+        self.live: Live | None = None
+        self.last_line = 0.0
+
+    def __enter__(self) -> LiveView:
+        if self.console.is_terminal:
+            self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def render(self) -> Group:
+        now = time.time()
+        elapsed = max(0.0, now - self.started)
+        head = Text(f"elapsed {elapsed:6.1f}s   remaining {max(0.0, self.total_s - elapsed):6.1f}s")
+        table = Table(header_style="bold")
+        for col in ("region", "target", "phase", "intended/s", "achieved/s", "p50 ms", "p99 ms", "errors"):
+            table.add_column(col)
+        for g in self.collector.group_rows():
+            intended, achieved = _recent_rates(g, now)
+            r = g.get("response_ms") or {}
+            errors = sum(v for k, v in g["outcomes"].items() if k != "ok")
+            table.add_row(
+                g["region"], g["target"], g["phase"], f"{intended:.0f}", f"{achieved:.0f}",
+                "-" if r.get("p50") is None else f"{r['p50']:.2f}",
+                "-" if r.get("p99") is None else f"{r['p99']:.2f}", str(errors),
+            )
+        return Group(head, table)
+
+    def update(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+            return
+        now = time.time()
+        if now - self.last_line >= 5.0:
+            self.last_line = now
+            parts = []
+            for g in self.collector.group_rows():
+                r = g.get("response_ms") or {}
+                parts.append(f"{g['target']}/{g['phase']}: {g['completed']} done, p99 {r.get('p99')} ms")
+            elapsed = now - self.started
+            self.console.print(f"[{elapsed:5.1f}s/{self.total_s:.0f}s] " + ("; ".join(parts) or "starting…"))

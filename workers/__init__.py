@@ -1,0 +1,1 @@
+"""fnbench workers: execute shards and emit Interval records; never import orchestrator."""

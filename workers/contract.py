@@ -1,0 +1,198 @@
+"""The plain records that cross process and host boundaries: Target, Shard, Interval, Outcome.
+
+Every record is a frozen dataclass with a JSON codec (orjson) and a ``schema_version``;
+Celery and the local process pool carry exactly these bytes, never pickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import IntEnum
+from fractions import Fraction
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A record could not be decoded: wrong schema_version or missing fields."""
+
+
+class Outcome(IntEnum):
+    """What happened to one request; exactly one per request, never raised."""
+
+    ok = 0
+    http_4xx = 1
+    http_5xx = 2
+    timeout = 3
+    connect_error = 4
+    reset = 5  # the peer closed or reset the connection before the response was complete
+    throttled = 6  # HTTP 429 or the platform's throttling error
+    function_error = 7
+    dropped = 8  # due while max_in_flight was reached and the wait queue was full
+    other = 9
+
+
+OUTCOME_NAMES: tuple[str, ...] = tuple(o.name for o in Outcome)
+ERROR_OUTCOMES = frozenset(OUTCOME_NAMES) - {"ok"}
+
+
+def fraction_to_str(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+def fraction_from(value: str | int | float | Fraction) -> Fraction:
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, float):
+        return Fraction(str(value))
+    return Fraction(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What to invoke and how; secrets stay as ``${env:NAME}`` references until the worker."""
+
+    name: str
+    runtime: str
+    platform: str  # local | http | aws-lambda
+    url: str = ""
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+    timeout_s: float = 10.0
+    workload: str = ""
+    tls_verify: bool = True
+    address: dict[str, Any] = field(default_factory=dict)  # platform-specific: function dir, Lambda name…
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["headers"] = [list(h) for h in self.headers]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Target:
+        d = dict(d)
+        d["headers"] = tuple((str(k), str(v)) for k, v in d.get("headers", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One unit of work: one target, one phase, one slice of time, one share of the rate.
+
+    ``arrival`` is the schedule of the whole group (kind + params, rates as exact fractions)
+    already scaled to this shard's share; ``part_phase`` places this shard's arrivals between
+    its siblings' (arrival i is due where the scaled cumulative count reaches i + part_phase),
+    so the union of a group's shards is exactly the group's schedule.  The shard owns the
+    arrivals whose profile offset falls in ``[offset_s, offset_s + duration_s)``.
+    """
+
+    run_id: str
+    shard_id: str
+    region: str
+    target: Target
+    phase: str  # warm | cold
+    arrival: dict[str, Any]
+    start_at: float  # epoch seconds of this shard's first instant (profile origin + offset_s)
+    duration_s: float
+    offset_s: float = 0.0
+    part_phase: str = "0/1"
+    attempt: int = 0
+    max_in_flight: int = 256
+    queue_limit: int = 10_000
+    flush_interval_s: float = 5.0
+    seed: int = 0
+    warmup: bool = False  # measurements are kept apart and excluded from results
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["target"] = self.target.to_dict()
+        d["schema_version"] = SCHEMA_VERSION
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Shard:
+        _check_version(d, "Shard")
+        d = {k: v for k, v in d.items() if k != "schema_version"}
+        d["target"] = Target.from_dict(d["target"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Shard:
+        return cls.from_dict(orjson.loads(raw))
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.region, self.target.name, self.phase)
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """Measurements of one shard over [t0, t1): counts and encoded HDR histograms (µs).
+
+    A run's result is exactly the set of its intervals; (shard_id, attempt, seq) is unique.
+    """
+
+    run_id: str
+    shard_id: str
+    attempt: int
+    seq: int
+    region: str
+    target: str
+    runtime: str
+    phase: str
+    t0: float
+    t1: float
+    intended: int
+    sent: int
+    completed: int
+    outcomes: dict[str, int]
+    response_us: str  # base64 HDR histogram, microseconds, from the due time
+    service_us: str  # from the actual send
+    send_lag_us: str  # send time minus due time
+    init_us: str = ""  # cold starts only
+    out_of_range: int = 0
+    max_in_flight: int = 0
+    billed_ms: float = 0.0
+    max_memory_mb: float = 0.0
+    warmup: bool = False
+    final: bool = False  # the shard's last interval
+    status: str = "ok"  # ok | expired | stopped
+    gap_s: float = 0.0  # seconds of this shard's window in which no load was generated
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["schema_version"] = SCHEMA_VERSION
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Interval:
+        _check_version(d, "Interval")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Interval:
+        return cls.from_dict(orjson.loads(raw))
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.shard_id, self.attempt, self.seq)
+
+
+def _check_version(d: dict[str, Any], kind: str) -> None:
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{kind} has schema_version {version!r}; this fnbench reads version {SCHEMA_VERSION}"
+        )

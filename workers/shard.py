@@ -1,0 +1,241 @@
+"""run_shard(): the open-model loop — schedule → invoke → record → flush intervals.
+
+Clocks: due times come from the schedule in profile time and are mapped once onto the
+monotonic clock; every measurement is a difference of monotonic readings.  Interval
+boundaries (t0/t1) are wall-clock epoch seconds so regions line up.
+
+Coordinated omission: response time runs from the *due* time, service time from the actual
+send.  When ``max_in_flight`` requests are outstanding, due requests wait in a bounded queue
+with their clock running; past ``queue_limit`` they are counted as ``dropped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
+from typing import Protocol
+
+from workers import arrivals
+from workers.contract import OUTCOME_NAMES, Interval, Outcome, Shard
+from workers.platforms import Invoker, make_invoker
+from workers.recorder import ShardRecorder
+from workers.timer import Waker
+
+Sink = Callable[[Interval], None]
+
+_monotonic = time.monotonic
+_STOP_POLL_S = 0.05
+_LATE_GRACE_S = 1.0  # arrivals more than this overdue at start are reported as a gap, not burst out
+_STOP_DRAIN_S = 0.15
+_MAX_BURST = 16
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class _Never:
+    def is_set(self) -> bool:
+        return False
+
+
+class ShardRun:
+    """State of one shard while it runs; ``done`` is the invoker's completion callback."""
+
+    def __init__(self, shard: Shard, sink: Sink, invoker: Invoker) -> None:
+        self.shard = shard
+        self.sink = sink
+        self.invoker = invoker
+        self.rec = ShardRecorder()
+        self.outcomes = [0] * len(OUTCOME_NAMES)
+        self.intended = self.sent = self.completed = 0
+        self.in_flight = self.peak_in_flight = 0
+        self.queue: deque[float] = deque()
+        self.seq = 0
+        self.gap_s = 0.0
+        self.max_in_flight = shard.max_in_flight
+        self.queue_limit = shard.queue_limit
+        # Map profile offsets onto the monotonic clock once.
+        self.origin_epoch = shard.start_at - shard.offset_s
+        self.mono_minus_epoch = _monotonic() - time.time()
+        self.interval_t0 = max(time.time(), shard.start_at)
+        self.next_flush = self.next_poll = 0.0
+
+    # -- hot path -------------------------------------------------------------------------
+    def dispatch(self, due: float) -> None:
+        self.intended += 1
+        if self.in_flight < self.max_in_flight:
+            self.in_flight += 1
+            if self.in_flight > self.peak_in_flight:
+                self.peak_in_flight = self.in_flight
+            self.sent += 1
+            self.invoker.invoke(due, self.done)
+        elif len(self.queue) < self.queue_limit:
+            self.queue.append(due)
+        else:
+            self.outcomes[Outcome.dropped] += 1
+
+    def done(self, outcome: Outcome, due: float, sent: float, end: float) -> None:
+        self.completed += 1
+        self.outcomes[outcome] += 1
+        self.rec.send_lag.append(int((sent - due) * 1e6))
+        if outcome == 0:  # Outcome.ok: latency histograms hold successful responses only
+            self.rec.response.append(int((end - due) * 1e6))
+            self.rec.service.append(int((end - sent) * 1e6))
+        if self.queue:
+            self.sent += 1
+            self.invoker.invoke(self.queue.popleft(), self.done)
+        else:
+            self.in_flight -= 1
+
+    # -- intervals ------------------------------------------------------------------------
+    def flush(self, final: bool = False, status: str = "ok") -> None:
+        t1 = time.time()
+        hists, out_of_range = self.rec.drain()
+        s = self.shard
+        interval = Interval(
+            run_id=s.run_id,
+            shard_id=s.shard_id,
+            attempt=s.attempt,
+            seq=self.seq,
+            region=s.region,
+            target=s.target.name,
+            runtime=s.target.runtime,
+            phase=s.phase,
+            t0=self.interval_t0,
+            t1=t1,
+            intended=self.intended,
+            sent=self.sent,
+            completed=self.completed,
+            outcomes={name: n for name, n in zip(OUTCOME_NAMES, self.outcomes, strict=True) if n},
+            response_us=hists["response"],
+            service_us=hists["service"],
+            send_lag_us=hists["send_lag"],
+            init_us=hists["init"],
+            out_of_range=out_of_range,
+            max_in_flight=self.peak_in_flight,
+            warmup=s.warmup,
+            final=final,
+            status=status,
+            gap_s=round(self.gap_s, 3),
+        )
+        self.seq += 1
+        self.interval_t0 = t1
+        self.intended = self.sent = self.completed = 0
+        self.outcomes = [0] * len(OUTCOME_NAMES)
+        self.peak_in_flight = self.in_flight
+        self.gap_s = 0.0
+        self.sink(interval)
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self, stop: StopFlag) -> None:
+        s = self.shard
+        now_epoch = time.time()
+        if now_epoch >= s.start_at + s.duration_s:
+            # Delivered after its window: record that it expired; never run late.
+            self.gap_s = s.duration_s
+            self.flush(final=True, status="expired")
+            return
+        while time.time() < s.start_at - _STOP_POLL_S:
+            if stop.is_set():
+                self.flush(final=True, status="stopped")
+                return
+            await asyncio.sleep(min(_STOP_POLL_S, s.start_at - time.time()))
+        schedule = arrivals.from_dict(s.arrival)
+        phase = float(Fraction(s.part_phase))
+        to_mono = self.origin_epoch + self.mono_minus_epoch
+        begin = s.offset_s
+        late = time.time() - self.origin_epoch - begin - _LATE_GRACE_S
+        if late > 0:
+            self.gap_s = late
+            begin += late
+        due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, phase, s.seed)
+        await self.invoker.start()
+        try:
+            status = await self._pace(due_iter, to_mono, stop)
+            await self._drain(stop)
+        finally:
+            await self.invoker.close()
+        self.flush(final=True, status="stopped" if stop.is_set() else status)
+
+    async def _pace(self, due_iter: Iterator[float], to_mono: float, stop: StopFlag) -> str:
+        self.next_flush = _monotonic() + self.shard.flush_interval_s
+        self.next_poll = 0.0
+        waker = Waker()
+        try:
+            return await self._pace_loop(due_iter, to_mono, stop, waker)
+        finally:
+            waker.close()
+
+    async def _pace_loop(self, due_iter: Iterator[float], to_mono: float, stop: StopFlag, waker: Waker) -> str:
+        dispatch = self.dispatch
+        sleep = asyncio.sleep
+        burst = 0
+        for offset in due_iter:
+            due = offset + to_mono
+            now = _monotonic()
+            # Yield to responses at least every few sends, even when every request is overdue.
+            if now < due or burst >= _MAX_BURST:
+                burst = 0
+                if now >= self.next_poll and self._housekeeping(now, stop):
+                    return "stopped"
+                if now >= due:
+                    await sleep(0)
+                while now < due:
+                    await waker.until(min(due, now + _STOP_POLL_S))
+                    now = _monotonic()
+                    if now >= self.next_poll and self._housekeeping(now, stop):
+                        return "stopped"
+            dispatch(due)
+            burst += 1
+        return "ok"
+
+    def _housekeeping(self, now: float, stop: StopFlag) -> bool:
+        """Poll the stop flag and flush when an interval is due; True when stopped."""
+        if stop.is_set():
+            return True
+        self.next_poll = now + _STOP_POLL_S
+        if now >= self.next_flush:
+            self.flush()
+            self.next_flush += self.shard.flush_interval_s
+        return False
+
+    async def _drain(self, stop: StopFlag) -> None:
+        """Wait for queued and in-flight requests: up to the timeout, or briefly after a stop."""
+        now = _monotonic()
+        deadline = now + self.shard.target.timeout_s + 1.0
+        stop_deadline = now + _STOP_DRAIN_S if stop.is_set() else None
+        while (self.in_flight or self.queue) and now < deadline:
+            if stop_deadline is None and stop.is_set():
+                stop_deadline = now + _STOP_DRAIN_S
+            if stop_deadline is not None and now >= stop_deadline:
+                break
+            await asyncio.sleep(0.005)
+            now = _monotonic()
+        # Requests still waiting for a connection never left: they are dropped, not lost.
+        self.outcomes[Outcome.dropped] += len(self.queue)
+        self.queue.clear()
+
+
+async def run_shards_async(shards: Sequence[Shard], sink: Sink, stop: StopFlag | None = None) -> None:
+    """Run several shards concurrently on the current event loop (one generator per process)."""
+    flag: StopFlag = stop or _Never()
+    runs = [ShardRun(s, sink, make_invoker(s.target, s.phase, s.max_in_flight)) for s in shards]
+    await asyncio.gather(*(r.run(flag) for r in runs))
+
+
+def run_shards(shards: Sequence[Shard], sink: Sink, stop: StopFlag | None = None) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(run_shards_async(shards, sink, stop))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        asyncio.run(run_shards_async(shards, sink, stop))
+
+
+def run_shard(shard: Shard, sink: Sink, stop: StopFlag | None = None) -> None:
+    """Run one shard to completion (or until ``stop`` is set), flushing Intervals to ``sink``."""
+    run_shards([shard], sink, stop)
