@@ -84,6 +84,20 @@ class _SyntheticServer:
         self.loop.call_at(self.loop.time() + delay, proto.respond, received)
 
 
+def serve_forever(cfg: SyntheticConfig, port: int, on_ready: Any = None) -> None:
+    """Serve the synthetic target in the foreground (``fnbench synthetic``) until interrupted."""
+    import uvloop
+
+    async def main() -> None:
+        server = _SyntheticServer(cfg)
+        srv = await server.loop.create_server(lambda: _SyntheticProtocol(server), cfg.host, port)
+        if on_ready:
+            on_ready(srv.sockets[0].getsockname()[1])
+        await srv.serve_forever()
+
+    uvloop.run(main())
+
+
 def _serve(cfg: SyntheticConfig, conn: Any) -> None:
     import signal
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from orchestrator import plan as planner
 from orchestrator import runner, spec
 from orchestrator.collect import Collector
-from orchestrator.errors import FnbenchError, InputError, SpecError
+from orchestrator.errors import FnbenchError, InputError, SetupError, SpecError
 from orchestrator.report import terminal
 from orchestrator.results import read_intervals
 
@@ -33,8 +33,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
+# Pipes and CI get a wide console so result tables are not folded to 80 columns.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(exc: FnbenchError) -> typer.Exit:
@@ -182,6 +183,30 @@ def calibrate(
         out.print(f"requests: {req['completed']} measured of {req['intended']} intended, {req['served']} served; outcomes {req['outcomes']}")
         out.print(("[green]PASS[/]" if rep["pass"] else "[red]FAIL[/]") + f" worst error {worst}% (tolerance {tolerance}%)")
     raise typer.Exit(0 if rep["pass"] else 1)
+
+
+@app.command()
+def synthetic(
+    port: Annotated[int, typer.Option(help="loopback port to listen on")] = 18080,
+    median_ms: Annotated[float, typer.Option(help="median of the lognormal delay")] = 5.0,
+    sigma: Annotated[float, typer.Option(help="sigma of the lognormal delay (0: constant)")] = 0.5,
+    stall_every: Annotated[float, typer.Option(help="stall all responses every N seconds (0: never)")] = 0.0,
+    stall_ms: Annotated[float, typer.Option(help="length of each stall")] = 0.0,
+) -> None:
+    """Serve the synthetic target (known latency distribution) on 127.0.0.1 until Ctrl-C.
+
+    Pair it with `fnbench run examples/loopback.yaml` to try specs, SLOs and the live view.
+    """
+    from orchestrator.calibrate import SyntheticConfig, serve_forever
+
+    cfg = SyntheticConfig(median_ms=median_ms, sigma=sigma, stall_every_s=stall_every, stall_ms=stall_ms)
+    try:
+        serve_forever(cfg, port, lambda p: err.print(
+            f"synthetic target on http://127.0.0.1:{p}/ (lognormal median {median_ms:g} ms, σ {sigma:g}); Ctrl-C to stop"))
+    except OSError as exc:
+        raise _fail(SetupError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}")) from None
+    except KeyboardInterrupt:
+        pass
 
 
 def _show(result: dict[str, object], json_out: bool) -> None:

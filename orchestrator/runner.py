@@ -107,7 +107,7 @@ def run(
     finally:
         signal.signal(signal.SIGTERM, previous)
         folder.close()
-    result, code = finish(b, collector, interrupted=interrupted, workers=workers, shards=len(shards))
+    result, code = finish(b, collector, interrupted=interrupted, workers=workers, shards=len(shards), start_at=start_at)
     result["errors"] = pool.errors
     folder.write_result(result)
     if pool.errors:

@@ -75,4 +75,4 @@ class LiveView:
                 r = g.get("response_ms") or {}
                 parts.append(f"{g['target']}/{g['phase']}: {g['completed']} done, p99 {r.get('p99')} ms")
             elapsed = now - self.started
-            self.console.print(f"[{elapsed:5.1f}s/{self.total_s:.0f}s] " + ("; ".join(parts) or "starting…"))
+            self.console.print(f"[{elapsed:5.1f}s/{self.total_s:.0f}s] " + ("; ".join(parts) or ("warming up" if elapsed > 0 else "starting…")))

@@ -204,8 +204,9 @@ class Steps(Schedule):
 
     def offset_of(self, c: float) -> float:
         times, counts = self._edges()
-        # Last step whose starting count is below c; zero-rate steps are skipped over.
-        i = bisect.bisect_left(counts, c) - 1
+        # The step in which the count reaches c; at a boundary, the later step (so an arrival
+        # never lands at the start of a zero-rate step).
+        i = bisect.bisect_right(counts, c) - 1
         i = min(max(i, 0), len(self.steps) - 1)
         rate = float(self.steps[i][1])
         while rate == 0 and i + 1 < len(self.steps):
@@ -220,7 +221,7 @@ class Steps(Schedule):
         last = len(rates) - 1
 
         def offset_of(c: float) -> float:
-            i = min(max(bisect.bisect_left(counts, c) - 1, 0), last)
+            i = min(max(bisect.bisect_right(counts, c) - 1, 0), last)
             while rates[i] == 0 and i < last:
                 i += 1
             return times[i] + (c - counts[i]) / rates[i] if rates[i] > 0 else math.inf

@@ -1,0 +1,146 @@
+"""The `fnbench` command as a user runs it: exit codes, result.json, report, Ctrl-C, metrics."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+FNBENCH = [sys.executable, "-m", "orchestrator.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fnbench(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*FNBENCH, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, **kw)
+
+
+def write_spec(tmp_path: Path, url: str, extra: str = "", duration: str = "3s", rps: int = 200) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(
+        f"name: cli\ntargets:\n  - {{name: t, runtime: rust, url: '{url}', method: GET, timeout: 2s}}\n"
+        f"load: {{executor: constant, rps: {rps}}}\nduration: {duration}\nflush_interval: 1s\n{extra}"
+    )
+    return p
+
+
+def only_run(results: Path) -> Path:
+    runs = list(results.iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.integration
+def test_validate_lists_every_problem_and_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntargets:\n  - {name: a, url: nope}\n  - {name: a, url: 'http://127.0.0.1:1/'}\n"
+                   "load: {executor: ramp}\nduration: 0\n")
+    r = fnbench("validate", str(bad))
+    assert r.returncode == 2
+    for path in ("targets[0].url", "targets[1].name", "load.from_rps", "load.to_rps", "duration"):
+        assert path in r.stderr, (path, r.stderr)
+
+
+@pytest.mark.integration
+def test_run_refuses_a_bad_spec_without_starting(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntargets: []\n")
+    r = fnbench("run", str(bad), "--results", str(tmp_path / "results"), "--metrics-port", "0")
+    assert r.returncode == 2 and "targets" in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.integration
+def test_missing_spec_file_is_a_clear_error(tmp_path):
+    r = fnbench("run", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and "nope.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.integration
+def test_run_writes_result_json_and_report_rerenders_it(fault_server, tmp_path):
+    spec = write_spec(tmp_path, fault_server.url("/ok"), "slos: [{metric: error_rate, max: 0.0}]\n")
+    results = tmp_path / "results"
+    r = fnbench("run", str(spec), "--results", str(results), "--workers", "2", "--metrics-port", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    folder = only_run(results)
+    assert {p.name for p in folder.iterdir()} >= {"spec.yaml", "intervals.jsonl", "result.json"}
+    result = orjson.loads((folder / "result.json").read_bytes())
+    assert result["run_id"] == folder.name and result["gaps"] == []
+    assert result["slo"][0]["pass"] is True
+    (g,) = result["groups"]
+    assert (g["region"], g["target"], g["runtime"], g["phase"]) == ("local", "t", "rust", "warm")
+    assert g["intended"] == g["sent"] == g["completed"] == 600
+    assert g["outcomes"] == {"ok": 600}
+    assert g["achieved_rps"] == pytest.approx(200, rel=0.02)
+    for hist in ("response_ms", "service_ms", "send_lag_ms"):
+        assert set(g[hist]) == {"p50", "p90", "p99", "p999", "max", "mean"}
+        assert 0 <= g[hist]["p50"] <= g[hist]["p99"] <= g[hist]["max"]
+    assert orjson.loads(r.stdout)["groups"][0]["completed"] == 600
+
+    again = fnbench("report", str(folder), "--json")
+    assert again.returncode == 0, again.stderr
+    rerendered = orjson.loads(again.stdout)
+    assert rerendered["groups"][0]["outcomes"] == g["outcomes"]
+    assert rerendered["groups"][0]["response_ms"] == g["response_ms"]
+
+
+@pytest.mark.integration
+def test_failed_slo_exits_1(fault_server, tmp_path):
+    spec = write_spec(tmp_path, fault_server.url("/5xx"), "slos: [{metric: error_rate, max: 0.01}]\n", duration="1s")
+    r = fnbench("run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1")
+    assert r.returncode == 1, r.stderr
+    assert "FAIL" in r.stdout
+
+
+@pytest.mark.integration
+def test_unset_secret_reference_is_a_setup_error(fault_server, tmp_path):
+    spec = write_spec(tmp_path, fault_server.url("/ok"), duration="1s")
+    spec.write_text(spec.read_text().replace("timeout: 2s", "timeout: 2s, headers: {Authorization: '${env:FNBENCH_TEST_UNSET}'}"))
+    env = {k: v for k, v in os.environ.items() if k != "FNBENCH_TEST_UNSET"}
+    r = fnbench("run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1", env=env)
+    assert r.returncode == 2
+    assert "FNBENCH_TEST_UNSET" in r.stderr and "headers[0]" in r.stderr
+
+
+@pytest.mark.integration
+def test_sigint_stops_the_run_and_still_writes_the_result(fault_server, tmp_path):
+    spec = write_spec(tmp_path, fault_server.url("/ok"), duration="60s")
+    results = tmp_path / "results"
+    proc = subprocess.Popen([*FNBENCH, "run", str(spec), "--results", str(results), "--metrics-port", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    result = orjson.loads((only_run(results) / "result.json").read_bytes())
+    assert result["interrupted"] is True
+    (g,) = result["groups"]
+    assert 200 < g["completed"] < 60 * 200
+    assert g["completed"] == sum(g["outcomes"].values()) - g["outcomes"].get("dropped", 0)
+
+
+@pytest.mark.integration
+def test_metrics_are_served_during_the_run_with_values(fault_server, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = write_spec(tmp_path, fault_server.url("/ok"), duration="6s", rps=100)
+    proc = subprocess.Popen([*FNBENCH, "run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", str(port),
+                             "--workers", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(5)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        proc.communicate(timeout=60)
+    ok = [line for line in body.splitlines() if line.startswith("fnbench_requests_total{") and 'outcome="ok"' in line]
+    assert len(ok) == 1
+    assert 'target="t"' in ok[0] and 'runtime="rust"' in ok[0] and 'phase="warm"' in ok[0]
+    assert 100 <= float(ok[0].rsplit(" ", 1)[1]) <= 600
+    count = [line for line in body.splitlines() if line.startswith("fnbench_response_time_seconds_count{")]
+    assert float(count[0].rsplit(" ", 1)[1]) == float(ok[0].rsplit(" ", 1)[1])

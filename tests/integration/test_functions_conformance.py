@@ -1,0 +1,577 @@
+"""Conformance of the four benchmark subjects (functions/) with functions/CONTRACT.md.
+
+Builds every runtime once (session fixture), starts each HTTP server on an
+ephemeral loopback port and runs every vector in functions/vectors/ against
+it. A runtime is skipped only when its toolchain is missing and CI is not set;
+under CI a missing toolchain fails. Requests use http.client only; no mocks.
+
+Run:  .venv/bin/python -m pytest tests/integration/test_functions_conformance.py -v
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import functions as fn
+
+pytestmark = pytest.mark.integration
+
+VECTORS_DIR = fn.FUNCTIONS_DIR / "vectors"
+ENVELOPE_KEYS = {"runtime", "workload", "cold", "instance", "init_ms", "handler_ms", "result"}
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _load_vectors() -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for workload in fn.WORKLOADS:
+        doc = json.loads((VECTORS_DIR / f"{workload}.json").read_text(encoding="utf-8"))
+        assert doc["workload"] == workload
+        out[workload] = doc["cases"]
+    return out
+
+
+VECTORS = _load_vectors()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    conn: http.client.HTTPConnection | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, Any]:
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        c.request(method, path, body=body, headers=headers)
+        resp = c.getresponse()
+        raw = resp.read()
+        return resp.status, (json.loads(raw) if raw else None)
+    finally:
+        if own:
+            c.close()
+
+
+def case_body(case: dict[str, Any]) -> bytes:
+    if "body" in case:
+        return str(case["body"]).encode()
+    return json.dumps(case["params"]).encode()
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Parsed-JSON equality that, unlike ==, keeps booleans apart from numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, fn.Artifact | str]:
+    """runtime -> Artifact, or the reason it is unavailable (skip text)."""
+    out_dir = tmp_path_factory.mktemp("functions-build")
+    built: dict[str, fn.Artifact | str] = {}
+    for runtime in fn.RUNTIMES:
+        try:
+            (built[runtime],) = fn.build(runtime, out_dir)
+        except fn.ToolchainMissing as e:
+            if _in_ci():
+                raise  # CI must have every toolchain
+            built[runtime] = f"toolchain missing: {e}"
+    return built
+
+
+def _artifact(artifacts: dict[str, fn.Artifact | str], runtime: str) -> fn.Artifact:
+    a = artifacts[runtime]
+    if isinstance(a, str):
+        pytest.skip(a)
+    return a
+
+
+class Servers:
+    """One long-lived server per runtime, started on first use, killed at teardown."""
+
+    def __init__(self, artifacts: dict[str, fn.Artifact | str]) -> None:
+        self.artifacts = artifacts
+        self.running: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+
+    def port(self, runtime: str) -> int:
+        if runtime not in self.running:
+            art = _artifact(self.artifacts, runtime)
+            port = free_port()
+            proc = fn.start_server(art, port)
+            try:
+                fn.wait_ready(port, 20.0, proc=proc)
+            except BaseException:
+                fn.stop_server(proc)
+                raise
+            self.running[runtime] = (port, proc)
+        return self.running[runtime][0]
+
+    def proc(self, runtime: str) -> subprocess.Popen[bytes]:
+        return self.running[runtime][1]
+
+    def close(self) -> None:
+        for _, proc in self.running.values():
+            fn.stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def servers(artifacts: dict[str, fn.Artifact | str]) -> Iterator[Servers]:
+    s = Servers(artifacts)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def fresh_server(artifacts: dict[str, fn.Artifact | str]) -> Iterator[Any]:
+    """Factory: a new server process per call (for cold-start and SIGTERM tests)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(runtime: str) -> tuple[int, subprocess.Popen[bytes]]:
+        art = _artifact(artifacts, runtime)
+        port = free_port()
+        proc = fn.start_server(art, port)
+        procs.append(proc)
+        fn.wait_ready(port, 20.0, proc=proc)
+        return port, proc
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            fn.stop_server(p)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_build_artifacts(artifacts: dict[str, fn.Artifact | str]) -> None:
+    for runtime in fn.RUNTIMES:
+        a = artifacts[runtime]
+        if isinstance(a, str):
+            continue
+        assert a.runtime == runtime
+        assert a.path.exists()
+        assert a.size_bytes > 0
+        assert a.command
+        if runtime in ("rust", "go"):
+            assert a.path.name == "bootstrap" and os.access(a.path, os.X_OK)
+            assert fn.artifact_for(runtime, a.path.parent.parent).path == a.path
+
+
+def test_vectors_cover_every_workload_with_a_bad_case() -> None:
+    for workload, cases in VECTORS.items():
+        statuses = {c["status"] for c in cases}
+        assert 200 in statuses and 400 in statuses, workload
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_envelope_cold_then_warm(runtime: str, fresh_server: Any) -> None:
+    port, _ = fresh_server(runtime)
+    bodies = []
+    for _ in range(3):
+        status, body = request(port, "POST", "/echo", json.dumps({"payload": {"k": 1}}).encode())
+        assert status == 200, body
+        bodies.append(body)
+    first, second, third = bodies
+    for b in bodies:
+        assert set(b) >= ENVELOPE_KEYS, b
+        assert b["runtime"] == runtime
+        assert b["workload"] == "echo"
+        assert same_json(b["result"], {"k": 1})
+        assert isinstance(b["init_ms"], int | float) and not isinstance(b["init_ms"], bool)
+        assert b["init_ms"] > 0
+        assert isinstance(b["handler_ms"], int | float) and b["handler_ms"] >= 0
+        assert isinstance(b["instance"], str) and b["instance"]
+    assert first["cold"] is True
+    assert second["cold"] is False and third["cold"] is False
+    assert first["instance"] == second["instance"] == third["instance"]
+    assert first["init_ms"] == second["init_ms"]
+    status, health = request(port, "GET", "/health")
+    assert status == 200 and health["instance"] == first["instance"]
+
+
+@pytest.mark.parametrize("workload", fn.WORKLOADS)
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_vectors(runtime: str, workload: str, servers: Servers) -> None:
+    port = servers.port(runtime)
+    failures = []
+    instance = None
+    for case in VECTORS[workload]:
+        status, body = request(port, "POST", f"/{workload}", case_body(case))
+        where = f"{runtime}/{workload}/{case['name']}"
+        if status != case["status"]:
+            failures.append(f"{where}: status {status} != {case['status']}: {body}")
+            continue
+        if status == 200:
+            if not set(body) >= ENVELOPE_KEYS:
+                failures.append(f"{where}: envelope keys missing: {sorted(body)}")
+                continue
+            if body["runtime"] != runtime or body["workload"] != workload:
+                failures.append(
+                    f"{where}: runtime/workload fields {body['runtime']}/{body['workload']}"
+                )
+            if not same_json(body["result"], case["result"]):
+                failures.append(
+                    f"{where}: result\n  got      {body['result']!r}\n  expected {case['result']!r}"
+                )
+            instance = instance or body["instance"]
+            if body["instance"] != instance:
+                failures.append(f"{where}: instance changed")
+        elif not (isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]):
+            failures.append(f"{where}: 400 without an error message: {body}")
+    assert servers.proc(runtime).poll() is None, f"{runtime} server died"
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_bad_requests_then_still_serving(runtime: str, servers: Servers) -> None:
+    port = servers.port(runtime)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # one keep-alive connection
+    try:
+        bad = [
+            ("/no_such_workload", b"{}"),
+            ("/hash", b"{not json"),
+            ("/hash", b'{"data": "x", "rounds": -5}'),
+            ("/matmul", b'{"n": 100000}'),
+            ("/alloc", b'{"mb": "lots", "object_bytes": 1}'),
+            ("/sleep", b'{"ms": 1e9}'),
+            ("/validate", b'{"data_b64": "%%%", "max_bytes": 1, "sha256": "00"}'),
+            ("/echo", b"[]"),
+            ("/transform", b'{"records": [{"id": "1"}], "min_total": 0}'),
+        ]
+        for path, body in bad:
+            status, payload = request(port, "POST", path, body, conn=conn)
+            assert status == 400, (path, body, payload)
+            assert isinstance(payload.get("error"), str) and payload["error"], payload
+        status, payload = request(port, "POST", "/hash", b'{"data":"abc","rounds":1}', conn=conn)
+        assert status == 200, payload
+        assert (
+            payload["result"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        )
+        status, _ = request(port, "GET", "/health", conn=conn)
+        assert status == 200
+    finally:
+        conn.close()
+    assert servers.proc(runtime).poll() is None
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_sleep_does_not_block_other_requests(runtime: str, servers: Servers) -> None:
+    port = servers.port(runtime)
+    slow = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        t0 = time.monotonic()
+        slow.request(
+            "POST", "/sleep", body=b'{"ms": 700}', headers={"Content-Type": "application/json"}
+        )
+        time.sleep(0.05)
+        status, _ = request(port, "POST", "/echo", b'{"payload": 1}', timeout=5)
+        quick = time.monotonic() - t0
+        resp = slow.getresponse()
+        assert resp.status == 200
+        assert json.loads(resp.read())["result"] == {"slept_ms": 700}
+        assert status == 200
+        assert quick < 0.6, f"echo waited {quick:.3f}s behind a sleeping request"
+        assert time.monotonic() - t0 >= 0.69
+    finally:
+        slow.close()
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_sigterm_exits_promptly(runtime: str, fresh_server: Any) -> None:
+    port, proc = fresh_server(runtime)
+    assert request(port, "POST", "/echo", b'{"payload": 1}')[0] == 200
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=5)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_artifacts_report(
+    artifacts: dict[str, fn.Artifact | str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not an assertion: prints sizes and build times (see with -s or -rA)."""
+    with capsys.disabled():
+        for runtime, a in artifacts.items():
+            if isinstance(a, str):
+                print(f"\n  {runtime:7s} unavailable: {a}")
+            else:
+                print(
+                    f"\n  {runtime:7s} {a.size_bytes:>10,d} B  build {a.build_seconds:6.1f} s  {Path(a.path)}"
+                )
+
+
+# ------------------------------------------------------------------ Lambda entry points
+#
+# Rust and Go run their real Lambda mode (lambda_runtime / aws-lambda-go) against
+# a minimal in-test AWS Lambda Runtime API (2018-06-01) on loopback. Node and
+# Python call their exported `handler` through a tiny driver process, exactly
+# as the Lambda runtime would.
+
+
+_API = "/2018-06-01/runtime"
+
+
+class FakeRuntimeAPI:
+    """Serves /invocation/next, /invocation/{id}/response|error, /init/error."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.results: dict[str, queue.Queue[tuple[str, Any]]] = {}
+        self.stopping = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(
+                self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+            ) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path != f"{_API}/invocation/next":
+                    return self._reply(404)
+                while not api.stopping.is_set():
+                    try:
+                        req_id, body = api.events.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    deadline = str(int((time.time() + 300) * 1000))
+                    return self._reply(
+                        200,
+                        body,
+                        {
+                            "Lambda-Runtime-Aws-Request-Id": req_id,
+                            "Lambda-Runtime-Deadline-Ms": deadline,
+                            "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:fnbench",
+                            "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
+                        },
+                    )
+                self.close_connection = True
+
+            def _read_body(self) -> bytes:
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    chunks: list[
+                        bytes
+                    ] = []  # aws-lambda-go streams responses with chunked encoding
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def do_POST(self) -> None:
+                body = self._read_body()
+                parts = self.path.removeprefix(_API + "/").split("/")
+                if (
+                    len(parts) == 3
+                    and parts[0] == "invocation"
+                    and parts[2] in ("response", "error")
+                ):
+                    api.results.setdefault(parts[1], queue.Queue()).put(
+                        (parts[2], json.loads(body or b"null"))
+                    )
+                    return self._reply(202, b'{"status":"OK"}')
+                if parts[:2] == ["init", "error"]:
+                    api.results.setdefault("init", queue.Queue()).put(("init_error", body.decode()))
+                    return self._reply(202, b'{"status":"OK"}')
+                self._reply(404)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def invoke(self, event: Any, timeout: float = 60.0) -> tuple[str, Any]:
+        req_id = str(uuid.uuid4())
+        results = self.results.setdefault(req_id, queue.Queue())
+        self.events.put((req_id, json.dumps(event).encode()))
+        return results.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_NODE_DRIVER = """
+import { createInterface } from 'node:readline';
+const { handler } = await import(process.argv[1]);
+for await (const line of createInterface({ input: process.stdin })) {
+  let out;
+  try { out = { kind: 'response', body: await handler(JSON.parse(line), {}) }; }
+  catch (e) { out = { kind: 'error', body: { errorType: e.name, errorMessage: e.message } }; }
+  process.stdout.write(JSON.stringify(out) + '\\n');
+}
+"""
+
+_PYTHON_DRIVER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import handler
+for line in sys.stdin:
+    try:
+        out = {"kind": "response", "body": handler.handler(json.loads(line), None)}
+    except Exception as e:
+        out = {"kind": "error", "body": {"errorType": type(e).__name__, "errorMessage": str(e)}}
+    sys.stdout.write(json.dumps(out) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+class LambdaInvoker:
+    """invoke(event) -> ("response", envelope) | ("error", {errorType, errorMessage})."""
+
+    def __init__(self, artifact: fn.Artifact) -> None:
+        self.api: FakeRuntimeAPI | None = None
+        env = dict(os.environ)
+        if artifact.runtime in ("rust", "go"):
+            self.api = FakeRuntimeAPI()
+            env.update(
+                {
+                    "AWS_LAMBDA_RUNTIME_API": self.api.address,
+                    "AWS_LAMBDA_FUNCTION_NAME": "fnbench",
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+                    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                    "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fnbench",
+                    "AWS_LAMBDA_LOG_STREAM_NAME": "test",
+                    "AWS_REGION": "us-east-1",
+                }
+            )
+            cmd = artifact.command
+            stdin = subprocess.DEVNULL
+        elif artifact.runtime == "node":
+            cmd = [
+                artifact.command[0],
+                "--input-type=module",
+                "-e",
+                _NODE_DRIVER,
+                str(artifact.path / "index.mjs"),
+            ]
+            stdin = subprocess.PIPE
+        else:
+            cmd = [artifact.command[0], "-I", "-B", "-c", _PYTHON_DRIVER, str(artifact.path)]
+            stdin = subprocess.PIPE
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=stdin,
+            stdout=subprocess.PIPE if stdin == subprocess.PIPE else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def invoke(self, event: Any) -> tuple[str, Any]:
+        if self.api is not None:
+            return self.api.invoke(event)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(event).encode() + b"\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"lambda driver exited with {self.proc.poll()}"
+        out = json.loads(line)
+        return out["kind"], out["body"]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        fn.stop_server(self.proc)
+        if self.api is not None:
+            self.api.close()
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_lambda_entry_point(runtime: str, artifacts: dict[str, fn.Artifact | str]) -> None:
+    inv = LambdaInvoker(_artifact(artifacts, runtime))
+    try:
+        failures: list[str] = []
+        instance = None
+        first = True
+        for workload in fn.WORKLOADS:
+            for case in VECTORS[workload]:
+                if "body" in case:
+                    continue  # raw-body cases are HTTP-only; Lambda events are already JSON
+                kind, body = inv.invoke({"workload": workload, "params": case["params"]})
+                where = f"{runtime}/lambda/{workload}/{case['name']}"
+                if case["status"] == 200:
+                    if kind != "response":
+                        failures.append(f"{where}: expected a response, got {kind}: {body}")
+                        continue
+                    if not same_json(body["result"], case["result"]):
+                        failures.append(f"{where}: result {body['result']!r} != {case['result']!r}")
+                    if body["cold"] is not first:
+                        failures.append(f"{where}: cold={body['cold']} (first invocation: {first})")
+                    instance = instance or body["instance"]
+                    if (
+                        body["instance"] != instance
+                        or body["runtime"] != runtime
+                        or body["init_ms"] <= 0
+                    ):
+                        failures.append(f"{where}: bad envelope {body}")
+                elif kind != "error" or body.get("errorType") != "BadRequest":
+                    failures.append(f"{where}: expected a BadRequest error, got {kind}: {body}")
+                first = False
+        kind, body = inv.invoke({"workload": "no_such_workload"})
+        assert kind == "error" and body.get("errorType") == "BadRequest", body
+        kind, body = inv.invoke({"workload": "echo", "params": {"payload": "still alive"}})
+        assert kind == "response" and body["result"] == "still alive", body
+        assert not failures, "\n".join(failures)
+    finally:
+        inv.close()

@@ -1,0 +1,107 @@
+"""Loopback HTTP servers the tests drive load at: real sockets, no mocks.
+
+FaultServer answers by path: /ok, /5xx, /429, /reset (RST before any response), /timeout
+(never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N.
+It runs its own asyncio loop in a thread and counts requests per path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from collections import Counter
+from typing import Any
+
+
+class _FaultProtocol(asyncio.Protocol):
+    def __init__(self, server: FaultServer) -> None:
+        self.server = server
+        self.buffer = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, rest = self.buffer.split(b"\r\n\r\n", 1)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            path = head.split(b" ", 2)[1].decode()
+            self.handle(path)
+
+    def handle(self, path: str) -> None:
+        route, _, query = path.partition("?")
+        self.server.hits[route] += 1
+        t = self.transport
+        if route == "/5xx":
+            t.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail")
+        elif route == "/429":
+            t.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n")
+        elif route == "/reset":
+            sock = t.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            t.abort()
+        elif route == "/timeout":
+            pass
+        elif route == "/chunked":
+            t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\n\r\n")
+        elif route == "/close":
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            t.close()
+        elif route == "/slow":
+            ms = float(query.partition("ms=")[2] or 10)
+            asyncio.get_running_loop().call_later(
+                ms / 1000, lambda: t.is_closing() or t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            )
+        else:
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+class FaultServer:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.hits: Counter[str] = Counter()
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True, name="fault-server")
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self.server = await self.loop.create_server(lambda: _FaultProtocol(self), self.host, 0, backlog=1024)
+            self.port = self.server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    def __enter__(self) -> FaultServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,72 @@
+import random
+
+import pytest
+
+from orchestrator.collect import Collector
+from workers import recorder
+from workers.contract import SCHEMA_VERSION, Interval, SchemaError, Shard, Target
+
+
+def test_merge_of_parts_equals_recording_everything_at_once():
+    rng = random.Random(1)
+    values = [int(rng.lognormvariate(8, 1.2)) for _ in range(20_000)]
+    whole = recorder.new_histogram()
+    recorder.fill(whole, values)
+    parts = []
+    for chunk in (values[:7000], values[7000:15000], values[15000:]):
+        h = recorder.new_histogram()
+        recorder.fill(h, chunk)
+        parts.append(recorder.encode(h))
+    merged = recorder.merge(parts)
+    assert merged.get_total_count() == whole.get_total_count() == 20_000
+    for p in (50, 90, 99, 99.9, 100):
+        assert merged.get_value_at_percentile(p) == whole.get_value_at_percentile(p)
+
+
+def test_values_out_of_range_are_counted_not_dropped():
+    h = recorder.new_histogram()
+    oor = recorder.fill(h, [5, recorder.HIGHEST_US * 10, recorder.HIGHEST_US * 2])
+    assert oor == 2
+    assert h.get_total_count() == 3
+
+
+def test_three_significant_digits():
+    h = recorder.new_histogram()
+    recorder.fill(h, [123_456])
+    assert h.get_value_at_percentile(50) == pytest.approx(123_456, rel=1e-3)
+
+
+def _interval(seq: int, attempt: int = 0, value: int = 1000) -> Interval:
+    h = recorder.new_histogram()
+    recorder.fill(h, [value] * 10)
+    enc = recorder.encode(h)
+    return Interval(run_id="r", shard_id="s", attempt=attempt, seq=seq, region="local", target="t",
+                    runtime="rust", phase="warm", t0=0.0, t1=1.0, intended=10, sent=10, completed=10,
+                    outcomes={"ok": 10}, response_us=enc, service_us=enc, send_lag_us=enc)
+
+
+def test_codec_round_trip_carries_schema_version():
+    iv = _interval(3)
+    raw = iv.to_json()
+    assert b'"schema_version":%d' % SCHEMA_VERSION in raw
+    assert Interval.from_json(raw) == iv
+    shard = Shard(run_id="r", shard_id="s", region="x", target=Target(name="t", runtime="go", platform="http",
+                  url="http://127.0.0.1:1/", headers=(("a", "b"),)), phase="warm",
+                  arrival={"kind": "constant", "rps": "1/3"}, start_at=1.5, duration_s=2.0)
+    assert Shard.from_json(shard.to_json()) == shard
+
+
+def test_a_record_of_another_schema_version_is_refused():
+    d = _interval(0).to_dict()
+    d["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(SchemaError, match="schema_version"):
+        Interval.from_dict(d)
+
+
+def test_collector_drops_duplicates_by_shard_attempt_seq():
+    c = Collector("r", {"warm": 2.0})
+    assert c.add(_interval(0)) and c.add(_interval(1)) and c.add(_interval(0, attempt=1))
+    assert not c.add(_interval(1))  # redelivered
+    row = c.group_rows()[0]
+    assert row["completed"] == 30 and c.duplicates == 1
+    assert row["response_ms"]["p99"] == pytest.approx(1.0, rel=1e-3)
