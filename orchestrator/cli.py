@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -209,11 +209,11 @@ def synthetic(
         pass
 
 
-def _show(result: dict[str, object], json_out: bool) -> None:
+def _show(result: dict[str, Any], json_out: bool) -> None:
     if json_out:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        terminal.render(result, out)  # type: ignore[arg-type]
+        terminal.render(result, out)
 
 
 def main() -> None:

@@ -77,14 +77,14 @@ class LoadSpec(_Model):
     to_rps: float | None = None
     over: Duration | None = None
     steps: list[StepSpec] = []
-    max_in_flight: int = Field(256, ge=1, le=100_000)
-    queue_limit: int = Field(10_000, ge=0, le=10_000_000)
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    queue_limit: int = Field(default=10_000, ge=0, le=10_000_000)
 
 
 class ColdStartSpec(_Model):
     enabled: bool = False
-    invocations: int = Field(20, ge=1)
-    rps: float = Field(2.0, gt=0)
+    invocations: int = Field(default=20, ge=1)
+    rps: float = Field(default=2.0, gt=0)
 
 
 class SloSpec(_Model):
@@ -95,7 +95,7 @@ class SloSpec(_Model):
 
 
 class ShardingSpec(_Model):
-    max_rps_per_shard: float = Field(5000, gt=0)
+    max_rps_per_shard: float = Field(default=5000, gt=0)
     slice: Duration = 300.0
 
 

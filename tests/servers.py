@@ -23,6 +23,7 @@ class _FaultProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.server.connections += 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -68,9 +69,11 @@ class _FaultProtocol(asyncio.Protocol):
 
 
 class FaultServer:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", ssl_context: Any = None) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.hits: Counter[str] = Counter()
+        self.connections = 0
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -80,7 +83,9 @@ class FaultServer:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self.server = await self.loop.create_server(lambda: _FaultProtocol(self), self.host, 0, backlog=1024)
+            self.server = await self.loop.create_server(
+                lambda: _FaultProtocol(self), self.host, 0, backlog=1024, ssl=self.ssl_context
+            )
             self.port = self.server.sockets[0].getsockname()[1]
             self._ready.set()
 
@@ -97,7 +102,8 @@ class FaultServer:
         self._thread.join(5)
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.port}{path}"
 
 
 def closed_port() -> int:

@@ -12,8 +12,10 @@ from workers.shard import run_shard
 RATE, SECONDS = 100, 2.0
 
 
-def drive(url: str, timeout_s: float = 2.0, rate: int = RATE, seconds: float = SECONDS, max_in_flight: int = 64):
-    target = Target(name="t", runtime="other", platform="http", url=url, method="GET", timeout_s=timeout_s)
+def drive(url: str, timeout_s: float = 2.0, rate: int = RATE, seconds: float = SECONDS, max_in_flight: int = 64,
+          tls_verify: bool = True):
+    target = Target(name="t", runtime="other", platform="http", url=url, method="GET", timeout_s=timeout_s,
+                    tls_verify=tls_verify)
     shard = Shard(run_id="r", shard_id="s", region="local", target=target, phase="warm",
                   arrival={"kind": "constant", "rps": str(rate)}, start_at=time.time() + 0.2,
                   duration_s=seconds, flush_interval_s=0.5, max_in_flight=max_in_flight)

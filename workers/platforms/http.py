@@ -201,7 +201,7 @@ class HttpInvoker:
                 ),
                 timeout=self.timeout,
             )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.connecting -= 1
             if self.waiting:
                 due, handed, done = self.waiting.popleft()

@@ -1,0 +1,44 @@
+# fnbench — the two commands a newcomer needs:
+#   make calibrate   set up and run the main job (measure a known target, print the error)
+#   make test        set up and run every test (what CI runs)
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup calibrate example test unit lint bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+calibrate: setup
+	$(BIN)/fnbench calibrate
+
+# Serve the synthetic target, run the example spec against it, stop the target.
+example: setup
+	$(BIN)/fnbench synthetic --port 18080 & pid=$$!; sleep 1; \
+	$(BIN)/fnbench run examples/loopback.yaml; rc=$$?; kill $$pid; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check orchestrator workers tests bench
+	$(BIN)/mypy orchestrator workers
+
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+test: setup lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/throughput.py
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+
+clean:
+	rm -rf $(VENV) results build .pytest_cache .mypy_cache .ruff_cache
