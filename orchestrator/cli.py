@@ -209,6 +209,56 @@ def synthetic(
         pass
 
 
+functions_app = typer.Typer(help="The benchmark subjects in functions/: build them, list them.", no_args_is_help=True)
+app.add_typer(functions_app, name="functions")
+
+
+def _functions_table(artifacts: list[Any], title: str) -> Table:
+    table = Table("runtime", "artefact", "size", "build s", "start command", title=title)
+    for a in artifacts:
+        table.add_row(a.runtime, str(a.path), f"{a.size_bytes / 1e6:.2f} MB" if a.size_bytes >= 1e5 else f"{a.size_bytes / 1e3:.1f} kB",
+                      f"{a.build_seconds:.1f}" if a.build_seconds else "-", " ".join(Path(c).name if i == 0 else c for i, c in enumerate(a.command)))
+    return table
+
+
+@functions_app.command("build")
+def functions_build(
+    runtime: Annotated[str | None, typer.Argument(help="rust, go, node or python; all when omitted")] = None,
+) -> None:
+    """Build the functions (cargo --release, go build; node and python need nothing) and print sizes."""
+    from orchestrator import functions
+
+    if runtime is not None and runtime not in functions.RUNTIMES:
+        raise _fail(InputError(f"unknown runtime {runtime!r}; one of {', '.join(functions.RUNTIMES)}"))
+    built = []
+    for rt in [runtime] if runtime else list(functions.RUNTIMES):
+        err.print(f"building {rt} …")
+        try:
+            built += functions.build(rt)
+        except FnbenchError as exc:
+            raise _fail(exc) from None
+    out.print(_functions_table(built, "built functions"))
+
+
+@functions_app.command("list")
+def functions_list() -> None:
+    """Show runtimes, workloads and the size of each built artefact."""
+    from orchestrator import functions
+
+    found, missing = [], []
+    for rt in functions.RUNTIMES:
+        try:
+            found.append(functions.artifact_for(rt))
+        except FileNotFoundError:
+            missing.append(rt)
+        except FnbenchError as exc:
+            missing.append(f"{rt} ({exc})")
+    out.print(_functions_table(found, "functions"))
+    out.print("workloads: " + ", ".join(functions.WORKLOADS) + "  (functions/CONTRACT.md)")
+    if missing:
+        out.print("not built: " + ", ".join(missing) + " — run `fnbench functions build`")
+
+
 def _show(result: dict[str, Any], json_out: bool) -> None:
     if json_out:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")

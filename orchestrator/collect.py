@@ -32,6 +32,8 @@ class GroupState:
     t0: float = float("inf")
     t1: float = 0.0
     peak_in_flight: int = 0
+    cold_starts: int = 0
+    peak_rss_mb: float = 0.0
     series: dict[int, list[int]] = field(default_factory=dict)  # second → [intended, completed, errors]
 
     def add(self, iv: Interval) -> None:
@@ -49,6 +51,8 @@ class GroupState:
             self.t0 = min(self.t0, iv.t0)
             self.t1 = max(self.t1, iv.t1)
         self.peak_in_flight = max(self.peak_in_flight, iv.max_in_flight)
+        self.cold_starts += iv.cold_starts
+        self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
         bucket = self.series.setdefault(int(iv.t1), [0, 0, 0])
         bucket[0] += iv.intended
         bucket[1] += iv.completed
@@ -121,8 +125,10 @@ class Collector:
                 if name == "init_ms" and g.hists[name].get_total_count() == 0:
                     continue
                 row[name] = recorder.summary_ms(g.hists[name])
-            if phase == "cold":
-                row["cold_starts"] = g.hists["init_ms"].get_total_count()
+            if g.cold_starts:
+                row["cold_starts"] = g.cold_starts
+            if g.peak_rss_mb:
+                row["peak_rss_mb"] = round(g.peak_rss_mb, 2)
             row["series"] = [[t, *v] for t, v in sorted(g.series.items())]
             rows.append(row)
         return rows

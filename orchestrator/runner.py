@@ -6,6 +6,7 @@ the workers' stop flag; they flush within ~250 ms and the partial result is stil
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -19,10 +20,11 @@ from orchestrator import plan
 from orchestrator.collect import Collector
 from orchestrator.compare import slo_verdicts
 from orchestrator.dispatch.local import LocalPool
+from orchestrator.errors import SetupError
 from orchestrator.results import RunFolder, new_run_id
 from orchestrator.spec import Benchmark
 from orchestrator.watch import LiveView
-from workers.contract import Interval
+from workers.contract import Interval, Shard
 from workers.metrics import IntervalMetrics, serve
 
 EXIT_OK, EXIT_SLO, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -38,6 +40,28 @@ class RunOutcome:
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def with_local_functions(shards: list[Shard], b: Benchmark) -> list[Shard]:
+    """Give local-platform targets the command of their built function (fnbench functions build)."""
+    local = {t.name: t for t in b.targets if t.platform == "local"}
+    if not local:
+        return shards
+    from orchestrator import functions
+
+    addresses: dict[str, dict[str, Any]] = {}
+    for name, t in local.items():
+        try:
+            art = functions.artifact_for(t.runtime)
+        except FileNotFoundError as exc:
+            raise SetupError(f"target {name!r}: {exc}; build with `fnbench functions build`") from None
+        cwd = art.path if art.path.is_dir() else art.path.parent
+        addresses[name] = {"command": art.command, "env": art.env, "cwd": str(cwd), "instances": t.instances}
+    return [
+        dataclasses.replace(s, target=dataclasses.replace(s.target, address=addresses[s.target.name]))
+        if s.target.name in addresses else s
+        for s in shards
+    ]
 
 
 def phase_seconds(b: Benchmark) -> dict[str, float]:
@@ -69,7 +93,7 @@ def run(
     run_id = run_id or new_run_id(b.name)
     workers = workers or default_workers()
     start_at = time.time() + _LEAD_S
-    shards = plan.split(b, run_id, start_at, min_parts=workers)
+    shards = with_local_functions(plan.split(b, run_id, start_at, min_parts=workers), b)
     folder = RunFolder(results_root, run_id)
     folder.write_spec(spec_text)
     collector = Collector(run_id, phase_seconds(b))

@@ -54,8 +54,9 @@ class TargetSpec(_Model):
     timeout: Duration = 10.0
     workload: str = ""
     tls_verify: bool = True
-    function: str = ""  # local: function directory / runtime; aws-lambda: function name
+    function: str = ""  # aws-lambda: function name
     qualifier: str = ""
+    instances: int = Field(default=1, ge=1, le=256)  # local: warm processes to spread requests over
 
     def body_text(self) -> str:
         if self.body is None:
@@ -165,6 +166,13 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         seen.setdefault(t.name, i)
         if t.platform == "http" and not re.match(r"^https?://[^/\s]+", t.url):
             problems.append(f"targets[{i}].url: the http platform needs http(s)://host[:port]/path, got {t.url!r}")
+        if t.platform == "local":
+            from orchestrator.functions import RUNTIMES, WORKLOADS
+
+            if t.runtime not in RUNTIMES:
+                problems.append(f"targets[{i}].runtime: the local platform runs {', '.join(RUNTIMES)}, not {t.runtime!r}")
+            if t.workload not in WORKLOADS:
+                problems.append(f"targets[{i}].workload: one of {', '.join(WORKLOADS)} (functions/CONTRACT.md), got {t.workload!r}")
         if t.platform == "aws-lambda" and not t.function:
             problems.append(f"targets[{i}].function: the aws-lambda platform needs a function name")
         if t.timeout <= 0:

@@ -166,6 +166,7 @@ class Interval:
     final: bool = False  # the shard's last interval
     status: str = "ok"  # ok | expired | stopped
     gap_s: float = 0.0  # seconds of this shard's window in which no load was generated
+    cold_starts: int = 0  # processes or sandboxes started for cold invocations
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -75,19 +75,22 @@ def summary_ms(hist: HdrHistogram) -> dict[str, float | None]:
 class ShardRecorder:
     """Raw samples of the current interval for one shard (one target, one phase)."""
 
-    __slots__ = ("response", "service", "send_lag", "init")
+    HISTOGRAMS = ("response", "service", "send_lag", "init")
+    __slots__ = (*HISTOGRAMS, "cold_starts", "peak_rss_mb")
 
     def __init__(self) -> None:
         self.response = array("q")
         self.service = array("q")
         self.send_lag = array("q")
         self.init = array("q")
+        self.cold_starts = 0  # processes spawned for cold invocations
+        self.peak_rss_mb = 0.0  # of the function processes, where the platform can see them
 
     def drain(self) -> tuple[dict[str, str], int]:
-        """Encode and reset; returns ({name: encoded}, out_of_range)."""
+        """Encode the histograms and reset them; returns ({name: encoded}, out_of_range)."""
         encoded: dict[str, str] = {}
         out_of_range = 0
-        for name in self.__slots__:
+        for name in self.HISTOGRAMS:
             values: array[int] = getattr(self, name)
             hist = new_histogram()
             out_of_range += fill(hist, values)

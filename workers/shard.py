@@ -45,11 +45,11 @@ class _Never:
 class ShardRun:
     """State of one shard while it runs; ``done`` is the invoker's completion callback."""
 
-    def __init__(self, shard: Shard, sink: Sink, invoker: Invoker) -> None:
+    def __init__(self, shard: Shard, sink: Sink) -> None:
         self.shard = shard
         self.sink = sink
-        self.invoker = invoker
         self.rec = ShardRecorder()
+        self.invoker: Invoker = make_invoker(shard.target, shard.phase, shard.max_in_flight, self.rec)
         self.outcomes = [0] * len(OUTCOME_NAMES)
         self.intended = self.sent = self.completed = 0
         self.in_flight = self.peak_in_flight = 0
@@ -121,7 +121,10 @@ class ShardRun:
             final=final,
             status=status,
             gap_s=round(self.gap_s, 3),
+            cold_starts=self.rec.cold_starts,
+            max_memory_mb=round(self.rec.peak_rss_mb, 3),
         )
+        self.rec.cold_starts = 0
         self.seq += 1
         self.interval_t0 = t1
         self.intended = self.sent = self.completed = 0
@@ -223,7 +226,7 @@ class ShardRun:
 async def run_shards_async(shards: Sequence[Shard], sink: Sink, stop: StopFlag | None = None) -> None:
     """Run several shards concurrently on the current event loop (one generator per process)."""
     flag: StopFlag = stop or _Never()
-    runs = [ShardRun(s, sink, make_invoker(s.target, s.phase, s.max_in_flight)) for s in shards]
+    runs = [ShardRun(s, sink) for s in shards]
     await asyncio.gather(*(r.run(flag) for r in runs))
 
 

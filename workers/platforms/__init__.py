@@ -14,6 +14,7 @@ from typing import Protocol
 
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
+from workers.recorder import ShardRecorder
 
 Done = Callable[[Outcome, float, float, float], None]
 
@@ -40,7 +41,9 @@ def resolve_env(value: str, where: str) -> str:
     return _ENV_REF.sub(repl, value)
 
 
-def make_invoker(target: Target, phase: str, max_in_flight: int) -> Invoker:
+def make_invoker(target: Target, phase: str, max_in_flight: int, recorder: ShardRecorder) -> Invoker:
+    """The invoker for a target's platform; platforms that see more than timings (cold starts,
+    init time, memory) record those into ``recorder``."""
     if target.platform == "http":
         from workers.platforms.http import HttpInvoker
 
@@ -48,5 +51,5 @@ def make_invoker(target: Target, phase: str, max_in_flight: int) -> Invoker:
     if target.platform == "local":
         from workers.platforms.local import make_local_invoker
 
-        return make_local_invoker(target, phase, max_in_flight)
+        return make_local_invoker(target, phase, max_in_flight, recorder)
     raise SetupError(f"target {target.name!r}: platform {target.platform!r} is not supported by this worker")

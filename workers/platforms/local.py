@@ -1,0 +1,251 @@
+"""The local platform: benchmark functions run as processes on this machine.
+
+Warm: N instances start on ephemeral loopback ports, readiness is awaited, and requests
+are spread round-robin over one HTTP invoker per instance.  Cold: every invocation spawns a
+fresh process and measures spawn → first response (service time) next to the function's own
+``init_ms`` (init histogram).  Cold starts counted = processes spawned.
+
+No orphans: every function process gets PR_SET_PDEATHSIG=SIGKILL (it dies with the worker
+even when the worker is SIGKILLed), and ``close()`` kills whatever is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import Any
+
+import httptools
+import orjson
+
+from workers.contract import Outcome, Target
+from workers.errors import SetupError
+from workers.platforms import Done
+from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
+from workers.recorder import ShardRecorder
+from workers.timer import Waker
+
+_PR_SET_PDEATHSIG = 1
+_READY_TIMEOUT_S = 30.0
+_monotonic = time.monotonic
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(target: Target, port: int) -> subprocess.Popen[bytes]:
+    command = target.address.get("command")
+    if not command:
+        raise SetupError(f"target {target.name!r}: the local platform needs a built function (fnbench functions build)")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
+    env.update(target.address.get("env") or {})
+    env.update({"PORT": str(port), "HOST": "127.0.0.1"})
+    return subprocess.Popen(
+        command, env=env, cwd=target.address.get("cwd") or None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent, start_new_session=True,
+    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a live process, in MiB; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _url(target: Target, port: int) -> str:
+    return f"http://127.0.0.1:{port}/{target.workload}"
+
+
+async def _wait_accepting(port: int, proc: subprocess.Popen[bytes], deadline: float, waker: Waker) -> bool:
+    """Poll connect() every ~200 µs until the process listens; False if it exits or times out."""
+    while _monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await waker.until(_monotonic() + 0.0002)
+            continue
+        writer.close()
+        return True
+    return False
+
+
+class LocalWarmInvoker:
+    """N warm instances of one function; requests go round-robin to their connection pools."""
+
+    def __init__(self, target: Target, max_in_flight: int, recorder: ShardRecorder) -> None:
+        self.target = target
+        self.instances = max(1, int(target.address.get("instances", 1)))
+        self.max_in_flight = max_in_flight
+        self.recorder = recorder
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pools: list[HttpInvoker] = []
+        self.next = 0
+
+    async def start(self) -> None:
+        waker = Waker()
+        try:
+            for _ in range(self.instances):
+                port = free_port()
+                proc = spawn(self.target, port)
+                self.procs.append(proc)
+                if not await _wait_accepting(port, proc, _monotonic() + _READY_TIMEOUT_S, waker):
+                    await self.close()
+                    raise SetupError(f"target {self.target.name!r}: {self.target.address['command'][0]} "
+                                     f"did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT_S:.0f}s")
+                http_target = dataclasses.replace(self.target, platform="http", url=_url(self.target, port))
+                pool = HttpInvoker(http_target, max(1, self.max_in_flight // self.instances))
+                await pool.start()
+                self.pools.append(pool)
+        finally:
+            waker.close()
+
+    def invoke(self, due: float, done: Done) -> None:
+        pools = self.pools
+        self.next = (self.next + 1) % len(pools)
+        pools[self.next].invoke(due, done)
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()
+        for proc in self.procs:
+            self.recorder.peak_rss_mb = max(self.recorder.peak_rss_mb, peak_rss_mb(proc.pid))
+            kill(proc)
+        self.procs.clear()
+
+
+class _OneShot(asyncio.Protocol):
+    """One request on one connection: collects status and body."""
+
+    def __init__(self, finished: asyncio.Future[tuple[int, bytes]]) -> None:
+        self.finished = finished
+        self.parser = httptools.HttpResponseParser(self)
+        self.body = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not self.finished.done():
+                self.finished.set_exception(exc)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result((self.parser.get_status_code(), bytes(self.body)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.finished.set_exception(ConnectionResetError("closed before the response"))
+
+
+class LocalColdInvoker:
+    """Every invocation is a cold start: spawn, wait until it listens, send, record, kill."""
+
+    def __init__(self, target: Target, recorder: ShardRecorder) -> None:
+        self.target = target
+        self.recorder = recorder
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.procs: set[subprocess.Popen[bytes]] = set()
+        self.waker: Waker | None = None
+
+    async def start(self) -> None:
+        self.waker = Waker()
+
+    def invoke(self, due: float, done: Done) -> None:
+        task = asyncio.get_running_loop().create_task(self._cold(due, done))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _cold(self, due: float, done: Done) -> None:
+        assert self.waker is not None
+        port = free_port()
+        sent = _monotonic()
+        proc = spawn(self.target, port)
+        self.procs.add(proc)
+        self.recorder.cold_starts += 1
+        outcome = Outcome.other
+        try:
+            deadline = sent + self.target.timeout_s
+            if not await _wait_accepting(port, proc, deadline, self.waker):
+                outcome = Outcome.timeout if proc.poll() is None else Outcome.function_error
+                return
+            payload, *_ = encode_request(dataclasses.replace(self.target, url=_url(self.target, port)))
+            loop = asyncio.get_running_loop()
+            finished: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+            transport, _ = await loop.create_connection(lambda: _OneShot(finished), "127.0.0.1", port)
+            transport.write(payload)
+            try:
+                status, body = await asyncio.wait_for(finished, max(deadline - _monotonic(), 0.001))
+            except TimeoutError:
+                outcome = Outcome.timeout
+                return
+            finally:
+                transport.abort()
+            outcome = outcome_for_status(status)
+            if outcome == Outcome.ok:
+                self._record_init(body)
+        except OSError:
+            outcome = Outcome.connect_error
+        finally:
+            end = _monotonic()
+            self.recorder.peak_rss_mb = max(self.recorder.peak_rss_mb, peak_rss_mb(proc.pid))
+            kill(proc)
+            self.procs.discard(proc)
+            done(outcome, due, sent, end)
+
+    def _record_init(self, body: bytes) -> None:
+        try:
+            envelope: Any = orjson.loads(body)
+            init_ms = float(envelope["init_ms"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        self.recorder.init.append(int(init_ms * 1000))
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        for proc in list(self.procs):
+            kill(proc)
+        self.procs.clear()
+        if self.waker is not None:
+            self.waker.close()
+
+
+def make_local_invoker(target: Target, phase: str, max_in_flight: int, recorder: ShardRecorder) -> LocalWarmInvoker | LocalColdInvoker:
+    if phase == "cold":
+        return LocalColdInvoker(target, recorder)
+    return LocalWarmInvoker(target, max_in_flight, recorder)
