@@ -1,12 +1,13 @@
 # fnbench — the two commands a newcomer needs:
-#   make calibrate   set up and run the main job (measure a known target, print the error)
+#   make demo        set up, build the four functions, compare Rust with Go/Node/Python
 #   make test        set up and run every test (what CI runs)
+# and `make calibrate` to check fnbench's accuracy on this machine.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup calibrate example test unit lint bench clean
+.PHONY: setup functions demo calibrate example test unit lint bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +16,12 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+functions: setup
+	$(BIN)/fnbench functions build
+
+demo: functions
+	$(BIN)/fnbench run examples/local-compare.yaml
 
 calibrate: setup
 	$(BIN)/fnbench calibrate
@@ -31,7 +38,7 @@ lint: setup
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
-test: setup lint
+test: functions lint
 	$(BIN)/pytest -q
 
 bench: setup

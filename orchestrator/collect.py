@@ -34,6 +34,7 @@ class GroupState:
     peak_in_flight: int = 0
     cold_starts: int = 0
     peak_rss_mb: float = 0.0
+    workload: str = ""
     series: dict[int, list[int]] = field(default_factory=dict)  # second → [intended, completed, errors]
 
     def add(self, iv: Interval) -> None:
@@ -52,6 +53,7 @@ class GroupState:
             self.t1 = max(self.t1, iv.t1)
         self.peak_in_flight = max(self.peak_in_flight, iv.max_in_flight)
         self.cold_starts += iv.cold_starts
+        self.workload = iv.workload
         self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
         bucket = self.series.setdefault(int(iv.t1), [0, 0, 0])
         bucket[0] += iv.intended
@@ -110,6 +112,7 @@ class Collector:
                 "target": target,
                 "runtime": runtime,
                 "phase": phase,
+                "workload": g.workload,
                 "intended": g.intended,
                 "sent": g.sent,
                 "completed": g.completed,

@@ -43,18 +43,36 @@ def slo_verdicts(b: Benchmark, groups: list[dict[str, Any]]) -> list[dict[str, A
     return verdicts
 
 
-def relative_to(groups: list[dict[str, Any]], baseline_runtime: str = "rust") -> list[dict[str, Any]]:
-    """Each group's p50/p99/achieved rate as a ratio to the baseline runtime's group (same region, phase)."""
-    base = {(g["region"], g["phase"]): g for g in groups if g["runtime"] == baseline_runtime}
-    out = []
+def by_target(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (region, target): warm p50/p99 and throughput, cold start, peak RSS."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for g in groups:
-        b = base.get((g["region"], g["phase"]))
-        if not b:
+        row = rows.setdefault((g["region"], g["target"]), {
+            "region": g["region"], "target": g["target"], "runtime": g["runtime"], "workload": g.get("workload", ""),
+            "p50_ms": None, "p99_ms": None, "rps": None, "cold_start_ms": None, "init_ms": None, "rss_mb": None})
+        if g["phase"] == "warm":
+            r = g.get("response_ms") or {}
+            row.update(p50_ms=r.get("p50"), p99_ms=r.get("p99"), rps=g["achieved_rps"])
+        else:
+            # Cold start = spawn (or invoke) → first response, the cold group's service time.
+            row.update(cold_start_ms=(g.get("service_ms") or {}).get("p50"), init_ms=(g.get("init_ms") or {}).get("p50"))
+        if g.get("peak_rss_mb"):
+            row["rss_mb"] = max(row["rss_mb"] or 0.0, g["peak_rss_mb"])
+    return list(rows.values())
+
+
+RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb")
+
+
+def relative_to(groups: list[dict[str, Any]], baseline_runtime: str = "rust") -> list[dict[str, Any]]:
+    """Each target beside the baseline runtime's target of the same workload and region, as ratios."""
+    rows = by_target(groups)
+    base = {(r["region"], r["workload"]): r for r in rows if r["runtime"] == baseline_runtime}
+    out = []
+    for r in rows:
+        b = base.get((r["region"], r["workload"]))
+        if b is None:
             continue
-        ratio: dict[str, Any] = {"target": g["target"], "runtime": g["runtime"], "region": g["region"], "phase": g["phase"]}
-        for stat in ("p50", "p99"):
-            x, y = (g.get("response_ms") or {}).get(stat), (b.get("response_ms") or {}).get(stat)
-            ratio[f"{stat}_x"] = round(x / y, 2) if x and y else None
-        ratio["rps_x"] = round(g["achieved_rps"] / b["achieved_rps"], 2) if b["achieved_rps"] else None
-        out.append(ratio)
+        ratios = {f: (round(r[f] / b[f], 2) if r[f] and b[f] else None) for f in RATIO_FIELDS}
+        out.append({**r, "x": ratios})
     return out

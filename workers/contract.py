@@ -167,6 +167,7 @@ class Interval:
     status: str = "ok"  # ok | expired | stopped
     gap_s: float = 0.0  # seconds of this shard's window in which no load was generated
     cold_starts: int = 0  # processes or sandboxes started for cold invocations
+    workload: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

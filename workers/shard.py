@@ -122,6 +122,7 @@ class ShardRun:
             status=status,
             gap_s=round(self.gap_s, 3),
             cold_starts=self.rec.cold_starts,
+            workload=s.target.workload,
             max_memory_mb=round(self.rec.peak_rss_mb, 3),
         )
         self.rec.cold_starts = 0
@@ -201,6 +202,7 @@ class ShardRun:
         if stop.is_set():
             return True
         self.next_poll = now + _STOP_POLL_S
+        self.rec.absorb()
         if now >= self.next_flush:
             self.flush()
             self.next_flush += self.shard.flush_interval_s

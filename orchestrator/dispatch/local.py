@@ -8,6 +8,7 @@ SIGINT: the parent owns Ctrl-C and sets the shared stop event, so every worker f
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 import traceback
@@ -16,12 +17,16 @@ from typing import Any
 
 from orchestrator.errors import SetupError
 from workers.contract import Interval, Shard
+from workers.lifecycle import die_with_parent
 
 _ERROR = b"!"
 
 
-def _worker_main(shard_json: list[bytes], out: Any, stop: Any) -> None:
+def _worker_main(shard_json: list[bytes], out: Any, stop: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # If the orchestrator is killed, its workers (and through them the function processes
+    # they started) go too: nothing keeps sending load with nobody collecting it.
+    die_with_parent(parent)
     try:
         from workers.shard import run_shards
 
@@ -51,7 +56,7 @@ class LocalPool:
         self.procs = [
             ctx.Process(
                 target=_worker_main,
-                args=([s.to_json() for s in batch], self.queue, self.stop_event),
+                args=([s.to_json() for s in batch], self.queue, self.stop_event, os.getpid()),
                 name=f"fnbench-worker-{i}",
                 daemon=True,
             )

@@ -31,17 +31,32 @@ def groups_table(groups: list[dict[str, Any]], title: str = "") -> Table:
     return table
 
 
+def _cell(value: Any, ratio: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.3g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    return text if ratio in (None, 1.0) else f"{text} ({ratio:g}×)"
+
+
+def relative_table(rows: list[dict[str, Any]]) -> Table:
+    """Every target beside Rust's for the same workload: value (ratio to Rust)."""
+    t = Table(title="relative to rust, same workload (value and ratio ×)", header_style="bold")
+    for col in ("workload", "target", "runtime", "p50 ms", "p99 ms", "req/s", "cold start ms", "init ms", "peak RSS MB"):
+        t.add_column(col, justify="left" if col in ("workload", "target", "runtime") else "right")
+    for r in sorted(rows, key=lambda r: (r["workload"], r["runtime"] != "rust", r["target"])):
+        x = r["x"]
+        t.add_row(r["workload"], r["target"], r["runtime"], _cell(r["p50_ms"], x["p50_ms"]), _cell(r["p99_ms"], x["p99_ms"]),
+                  _cell(r["rps"], x["rps"]), _cell(r["cold_start_ms"], x["cold_start_ms"]), _cell(r["init_ms"], None),
+                  _cell(r["rss_mb"], x["rss_mb"]))
+    return t
+
+
 def render(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     console.print(groups_table(result["groups"], title=f"fnbench run {result['run_id']}"))
     ratios = relative_to(result["groups"])
     if len(ratios) > 1:
-        t = Table(title="relative to rust (×)", header_style="bold")
-        for col in ("target", "phase", "p50 ×", "p99 ×", "req/s ×"):
-            t.add_column(col)
-        for r in ratios:
-            t.add_row(r["target"], r["phase"], str(r["p50_x"]), str(r["p99_x"]), str(r["rps_x"]))
-        console.print(t)
+        console.print(relative_table(ratios))
     for gap in result.get("gaps", []):
         console.print(f"[yellow]gap[/]: {gap['region']} {gap['shard']} {gap['seconds']:.2f}s ({gap['reason']})")
     for v in result.get("slo", []):

@@ -23,6 +23,19 @@ def test_merge_of_parts_equals_recording_everything_at_once():
         assert merged.get_value_at_percentile(p) == whole.get_value_at_percentile(p)
 
 
+def test_fast_fill_equals_record_value_one_by_one():
+    rng = random.Random(2)
+    values = [int(rng.lognormvariate(9, 2)) for _ in range(50_000)] + [1, 2047, 2048, 2049, 10**9]
+    slow = recorder.new_histogram()
+    for v in values:
+        slow.record_value(v)
+    fast = recorder.new_histogram()
+    recorder.fill(fast, values[:20_000])
+    recorder.fill(fast, values[20_000:])
+    assert recorder.encode(fast) == recorder.encode(slow)
+    assert (fast.get_min_value(), fast.get_max_value()) == (slow.get_min_value(), slow.get_max_value())
+
+
 def test_values_out_of_range_are_counted_not_dropped():
     h = recorder.new_histogram()
     oor = recorder.fill(h, [5, recorder.HIGHEST_US * 10, recorder.HIGHEST_US * 2])

@@ -12,7 +12,6 @@ even when the worker is SIGKILLed), and ``close()`` kills whatever is still runn
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import os
 import signal
@@ -26,18 +25,14 @@ import orjson
 
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
+from workers.lifecycle import die_with_parent
 from workers.platforms import Done
 from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
 from workers.recorder import ShardRecorder
 from workers.timer import Waker
 
-_PR_SET_PDEATHSIG = 1
 _READY_TIMEOUT_S = 30.0
 _monotonic = time.monotonic
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -55,7 +50,7 @@ def spawn(target: Target, port: int) -> subprocess.Popen[bytes]:
     env.update({"PORT": str(port), "HOST": "127.0.0.1"})
     return subprocess.Popen(
         command, env=env, cwd=target.address.get("cwd") or None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent, start_new_session=True,
+        preexec_fn=die_with_parent, start_new_session=True,
     )
 
 
