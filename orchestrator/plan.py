@@ -68,8 +68,11 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
         parts = 1 if phase == "cold" else parts_for(schedule, b.sharding.max_rps_per_shard, min_parts)
         slices = max(1, math.ceil(length / b.sharding.slice - 1e-9))
         for region in b.regions:
-            for spec in b.targets:
+            for index, spec in enumerate(b.targets):
                 target = to_target(spec)
+                # Cold starts of different targets are staggered across the interval between
+                # invocations, so fresh processes do not compete with each other for the CPU.
+                stagger = Fraction(index, len(b.targets)) if phase == "cold" else Fraction(0)
                 for j in range(parts):
                     part = schedule.scaled(Fraction(1, parts))
                     for k in range(slices):
@@ -89,7 +92,7 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
                                 start_at=start_at + begin + lo,
                                 duration_s=hi - lo,
                                 offset_s=lo,
-                                part_phase=fraction_to_str(Fraction(j, parts)),
+                                part_phase=fraction_to_str(Fraction(j, parts) + stagger),
                                 max_in_flight=max(1, math.ceil(b.load.max_in_flight / parts)),
                                 queue_limit=math.ceil(b.load.queue_limit / parts),
                                 flush_interval_s=b.flush_interval,

@@ -143,11 +143,21 @@ class ShardRun:
             self.gap_s = s.duration_s
             self.flush(final=True, status="expired")
             return
-        while time.time() < s.start_at - _STOP_POLL_S:
-            if stop.is_set():
-                self.flush(final=True, status="stopped")
-                return
-            await asyncio.sleep(min(_STOP_POLL_S, s.start_at - time.time()))
+        # Connect or start instances during the lead time, so the first due requests do
+        # not wait for them.
+        try:
+            await self.invoker.start()
+            while time.time() < s.start_at - _STOP_POLL_S:
+                if stop.is_set():
+                    self.flush(final=True, status="stopped")
+                    return
+                await asyncio.sleep(min(_STOP_POLL_S, s.start_at - time.time()))
+            await self._run_window(stop)
+        finally:
+            await self.invoker.close()
+
+    async def _run_window(self, stop: StopFlag) -> None:
+        s = self.shard
         schedule = arrivals.from_dict(s.arrival)
         phase = float(Fraction(s.part_phase))
         to_mono = self.origin_epoch + self.mono_minus_epoch
@@ -157,12 +167,8 @@ class ShardRun:
             self.gap_s = late
             begin += late
         due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, phase, s.seed)
-        await self.invoker.start()
-        try:
-            status = await self._pace(due_iter, to_mono, stop)
-            await self._drain(stop)
-        finally:
-            await self.invoker.close()
+        status = await self._pace(due_iter, to_mono, stop)
+        await self._drain(stop)
         self.flush(final=True, status="stopped" if stop.is_set() else status)
 
     async def _pace(self, due_iter: Iterator[float], to_mono: float, stop: StopFlag) -> str:

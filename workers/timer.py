@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import heapq
+import itertools
+import math
 import os
 import sys
 import time
@@ -44,12 +47,18 @@ _LIBC = _libc()
 
 
 class Waker:
-    """``await waker.until(t)`` returns at monotonic time ``t`` (or soon after)."""
+    """``await waker.until(t)`` returns at monotonic time ``t`` (or soon after).
+
+    Any number of coroutines may wait at once: deadlines sit in a heap and the one timerfd
+    is armed for the earliest.
+    """
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._fd = -1
-        self._future: asyncio.Future[None] | None = None
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._armed = math.inf
         if _LIBC is not None:
             fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
             if fd >= 0:
@@ -59,29 +68,44 @@ class Waker:
                 self._spec = _Itimerspec()
                 self._loop.add_reader(fd, self._fired)
 
+    def _arm(self, deadline: float) -> None:
+        self._armed = deadline
+        sec = int(deadline)
+        self._spec.it_value.tv_sec = sec
+        self._spec.it_value.tv_nsec = max(1, int((deadline - sec) * 1e9))  # 0 would disarm
+        _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None)  # type: ignore[union-attr]
+
     def _fired(self) -> None:
         try:
             os.read(self._fd, 8)
         except BlockingIOError:
             return
-        fut = self._future
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self._armed = math.inf
+        heap = self._heap
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+        if heap:
+            self._arm(heap[0][0])
 
     async def until(self, deadline: float) -> None:
         if self._fd < 0:
             wait = deadline - time.monotonic()
             await asyncio.sleep(wait - 0.001 if wait > 0.0015 else 0)
             return
-        sec = int(deadline)
-        self._spec.it_value.tv_sec = sec
-        self._spec.it_value.tv_nsec = int((deadline - sec) * 1e9)
-        self._future = self._loop.create_future()
-        _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None)  # type: ignore[union-attr]
-        await self._future
+        fut = self._loop.create_future()
+        heapq.heappush(self._heap, (deadline, next(self._order), fut))
+        if deadline < self._armed:
+            self._arm(deadline)
+        await fut
 
     def close(self) -> None:
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
+        for _, _, fut in self._heap:
+            fut.cancel()
+        self._heap.clear()

@@ -12,6 +12,7 @@ even when the worker is SIGKILLed), and ``close()`` kills whatever is still runn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -68,10 +69,8 @@ def peak_rss_mb(pid: int) -> float:
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
 
 
@@ -94,35 +93,79 @@ async def _wait_accepting(port: int, proc: subprocess.Popen[bytes], deadline: fl
     return False
 
 
-class LocalWarmInvoker:
-    """N warm instances of one function; requests go round-robin to their connection pools."""
+class _Instances:
+    """Warm processes of one function, shared by every shard of that target in this worker
+    process (so the warm-up shard warms the very processes the measured shards use)."""
 
-    def __init__(self, target: Target, max_in_flight: int, recorder: ShardRecorder) -> None:
+    def __init__(self, target: Target, count: int) -> None:
         self.target = target
-        self.instances = max(1, int(target.address.get("instances", 1)))
-        self.max_in_flight = max_in_flight
-        self.recorder = recorder
+        self.count = count
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.pools: list[HttpInvoker] = []
-        self.next = 0
+        self.ports: list[int] = []
+        self.users = 0
+        self.ready: asyncio.Future[None] | None = None
 
-    async def start(self) -> None:
+    async def acquire(self) -> list[int]:
+        self.users += 1
+        if self.ready is None:
+            self.ready = asyncio.get_running_loop().create_future()
+            try:
+                await self._start()
+                self.ready.set_result(None)
+            except BaseException as exc:
+                self.ready.set_exception(exc)
+                self.ready.exception()  # retrieved here; raised below and in later waiters
+                raise
+        await asyncio.shield(self.ready)
+        return self.ports
+
+    async def _start(self) -> None:
         waker = Waker()
         try:
-            for _ in range(self.instances):
+            for _ in range(self.count):
                 port = free_port()
                 proc = spawn(self.target, port)
                 self.procs.append(proc)
                 if not await _wait_accepting(port, proc, _monotonic() + _READY_TIMEOUT_S, waker):
-                    await self.close()
                     raise SetupError(f"target {self.target.name!r}: {self.target.address['command'][0]} "
                                      f"did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT_S:.0f}s")
-                http_target = dataclasses.replace(self.target, platform="http", url=_url(self.target, port))
-                pool = HttpInvoker(http_target, max(1, self.max_in_flight // self.instances))
-                await pool.start()
-                self.pools.append(pool)
+                self.ports.append(port)
         finally:
             waker.close()
+
+    def release(self) -> float:
+        """Drop one user; the last one stops the processes.  Returns their peak RSS in MiB."""
+        self.users -= 1
+        peak = max((peak_rss_mb(p.pid) for p in self.procs), default=0.0)
+        if self.users <= 0:
+            for proc in self.procs:
+                kill(proc)
+            _INSTANCES.pop(self.target.name, None)
+        return peak
+
+
+_INSTANCES: dict[str, _Instances] = {}
+
+
+class LocalWarmInvoker:
+    """Requests go round-robin over the connection pools of the target's warm instances."""
+
+    def __init__(self, target: Target, max_in_flight: int, recorder: ShardRecorder) -> None:
+        self.target = target
+        self.max_in_flight = max_in_flight
+        self.recorder = recorder
+        count = max(1, int(target.address.get("instances", 1)))
+        self.instances = _INSTANCES.setdefault(target.name, _Instances(target, count))
+        self.pools: list[HttpInvoker] = []
+        self.next = 0
+
+    async def start(self) -> None:
+        ports = await self.instances.acquire()
+        for port in ports:
+            http_target = dataclasses.replace(self.target, platform="http", url=_url(self.target, port))
+            pool = HttpInvoker(http_target, max(1, self.max_in_flight // len(ports)))
+            await pool.start()
+            self.pools.append(pool)
 
     def invoke(self, due: float, done: Done) -> None:
         pools = self.pools
@@ -132,10 +175,7 @@ class LocalWarmInvoker:
     async def close(self) -> None:
         for pool in self.pools:
             await pool.close()
-        for proc in self.procs:
-            self.recorder.peak_rss_mb = max(self.recorder.peak_rss_mb, peak_rss_mb(proc.pid))
-            kill(proc)
-        self.procs.clear()
+        self.recorder.peak_rss_mb = max(self.recorder.peak_rss_mb, self.instances.release())
 
 
 class _OneShot(asyncio.Protocol):
