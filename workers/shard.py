@@ -145,18 +145,19 @@ class ShardRun:
             return
         # Connect or start instances during the lead time, so the first due requests do
         # not wait for them.
+        status = "stopped"
         try:
             await self.invoker.start()
-            while time.time() < s.start_at - _STOP_POLL_S:
-                if stop.is_set():
-                    self.flush(final=True, status="stopped")
-                    return
+            while time.time() < s.start_at - _STOP_POLL_S and not stop.is_set():
                 await asyncio.sleep(min(_STOP_POLL_S, s.start_at - time.time()))
-            await self._run_window(stop)
+            if not stop.is_set():
+                status = await self._run_window(stop)
         finally:
             await self.invoker.close()
+        # After close: platforms report what they only know at the end (peak RSS).
+        self.flush(final=True, status=status)
 
-    async def _run_window(self, stop: StopFlag) -> None:
+    async def _run_window(self, stop: StopFlag) -> str:
         s = self.shard
         schedule = arrivals.from_dict(s.arrival)
         phase = float(Fraction(s.part_phase))
@@ -169,7 +170,7 @@ class ShardRun:
         due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, phase, s.seed)
         status = await self._pace(due_iter, to_mono, stop)
         await self._drain(stop)
-        self.flush(final=True, status="stopped" if stop.is_set() else status)
+        return "stopped" if stop.is_set() else status
 
     async def _pace(self, due_iter: Iterator[float], to_mono: float, stop: StopFlag) -> str:
         self.next_flush = _monotonic() + self.shard.flush_interval_s
