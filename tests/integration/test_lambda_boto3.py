@@ -1,6 +1,7 @@
-"""The Rust and Go functions as Lambda custom runtimes, invoked through boto3 (retries off).
+"""The Rust, Go and Python functions as Lambda runtimes, invoked through boto3 (retries off).
 
-The bootstraps run their real Lambda mode (lambda_runtime / aws-lambda-go) against
+The Rust and Go bootstraps run their real Lambda mode (lambda_runtime / aws-lambda-go),
+and the Python handler runs under AWS's runtime interface client (awslambdaric), against
 tests/lambda_api.LoopbackLambda, which serves the Runtime API to the function and the
 Invoke API to boto3 on one loopback port.
 """
@@ -8,6 +9,7 @@ Invoke API to boto3 on one loopback port.
 import json
 import os
 import subprocess
+import sys
 
 import boto3
 import pytest
@@ -26,19 +28,27 @@ def lambda_client(endpoint: str):
     )
 
 
-@pytest.fixture(params=["rust", "go"])
-def function(request):
+def runtime_command(runtime: str) -> list[str]:
+    """How Lambda would start the function as a custom runtime here."""
+    if runtime == "python":
+        # The AWS Python runtime interface client (awslambdaric) loads handler.handler.
+        return [sys.executable, "-m", "awslambdaric", "handler.handler"]
     try:
-        art = fn.artifact_for(request.param)
+        return fn.artifact_for(runtime).command
     except FileNotFoundError:
-        art = fn.build(request.param)[0]
+        return fn.build(runtime)[0].command
+
+
+@pytest.fixture(params=["rust", "go", "python"])
+def function(request):
+    command = runtime_command(request.param)
     api = LoopbackLambda()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update({"AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "function",
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "AWS_REGION": "us-east-1"})
-    proc = subprocess.Popen(art.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(command, env=env, cwd=fn.FUNCTIONS_DIR / "python", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     yield request.param, f"http://{api.address}"
     fn.stop_server(proc)
     api.close()
