@@ -212,6 +212,16 @@ class Nginx:
 
 
 # -- wrk -----------------------------------------------------------------------------------
+def measure_steady(t_start: float, secs: int, *windows: CpuWindow) -> None:
+    """Sample CPU over the steady middle of a measurement: skip the first quarter and the tail."""
+    sleep_until(t_start + max(0.5, 0.25 * secs))
+    for w in windows:
+        w.mark_start()
+    sleep_until(t_start + secs - 0.3)
+    for w in windows:
+        w.mark_end()
+
+
 def run_wrk(wrk: str, url: str, secs: int, core: int | None, nginx: Nginx) -> dict[str, Any]:
     cmd = [*pin(core), wrk, "-t1", f"-c{CONNECTIONS}", f"-d{secs}s", url]
     log(f"wrk: {' '.join(cmd)}")
@@ -219,12 +229,7 @@ def run_wrk(wrk: str, url: str, secs: int, core: int | None, nginx: Nginx) -> di
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     gen = CpuWindow([proc.pid], core)
     tgt = CpuWindow(nginx.worker_pids())
-    sleep_until(t_start + max(0.5, 0.25 * secs))
-    gen.mark_start()
-    tgt.mark_start()
-    sleep_until(t_start + secs - 0.3)
-    gen.mark_end()
-    tgt.mark_end()
+    measure_steady(t_start, secs, gen, tgt)
     try:
         out, _ = proc.communicate(timeout=secs + 30)
     except subprocess.TimeoutExpired:
@@ -430,12 +435,7 @@ def run_fnbench_step(
     ready = proc.stdout.readline()  # blocks until imports are done (bounded by the child's life)
     if ready.strip() == "READY":
         t_run = time.monotonic() + 0.5
-        sleep_until(t_run + max(0.5, 0.25 * secs))
-        tgt.mark_start()
-        gen.mark_start()
-        sleep_until(t_run + secs - 0.3)
-        tgt.mark_end()
-        gen.mark_end()
+        measure_steady(t_run, secs, gen, tgt)
     try:
         rest, err = proc.communicate(timeout=secs + 60)
     except subprocess.TimeoutExpired:

@@ -13,12 +13,13 @@ RATE, SECONDS = 100, 2.0
 
 
 def drive(url: str, timeout_s: float = 2.0, rate: int = RATE, seconds: float = SECONDS, max_in_flight: int = 64,
-          tls_verify: bool = True):
+          tls_verify: bool = True, queue_limit: int = 10_000):
+    """Run one shard at ``url``; returns (intervals, outcome totals)."""
     target = Target(name="t", runtime="other", platform="http", url=url, method="GET", timeout_s=timeout_s,
                     tls_verify=tls_verify)
     shard = Shard(run_id="r", shard_id="s", region="local", target=target, phase="warm",
                   arrival={"kind": "constant", "rps": str(rate)}, start_at=time.time() + 0.2,
-                  duration_s=seconds, flush_interval_s=0.5, max_in_flight=max_in_flight)
+                  duration_s=seconds, flush_interval_s=0.5, max_in_flight=max_in_flight, queue_limit=queue_limit)
     intervals = []
     run_shard(shard, intervals.append)
     totals: dict[str, int] = {}
@@ -62,17 +63,7 @@ def test_unanswered_requests_time_out_and_later_requests_still_go_out(fault_serv
 def test_saturated_generator_counts_dropped_requests(fault_server):
     # One connection, a 50 ms server, 100 req/s: at most ~20 req/s complete; the queue
     # is bounded at 5, so the rest must be counted as dropped — never silently skipped.
-    target = Target(name="t", runtime="other", platform="http", url=fault_server.url("/slow?ms=50"),
-                    method="GET", timeout_s=2)
-    shard = Shard(run_id="r", shard_id="s", region="local", target=target, phase="warm",
-                  arrival={"kind": "constant", "rps": "100"}, start_at=time.time() + 0.2, duration_s=2.0,
-                  max_in_flight=1, queue_limit=5)
-    intervals = []
-    run_shard(shard, intervals.append)
-    totals: dict[str, int] = {}
-    for iv in intervals:
-        for k, n in iv.outcomes.items():
-            totals[k] = totals.get(k, 0) + n
+    intervals, totals = drive(fault_server.url("/slow?ms=50"), max_in_flight=1, queue_limit=5)
     assert sum(totals.values()) == 200  # exactly one outcome per due request
     assert totals["dropped"] > 100 and totals["ok"] > 20
     resp = merge(iv.response_us for iv in intervals)
