@@ -70,9 +70,10 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
         for region in b.regions:
             for index, spec in enumerate(b.targets):
                 target = to_target(spec)
-                # Cold starts of different targets are staggered across the interval between
-                # invocations, so fresh processes do not compete with each other for the CPU.
-                stagger = Fraction(index, len(b.targets)) if phase == "cold" else Fraction(0)
+                # Targets are staggered by a fraction of one arrival gap: same rate, but their
+                # requests (and cold starts) never leave at the same instant and contend with
+                # each other on the generator or the machine.
+                stagger = Fraction(index, len(b.targets))
                 for j in range(parts):
                     part = schedule.scaled(Fraction(1, parts))
                     for k in range(slices):
@@ -92,7 +93,7 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
                                 start_at=start_at + begin + lo,
                                 duration_s=hi - lo,
                                 offset_s=lo,
-                                part_phase=fraction_to_str(Fraction(j, parts) + stagger),
+                                part_phase=fraction_to_str((j + stagger) / parts),
                                 max_in_flight=max(1, math.ceil(b.load.max_in_flight / parts)),
                                 queue_limit=math.ceil(b.load.queue_limit / parts),
                                 flush_interval_s=b.flush_interval,

@@ -61,3 +61,22 @@ def test_max_in_flight_is_split_with_the_rate():
     b = bench("{executor: constant, rps: 1000, max_in_flight: 100}")
     s = plan.split(b, "r", 0.0)[0]
     assert s.max_in_flight == 25
+
+
+def test_targets_get_the_same_rate_but_never_the_same_instants():
+    b = bench("{executor: constant, rps: 1000}")
+    shards = plan.split(b, "r", 0.0, min_parts=2)
+
+    def offsets(target: str) -> list[float]:
+        out = []
+        for s in shards:
+            if s.group == ("us-east-1", target, "warm"):
+                sched = arrivals.from_dict(s.arrival)
+                out += sched.iter_due(s.offset_s, s.offset_s + s.duration_s, float(Fraction(s.part_phase)))
+        return sorted(out)
+
+    a, c = offsets("a"), offsets("b")
+    assert len(a) == len(c) == 12_000
+    assert set(a).isdisjoint(c)
+    # b's grid is a's shifted by half an arrival gap (two targets → stagger 1/2).
+    assert c[:3] == pytest.approx([0.0005, 0.0015, 0.0025])
