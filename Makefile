@@ -7,7 +7,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup functions demo calibrate example test unit lint bench lock clean
+
+.PHONY: lambda-ric setup functions demo calibrate example test unit lint bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,7 +39,15 @@ lint: setup
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
-test: functions lint
+# AWS's Node.js runtime interface client; its native part builds with autotools and cmake.
+RIC := tests/lambda-ric/node_modules/aws-lambda-ric/dist/rapid-client.node
+$(RIC): tests/lambda-ric/package-lock.json
+	cd tests/lambda-ric && npm ci --no-audit --no-fund --loglevel=error
+	test -f $(RIC)
+
+lambda-ric: $(RIC)
+
+test: functions lambda-ric lint
 	$(BIN)/pytest -q
 
 bench: setup

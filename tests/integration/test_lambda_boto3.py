@@ -1,7 +1,8 @@
-"""The Rust, Go and Python functions as Lambda runtimes, invoked through boto3 (retries off).
+"""The four functions as Lambda runtimes, invoked through boto3 (retries off).
 
 The Rust and Go bootstraps run their real Lambda mode (lambda_runtime / aws-lambda-go),
-and the Python handler runs under AWS's runtime interface client (awslambdaric), against
+and the Python and Node handlers run under AWS's runtime interface clients (awslambdaric,
+aws-lambda-ric), against
 tests/lambda_api.LoopbackLambda, which serves the Runtime API to the function and the
 Invoke API to boto3 on one loopback port.
 """
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -28,18 +30,28 @@ def lambda_client(endpoint: str):
     )
 
 
+NODE_RIC = Path(__file__).resolve().parents[1] / "lambda-ric" / "node_modules" / "aws-lambda-ric" / "bin" / "index.mjs"
+
+
 def runtime_command(runtime: str) -> list[str]:
     """How Lambda would start the function as a custom runtime here."""
     if runtime == "python":
         # The AWS Python runtime interface client (awslambdaric) loads handler.handler.
         return [sys.executable, "-m", "awslambdaric", "handler.handler"]
+    if runtime == "node":
+        # AWS's Node.js runtime interface client (npm aws-lambda-ric, built by `make lambda-ric`).
+        if not NODE_RIC.exists():
+            if os.environ.get("CI"):
+                pytest.fail(f"{NODE_RIC} missing: run `make lambda-ric`")
+            pytest.skip("aws-lambda-ric not installed: run `make lambda-ric`")
+        return ["node", str(NODE_RIC), "index.handler"]
     try:
         return fn.artifact_for(runtime).command
     except FileNotFoundError:
         return fn.build(runtime)[0].command
 
 
-@pytest.fixture(params=["rust", "go", "python"])
+@pytest.fixture(params=["rust", "go", "python", "node"])
 def function(request):
     command = runtime_command(request.param)
     api = LoopbackLambda()
@@ -47,7 +59,8 @@ def function(request):
     env.update({"AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "function",
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "AWS_REGION": "us-east-1"})
-    proc = subprocess.Popen(command, env=env, cwd=fn.FUNCTIONS_DIR / "python", stdout=subprocess.DEVNULL,
+    env["LAMBDA_TASK_ROOT"] = str(fn.FUNCTIONS_DIR / request.param)
+    proc = subprocess.Popen(command, env=env, cwd=env["LAMBDA_TASK_ROOT"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     yield request.param, f"http://{api.address}"
     fn.stop_server(proc)
