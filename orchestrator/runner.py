@@ -21,6 +21,7 @@ from orchestrator.collect import Collector
 from orchestrator.compare import slo_verdicts
 from orchestrator.dispatch.local import LocalPool
 from orchestrator.errors import SetupError
+from orchestrator.grafana import RunAnnotations
 from orchestrator.results import RunFolder, new_run_id
 from orchestrator.spec import Benchmark
 from orchestrator.watch import LiveView
@@ -111,6 +112,8 @@ def run(
 
     console.print(f"run [bold]{run_id}[/]: {len(shards)} shards on {workers} worker process(es), results in {folder.path}")
     pool = LocalPool(shards, workers)
+    annotations = RunAnnotations.from_env(run_id, b.name, console)  # no-op unless FNBENCH_GRAFANA_URL
+    annotations.started(start_at)
     interrupted = False
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -134,6 +137,7 @@ def run(
     result, code = finish(b, collector, interrupted=interrupted, workers=workers, shards=len(shards), start_at=start_at)
     result["errors"] = pool.errors
     folder.write_result(result)
+    annotations.stopped(time.time(), "interrupted" if interrupted else f"{len(pool.errors)} worker error(s)" if pool.errors else "")
     if pool.errors:
         code = EXIT_INPUT
     elif interrupted:
