@@ -23,6 +23,9 @@ from orchestrator.grafana import grafana_app
 from orchestrator.report import terminal
 from orchestrator.results import read_intervals
 
+BROKER_ENV = "FNBENCH_BROKER"
+BROKER_HELP = "redis://… broker: run the shards on `fnbench worker`s, one queue per region"
+
 app = typer.Typer(
     name="fnbench",
     help=(
@@ -91,15 +94,21 @@ def plan(
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")],
-    workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes [default: one per core]")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes [default: one per core]; with --broker, processes per region the rate is split over [default: all online]")] = 0,
     results: Annotated[Path, typer.Option(help="results root; the run goes to RESULTS/<run_id>/")] = Path("results"),
     metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics here during the run; 0 = off")] = 9464,
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help=BROKER_HELP)] = None,
 ) -> None:
-    """Run a benchmark on this machine and report; exit 1 when an SLO fails."""
+    """Run a benchmark on this machine (or on workers per region with --broker) and report; exit 1 when an SLO fails."""
     try:
         b, text = _read_spec(spec_path)
-        outcome = runner.run(b, text, results, workers or None, metrics_port, err)
+        if broker:
+            from orchestrator import distributed
+
+            outcome = distributed.run(b, text, broker, results, err, processes=workers or None)
+        else:
+            outcome = runner.run(b, text, results, workers or None, metrics_port, err)
     except FnbenchError as exc:
         raise _fail(exc) from None
     _show(outcome.result, json_out)
@@ -111,10 +120,20 @@ def run(
 
 @app.command()
 def report(
-    path: Annotated[Path, typer.Argument(help="results/<run_id> folder or its intervals.jsonl")],
+    path: Annotated[Path, typer.Argument(help="results/<run_id> folder or its intervals.jsonl; with --broker, a RUN id")],
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="read the run's intervals from this broker's store")] = None,
 ) -> None:
     """Re-render a result from its recorded intervals (the intervals are the source of truth)."""
+    if broker:
+        from orchestrator import distributed
+
+        try:
+            result, code = distributed.report(broker, str(path))
+        except FnbenchError as exc:
+            raise _fail(exc) from None
+        _show(result, json_out)
+        raise typer.Exit(code)
     try:
         folder = path.parent if path.is_file() else path
         intervals_file = path if path.is_file() else path / "intervals.jsonl"
@@ -259,6 +278,89 @@ def functions_list() -> None:
     out.print("workloads: " + ", ".join(functions.WORKLOADS) + "  (functions/CONTRACT.md)")
     if missing:
         out.print("not built: " + ", ".join(missing) + " — run `fnbench functions build`")
+
+
+def _require_broker(broker: str | None) -> str:
+    if not broker:
+        raise _fail(InputError(f"give --broker redis://HOST:PORT/DB (or set {BROKER_ENV})"))
+    return broker
+
+
+@app.command()
+def worker(
+    region: Annotated[str, typer.Option(help="the region whose queue (fnbench.REGION) this worker consumes")],
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    concurrency: Annotated[int, typer.Option(help="worker processes, one shard each [default: one per core]")] = 0,
+    metrics_port: Annotated[int, typer.Option(help="serve this host's Prometheus metrics here; 0 = off")] = 9464,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "WARNING",
+) -> None:
+    """Start a Celery worker for one region (prefork; one async generator per process)."""
+    from orchestrator import keys
+    from workers.app import start_worker
+
+    url = _require_broker(broker)
+    start_worker(region, keys.queue(region), url, concurrency or runner.default_workers(), metrics_port,
+                 keys.WORKERS, loglevel)
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="one run; recent runs when omitted")] = None,
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Runs and their shards by state, workers online per region, queue depths."""
+    from orchestrator import distributed
+
+    try:
+        st = distributed.status(_require_broker(broker), run_id)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps(st, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    regions = Table("region", "workers", "processes", "queued tasks", title="regions")
+    for name, r in st["regions"].items():
+        regions.add_row(name, str(r["workers"]), str(r["processes"]), str(r["queue_depth"]))
+    out.print(regions)
+    runs = Table("run", "state", "shards by state", title="runs")
+    for r in st["runs"]:
+        runs.add_row(r["run_id"], str(r["state"]), ", ".join(f"{k} {v}" for k, v in sorted(r["shards"].items())))
+    out.print(runs)
+
+
+@app.command()
+def watch(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    results: Annotated[Path, typer.Option(help="results root; the run goes to RESULTS/<run_id>/")] = Path("results"),
+    json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
+) -> None:
+    """Attach the live view to a distributed run and supervise it to its end (e.g. after its orchestrator died)."""
+    from orchestrator import distributed
+
+    try:
+        outcome = distributed.watch(_require_broker(broker), run_id, results, err)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    _show(outcome.result, json_out)
+    err.print(f"results: {outcome.folder}/result.json")
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def stop(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+) -> None:
+    """Stop all load of a distributed run within about a second; partial results are kept."""
+    from orchestrator import distributed
+
+    try:
+        distributed.stop(_require_broker(broker), run_id)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    err.print(f"stop requested for {run_id}")
 
 
 def _show(result: dict[str, Any], json_out: bool) -> None:

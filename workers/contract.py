@@ -168,6 +168,7 @@ class Interval:
     gap_s: float = 0.0  # seconds of this shard's window in which no load was generated
     cold_starts: int = 0  # processes or sandboxes started for cold invocations
     workload: str = ""
+    started: float = 0.0  # epoch seconds the shard's pacing loop began (its first request is due then); 0: never ran
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

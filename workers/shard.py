@@ -63,6 +63,7 @@ class ShardRun:
         self.mono_minus_epoch = _monotonic() - time.time()
         self.interval_t0 = max(time.time(), shard.start_at)
         self.next_flush = self.next_poll = 0.0
+        self.started = 0.0
 
     # -- hot path -------------------------------------------------------------------------
     def dispatch(self, due: float) -> None:
@@ -124,6 +125,7 @@ class ShardRun:
             cold_starts=self.rec.cold_starts,
             workload=s.target.workload,
             max_memory_mb=round(self.rec.peak_rss_mb, 3),
+            started=self.started,
         )
         self.rec.cold_starts = 0
         self.seq += 1
@@ -168,6 +170,7 @@ class ShardRun:
             self.gap_s = late
             begin += late
         due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, phase, s.seed)
+        self.started = time.time()
         status = await self._pace(due_iter, to_mono, stop)
         await self._drain(stop)
         return "stopped" if stop.is_set() else status

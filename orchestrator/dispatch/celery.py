@@ -1,0 +1,41 @@
+"""Send shards to their region's Celery queue (``fnbench.<region>``), JSON only, by task name.
+
+The orchestrator never imports the worker's app: a client-only Celery app with the same
+serialization settings sends ``fnbench.run_shard`` with the shard and the keys it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from celery import Celery
+
+from orchestrator import keys
+from workers.contract import Shard
+
+TASK = "fnbench.run_shard"
+
+
+class CeleryDispatcher:
+    def __init__(self, broker: str) -> None:
+        self.app = Celery("fnbench-orchestrator", broker=broker)
+        self.app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
+                             broker_connection_retry_on_startup=True)
+
+    def send(self, shards: Iterable[Shard]) -> int:
+        """Publish every shard on one connection; returns how many were sent."""
+        n = 0
+        with self.app.producer_or_acquire() as producer:
+            for shard in shards:
+                self.app.send_task(
+                    TASK,
+                    kwargs={"payload": {"shard": shard.to_dict(), "keys": keys.task_keys(shard.run_id)}},
+                    queue=keys.queue(shard.region),
+                    routing_key=keys.queue(shard.region),
+                    producer=producer,
+                )
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self.app.close()

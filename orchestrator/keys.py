@@ -1,0 +1,76 @@
+"""Every Redis key and queue name fnbench uses, in one place.
+
+Workers never import this module: the keys a task needs travel in its payload
+(``task_keys``), and ``fnbench worker`` hands the worker registry key to the worker.
+"""
+
+from __future__ import annotations
+
+PREFIX = "fnbench"
+RUNS = f"{PREFIX}:runs"  # sorted set: run_id scored by creation time
+WORKERS = f"{PREFIX}:workers"  # hash: worker node name → JSON {region, concurrency, metrics_port, seen}
+
+
+def queue(region: str) -> str:
+    """The Celery queue of a region (a Redis list of the same name)."""
+    return f"{PREFIX}.{region}"
+
+
+def run(run_id: str) -> str:
+    """Hash: the run record (spec text, name, start_at, total_s, state, shard count, …)."""
+    return f"{PREFIX}:run:{run_id}"
+
+
+def shards(run_id: str) -> str:
+    """Hash: shard_id → Shard JSON of its current attempt."""
+    return f"{run(run_id)}:shards"
+
+
+def attempts(run_id: str) -> str:
+    """Hash: shard_id → current attempt; a worker running an older attempt stops itself."""
+    return f"{run(run_id)}:attempts"
+
+
+def intervals(run_id: str) -> str:
+    """Stream: one entry per Interval, field ``iv`` = its JSON (at least once; deduplicated on read)."""
+    return f"{run(run_id)}:intervals"
+
+
+def stop(run_id: str) -> str:
+    """String: present once `fnbench stop RUN` (or Ctrl-C) asked every worker to stop."""
+    return f"{run(run_id)}:stop"
+
+
+def beats(run_id: str) -> str:
+    """Hash: "shard_id#attempt" → epoch seconds of the shard's last heartbeat."""
+    return f"{run(run_id)}:beats"
+
+
+def claims(run_id: str) -> str:
+    """Hash: "shard_id#attempt" → JSON {state, node, pid}; a redelivered claimed task is ignored."""
+    return f"{run(run_id)}:claims"
+
+
+def gaps(run_id: str) -> str:
+    """List: JSON gaps recorded by the orchestrator (lost shards re-dispatched, shards never run)."""
+    return f"{run(run_id)}:gaps"
+
+
+def attempt_field(shard_id: str, attempt: int) -> str:
+    return f"{shard_id}#{attempt}"
+
+
+def task_keys(run_id: str) -> dict[str, str]:
+    """The keys a worker task writes and polls, sent with every shard."""
+    return {
+        "intervals": intervals(run_id),
+        "stop": stop(run_id),
+        "beats": beats(run_id),
+        "claims": claims(run_id),
+        "attempts": attempts(run_id),
+    }
+
+
+def all_of_run(run_id: str) -> list[str]:
+    return [run(run_id), shards(run_id), attempts(run_id), intervals(run_id), stop(run_id), beats(run_id),
+            claims(run_id), gaps(run_id)]

@@ -1,0 +1,125 @@
+"""Run records, shards, heartbeats and intervals of distributed runs in Redis (keys in keys.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import redis
+
+from orchestrator import keys
+from orchestrator.errors import InputError, SetupError
+from workers.contract import Interval, Shard
+
+WORKER_STALE_S = 6.0  # a registered worker not seen for this long is offline
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password (never printed)."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # redis-py types every reply as sync | awaitable; this client is sync.
+        self.r: Any = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=3.0)
+        try:
+            self.r.ping()
+        except redis.RedisError as exc:
+            raise SetupError(f"cannot reach the broker at {_redacted(url)}: {exc}") from None
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(self, run_id: str, meta: dict[str, Any], shards: list[Shard]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zadd(keys.RUNS, {run_id: time.time()})
+        pipe.hset(keys.run(run_id), mapping={k: orjson.dumps(v) for k, v in meta.items()})
+        if shards:
+            pipe.hset(keys.shards(run_id), mapping={s.shard_id: s.to_json() for s in shards})
+            pipe.hset(keys.attempts(run_id), mapping={s.shard_id: s.attempt for s in shards})
+        pipe.execute()
+
+    def meta(self, run_id: str) -> dict[str, Any]:
+        raw = self.r.hgetall(keys.run(run_id))
+        if not raw:
+            raise InputError(f"run {run_id!r} is not in the store (see `fnbench status`)")
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    def set_meta(self, run_id: str, **fields: Any) -> None:
+        self.r.hset(keys.run(run_id), mapping={k: orjson.dumps(v) for k, v in fields.items()})
+
+    def runs(self, limit: int = 20) -> list[str]:
+        return [r.decode() for r in self.r.zrevrange(keys.RUNS, 0, limit - 1)]
+
+    def shards(self, run_id: str) -> dict[str, Shard]:
+        return {k.decode(): Shard.from_json(v) for k, v in self.r.hgetall(keys.shards(run_id)).items()}
+
+    def supersede(self, shard: Shard) -> None:
+        """Make ``shard`` (a new attempt) the current one; the old attempt's worker stops itself."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(keys.shards(shard.run_id), shard.shard_id, shard.to_json())
+        pipe.hset(keys.attempts(shard.run_id), shard.shard_id, shard.attempt)
+        pipe.execute()
+
+    # -- liveness ------------------------------------------------------------------------------
+    def beats(self, run_id: str) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(keys.beats(run_id)).items()}
+
+    def claims(self, run_id: str) -> dict[str, dict[str, Any]]:
+        return {k.decode(): orjson.loads(v) for k, v in self.r.hgetall(keys.claims(run_id)).items()}
+
+    def stop(self, run_id: str) -> None:
+        self.r.set(keys.stop(run_id), b"1", ex=7 * 86400)
+
+    def stopped(self, run_id: str) -> bool:
+        return bool(self.r.exists(keys.stop(run_id)))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Worker nodes seen recently: node → {region, concurrency, metrics_port, seen}."""
+        now = time.time()
+        online = {}
+        for node, raw in self.r.hgetall(keys.WORKERS).items():
+            rec = orjson.loads(raw)
+            if now - rec.get("seen", 0) <= WORKER_STALE_S:
+                online[node.decode()] = rec
+        return online
+
+    def processes_by_region(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for rec in self.workers().values():
+            out[rec["region"]] = out.get(rec["region"], 0) + int(rec.get("concurrency", 1))
+        return out
+
+    def queue_depth(self, region: str) -> int:
+        return int(self.r.llen(keys.queue(region)))
+
+    # -- intervals and gaps --------------------------------------------------------------------
+    def read_intervals(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+                       count: int = 1000) -> tuple[list[Interval], str]:
+        """Intervals after stream id ``after`` (blocking up to ``block_ms``); returns them and the last id."""
+        reply = self.r.xread({keys.intervals(run_id): after}, count=count, block=block_ms)
+        out: list[Interval] = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                after = entry_id.decode()
+                out.append(Interval.from_json(fields[b"iv"]))
+        return out, after
+
+    def all_intervals(self, run_id: str) -> Iterator[Interval]:
+        after = "0-0"
+        while True:
+            batch, after = self.read_intervals(run_id, after)
+            if not batch:
+                return
+            yield from batch
+
+    def add_gap(self, run_id: str, gap: dict[str, Any]) -> None:
+        self.r.rpush(keys.gaps(run_id), orjson.dumps(gap))
+
+    def gaps(self, run_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(g) for g in self.r.lrange(keys.gaps(run_id), 0, -1)]

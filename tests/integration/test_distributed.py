@@ -1,0 +1,226 @@
+"""Distributed mode against real servers: redis-server (AOF on), `fnbench worker` processes, Prometheus.
+
+One module-scoped cluster (workers in regions a and b) keeps the suite short; the tests that
+kill things start their own workers.  Loads go only to the loopback FaultServer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import orjson
+import pytest
+
+from orchestrator.results import read_intervals
+from tests.integration.distributed_fixtures import (
+    cluster_fixture,  # noqa: F401 - the `cluster` fixture
+    free_port,
+    need,
+    prometheus_query,
+    run_json,
+    wait_for,
+    write_spec,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def start_run(cluster, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start `fnbench run` in the background; returns it and the id of the run it recorded."""
+    client = cluster.redis.client()
+    before = set(client.zrange("fnbench:runs", 0, -1))
+    proc = cluster.popen("run", *args)
+    new = wait_for(lambda: set(client.zrange("fnbench:runs", 0, -1)) - before, 30, "run recorded in the store")
+    return proc, next(iter(new)).decode()
+
+
+def wait_for_load(cluster, run_id: str, intervals: int = 1) -> None:
+    client = cluster.redis.client()
+    wait_for(lambda: client.xlen(f"fnbench:run:{run_id}:intervals") >= intervals, 30, "first intervals")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, dict, str]:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    assert proc.returncode in (0, 130), stderr[-4000:]
+    return proc.returncode, orjson.loads(stdout), stderr
+
+
+def test_two_regions_merge_to_the_union_of_their_intervals_and_start_together(cluster, fault_server, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), rps=100, duration="4s")
+    result = run_json(cluster.fnbench("run", str(spec), "--results", str(tmp_path / "results"), "--json"))
+    groups = {g["region"]: g for g in result["groups"]}
+    assert set(groups) == {"a", "b"}
+    for g in groups.values():
+        assert g["intended"] == g["sent"] == g["completed"] == 400
+        assert g["outcomes"] == {"ok": 400}
+    assert result["gaps"] == [] and result["errors"] == [] and result["duplicates_dropped"] == 0
+
+    # The merged result is exactly the union of what each region's worker recorded.
+    intervals = read_intervals(tmp_path / "results" / result["run_id"] / "intervals.jsonl")
+    assert len({iv.key for iv in intervals}) == len(intervals)
+    for region, g in groups.items():
+        mine = [iv for iv in intervals if iv.region == region]
+        assert sum(iv.completed for iv in mine) == g["completed"]
+        assert sum(iv.intended for iv in mine) == g["intended"]
+
+    # Each region ran on its own worker process (one queue each).
+    claims = cluster.redis.client().hgetall(f"fnbench:run:{result['run_id']}:claims")
+    nodes = {k.decode().split("/")[0]: orjson.loads(v)["node"] for k, v in claims.items()}
+    assert nodes["a"].startswith("fnbench-a-") and nodes["b"].startswith("fnbench-b-")
+
+    assert set(result["regions"]) == {"a", "b"}
+    assert 0 <= result["start_skew_s"] < 0.25, result["regions"]
+
+    again = run_json(cluster.fnbench("report", result["run_id"], "--json"))
+    assert again["groups"] == result["groups"]
+    assert again["gaps"] == result["gaps"]
+
+
+def test_prometheus_scraping_a_worker_agrees_with_the_merged_result(cluster, fault_server, tmp_path):
+    need(shutil.which("prometheus") is not None, "prometheus not installed (apt install prometheus)")
+    metrics_port = cluster.workers[0].metrics_port
+    prom_port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: fnbench\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+    )
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{prom_port}"
+    try:
+        import httpx
+
+        wait_for(lambda: _ready(httpx, f"{url}/-/ready"), 30, "prometheus ready")
+        spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/slow?ms=5"), regions="[a]", rps=200,
+                          duration="8s", name="prom")
+        result = run_json(cluster.fnbench("run", str(spec), "--results", str(tmp_path / "results"), "--json"))
+        run_id = result["run_id"]
+        (g,) = result["groups"]
+        sel = f'{{run="{run_id}"}}'
+        time.sleep(2.5)  # two more scrapes after the last interval
+        now = time.time()
+        total = prometheus_query(url, f"sum(fnbench_requests_total{sel})", now)
+        assert float(total[0]["value"][1]) == g["completed"] == 1600
+
+        # During the steady part of the run, the scraped rate is the intended rate.
+        mid = result["start_at"] + 6.0
+        rate = prometheus_query(url, f"sum(rate(fnbench_requests_total{sel}[4s]))", mid)
+        assert float(rate[0]["value"][1]) == pytest.approx(200, rel=0.25)
+
+        # p99 from summed Prometheus buckets agrees with the merged HDR p99 within one bucket (2^¼).
+        q = prometheus_query(
+            url, f"histogram_quantile(0.99, sum by (le, target) (fnbench_response_time_seconds_bucket{sel}))", now)
+        p99_prom_ms = float(q[0]["value"][1]) * 1000
+        ratio = 2 ** 0.25
+        assert g["response_ms"]["p99"] / ratio <= p99_prom_ms <= g["response_ms"]["p99"] * ratio, (p99_prom_ms, g)
+        qr = prometheus_query(
+            url, f"histogram_quantile(0.99, sum by (le, target) (rate(fnbench_response_time_seconds_bucket{sel}[4s])))",
+            mid)
+        assert g["response_ms"]["p50"] <= float(qr[0]["value"][1]) * 1000 <= g["response_ms"]["max"] * ratio
+    finally:
+        prom.terminate()
+        prom.wait(10)
+
+
+def _ready(httpx, url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_stop_ends_the_load_in_every_region_within_a_second(cluster, fault_server, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/stopme"), rps=200, duration="30s")
+    proc, run_id = start_run(cluster, str(spec), "--results", str(tmp_path / "results"), "--json")
+    try:
+        wait_for_load(cluster, run_id, intervals=2)
+        stop = cluster.fnbench("stop", run_id)
+        assert stop.returncode == 0, stop.stderr
+        stopped_at = time.monotonic()
+        time.sleep(1.0)
+        after_one_second = fault_server.hits["/stopme"]
+        time.sleep(1.0)
+        assert fault_server.hits["/stopme"] == after_one_second, "load went on more than 1 s after `fnbench stop`"
+        code, result, _ = finish(proc, timeout=30)
+        assert time.monotonic() - stopped_at < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130 and result["interrupted"] is True
+    groups = {g["region"]: g for g in result["groups"]}
+    assert set(groups) == {"a", "b"}
+    for g in groups.values():  # partial results are kept
+        assert 0 < g["completed"] < 30 * 200
+    assert sum(g["completed"] for g in groups.values()) == after_one_second
+
+
+def test_the_run_survives_its_orchestrator_and_report_gives_the_planned_totals(cluster, fault_server, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), rps=100, duration="5s")
+    proc, run_id = start_run(cluster, str(spec), "--results", str(tmp_path / "results"), "--json")
+    wait_for_load(cluster, run_id)
+    proc.kill()
+    proc.communicate(timeout=10)
+
+    def all_done():
+        st = orjson.loads(cluster.fnbench("status", run_id, "--json").stdout)
+        return st["runs"][0]["shards"] == {"done": 2}
+
+    wait_for(all_done, 30, "shards finished without their orchestrator", every=0.5)
+    result = run_json(cluster.fnbench("report", run_id, "--json"))
+    assert {g["region"]: (g["intended"], g["completed"]) for g in result["groups"]} == {"a": (500, 500), "b": (500, 500)}
+    assert result["gaps"] == []
+
+
+def test_a_killed_worker_is_replaced_and_its_gap_reported_without_double_counting(cluster, fault_server, tmp_path):
+    workers = [cluster.start_worker("k"), cluster.start_worker("k")]
+    cluster.wait_registered(4)
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), regions="[k]", rps=100, duration="9s")
+    # One shard on two workers: the idle one takes the remainder when the busy one dies.
+    proc, run_id = start_run(cluster, str(spec), "--results", str(tmp_path / "results"), "--json", "--workers", "1")
+    try:
+        wait_for_load(cluster, run_id, intervals=2)
+        claims = cluster.redis.client().hgetall(f"fnbench:run:{run_id}:claims")
+        (claim,) = [orjson.loads(v) for v in claims.values()]
+        (victim,) = [w for w in workers if claim["node"].startswith(f"fnbench-k-{w.proc.pid}@")]
+        victim.kill()
+        _, result, _ = finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (gap,) = result["gaps"]
+    assert gap["region"] == "k" and gap["reason"].startswith("worker lost")
+    flush_s = 1.0
+    assert 0 < gap["seconds"] <= flush_s + gap["redispatch_delay_s"] + 0.5, gap
+    assert gap["redispatch_delay_s"] < 5.0, gap
+    assert result["redispatched"] == 1
+
+    # No interval counted twice: keys are unique, and what was measured plus the gap is the plan.
+    intervals = read_intervals(tmp_path / "results" / result["run_id"] / "intervals.jsonl")
+    assert len({iv.key for iv in intervals}) == len(intervals)
+    assert {iv.attempt for iv in intervals} == {0, 1}
+    (g,) = result["groups"]
+    assert g["intended"] <= 900
+    assert g["intended"] + gap["seconds"] * 100 == pytest.approx(900, abs=25)
+    # Requests in flight when the worker died have no outcome; they are inside the reported gap.
+    assert g["intended"] - 5 <= g["completed"] <= g["intended"]
+
+
+def test_redis_restart_mid_run_loses_no_interval(cluster, fault_server, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), rps=100, duration="8s")
+    proc, run_id = start_run(cluster, str(spec), "--results", str(tmp_path / "results"), "--json")
+    try:
+        wait_for_load(cluster, run_id, intervals=4)
+        cluster.redis.restart(down_s=1.0)
+        _, result, stderr = finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert {g["region"]: (g["intended"], g["completed"]) for g in result["groups"]} == {"a": (800, 800), "b": (800, 800)}
+    assert result["gaps"] == [], result["gaps"]
+    report = run_json(cluster.fnbench("report", run_id, "--json"))
+    assert report["groups"] == result["groups"]

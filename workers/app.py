@@ -1,0 +1,135 @@
+"""The Celery app and the thin ``fnbench.run_shard`` task; ``start_worker`` is `fnbench worker`.
+
+The task decodes the Shard, claims it, and calls ``run_shard`` with a sink and stop flag from
+``StoreLink``.  Settings follow DESIGN.md §5: JSON only, acks late, requeue on a lost worker
+process, prefetch 1 (a process holds one shard at a time).
+
+Metrics: every pool process forwards its intervals (not requests) over a Unix datagram socket
+to the worker's main process, which feeds one ``IntervalMetrics`` and serves ``/metrics`` for
+the whole host; the hot path never sees Prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from typing import Any
+
+import orjson
+from celery import Celery, signals
+
+from workers.contract import Interval, Shard
+from workers.link import METRICS_SOCK_ENV, StoreLink, client
+from workers.shard import run_shard
+
+log = logging.getLogger("fnbench.worker")
+BROKER_ENV = "FNBENCH_BROKER"
+TASK = "fnbench.run_shard"
+REGISTRY_PERIOD_S = 2.0
+
+CONFIG: dict[str, Any] = {
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "result_serializer": "json",
+    "task_ignore_result": True,
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "broker_connection_retry_on_startup": True,
+    "broker_connection_max_retries": None,  # ride out a Redis restart
+    "worker_hijack_root_logger": False,
+    "worker_send_task_events": False,
+    # Unacked shards come back after this long if their worker vanished; the orchestrator
+    # re-dispatches lost shards itself well before, and a late redelivery is ignored (claimed).
+    "broker_transport_options": {"visibility_timeout": 3600},
+}
+
+app = Celery("fnbench", broker=os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
+app.conf.update(CONFIG)
+
+
+@app.task(name=TASK)
+def run_shard_task(payload: dict[str, Any]) -> str:
+    shard = Shard.from_dict(payload["shard"])
+    link = StoreLink(app.conf.broker_url, payload["keys"], shard, node=_node_name())
+    if not link.claim():
+        log.info("shard %s#%d already claimed or superseded; ignoring this delivery", shard.shard_id, shard.attempt)
+        return "ignored"
+    link.start()
+    state, error = "failed", ""
+    try:
+        run_shard(shard, link.sink, link.stop)
+        state = "superseded" if link.superseded else ("stopped" if link.stop.is_set() else "done")
+    except Exception as exc:  # reported in the run's result (errors[]); the shard is not retried
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("shard %s#%d failed: %s", shard.shard_id, shard.attempt, error)
+    finally:
+        link.finish(state, error)
+    return state
+
+
+def _node_name() -> str:
+    return os.environ.get("FNBENCH_NODE", socket.gethostname())
+
+
+@signals.worker_process_init.connect
+def _pool_process_init(**_: Any) -> None:
+    # A pool process must not keep sending load after its worker is gone.
+    from workers.lifecycle import die_with_parent
+
+    die_with_parent()
+
+
+def _serve_metrics(port: int, sock_path: str) -> None:
+    from workers.metrics import IntervalMetrics, serve
+
+    metrics = IntervalMetrics()
+    serve(metrics, port, addr=os.environ.get("FNBENCH_METRICS_ADDR", "127.0.0.1"))
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    receiver.bind(sock_path)
+
+    def receive() -> None:
+        while True:
+            raw = receiver.recv(1 << 20)
+            try:
+                metrics.observe(Interval.from_json(raw))
+            except Exception as exc:  # a bad datagram must not end the metrics of the host
+                log.warning("metrics: ignored a record: %s", exc)
+
+    threading.Thread(target=receive, name="fnbench-metrics", daemon=True).start()
+
+
+def _register(broker: str, registry_key: str, node: str, record: dict[str, Any]) -> None:
+    def beat() -> None:
+        while True:
+            try:
+                client(broker).hset(registry_key, node, orjson.dumps({**record, "seen": time.time()}))
+            except Exception as exc:
+                log.warning("registry: %s", exc)
+            time.sleep(REGISTRY_PERIOD_S)
+
+    threading.Thread(target=beat, name="fnbench-registry", daemon=True).start()
+
+
+def start_worker(region: str, queue: str, broker: str, concurrency: int, metrics_port: int,
+                 registry_key: str, loglevel: str = "WARNING") -> None:
+    """Run a Celery worker for one region in the foreground (prefork, ``concurrency`` processes)."""
+    node = f"fnbench-{region}-{os.getpid()}@{socket.gethostname()}"
+    os.environ["FNBENCH_NODE"] = node
+    app.conf.broker_url = broker
+    if metrics_port:
+        sock_dir = tempfile.mkdtemp(prefix="fnbench-metrics-")
+        sock_path = os.path.join(sock_dir, "intervals.sock")
+        _serve_metrics(metrics_port, sock_path)
+        os.environ[METRICS_SOCK_ENV] = sock_path  # inherited by the pool processes
+    _register(broker, registry_key, node,
+              {"region": region, "concurrency": concurrency, "metrics_port": metrics_port, "pid": os.getpid()})
+    app.worker_main([
+        "worker", "--pool", "prefork", "--concurrency", str(concurrency), "--queues", queue,
+        "--hostname", node, "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])

@@ -1,0 +1,178 @@
+"""A running shard's line to the store: interval sink, heartbeats and the stop flag, on one thread.
+
+The shard loop only appends encoded intervals to a bounded in-memory buffer (never blocks on
+Redis).  A control thread, every 200 ms, XADDs what is buffered, beats once a second, and reads
+the run's stop key and the shard's current attempt (a re-dispatched attempt supersedes this
+one).  While Redis is unreachable the buffer holds up to ``BUFFER_MAX`` intervals (the oldest
+are dropped and counted past that) and the thread retries with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+import redis
+
+from workers.contract import Interval, Shard
+
+log = logging.getLogger("fnbench.worker")
+
+POLL_S = 0.2
+BEAT_S = 1.0
+BUFFER_MAX = 10_000
+BACKOFF_MAX_S = 2.0
+FINAL_FLUSH_S = 120.0  # how long a finished shard keeps retrying to deliver its last intervals
+METRICS_SOCK_ENV = "FNBENCH_METRICS_SOCK"
+
+_clients: dict[tuple[int, str], Any] = {}
+
+
+def client(url: str) -> Any:  # redis-py types replies as sync | awaitable; this client is sync
+    """One Redis client per process and URL (created after fork, never inherited)."""
+    key = (os.getpid(), url)
+    if key not in _clients:
+        _clients[key] = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                             health_check_interval=10)
+    return _clients[key]
+
+
+class _MetricsForward:
+    """Hands each interval to the host's metrics server over a Unix datagram socket (best effort)."""
+
+    def __init__(self) -> None:
+        self.path = os.environ.get(METRICS_SOCK_ENV, "")
+        self.sock: socket.socket | None = None
+        if self.path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+
+    def send(self, raw: bytes) -> None:
+        if self.sock is not None:
+            # Metrics are a live view; the stream is the record: a full socket drops the datagram.
+            with contextlib.suppress(OSError):
+                self.sock.sendto(raw, self.path)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+class StoreLink:
+    def __init__(self, url: str, keys: dict[str, str], shard: Shard, node: str = "") -> None:
+        self.redis = client(url)
+        self.keys = keys
+        self.shard = shard
+        self.field = f"{shard.shard_id}#{shard.attempt}"
+        self.node = node or socket.gethostname()
+        self.buffer: deque[bytes] = deque()
+        self.dropped = 0
+        self.stop = threading.Event()
+        self.superseded = False
+        self._done = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fnbench-link", daemon=True)
+        self._metrics = _MetricsForward()
+
+    # -- called by the task ----------------------------------------------------------------
+    def claim(self) -> bool:
+        """Claim this (shard, attempt); False when a delivery of it was already claimed or superseded."""
+        value = orjson.dumps({"state": "running", "node": self.node, "pid": os.getpid(), "at": time.time()})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(self.keys["claims"], self.field, value)
+        pipe.hget(self.keys["attempts"], self.shard.shard_id)
+        pipe.exists(self.keys["stop"])
+        claimed, current, stopped = pipe.execute()
+        if not claimed or (current is not None and int(current) != self.shard.attempt):
+            return False
+        if stopped:
+            self.stop.set()
+        self.redis.hset(self.keys["beats"], self.field, time.time())
+        return True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def sink(self, iv: Interval) -> None:
+        raw = iv.to_json()
+        if len(self.buffer) >= BUFFER_MAX:
+            self.buffer.popleft()
+            self.dropped += 1
+        self.buffer.append(raw)
+        self._metrics.send(raw)
+        self._wake.set()
+
+    def finish(self, state: str, error: str = "") -> None:
+        """Deliver what is buffered (bounded wait), then record the shard's end state."""
+        self._done.set()
+        self._wake.set()
+        self._thread.join(FINAL_FLUSH_S + 5)
+        if self.buffer or self.dropped:
+            log.error("shard %s: %d interval(s) undelivered, %d dropped while Redis was unreachable",
+                      self.field, len(self.buffer), self.dropped)
+        try:
+            record = {"state": state, "node": self.node, "pid": os.getpid(), "at": time.time()}
+            if error:
+                record["error"] = error
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.keys["claims"], self.field, orjson.dumps(record))
+            pipe.hdel(self.keys["beats"], self.field)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("shard %s: could not record its end state: %s", self.field, exc)
+        self._metrics.close()
+
+    # -- the control thread ------------------------------------------------------------------
+    def _loop(self) -> None:
+        backoff = POLL_S
+        next_beat = 0.0
+        deadline: float | None = None
+        while True:
+            done = self._done.is_set()
+            if done and deadline is None:
+                deadline = time.monotonic() + FINAL_FLUSH_S
+            try:
+                now = time.monotonic()
+                self._exchange(beat=now >= next_beat and not done)
+                if now >= next_beat:
+                    next_beat = now + BEAT_S
+                backoff = POLL_S
+                if done and not self.buffer:
+                    return
+                wait = POLL_S
+            except redis.RedisError as exc:
+                if backoff == POLL_S:
+                    log.warning("shard %s: Redis unreachable (%s); buffering %d interval(s)", self.field, exc,
+                                len(self.buffer))
+                wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX_S)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _exchange(self, beat: bool) -> None:
+        batch = list(self.buffer)
+        pipe = self.redis.pipeline(transaction=False)
+        for raw in batch:
+            pipe.xadd(self.keys["intervals"], {"iv": raw})
+        if beat:
+            pipe.hset(self.keys["beats"], self.field, time.time())
+        pipe.exists(self.keys["stop"])
+        pipe.hget(self.keys["attempts"], self.shard.shard_id)
+        replies: list[Any] = pipe.execute()
+        # Delivered: drop exactly what was sent (the shard loop may have appended meanwhile).
+        for _ in batch:
+            self.buffer.popleft()
+        stopped, current = replies[-2], replies[-1]
+        if current is not None and int(current) > self.shard.attempt:
+            self.superseded = True
+            self.stop.set()
+        if stopped:
+            self.stop.set()
