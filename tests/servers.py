@@ -1,4 +1,7 @@
-"""Loopback HTTP servers the tests drive load at: real sockets, no mocks.
+"""Loopback servers the tests drive load at and read from: real sockets, no mocks.
+
+Also the shared plumbing of the integration tests: ``need`` (skip locally, fail in CI),
+``free_port``, ``wait_for`` and a real ``Prometheus`` scraping loopback targets.
 
 FaultServer answers by path: /ok, /5xx, /429, /reset (RST before any response), /timeout
 (never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N.
@@ -8,11 +11,20 @@ It runs its own asyncio loop in a thread and counts requests per path.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import httpx
+import pytest
 
 
 class _FaultProtocol(asyncio.Protocol):
@@ -111,3 +123,76 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def need(ok: bool, why: str) -> None:
+    """Skip locally when a tool is missing; under CI a missing tool is a failure."""
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (required under CI)")
+        pytest.skip(why)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers that cannot take port 0)."""
+    return closed_port()
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every: float = 0.1) -> Any:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout_s}s")
+
+
+class Prometheus:
+    """Debian's prometheus on a free loopback port, scraping ``targets`` every second."""
+
+    def __init__(self, directory: Path, targets: list[str]) -> None:
+        need(shutil.which("prometheus") is not None, "prometheus not installed (apt install prometheus)")
+        taken = {int(t.rsplit(":", 1)[1]) for t in targets}
+        self.port = free_port()
+        while self.port in taken:  # a just-released port can come back from the kernel
+            self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = directory / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: fnbench\n    static_configs: [{{targets: {targets!r}}}]\n"
+        )
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def __enter__(self) -> Prometheus:
+        try:
+            wait_for(self._ready, 30, "prometheus ready")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def query(self, expr: str, at: float) -> list[dict[str, Any]]:
+        """An instant query; asserts that Prometheus accepted it."""
+        r = httpx.post(f"{self.url}/api/v1/query", data={"query": expr, "time": f"{at:.3f}"}, timeout=10)
+        assert r.status_code == 200, (expr, r.text)
+        return r.json()["data"]["result"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,36 +15,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import redis
+
+from tests.servers import free_port, need, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FNBENCH = [sys.executable, "-m", "orchestrator.cli"]
 
 
-def need(ok: bool, why: str) -> None:
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why} (required under CI)")
-        pytest.skip(why)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for(check, timeout_s: float, what: str, every: float = 0.1):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout_s}s")
 
 
 class RedisServer:
@@ -191,8 +174,3 @@ def run_json(r: subprocess.CompletedProcess) -> dict:
     assert r.returncode == 0, r.stderr[-4000:]
     return orjson.loads(r.stdout)
 
-
-def prometheus_query(url: str, expr: str, at: float) -> list[dict]:
-    r = httpx.post(f"{url}/api/v1/query", data={"query": expr, "time": f"{at:.3f}"}, timeout=10)
-    assert r.status_code == 200, (expr, r.text)
-    return r.json()["data"]["result"]

@@ -6,7 +6,6 @@ kill things start their own workers.  Loads go only to the loopback FaultServer.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
@@ -16,13 +15,10 @@ import pytest
 from orchestrator.results import read_intervals
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
-    free_port,
-    need,
-    prometheus_query,
     run_json,
-    wait_for,
     write_spec,
 )
+from tests.servers import Prometheus, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,23 +75,8 @@ def test_two_regions_merge_to_the_union_of_their_intervals_and_start_together(cl
 
 
 def test_prometheus_scraping_a_worker_agrees_with_the_merged_result(cluster, fault_server, tmp_path):
-    need(shutil.which("prometheus") is not None, "prometheus not installed (apt install prometheus)")
     metrics_port = cluster.workers[0].metrics_port
-    prom_port = free_port()
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: fnbench\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
-    )
-    prom = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{prom_port}"
-    try:
-        import httpx
-
-        wait_for(lambda: _ready(httpx, f"{url}/-/ready"), 30, "prometheus ready")
+    with Prometheus(tmp_path, [f"127.0.0.1:{metrics_port}"]) as prom:
         spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/slow?ms=5"), regions="[a]", rps=200,
                           duration="8s", name="prom")
         result = run_json(cluster.fnbench("run", str(spec), "--results", str(tmp_path / "results"), "--json"))
@@ -104,34 +85,22 @@ def test_prometheus_scraping_a_worker_agrees_with_the_merged_result(cluster, fau
         sel = f'{{run="{run_id}"}}'
         time.sleep(2.5)  # two more scrapes after the last interval
         now = time.time()
-        total = prometheus_query(url, f"sum(fnbench_requests_total{sel})", now)
+        total = prom.query(f"sum(fnbench_requests_total{sel})", now)
         assert float(total[0]["value"][1]) == g["completed"] == 1600
 
         # During the steady part of the run, the scraped rate is the intended rate.
         mid = result["start_at"] + 6.0
-        rate = prometheus_query(url, f"sum(rate(fnbench_requests_total{sel}[4s]))", mid)
+        rate = prom.query(f"sum(rate(fnbench_requests_total{sel}[4s]))", mid)
         assert float(rate[0]["value"][1]) == pytest.approx(200, rel=0.25)
 
         # p99 from summed Prometheus buckets agrees with the merged HDR p99 within one bucket (2^¼).
-        q = prometheus_query(
-            url, f"histogram_quantile(0.99, sum by (le, target) (fnbench_response_time_seconds_bucket{sel}))", now)
+        q = prom.query(f"histogram_quantile(0.99, sum by (le, target) (fnbench_response_time_seconds_bucket{sel}))", now)
         p99_prom_ms = float(q[0]["value"][1]) * 1000
         ratio = 2 ** 0.25
         assert g["response_ms"]["p99"] / ratio <= p99_prom_ms <= g["response_ms"]["p99"] * ratio, (p99_prom_ms, g)
-        qr = prometheus_query(
-            url, f"histogram_quantile(0.99, sum by (le, target) (rate(fnbench_response_time_seconds_bucket{sel}[4s])))",
-            mid)
+        qr = prom.query(
+            f"histogram_quantile(0.99, sum by (le, target) (rate(fnbench_response_time_seconds_bucket{sel}[4s])))", mid)
         assert g["response_ms"]["p50"] <= float(qr[0]["value"][1]) * 1000 <= g["response_ms"]["max"] * ratio
-    finally:
-        prom.terminate()
-        prom.wait(10)
-
-
-def _ready(httpx, url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_stop_ends_the_load_in_every_region_within_a_second(cluster, fault_server, tmp_path):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +19,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
+from tests.servers import Prometheus, free_port, need
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARD = ROOT / "grafana" / "dashboards" / "fnbench.json"
@@ -41,30 +41,10 @@ cold_start: {{enabled: true, invocations: {COLD_INVOCATIONS}, rps: 2}}
 RATE_INTERVAL = "5s"
 
 
-def need(ok: bool, why: str) -> None:
-    """Skip locally when a tool is missing; under CI a missing tool is a failure."""
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why} (required under CI)")
-        pytest.skip(why)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_ready(url: str, deadline_s: float) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready within {deadline_s}s")
 
 
 def panel_queries(board: dict) -> list[tuple[str, dict]]:
@@ -81,29 +61,17 @@ def substitute(expr: str, run_id: str, range_s: int) -> str:
 
 @pytest.fixture(scope="module")
 def scraped_run(tmp_path_factory):
-    """(prometheus URL, run_id, last scrape time, range seconds) of a real run Prometheus scraped."""
+    """(Prometheus, run_id, last scrape time, range seconds) of a real run Prometheus scraped."""
     from orchestrator import functions
 
-    need(shutil.which("prometheus") is not None, "prometheus not installed (apt install prometheus)")
     for runtime in ("rust", "python"):
         try:
             functions.artifact_for(runtime)
         except FileNotFoundError:
             need(False, f"{runtime} function not built (fnbench functions build)")
     tmp = tmp_path_factory.mktemp("prom")
-    metrics_port, prom_port = free_port(), free_port()
-    (tmp / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: fnbench\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
-    )
-    prom = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{prom_port}"
-    try:
-        wait_ready(f"{url}/-/ready", 20)
+    metrics_port = free_port()
+    with Prometheus(tmp, [f"127.0.0.1:{metrics_port}"]) as prom:
         (tmp / "spec.yaml").write_text(SPEC)
         started = time.time()
         r = subprocess.run(
@@ -113,31 +81,18 @@ def scraped_run(tmp_path_factory):
         )
         assert r.returncode in (0, 1), r.stderr[-3000:]
         run_id = orjson.loads(r.stdout)["run_id"]
-        last = instant(url, f'max(timestamp(fnbench_intended_requests_total{{run="{run_id}"}}))', time.time())
+        last = prom.query(f'max(timestamp(fnbench_intended_requests_total{{run="{run_id}"}}))', time.time())
         assert last, "Prometheus never scraped the run"
-        yield url, run_id, float(last[0]["value"][1]), math.ceil(time.time() - started) + 5
-    finally:
-        prom.terminate()
-        try:
-            prom.wait(10)
-        except subprocess.TimeoutExpired:
-            prom.kill()
-            prom.wait(5)
+        yield prom, run_id, float(last[0]["value"][1]), math.ceil(time.time() - started) + 5
 
 
-def instant(url: str, expr: str, at: float) -> list[dict]:
-    r = httpx.post(f"{url}/api/v1/query", data={"query": expr, "time": f"{at:.3f}"}, timeout=10)
-    assert r.status_code == 200, (expr, r.text)
-    return r.json()["data"]["result"]
-
-
-def evaluate(url: str, target: dict, run_id: str, last: float, range_s: int) -> dict[str, list[float]]:
+def evaluate(prom: Prometheus, target: dict, run_id: str, last: float, range_s: int) -> dict[str, list[float]]:
     """Legend → finite values of one panel query (range queries over the run, instant at its end)."""
     expr = substitute(target["expr"], run_id, range_s)
     if target.get("instant"):
-        rows = [{"metric": s["metric"], "values": [s["value"]]} for s in instant(url, expr, last)]
+        rows = [{"metric": s["metric"], "values": [s["value"]]} for s in prom.query(expr, last)]
     else:
-        r = httpx.post(f"{url}/api/v1/query_range",
+        r = httpx.post(f"{prom.url}/api/v1/query_range",
                        data={"query": expr, "start": f"{last - range_s:.3f}", "end": f"{last:.3f}", "step": "1"}, timeout=10)
         assert r.status_code == 200, (expr, r.text)
         rows = r.json()["data"]["result"]
@@ -151,9 +106,9 @@ def evaluate(url: str, target: dict, run_id: str, last: float, range_s: int) -> 
 
 @pytest.fixture(scope="module")
 def results(scraped_run) -> dict[tuple[str, str], dict[str, list[float]]]:
-    url, run_id, last, range_s = scraped_run
+    prom, run_id, last, range_s = scraped_run
     board = orjson.loads(BOARD.read_bytes())
-    return {(title, t["refId"]): evaluate(url, t, run_id, last, range_s) for title, t in panel_queries(board)}
+    return {(title, t["refId"]): evaluate(prom, t, run_id, last, range_s) for title, t in panel_queries(board)}
 
 
 def find(results, title_start: str, ref: str = "A") -> dict[str, list[float]]:
@@ -237,13 +192,13 @@ def test_generator_health_is_reported(results):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_board_variables_list_the_run(scraped_run):
-    url, run_id, last, _ = scraped_run
+    prom, run_id, last, _ = scraped_run
     board = orjson.loads(BOARD.read_bytes())
     for var in (v for v in board["templating"]["list"] if v["type"] == "query"):
         m = re.fullmatch(r"label_values\((?:(.+), )?(\w+)\)", var["query"]["query"])
         assert m, var["query"]
         selector = substitute(m.group(1), run_id, 60) if m.group(1) else None
         params = {"start": f"{last - 60:.0f}", "end": f"{last:.0f}"} | ({"match[]": selector} if selector else {})
-        values = httpx.get(f"{url}/api/v1/label/{m.group(2)}/values", params=params, timeout=10).json()["data"]
+        values = httpx.get(f"{prom.url}/api/v1/label/{m.group(2)}/values", params=params, timeout=10).json()["data"]
         expected = {"run": {run_id}, "region": set(REGIONS), "target": {"rust-echo", "python-echo", "python-bad"}}[var["name"]]
         assert expected <= set(values), (var["name"], values)
