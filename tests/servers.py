@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import struct
@@ -134,8 +135,29 @@ def need(ok: bool, why: str) -> None:
 
 
 def free_port() -> int:
-    """A loopback port that was free a moment ago (for servers that cannot take port 0)."""
-    return closed_port()
+    """A free loopback port for a server that must be told its port in advance.
+
+    Drawn below the kernel's ephemeral range, so no bind(0) and no outgoing connection can be
+    handed the same number between now and the moment the server binds it.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every: float = 0.1) -> Any:

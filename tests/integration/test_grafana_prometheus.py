@@ -33,12 +33,15 @@ targets:
   - {{name: python-echo, runtime: python, platform: local, workload: echo, body: {{payload: {{a: 1}}}}}}
   - {{name: python-bad, runtime: python, platform: local, workload: hash, body: {{rounds: 1}}}}
 load: {{executor: constant, rps: {RPS}, max_in_flight: 64}}
-duration: 10s
+duration: 14s
 warmup: 1s
 flush_interval: 1s
 cold_start: {{enabled: true, invocations: {COLD_INVOCATIONS}, rps: 2}}
 """
-RATE_INTERVAL = "5s"
+# Counters step once per flush (1 s): over an 8 s window one step more or less moves rate() by
+# ~12 % (a 5 s window swung by ~20 % and made the rate checks flaky); 14 s of load leaves
+# several windows wholly inside the measured phase.
+RATE_INTERVAL = "8s"
 
 
 
