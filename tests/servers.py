@@ -218,3 +218,12 @@ class Prometheus:
         r = httpx.post(f"{self.url}/api/v1/query", data={"query": expr, "time": f"{at:.3f}"}, timeout=10)
         assert r.status_code == 200, (expr, r.text)
         return r.json()["data"]["result"]
+
+    def query_range(self, expr: str, start: float, end: float, step: float = 0.5) -> list[float]:
+        """The values of a single-series range query (empty when there is no data)."""
+        r = httpx.post(f"{self.url}/api/v1/query_range", timeout=10, data={
+            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(step)})
+        assert r.status_code == 200, (expr, r.text)
+        result = r.json()["data"]["result"]
+        return [float(v) for _, v in result[0]["values"]] if result else []
+
