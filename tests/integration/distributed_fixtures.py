@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis
 
+from orchestrator import keys
 from tests.servers import free_port, need, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +124,7 @@ class Cluster:
 
         def registered() -> bool:
             now = time.time()
-            seen = [orjson.loads(v) for v in client.hgetall("fnbench:workers").values()]
+            seen = [orjson.loads(v) for v in client.hgetall(keys.WORKERS).values()]
             pids = {w.proc.pid for w in self.workers if w.proc.poll() is None}
             return sum(1 for s in seen if s["pid"] in pids and now - s["seen"] < 5) >= nodes
 

@@ -13,6 +13,7 @@ import time
 import orjson
 import pytest
 
+from orchestrator import keys
 from orchestrator.results import read_intervals
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
@@ -27,15 +28,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def start_run(cluster, *args: str) -> tuple[subprocess.Popen, str]:
     """Start `fnbench run` in the background; returns it and the id of the run it recorded."""
     client = cluster.redis.client()
-    before = set(client.zrange("fnbench:runs", 0, -1))
+    before = set(client.zrange(keys.RUNS, 0, -1))
     proc = cluster.popen("run", *args)
-    new = wait_for(lambda: set(client.zrange("fnbench:runs", 0, -1)) - before, 30, "run recorded in the store")
+    new = wait_for(lambda: set(client.zrange(keys.RUNS, 0, -1)) - before, 30, "run recorded in the store")
     return proc, next(iter(new)).decode()
 
 
 def wait_for_load(cluster, run_id: str, intervals: int = 1) -> None:
     client = cluster.redis.client()
-    wait_for(lambda: client.xlen(f"fnbench:run:{run_id}:intervals") >= intervals, 30, "first intervals")
+    wait_for(lambda: client.xlen(keys.intervals(run_id)) >= intervals, 30, "first intervals")
 
 
 def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, dict, str]:
@@ -63,7 +64,7 @@ def test_two_regions_merge_to_the_union_of_their_intervals_and_start_together(cl
         assert sum(iv.intended for iv in mine) == g["intended"]
 
     # Each region ran on its own worker process (one queue each).
-    claims = cluster.redis.client().hgetall(f"fnbench:run:{result['run_id']}:claims")
+    claims = cluster.redis.client().hgetall(keys.claims(result["run_id"]))
     nodes = {k.decode().split("/")[0]: orjson.loads(v)["node"] for k, v in claims.items()}
     assert nodes["a"].startswith("fnbench-a-") and nodes["b"].startswith("fnbench-b-")
 
@@ -160,7 +161,7 @@ def test_a_killed_worker_is_replaced_and_its_gap_reported_without_double_countin
     proc, run_id = start_run(cluster, str(spec), "--results", str(tmp_path / "results"), "--json", "--workers", "1")
     try:
         wait_for_load(cluster, run_id, intervals=2)
-        claims = cluster.redis.client().hgetall(f"fnbench:run:{run_id}:claims")
+        claims = cluster.redis.client().hgetall(keys.claims(run_id))
         (claim,) = [orjson.loads(v) for v in claims.values()]
         (victim,) = [w for w in workers if claim["node"].startswith(f"fnbench-k-{w.proc.pid}@")]
         victim.kill()

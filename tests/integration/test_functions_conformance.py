@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from orchestrator import functions as fn
 from tests.lambda_api import LoopbackLambda
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +47,6 @@ def _load_vectors() -> dict[str, list[dict[str, Any]]]:
 
 VECTORS = _load_vectors()
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def request(
