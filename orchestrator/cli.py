@@ -295,7 +295,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "WARNING",
 ) -> None:
     """Start a Celery worker for one region (prefork; one async generator per process)."""
-    from orchestrator import keys
+    from workers import keys
     from workers.app import start_worker
 
     url = _require_broker(broker)

@@ -19,13 +19,14 @@ from typing import Any
 import redis
 from rich.console import Console
 
-from orchestrator import keys, plan, runner, spec
+from orchestrator import plan, runner, spec
 from orchestrator.collect import Collector
 from orchestrator.dispatch.celery import CeleryDispatcher
 from orchestrator.errors import SetupError
 from orchestrator.results import RunFolder, new_run_id
 from orchestrator.store import Store
 from orchestrator.watch import LiveView
+from workers import keys
 from workers.contract import Interval, Shard
 
 LEAD_S = 2.0  # from dispatch to the common start: workers receive, connect, start instances

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import redis
 
-from orchestrator import keys
 from orchestrator.errors import InputError, SetupError
+from workers import keys
 from workers.contract import Interval, Shard
 
 WORKER_STALE_S = 6.0  # a registered worker not seen for this long is offline

@@ -55,7 +55,7 @@ app.conf.update(CONFIG)
 @app.task(name=TASK)
 def run_shard_task(payload: dict[str, Any]) -> str:
     shard = Shard.from_dict(payload["shard"])
-    link = StoreLink(app.conf.broker_url, payload["keys"], shard, node=_node_name())
+    link = StoreLink(app.conf.broker_url, shard, node=_node_name())
     if not link.claim():
         log.info("shard %s#%d already claimed or superseded; ignoring this delivery", shard.shard_id, shard.attempt)
         return "ignored"

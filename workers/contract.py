@@ -14,10 +14,12 @@ from typing import Any
 
 import orjson
 
+from workers.errors import InputError
+
 SCHEMA_VERSION = 1
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError, ValueError):
     """A record could not be decoded: wrong schema_version or missing fields."""
 
 

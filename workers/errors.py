@@ -1,13 +1,38 @@
-"""Errors a worker raises before load starts.  During a run, failures are Outcomes, not exceptions.
+"""The one error tree of fnbench.  Both packages raise these; the CLI turns each into a message
+and an exit code once, at its boundary.  During a run, failures are Outcomes, not exceptions.
 
-    WorkerError
-    └── SetupError      a shard cannot start: unresolved ${env:NAME}, bad URL, unknown platform
+    FnbenchError                 exit 2 unless a subclass says otherwise
+    ├── InputError               a bad argument, file or record given by the user
+    │   └── SpecError            (orchestrator.errors) the spec is invalid: every problem with its path
+    ├── SetupError               this machine cannot run it: unresolved ${env:NAME}, bad URL,
+    │   │                        unknown platform, port busy, toolchain missing, worker failed
+    │   └── RefusedError         a worker refuses a shard: outside FNBENCH_ALLOWED_TARGETS, over its
+    │                            rate cap, unsigned or badly signed task
+    └── SchemaError              (workers.contract) a record of another schema_version
 """
 
+from __future__ import annotations
 
-class WorkerError(Exception):
-    """Base of every exception the workers package raises on purpose."""
+EXIT_OK, EXIT_SLO, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class SetupError(WorkerError):
-    """The shard cannot start; the message names what is wrong and where."""
+class FnbenchError(Exception):
+    """Base of every exception fnbench raises on purpose; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = EXIT_INPUT
+
+
+class InputError(FnbenchError):
+    """A bad argument, file or record; the message names it."""
+
+
+class SetupError(FnbenchError):
+    """The shard or run cannot start; the message names what is wrong and where."""
+
+
+class RefusedError(SetupError):
+    """A worker refuses a shard (operator limits or task authentication); the reason is shown."""
+
+
+# Kept for callers that name the worker side explicitly.
+WorkerError = FnbenchError

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import redis
 
+from workers import keys
 from workers.contract import Interval, Shard
 
 log = logging.getLogger("fnbench.worker")
@@ -66,11 +67,14 @@ class _MetricsForward:
 
 
 class StoreLink:
-    def __init__(self, url: str, keys: dict[str, str], shard: Shard, node: str = "") -> None:
+    def __init__(self, url: str, shard: Shard, node: str = "") -> None:
         self.redis = client(url)
-        self.keys = keys
+        # Every key comes from keys.py and the run id, never from the task.
+        run = shard.run_id
+        self.keys = {"claims": keys.claims(run), "attempts": keys.attempts(run), "stop": keys.stop(run),
+                     "beats": keys.beats(run), "intervals": keys.intervals(run)}
         self.shard = shard
-        self.field = f"{shard.shard_id}#{shard.attempt}"
+        self.field = keys.attempt_field(shard.shard_id, shard.attempt)
         self.node = node or socket.gethostname()
         self.buffer: deque[bytes] = deque()
         self.dropped = 0

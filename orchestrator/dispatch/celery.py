@@ -1,7 +1,7 @@
 """Send shards to their region's Celery queue (``fnbench.<region>``), JSON only, by task name.
 
 The orchestrator never imports the worker's app: a client-only Celery app with the same
-serialization settings sends ``fnbench.run_shard`` with the shard and the keys it writes.
+serialization settings sends ``fnbench.run_shard`` with the shard; the worker derives every key from its run id.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from orchestrator import keys
+from workers import keys
 from workers.contract import Shard
 
 TASK = "fnbench.run_shard"
@@ -29,7 +29,7 @@ class CeleryDispatcher:
             for shard in shards:
                 self.app.send_task(
                     TASK,
-                    kwargs={"payload": {"shard": shard.to_dict(), "keys": keys.task_keys(shard.run_id)}},
+                    kwargs={"payload": {"shard": shard.to_dict()}},
                     queue=keys.queue(shard.region),
                     routing_key=keys.queue(shard.region),
                     producer=producer,

@@ -19,8 +19,8 @@ import orjson
 import pytest
 import redis
 
-from orchestrator import keys
 from tests.servers import free_port, need, wait_for
+from workers import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 FNBENCH = [sys.executable, "-m", "orchestrator.cli"]

@@ -13,7 +13,6 @@ import time
 import orjson
 import pytest
 
-from orchestrator import keys
 from orchestrator.results import read_intervals
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
@@ -21,6 +20,7 @@ from tests.integration.distributed_fixtures import (
     write_spec,
 )
 from tests.servers import Prometheus, wait_for
+from workers import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

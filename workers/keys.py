@@ -1,7 +1,8 @@
 """Every Redis key and queue name fnbench uses, in one place.
 
-Workers never import this module: the keys a task needs travel in its payload
-(``task_keys``), and ``fnbench worker`` hands the worker registry key to the worker.
+It lives in ``workers`` because both packages need it and workers never import the
+orchestrator.  A worker derives every key it writes from the run id of a verified task and
+these functions, never from names carried in the task.
 """
 
 from __future__ import annotations
@@ -58,17 +59,6 @@ def gaps(run_id: str) -> str:
 
 def attempt_field(shard_id: str, attempt: int) -> str:
     return f"{shard_id}#{attempt}"
-
-
-def task_keys(run_id: str) -> dict[str, str]:
-    """The keys a worker task writes and polls, sent with every shard."""
-    return {
-        "intervals": intervals(run_id),
-        "stop": stop(run_id),
-        "beats": beats(run_id),
-        "claims": claims(run_id),
-        "attempts": attempts(run_id),
-    }
 
 
 def all_of_run(run_id: str) -> list[str]:
