@@ -24,7 +24,12 @@ from orchestrator.report import terminal
 from orchestrator.results import read_intervals
 
 BROKER_ENV = "FNBENCH_BROKER"
-BROKER_HELP = "redis://… broker: run the shards on `fnbench worker`s, one queue per region"
+BROKER_HELP = ("redis://… broker: run the shards on `fnbench worker`s, one queue per region; a password here "
+               f"shows in `ps`: prefer {BROKER_ENV} or --broker-file")
+BROKER_FILE_ENV = "FNBENCH_BROKER_FILE"
+BrokerFileOpt = Annotated[Path | None, typer.Option(
+    "--broker-file", envvar=BROKER_FILE_ENV,
+    help="read the redis://… URL (with its password) from this file, so it is not visible in `ps`; never printed")]
 
 app = typer.Typer(
     name="fnbench",
@@ -99,12 +104,17 @@ def run(
     metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics here during the run; 0 = off")] = 9464,
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help=BROKER_HELP)] = None,
+    broker_file: BrokerFileOpt = None,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report; exit 1 when an SLO fails."""
     try:
+        broker = _broker(broker, broker_file)
         b, text = _read_spec(spec_path)
         if broker:
             from orchestrator import distributed
+            from workers import auth
+
+            auth.load_key()  # before anything is written: workers run only tasks signed with it
 
             outcome = distributed.run(b, text, broker, results, err, processes=workers or None)
         else:
@@ -123,8 +133,13 @@ def report(
     path: Annotated[Path, typer.Argument(help="results/<run_id> folder or its intervals.jsonl; with --broker, a RUN id")],
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="read the run's intervals from this broker's store")] = None,
+    broker_file: BrokerFileOpt = None,
 ) -> None:
     """Re-render a result from its recorded intervals (the intervals are the source of truth)."""
+    try:
+        broker = _broker(broker, broker_file)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
     if broker:
         from orchestrator import distributed
 
@@ -280,9 +295,20 @@ def functions_list() -> None:
         out.print("not built: " + ", ".join(missing) + " — run `fnbench functions build`")
 
 
-def _require_broker(broker: str | None) -> str:
+def _broker(broker: str | None, broker_file: Path | None) -> str | None:
+    from workers.auth import broker_from
+
+    return broker_from(broker, broker_file)
+
+
+def _require_broker(broker: str | None, broker_file: Path | None = None) -> str:
+    try:
+        broker = _broker(broker, broker_file)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
     if not broker:
-        raise _fail(InputError(f"give --broker redis://HOST:PORT/DB (or set {BROKER_ENV})"))
+        raise _fail(InputError(f"give --broker redis://HOST:PORT/DB (or set {BROKER_ENV}, or put the URL in a file "
+                               f"named by --broker-file/{BROKER_FILE_ENV})"))
     return broker
 
 
@@ -290,30 +316,58 @@ def _require_broker(broker: str | None) -> str:
 def worker(
     region: Annotated[str, typer.Option(help="the region whose queue (fnbench.REGION) this worker consumes")],
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    broker_file: BrokerFileOpt = None,
     concurrency: Annotated[int, typer.Option(help="worker processes, one shard each [default: one per core]")] = 0,
     metrics_port: Annotated[int, typer.Option(help="serve this host's Prometheus metrics here; 0 = off")] = 9464,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "WARNING",
 ) -> None:
-    """Start a Celery worker for one region (prefork; one async generator per process)."""
+    """Start a Celery worker for one region (prefork; one async generator per process).
+
+    It runs only tasks signed with the task key (FNBENCH_TASK_KEY or FNBENCH_TASK_KEY_FILE, see
+    `fnbench keygen`) and only loads hosts in FNBENCH_ALLOWED_TARGETS (default loopback), at most
+    FNBENCH_MAX_RPS per process."""
     from workers import keys
     from workers.app import start_worker
 
-    url = _require_broker(broker)
-    start_worker(region, keys.queue(region), url, concurrency or runner.default_workers(), metrics_port,
-                 keys.WORKERS, loglevel)
+    url = _require_broker(broker, broker_file)
+    try:
+        start_worker(region, keys.queue(region), url, concurrency or runner.default_workers(), metrics_port,
+                     keys.WORKERS, loglevel)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def keygen(
+    file: Annotated[Path | None, typer.Option("--file", help="where to write it [default: FNBENCH_TASK_KEY_FILE or ~/.config/fnbench/task.key]")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing key (every worker then needs the new one)")] = False,
+) -> None:
+    """Write a random task key (mode 0600): the orchestrator signs tasks with it, workers run only signed tasks."""
+    from workers import auth
+
+    try:
+        path = auth.write_key(file or auth.key_file(), force=force)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    err.print(f"task key written to {path} (mode 0600).\n"
+              f"Give the same key to the orchestrator and every `fnbench worker`: copy this file to the same path "
+              f"on each host (or point {auth.KEY_FILE_ENV} at it), or store it in your secret manager and set "
+              f"{auth.KEY_ENV}; on Kubernetes: kubectl -n fnbench create secret generic fnbench-task-key "
+              f"--from-file=key={path}", highlight=False, markup=False)
 
 
 @app.command()
 def status(
     run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="one run; recent runs when omitted")] = None,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    broker_file: BrokerFileOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Runs and their shards by state, workers online per region, queue depths."""
     from orchestrator import distributed
 
     try:
-        st = distributed.status(_require_broker(broker), run_id)
+        st = distributed.status(_require_broker(broker, broker_file), run_id)
     except FnbenchError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -333,6 +387,7 @@ def status(
 def watch(
     run_id: Annotated[str, typer.Argument(metavar="RUN")],
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    broker_file: BrokerFileOpt = None,
     results: Annotated[Path, typer.Option(help="results root; the run goes to RESULTS/<run_id>/")] = Path("results"),
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
 ) -> None:
@@ -340,7 +395,7 @@ def watch(
     from orchestrator import distributed
 
     try:
-        outcome = distributed.watch(_require_broker(broker), run_id, results, err)
+        outcome = distributed.watch(_require_broker(broker, broker_file), run_id, results, err)
     except FnbenchError as exc:
         raise _fail(exc) from None
     _show(outcome.result, json_out)
@@ -352,12 +407,13 @@ def watch(
 def stop(
     run_id: Annotated[str, typer.Argument(metavar="RUN")],
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    broker_file: BrokerFileOpt = None,
 ) -> None:
     """Stop all load of a distributed run within about a second; partial results are kept."""
     from orchestrator import distributed
 
     try:
-        distributed.stop(_require_broker(broker), run_id)
+        distributed.stop(_require_broker(broker, broker_file), run_id)
     except FnbenchError as exc:
         raise _fail(exc) from None
     err.print(f"stop requested for {run_id}")

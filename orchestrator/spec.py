@@ -232,3 +232,12 @@ def load(path: str | Path) -> Benchmark:
     except OSError as exc:
         raise SpecError(str(p), [f"cannot read the spec: {exc.strerror}"]) from exc
     return load_text(text, str(p))
+
+
+def allow_list_problems(b: Benchmark) -> list[str]:
+    """The workers' allow-list (FNBENCH_ALLOWED_TARGETS, default loopback) applied here, so a spec whose
+    targets a worker would refuse says so before any load.  Not part of load(): `report` of an old
+    run must still read its spec.  Each problem has its YAML path, like _semantic_problems."""
+    from workers.limits import spec_problems
+
+    return spec_problems(b.targets)

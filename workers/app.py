@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 from celery import Celery, signals
 
+from workers import auth, keys, limits
 from workers.contract import Interval, Shard
 from workers.link import METRICS_SOCK_ENV, StoreLink, client
 from workers.shard import run_shard
@@ -30,6 +32,8 @@ log = logging.getLogger("fnbench.worker")
 BROKER_ENV = "FNBENCH_BROKER"
 TASK = "fnbench.run_shard"
 REGISTRY_PERIOD_S = 2.0
+_TASK_KEY: bytes | None = None  # loaded at worker start, inherited by the pool processes
+_REGION = ""  # the region this worker serves (set by start_worker)
 
 CONFIG: dict[str, Any] = {
     "task_serializer": "json",
@@ -53,12 +57,33 @@ app.conf.update(CONFIG)
 
 
 @app.task(name=TASK)
-def run_shard_task(payload: dict[str, Any]) -> str:
-    shard = Shard.from_dict(payload["shard"])
+def run_shard_task(payload: Any = None, **_: Any) -> str:
+    # Nothing of the task is trusted before its signature is checked: no key is written for it.
+    try:
+        shard_dict = auth.verify(payload, _task_key())
+        shard = Shard.from_dict(shard_dict)
+        if _REGION and shard.region != _REGION:
+            raise auth.TaskRejected(auth.WRONG_REGION, f"the shard is for region {shard.region!r}, this worker "
+                                    f"serves {_REGION!r}")
+    except auth.TaskRejected as exc:
+        return _reject(exc.reason, str(exc), payload)
+    except Exception as exc:  # a signed shard of another schema_version or shape
+        return _reject(auth.MALFORMED, f"{type(exc).__name__}: {str(exc)[:200]}", payload)
     link = StoreLink(app.conf.broker_url, shard, node=_node_name())
     if not link.claim():
-        log.info("shard %s#%d already claimed or superseded; ignoring this delivery", shard.shard_id, shard.attempt)
-        return "ignored"
+        if link.superseded:
+            log.info("shard %s#%d was superseded by a newer attempt; ignoring this delivery", shard.shard_id,
+                     shard.attempt)
+            return "ignored"
+        return _reject(auth.REPLAYED, "this run, shard and attempt was already claimed (a redelivery or a replay)",
+                       payload)
+    refused = limits.refusals(shard)
+    if refused:
+        error = "refused: " + "; ".join(refused)
+        _count(auth.REFUSED)
+        log.warning("shard %s#%d of run %s refused: %s", shard.shard_id, shard.attempt, shard.run_id, error)
+        link.refuse(error)
+        return "refused"
     link.start()
     state, error = "failed", ""
     try:
@@ -70,6 +95,35 @@ def run_shard_task(payload: dict[str, Any]) -> str:
     finally:
         link.finish(state, error)
     return state
+
+
+def _task_key() -> bytes:
+    global _TASK_KEY
+    if _TASK_KEY is None:
+        _TASK_KEY = auth.load_key()
+    return _TASK_KEY
+
+
+def _shown(value: Any) -> str:
+    """A value of an unverified task, safe for one log line (bounded, no control characters)."""
+    return repr(value)[:80] if isinstance(value, (str, int)) else type(value).__name__
+
+
+def _count(reason: str) -> None:
+    try:
+        client(app.conf.broker_url).incr(keys.rejected(reason))
+    except Exception as exc:  # counting must not turn a rejection into a retry
+        log.warning("could not count a rejected task: %s", exc)
+
+
+def _reject(reason: str, message: str, payload: Any) -> str:
+    """Count and log a task that is not run; never shows the key or the signature."""
+    _count(reason)
+    shard = payload.get("shard") if isinstance(payload, dict) else None
+    shard = shard if isinstance(shard, dict) else {}
+    log.warning("rejected task (%s): %s; run %s shard %s attempt %s", reason, message, _shown(shard.get("run_id")),
+                _shown(shard.get("shard_id")), _shown(shard.get("attempt")))
+    return f"rejected: {reason}"
 
 
 def _node_name() -> str:
@@ -118,7 +172,14 @@ def _register(broker: str, registry_key: str, node: str, record: dict[str, Any])
 
 def start_worker(region: str, queue: str, broker: str, concurrency: int, metrics_port: int,
                  registry_key: str, loglevel: str = "WARNING") -> None:
-    """Run a Celery worker for one region in the foreground (prefork, ``concurrency`` processes)."""
+    """Run a Celery worker for one region in the foreground (prefork, ``concurrency`` processes).
+
+    SetupError before anything starts when there is no task key or a limit is badly set."""
+    global _TASK_KEY, _REGION
+    _TASK_KEY = auth.load_key()
+    for line in limits.check_config():
+        print(f"fnbench worker {region}: {line}", file=sys.stderr)
+    _REGION = region
     node = f"fnbench-{region}-{os.getpid()}@{socket.gethostname()}"
     os.environ["FNBENCH_NODE"] = node
     app.conf.broker_url = broker

@@ -64,3 +64,9 @@ def attempt_field(shard_id: str, attempt: int) -> str:
 def all_of_run(run_id: str) -> list[str]:
     return [run(run_id), shards(run_id), attempts(run_id), intervals(run_id), stop(run_id), beats(run_id),
             claims(run_id), gaps(run_id)]
+
+
+def rejected(reason: str) -> str:
+    """Counter (INCR): tasks a worker rejected for ``reason`` (workers.auth.REASONS); never per run,
+    since an unauthenticated task's run id is not to be trusted with keys."""
+    return f"{PREFIX}:rejected:{reason}"

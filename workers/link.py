@@ -94,8 +94,11 @@ class StoreLink:
         pipe.hget(self.keys["attempts"], self.shard.shard_id)
         pipe.exists(self.keys["stop"])
         claimed, current, stopped = pipe.execute()
-        if not claimed or (current is not None and int(current) != self.shard.attempt):
+        if current is not None and int(current) != self.shard.attempt:
+            self.superseded = True  # an older attempt: not a replay, just too late
             return False
+        if not claimed:
+            return False  # this (run, shard, attempt) was seen before: a redelivery or a replay
         if stopped:
             self.stop.set()
         self.redis.hset(self.keys["beats"], self.field, time.time())
@@ -103,6 +106,15 @@ class StoreLink:
 
     def start(self) -> None:
         self._thread.start()
+
+    def refuse(self, error: str) -> None:
+        """Record that this worker refused the claimed shard (operator limits); it is not run."""
+        record = {"state": "refused", "node": self.node, "pid": os.getpid(), "at": time.time(), "error": error}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys["claims"], self.field, orjson.dumps(record))
+        pipe.hdel(self.keys["beats"], self.field)
+        pipe.execute()
+        self._metrics.close()
 
     def sink(self, iv: Interval) -> None:
         raw = iv.to_json()

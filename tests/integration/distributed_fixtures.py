@@ -6,6 +6,7 @@ Nothing is mocked.  Without redis-server the tests skip locally and fail under C
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -100,13 +101,16 @@ class Cluster:
     redis: RedisServer
     tmp: Path
     workers: list[Worker] = field(default_factory=list)
+    # The shared task key (workers/auth.py): orchestrator and workers of this cluster sign/verify with it.
+    task_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def broker(self) -> str:
         return self.redis.url
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "FNBENCH_BROKER": self.broker, "FNBENCH_GRAFANA_URL": ""}
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, "FNBENCH_BROKER": self.broker, "FNBENCH_GRAFANA_URL": "",
+                "FNBENCH_TASK_KEY": self.task_key, **(extra or {})}
 
     def start_worker(self, region: str, concurrency: int = 1, metrics_port: int = 0) -> Worker:
         log = self.tmp / f"worker-{region}-{len(self.workers)}.log"
@@ -130,8 +134,9 @@ class Cluster:
 
         wait_for(registered, timeout_s, f"{nodes} worker(s) registered")
 
-    def fnbench(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-        return subprocess.run([*FNBENCH, *args], capture_output=True, text=True, cwd=ROOT, env=self.env(),
+    def fnbench(self, *args: str, timeout: float = 90,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([*FNBENCH, *args], capture_output=True, text=True, cwd=ROOT, env=self.env(extra_env),
                               timeout=timeout)
 
     def popen(self, *args: str) -> subprocess.Popen:
