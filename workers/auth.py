@@ -39,8 +39,9 @@ MIN_KEY_CHARS = 32
 
 # Clocks of the orchestrator and the workers may differ by this much.
 MAX_SKEW_S = 60.0
-# A task may be signed at most this long before its shard's window (scheduled plans start soon).
-MAX_LEAD_S = 6 * 3600.0
+# A task may be signed at most this long before its shard's window: every slice of a run (up to
+# 31 days, workers.arrivals MAX_DURATION_S) is dispatched when the run starts.
+MAX_LEAD_S = 32 * 86_400.0
 # After its window, a signed task is stale this much later (before that it is recorded as expired).
 STALE_AFTER_S = 3600.0
 

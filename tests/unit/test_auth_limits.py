@@ -77,6 +77,11 @@ def test_timestamps_outside_the_shards_window_or_too_old_are_stale():
         auth.verify(roundtrip(auth.sign(s.to_dict(), KEY, now=now + 10 * auth.MAX_SKEW_S)), KEY, now=now)
     with pytest.raises(auth.TaskRejected):  # signed long after the shard's window
         auth.verify(roundtrip(auth.sign(old.to_dict(), KEY, now=now)), KEY, now=now)
+    soak = shard(start=now + 20 * 3600, duration=300)  # the last slice of a day-long soak, sent at its start
+    assert auth.verify(roundtrip(auth.sign(soak.to_dict(), KEY, now=now)), KEY, now=now)
+    with pytest.raises(auth.TaskRejected):
+        far = shard(start=now + 2 * auth.MAX_LEAD_S)
+        auth.verify(roundtrip(auth.sign(far.to_dict(), KEY, now=now)), KEY, now=now)
     late = shard(start=now - 30, duration=10)  # just expired: verified, then recorded as expired by the loop
     assert auth.verify(roundtrip(auth.sign(late.to_dict(), KEY, now=now - 31)), KEY, now=now)
 
