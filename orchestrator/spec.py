@@ -164,8 +164,12 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         if t.name in seen:
             problems.append(f"targets[{i}].name: {t.name!r} is already used by targets[{seen[t.name]}]")
         seen.setdefault(t.name, i)
-        if t.platform == "http" and not re.match(r"^https?://[^/\s]+", t.url):
-            problems.append(f"targets[{i}].url: the http platform needs http(s)://host[:port]/path, got {t.url!r}")
+        if t.platform == "http":
+            # The encoder's own rules (no CR/LF in headers, no spaces in the URL, …).
+            from workers.platforms.http import request_problems
+
+            for field, msg in request_problems(t.url, t.method, list(t.headers.items())):
+                problems.append(f"targets[{i}].{field}: {msg}")
         if t.platform == "local":
             from orchestrator.functions import RUNTIMES, WORKLOADS
 

@@ -161,6 +161,7 @@ class Interval:
     send_lag_us: str  # send time minus due time
     init_us: str = ""  # cold starts only
     out_of_range: int = 0
+    retries: int = 0  # requests resent once after a reused keep-alive connection turned out closed
     max_in_flight: int = 0
     billed_ms: float = 0.0
     max_memory_mb: float = 0.0
