@@ -58,10 +58,7 @@ def _fail(exc: FnbenchError) -> typer.Exit:
 
 
 def _read_spec(path: Path) -> tuple[spec.Benchmark, str]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(str(path), [f"cannot read the spec: {exc.strerror}"]) from exc
+    text = spec.read_text(path)  # bounded size, UTF-8, or a SpecError naming the file
     return spec.load_text(text, str(path)), text
 
 
@@ -82,7 +79,7 @@ def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="ben
 @app.command()
 def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC")],
-    workers: Annotated[int, typer.Option(help="worker processes the rate is split over")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=4096, help="worker processes the rate is split over")] = 1,
 ) -> None:
     """Show the shards a spec splits into (rates as exact fractions)."""
     try:
@@ -99,9 +96,9 @@ def plan(
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")],
-    workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes [default: one per core]; with --broker, processes per region the rate is split over [default: all online]")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=4096, help="local worker processes [default: one per core]; with --broker, processes per region the rate is split over [default: all online]")] = 0,
     results: Annotated[Path, typer.Option(help="results root; the run goes to RESULTS/<run_id>/")] = Path("results"),
-    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics here during the run; 0 = off")] = 9464,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="serve Prometheus metrics here during the run; 0 = off")] = 9464,
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help=BROKER_HELP)] = None,
     broker_file: BrokerFileOpt = None,
@@ -179,7 +176,7 @@ def calibrate(
     stall_every: Annotated[float, typer.Option(help="stall all responses every N seconds (0: never)")] = 0.0,
     stall_ms: Annotated[float, typer.Option(help="length of each stall")] = 0.0,
     tolerance: Annotated[float, typer.Option(help="max |error| in percent before exiting 1")] = 3.0,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=4096, help="worker processes")] = 1,
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -222,7 +219,7 @@ def calibrate(
 
 @app.command()
 def synthetic(
-    port: Annotated[int, typer.Option(help="loopback port to listen on")] = 18080,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="loopback port to listen on")] = 18080,
     median_ms: Annotated[float, typer.Option(help="median of the lognormal delay")] = 5.0,
     sigma: Annotated[float, typer.Option(help="sigma of the lognormal delay (0: constant)")] = 0.5,
     stall_every: Annotated[float, typer.Option(help="stall all responses every N seconds (0: never)")] = 0.0,
@@ -317,8 +314,8 @@ def worker(
     region: Annotated[str, typer.Option(help="the region whose queue (fnbench.REGION) this worker consumes")],
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
     broker_file: BrokerFileOpt = None,
-    concurrency: Annotated[int, typer.Option(help="worker processes, one shard each [default: one per core]")] = 0,
-    metrics_port: Annotated[int, typer.Option(help="serve this host's Prometheus metrics here; 0 = off")] = 9464,
+    concurrency: Annotated[int, typer.Option(min=0, max=4096, help="worker processes, one shard each [default: one per core]")] = 0,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="serve this host's Prometheus metrics here; 0 = off")] = 9464,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "WARNING",
 ) -> None:
     """Start a Celery worker for one region (prefork; one async generator per process).

@@ -12,6 +12,7 @@ import math
 import zlib
 from fractions import Fraction
 
+from orchestrator.errors import InputError
 from orchestrator.spec import Benchmark, TargetSpec
 from workers import arrivals
 from workers.contract import Shard, Target, fraction_to_str
@@ -34,8 +35,41 @@ def to_target(t: TargetSpec) -> Target:
     )
 
 
+# Shards of one run.  A local worker process holds all of its shards at once (~80 KB each: 100,000
+# measured 7.9 GB in one worker; a million crash `run`); 20,000 is a 31-day soak of two groups at
+# 5-minute slices, and longer slices (sharding.slice: 1h) cover any longer plan.
+MAX_SHARDS = 20_000
+
+
 def parts_for(schedule: arrivals.Schedule, max_rps_per_shard: float, min_parts: int) -> int:
     return max(min_parts, math.ceil(float(schedule.peak_rps()) / max_rps_per_shard), 1)
+
+
+def _parts_and_slices(b: Benchmark, phase: str, length: float, schedule: arrivals.Schedule,
+                      min_parts: int) -> tuple[int, int]:
+    # Cold phases are serial by nature: one part, so invocations stay evenly spaced.
+    parts = 1 if phase == "cold" else parts_for(schedule, b.sharding.max_rps_per_shard, min_parts)
+    return parts, max(1, math.ceil(length / b.sharding.slice - 1e-9))
+
+
+def shard_count(b: Benchmark, min_parts: int = 1) -> int:
+    """How many shards ``split`` makes, by arithmetic alone (no shard is built)."""
+    per_group = sum(p * s for p, s in (_parts_and_slices(b, w[0], w[3], w[4], min_parts) for w in phase_windows(b)))
+    return per_group * len(b.regions) * len(b.targets)
+
+
+def limit_problems(b: Benchmark) -> list[str]:
+    """The plan's limits on a spec that is otherwise valid, each with its YAML path."""
+    total = total_length(b)
+    if total > arrivals.MAX_DURATION_S:
+        return [f"duration: the whole run (warmup + duration + cold_start) lasts {total:,.0f}s; "
+                f"at most {arrivals.MAX_DURATION_S:,}s (31 days)"]
+    n = shard_count(b)
+    if n > MAX_SHARDS:
+        return [f"sharding: this run needs {n:,} shards ({len(b.regions)} region(s) × {len(b.targets)} target(s) × "
+                f"rate parts × time slices); at most {MAX_SHARDS:,}: raise sharding.max_rps_per_shard "
+                f"(now {b.sharding.max_rps_per_shard:g}) or sharding.slice (now {b.sharding.slice:g}s), or lower the load"]
+    return []
 
 
 def phase_windows(b: Benchmark) -> list[tuple[str, bool, float, float, arrivals.Schedule]]:
@@ -62,11 +96,13 @@ def total_length(b: Benchmark) -> float:
 
 def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> list[Shard]:
     """Every shard of the run.  Shards within a phase window start at its begin + k·slice."""
+    n = shard_count(b, min_parts)
+    if n > MAX_SHARDS:  # checked before any shard is built
+        raise InputError(f"this run would need {n:,} shards with the rate split over {min_parts} worker(s); "
+                         f"at most {MAX_SHARDS:,}: use fewer workers or raise sharding.max_rps_per_shard")
     shards: list[Shard] = []
     for phase, warmup, begin, length, schedule in phase_windows(b):
-        # Cold phases are serial by nature: one part, so invocations stay evenly spaced.
-        parts = 1 if phase == "cold" else parts_for(schedule, b.sharding.max_rps_per_shard, min_parts)
-        slices = max(1, math.ceil(length / b.sharding.slice - 1e-9))
+        parts, slices = _parts_and_slices(b, phase, length, schedule, min_parts)
         for region in b.regions:
             for index, spec in enumerate(b.targets):
                 target = to_target(spec)

@@ -1,40 +1,45 @@
 """YAML → validated Benchmark.  Every problem is collected and reported with its YAML path.
 
 Durations accept seconds (``30``) or suffixed strings (``250ms``, ``30s``, ``5m``, ``1h``).
-Unknown keys are errors: a typo in a soak-test spec should not silently fall back to a default.
+Unknown keys are errors: a typo in a soak-test spec should not silently fall back to a default;
+so are duplicate keys.  ``load:`` is the chosen executor's own model (workers/arrivals/).
+
+Bad input never crashes or hangs: the YAML is read with limits (size, nesting, aliases and what
+they expand to), every number is finite and bounded (rates, durations: workers.arrivals.base;
+shards per run: orchestrator.plan), and at most MAX_PROBLEMS problems are listed.
 """
 
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import orjson
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from orchestrator.errors import SpecError
 from workers import arrivals
+from workers.arrivals import MAX_RPS, MIN_RPS, Duration
+from workers.arrivals import parse_duration as parse_duration  # re-exported: it lived here
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m or 250ms")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"expected a duration like 30s, 5m or 250ms, got {value!r}")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Limits of the YAML itself.  A spec is a page of settings: these are far above any real one and
+# far below what takes a machine down (a 600-byte alias bomb expands to gigabytes).
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB
+MAX_DEPTH = 64  # nesting of mappings and sequences, aliases expanded
+MAX_ALIASES = 100  # *name references
+MAX_NODES = 200_000  # values in the document, aliases expanded
+MAX_PROBLEMS = 50  # problems listed; the rest are counted
+MAX_PROBLEM_CHARS = 300  # one problem's text (a 1 MiB key is shown cut)
 Runtime = Literal["rust", "go", "node", "python", "java", "other"]
 Platform = Literal["http", "local", "aws-lambda"]
 
@@ -58,6 +63,16 @@ class TargetSpec(_Model):
     qualifier: str = ""
     instances: int = Field(default=1, ge=1, le=256)  # local: warm processes to spread requests over
 
+    @field_validator("body")
+    @classmethod
+    def _body_is_json(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str):
+            try:
+                orjson.dumps(v)
+            except TypeError as exc:  # a YAML set, binary, non-string key, NaN…
+                raise ValueError(f"a mapping or list is sent as JSON and this one cannot be: {exc}") from None
+        return v
+
     def body_text(self) -> str:
         if self.body is None:
             return ""
@@ -66,37 +81,47 @@ class TargetSpec(_Model):
         return orjson.dumps(self.body).decode()
 
 
-class StepSpec(_Model):
-    duration: Duration
-    rps: float = Field(ge=0)
+def _executor_of(value: Any) -> str:
+    """The tag of a ``load:`` mapping: its executor (default constant).  A non-mapping goes to
+    constant, whose model then says it wants a mapping."""
+    if isinstance(value, dict):
+        name = value.get("executor", "constant")
+        return name if isinstance(name, str) and name in arrivals.EXECUTORS else ""
+    return getattr(value, "executor", "constant")
 
 
-class LoadSpec(_Model):
-    executor: Literal["constant", "ramp", "steps", "poisson"] = "constant"
-    rps: float | None = None
-    from_rps: float | None = None
-    to_rps: float | None = None
-    over: Duration | None = None
-    steps: list[StepSpec] = []
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    queue_limit: int = Field(default=10_000, ge=0, le=10_000_000)
+if TYPE_CHECKING:
+    LoadSpec = arrivals.Executor
+else:
+    # A discriminated union of every registered executor's own model.
+    LoadSpec = Annotated[
+        Union[tuple(Annotated[m, Tag(n)] for n, m in arrivals.EXECUTORS.items())],  # noqa: UP007
+        Discriminator(
+            _executor_of,
+            custom_error_type="executor",
+            custom_error_message=f"executor: one of {', '.join(arrivals.EXECUTORS)}",
+        ),
+    ]
+
+
+PositiveRate = Annotated[float, Field(ge=MIN_RPS, le=MAX_RPS, allow_inf_nan=False)]
 
 
 class ColdStartSpec(_Model):
     enabled: bool = False
-    invocations: int = Field(default=20, ge=1)
-    rps: float = Field(default=2.0, gt=0)
+    invocations: int = Field(default=20, ge=1, le=1_000_000)
+    rps: PositiveRate = 2.0
 
 
 class SloSpec(_Model):
     target: str = "*"
     metric: str
-    max: float | None = None
-    min: float | None = None
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    min: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class ShardingSpec(_Model):
-    max_rps_per_shard: float = Field(default=5000, gt=0)
+    max_rps_per_shard: PositiveRate = 5000
     slice: Duration = 300.0
 
 
@@ -104,18 +129,18 @@ class Benchmark(_Model):
     name: str = Field(min_length=1)
     regions: list[str] = ["local"]
     targets: list[TargetSpec] = Field(min_length=1)
-    load: LoadSpec = LoadSpec()
+    load: LoadSpec = arrivals.ConstantLoad()
     duration: Duration = 30.0
     warmup: Duration = 0.0
     cold_start: ColdStartSpec = ColdStartSpec()
     slos: list[SloSpec] = []
     sharding: ShardingSpec = ShardingSpec()
     flush_interval: Duration = 5.0
-    seed: int = 1
+    seed: int = Field(default=1, ge=-(2**63), lt=2**63)
 
     def schedule(self) -> arrivals.Schedule:
         """The per-target, per-region arrival schedule of the measured phase."""
-        return arrivals.from_dict(_schedule_dict(self.load, self.duration))
+        return self.load.schedule(self.duration)
 
 
 SLO_METRICS = {
@@ -125,21 +150,9 @@ SLO_METRICS = {
 } | {"error_rate", "achieved_rps"}
 
 
-def _schedule_dict(load: LoadSpec, duration: float) -> dict[str, Any]:
-    f = lambda x: Fraction(str(x))  # noqa: E731 - exact decimal → fraction
-    if load.executor in ("constant", "poisson"):
-        return {"kind": load.executor, "rps": f(load.rps or 0)}
-    if load.executor == "ramp":
-        return {
-            "kind": "ramp",
-            "from_rps": f(load.from_rps or 0),
-            "to_rps": f(load.to_rps or 0),
-            "over_s": f(load.over if load.over is not None else duration),
-        }
-    return {"kind": "steps", "steps": [{"duration_s": f(s.duration), "rps": f(s.rps)} for s in load.steps]}
-
-
 def _path(loc: tuple[Any, ...]) -> str:
+    if len(loc) > 1 and loc[0] == "load" and loc[1] in arrivals.EXECUTORS:
+        loc = loc[:1] + loc[2:]  # the union's tag is not a YAML key
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -191,14 +204,8 @@ def _semantic_problems(b: Benchmark) -> list[str]:
     for i, r in enumerate(b.regions):
         if not re.match(r"^[a-z0-9-]+$", r):
             problems.append(f"regions[{i}]: {r!r} must be lower-case letters, digits and dashes")
-    load = b.load
-    needs = {"constant": ["rps"], "poisson": ["rps"], "ramp": ["from_rps", "to_rps"], "steps": ["steps"]}
-    missing = [k for k in needs[load.executor] if getattr(load, k) in (None, [])]
-    for k in missing:
-        problems.append(f"load.{k}: required by executor {load.executor!r}")
-    if not missing:
-        for field, msg in b.schedule().validate():
-            problems.append(f"load.{field}: {msg}")
+    for field, msg in b.load.problems(b.duration):
+        problems.append(f"load.{field}: {msg}")
     names = {t.name for t in b.targets}
     for i, slo in enumerate(b.slos):
         if slo.target != "*" and slo.target not in names:
@@ -207,35 +214,166 @@ def _semantic_problems(b: Benchmark) -> list[str]:
             problems.append(f"slos[{i}].metric: unknown metric {slo.metric!r}; one of {', '.join(sorted(SLO_METRICS))}")
         if slo.max is None and slo.min is None:
             problems.append(f"slos[{i}]: give max or min")
+    if not problems:  # the plan's limits (run length, shards), once the rest makes sense
+        from orchestrator.plan import limit_problems  # plan imports this module
+
+        problems += limit_problems(b)
     return problems
+
+
+class _LimitError(yaml.YAMLError):
+    """A YAML-level problem found while composing, with the YAML path where it is."""
+
+    def __init__(self, path: str, message: str, mark: Any = None) -> None:
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        super().__init__(f"{path}: {message}{where}")
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and bounds nesting, aliases and what they expand to
+    (a billion-laughs bomb is a few hundred bytes), so loading takes bounded time and memory."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._where: list[Any] = []  # YAML path of the node being composed
+        self._open: set[str] = set()  # anchors of the collections being composed
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) → (values, depth), aliases expanded
+        self._aliases = 0
+
+    def _path(self, extra: Any = None) -> str:
+        return _path(tuple(self._where) + ((extra,) if extra is not None else ()))
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        pushed = parent is not None  # the root has no path component
+        if pushed:  # index: a mapping value's key node, a sequence item's position, None for a key
+            self._where.append(index.value if isinstance(index, yaml.ScalarNode)
+                               else index if isinstance(index, int) else "(key)")
+        if isinstance(event, yaml.AliasEvent):
+            try:
+                self._aliases += 1
+                if self._aliases > MAX_ALIASES:
+                    raise _LimitError(self._path(), f"more than {MAX_ALIASES} aliases (*name)", event.start_mark)
+                if event.anchor in self._open:
+                    raise _LimitError(self._path(), f"alias *{event.anchor} refers to a value that contains it",
+                                      event.start_mark)
+                return super().compose_node(parent, index)  # undefined aliases are the parser's error
+            finally:
+                if pushed:
+                    self._where.pop()
+        try:
+            if len(self._where) > MAX_DEPTH:
+                raise _LimitError(self._path(), f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                self._open.add(anchor)
+            node = super().compose_node(parent, index)
+            self._open.discard(anchor)
+            self._measure(node)
+            return node
+        finally:
+            if pushed:
+                self._where.pop()
+
+    def _measure(self, node: Any) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            self._sizes[id(node)] = (1, 0)
+            return
+        sizes = [self._sizes.get(id(c), (1, 0)) for c in children]
+        count = 1 + sum(n for n, _ in sizes)
+        depth = 1 + max((d for _, d in sizes), default=0)
+        if count > MAX_NODES:
+            raise _LimitError(self._path(), f"expands to more than {MAX_NODES:,} values (aliases included)",
+                              node.start_mark)
+        if depth + len(self._where) > MAX_DEPTH:
+            raise _LimitError(self._path(), f"nested more than {MAX_DEPTH} levels deep (aliases expanded)",
+                              node.start_mark)
+        self._sizes[id(node)] = (count, depth)
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], Any] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            seen = first.setdefault((key.tag, key.value), key)
+            if seen is not key:
+                raise _LimitError(self._path(key.value), f"duplicate key {key.value!r} (the first is on line "
+                                  f"{seen.start_mark.line + 1}); give each key once", key.start_mark)
+        return node
+
+
+def _printable(problem: str) -> str:
+    text = problem if problem.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in problem)
+    return text if len(text) <= MAX_PROBLEM_CHARS else text[: MAX_PROBLEM_CHARS - 1] + "…"
+
+
+def _spec_error(source: str, problems: list[str]) -> SpecError:
+    shown = [_printable(p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(f"… and {len(problems) - MAX_PROBLEMS:,} more problem(s)")
+    return SpecError(source, shown)
+
+
+def parse_yaml(text: str, source: str = "<spec>") -> Any:
+    """The YAML document as plain data, within the limits above; SpecError otherwise."""
+    size = len(text.encode("utf-8", "surrogatepass")) if len(text) <= MAX_SPEC_BYTES else len(text)
+    if size > MAX_SPEC_BYTES:
+        raise _spec_error(source, [f"(top level): the spec is {size:,} bytes; at most {MAX_SPEC_BYTES:,}"])
+    loader: _SpecLoader | None = None
+    try:
+        loader = _SpecLoader(text)  # the reader already rejects control characters
+        return loader.get_single_data()
+    except _LimitError as exc:
+        raise _spec_error(source, [str(exc)]) from None
+    except yaml.YAMLError as exc:
+        raise _spec_error(source, [f"not valid YAML: {exc}"]) from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of 5000 digits
+        raise _spec_error(source, [f"not valid YAML: {exc}"]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_text(text: str, source: str = "<spec>") -> Benchmark:
     """Parse and validate; raises SpecError listing every problem with its path."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(source, [f"not valid YAML: {exc}"]) from exc
+    data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise SpecError(source, ["(top level): expected a mapping with name, targets, load, …"])
     try:
         bench = Benchmark.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise SpecError(source, problems) from None
+        problems = [f"{_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise _spec_error(source, problems) from None
     problems = _semantic_problems(bench)
     if problems:
-        raise SpecError(source, problems)
+        raise _spec_error(source, problems)
     return bench
 
 
-def load(path: str | Path) -> Benchmark:
+def read_text(path: str | Path) -> str:
+    """A spec file's text: at most MAX_SPEC_BYTES of UTF-8; SpecError (naming the file) otherwise."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
-        raise SpecError(str(p), [f"cannot read the spec: {exc.strerror}"]) from exc
-    return load_text(text, str(p))
+        raise SpecError(str(p), [f"cannot read the spec: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(str(p), [f"(top level): the spec is larger than {MAX_SPEC_BYTES:,} bytes"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(p), [f"(top level): not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                                 "a spec is a YAML file"]) from None
+
+
+def load(path: str | Path) -> Benchmark:
+    return load_text(read_text(path), str(path))
 
 
 def allow_list_problems(b: Benchmark) -> list[str]:

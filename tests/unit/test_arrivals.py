@@ -68,3 +68,39 @@ def test_schedules_round_trip_through_plain_data(kind):
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="unknown arrival kind"):
         arrivals.from_dict({"kind": "zigzag"})
+
+
+def test_every_module_is_one_registered_executor_and_the_loop_is_written_once():
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(arrivals.__path__)} - {"base"}
+    assert set(arrivals.EXECUTORS) == set(arrivals.SCHEDULES) == modules  # one file per profile
+    for kind, cls in arrivals.SCHEDULES.items():
+        assert cls.kind == kind and arrivals.EXECUTORS[kind]().executor == kind
+    # One due-time loop; Poisson (random times) is the only other one and inherits the rest.
+    for cls in (arrivals.Constant, arrivals.Ramp, arrivals.Steps):
+        assert cls.iter_due is arrivals.Schedule.iter_due
+    assert issubclass(arrivals.Poisson, arrivals.Constant)
+    assert {"rate_at", "count", "offset_fn", "peak_rps", "scaled", "validate"}.isdisjoint(vars(arrivals.Poisson))
+    assert arrivals.Poisson(Fraction(6)).scaled(Fraction(1, 3)) == arrivals.Poisson(Fraction(2))
+
+
+def test_offset_of_is_the_loop_formula():
+    for s in (arrivals.Constant(Fraction(7)), arrivals.Ramp(Fraction(3), Fraction(11), Fraction(5)),
+              arrivals.Steps(((Fraction(2), Fraction(4)), (Fraction(1), Fraction(0)), (Fraction(3), Fraction(9))))):
+        due = list(s.iter_due(0, 6, 0.25))
+        assert due == [s.offset_of(i + 0.25) for i in range(len(due))]
+
+
+def test_slices_share_each_arrival_exactly_once():
+    s = arrivals.Ramp(Fraction(1, 3), Fraction(997, 7), Fraction(9))
+    whole = list(s.iter_due(0, 12, 0.5))
+    cuts = [0, 0.1, 1.7, 3.3333, 5, 9, 11.99, 12]
+    parts = [t for lo, hi in zip(cuts, cuts[1:], strict=False) for t in s.iter_due(lo, hi, 0.5)]
+    assert parts == whole
+
+
+def test_constant_hot_path_stays_inline():
+    # The evenly spaced case hands the loop a float gap, not a function called per arrival.
+    assert isinstance(arrivals.Constant(Fraction(5)).offset_fn(), float)
+    assert len(list(arrivals.Constant(Fraction(100_000)).iter_due(0, 10))) == 1_000_000

@@ -87,3 +87,15 @@ def test_cold_start_needs_a_platform_that_can_be_cold():
 
 def test_yaml_syntax_error_is_a_spec_error():
     assert "not valid YAML" in problems("name: [unclosed")[0]
+
+
+def test_load_is_validated_as_the_executors_own_model():
+    b = spec.load_text("name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\n"
+                       "load: {executor: steps, steps: [{duration: 1m, rps: 5}], max_in_flight: 9}\n")
+    assert type(b.load).__name__ == "StepsLoad" and b.load.max_in_flight == 9
+    assert spec.load_text("name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\nload: {rps: 3}\n").load.executor == "constant"
+    # A field of another executor is an unknown key here, with the YAML path (no union tag in it).
+    found = problems("name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\nload: {executor: constant, rps: 1, to_rps: 5}\n")
+    assert found == ["load.to_rps: Extra inputs are not permitted"]
+    found = problems("name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\nload: {executor: ramp, from_rps: 1, to_rps: 0, over: 0}\n")
+    assert any(p.startswith("load.over:") for p in found)

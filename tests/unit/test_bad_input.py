@@ -1,0 +1,166 @@
+"""Bad input never crashes or hangs: each case is a clear problem with its YAML path (exit 2),
+in bounded time and memory.  Each case here crashed, hung or was silently accepted before."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from orchestrator import plan, spec
+from orchestrator.errors import InputError, SpecError
+
+HEAD = "name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\n"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        spec.load_text(text)
+    return info.value.problems
+
+
+def bomb(levels: int, width: int = 9) -> str:
+    """A billion-laughs document: ``width ** levels`` values from a few hundred bytes."""
+    lines = ["a0: &a0 [" + ",".join(["lol"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    return HEAD + "load: {rps: 1}\nx-anchors:\n" + "".join(f"  {line}\n" for line in lines).replace(
+        "  a0", "  a0", 1) + f"targets: [{{name: a, url: 'http://127.0.0.1:1/', body: *a{levels}}}]\n"
+
+
+CASES = {
+    # numbers
+    "nan rate": (HEAD + "load: {rps: .nan}\n", "load.rps", "finite"),
+    "inf rate": (HEAD + "load: {rps: .inf}\n", "load.rps", "finite"),
+    "inf duration": (HEAD + "load: {rps: 1}\nduration: .inf\n", "duration", "finite"),
+    "nan step duration": (HEAD + "load: {executor: steps, steps: [{duration: .nan, rps: 1}]}\n",
+                          "load.steps[0].duration", "finite"),
+    "rate 1e12": (HEAD + "load: {rps: 1e12}\n", "load.rps", "less than or equal"),
+    "ramp to 1e15": (HEAD + "load: {executor: ramp, from_rps: 1, to_rps: 1e15}\n", "load.to_rps", "less than"),
+    "duration 1000000h": (HEAD + "load: {rps: 10}\nduration: 1000000h\n", "duration", "31 days"),
+    "huge integer duration": (HEAD + "load: {rps: 10}\nduration: " + "9" * 400 + "\n", "duration", "31 days"),
+    "long ramp": (HEAD + "load: {executor: ramp, from_rps: 1, to_rps: 2, over: 9999999h}\n", "load.over", "31 days"),
+    "a million shards": (HEAD + "load: {rps: 100}\nsharding: {max_rps_per_shard: 0.0001}\n", "sharding", "shards"),
+    "zero shard rate": (HEAD + "load: {rps: 1}\nsharding: {max_rps_per_shard: 0}\n", "sharding.max_rps_per_shard", ""),
+    "tiny rate": (HEAD + "load: {rps: 1e-300}\n", "load.rps", "at least"),
+    "cold phase of years": (HEAD.replace("url: 'http://127.0.0.1:1/'", "platform: aws-lambda, function: f")
+                            + "load: {rps: 1}\ncold_start: {enabled: true, invocations: 1000000, rps: 0.001}\n",
+                            "duration", "31 days"),
+    "nan slo": (HEAD + "load: {rps: 1}\nslos: [{metric: error_rate, max: .nan}]\n", "slos[0].max", "finite"),
+    "seed of 5000 digits": (HEAD + "load: {rps: 1}\nseed: " + "9" * 5000 + "\n", "", "digits"),
+    "seed past 64 bits": (HEAD + "load: {rps: 1}\nseed: " + str(2**70) + "\n", "seed", "less than"),
+    # YAML
+    "duplicate key": (HEAD + "load: {rps: 10}\nload: {rps: 20}\n", "load", "duplicate key 'load'"),
+    "duplicate nested key": (HEAD + "load: {rps: 10, rps: 20}\n", "load.rps", "duplicate key 'rps'"),
+    "deep nesting": (HEAD + "load: {rps: 1}\nx: " + "[" * 100_000 + "]" * 100_000 + "\n", "x[0][0]", "nested"),
+    "alias bomb": (bomb(9), "x-anchors.a", "more than"),
+    "recursive alias": (HEAD + "load: {rps: 1}\nx: &r [*r]\n", "x[0]", "contains it"),
+    "too many aliases": (HEAD + "load: {rps: 1}\nv: &v 1\nx: [" + ",".join(["*v"] * 101) + "]\n", "x[100]", "aliases"),
+    "binary body": (HEAD.replace("'}]", "', body: [!!binary aGk=]}]") + "load: {rps: 1}\n", "targets[0].body", "JSON"),
+    "set body": (HEAD.replace("'}]", "', body: !!set {a: null}}]") + "load: {rps: 1}\n", "targets[0].body", "JSON"),
+    "unknown executor": (HEAD + "load: {executor: zigzag, rps: 1}\n", "load", "one of constant"),
+    "load not a mapping": (HEAD + "load: 5\n", "load", "dictionary"),
+    "python tag": (HEAD + "load: !!python/object/apply:os.system [echo hi]\n", "", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_specs_are_problems_with_their_path(case: str) -> None:
+    text, path, words = CASES[case]
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        found = problems(text)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 30, case  # generous: each takes milliseconds
+    assert peak < 200 * 2**20, (case, peak)
+    assert any(p.startswith(path) and words in p for p in found), (case, found)
+
+
+def test_an_alias_bomb_in_the_body_is_refused_before_it_expands() -> None:
+    # 624 bytes of YAML that expand to 9**9 strings (1.4 GB before); deeper ones segfaulted.
+    for levels in (5, 9, 30):
+        tracemalloc.start()
+        try:
+            found = problems(bomb(levels))
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        assert peak < 50 * 2**20
+        assert "expands to more than" in found[0] or "nested more than" in found[0]
+
+
+def test_a_small_alias_use_is_fine() -> None:
+    b = spec.load_text("defaults: &d {url: 'http://127.0.0.1:1/'}\n".replace("defaults", "x")[:0]
+                       + "name: x\ntargets:\n  - &t {name: a, url: 'http://127.0.0.1:1/', body: {k: [1, 2]}}\n"
+                       "  - {<<: *t, name: b}\nload: {rps: 1}\n")
+    assert [t.name for t in b.targets] == ["a", "b"] and b.targets[1].body == {"k": [1, 2]}
+
+
+def test_many_problems_are_capped_with_a_count() -> None:
+    found = problems(HEAD + "load: {rps: 1}\n" + "".join(f"k{i}: 1\n" for i in range(5000)))
+    assert len(found) == spec.MAX_PROBLEMS + 1
+    assert found[-1].startswith("… and 4,950 more")
+
+
+def test_problem_text_is_cut_and_printable() -> None:
+    found = problems(HEAD + "load: {rps: 1}\n\"k\\e[2J" + "y" * 5000 + "\": 1\n")
+    assert all(len(p) <= spec.MAX_PROBLEM_CHARS and p.isprintable() for p in found)
+
+
+def test_files_too_big_binary_or_not_utf8(tmp_path: Path) -> None:
+    cases = {
+        "big.yaml": (b"name: x\n" + b"#" * (spec.MAX_SPEC_BYTES + 10), "larger than"),
+        "bin.yaml": (bytes(range(256)) * 8, "not UTF-8"),
+        "latin1.yaml": ("name: caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        "nul.yaml": (b"name: x\x00\n", "not valid YAML"),
+    }
+    for name, (data, words) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SpecError) as info:
+            spec.load(tmp_path / name)
+        assert words in info.value.problems[0], name
+    with pytest.raises(SpecError, match="cannot read"):
+        spec.load(tmp_path)  # a directory
+    with pytest.raises(SpecError, match="at most"):
+        spec.load_text("name: x\n" + "#" * spec.MAX_SPEC_BYTES)
+
+
+def test_shard_count_is_arithmetic_and_checked_before_any_shard_is_built() -> None:
+    b = spec.load_text(HEAD.replace("[{", "[{name: b, url: 'http://127.0.0.1:2/'}, {") +
+                       "regions: [r-1, r-2]\nload: {rps: 1000}\nduration: 12s\nwarmup: 3s\n"
+                       "sharding: {max_rps_per_shard: 300, slice: 5s}\n")
+    for workers in (1, 3, 7):
+        assert plan.shard_count(b, workers) == len(plan.split(b, "r", 0.0, min_parts=workers))
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="shards"):
+        plan.split(b, "r", 0.0, min_parts=10**9)
+    assert time.perf_counter() - t0 < 10
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("case", ["rate 1e12", "duration 1000000h", "a million shards", "alias bomb"])
+def test_validate_ends_quickly_with_exit_2(tmp_path: Path, case: str) -> None:
+    f = tmp_path / "spec.yaml"
+    f.write_text(CASES[case][0])
+    r = _cli("validate", str(f))  # these hung (or took GBs) before
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and CASES[case][1] in r.stderr
+
+
+def test_cli_options_out_of_range_are_usage_errors(tmp_path: Path) -> None:
+    f = tmp_path / "spec.yaml"
+    f.write_text(HEAD + "load: {rps: 1}\nduration: 1s\n")
+    r = _cli("run", str(f), "--metrics-port", "99999", "--results", str(tmp_path / "r"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--metrics-port" in r.stderr
+    r = _cli("plan", str(f), "--workers", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
