@@ -1,15 +1,16 @@
 """Build and start the benchmark subjects in functions/ (see functions/CONTRACT.md).
 
-    RUNTIMES, WORKLOADS          what exists
+    RUNTIMES, WORKLOADS          what exists                          (from workers.functions)
     build(runtime, out_dir)      compile (rust: cargo, go: go build) -> list[Artifact]
-    artifact_for(runtime, out)   the artefact of an earlier build, without building
+    artifact_for(runtime, out)   the artefact of an earlier build     (from workers.functions)
     start_server(artifact, port) start its HTTP server on 127.0.0.1:port -> Popen
     wait_ready(port, timeout)    poll GET /health until 200
     stop_server(proc)            SIGTERM, then SIGKILL after a grace period
 
 Rust and Go build into `<out_dir>/<runtime>/bootstrap` (the file name AWS Lambda's
 custom runtimes expect). Node and Python need no build: the artefact is their
-source directory. Standard library only.
+source directory. Finding a built artefact lives in workers.functions, because a worker
+starts local functions from its own build; this module only adds building. Standard library only.
 """
 
 from __future__ import annotations
@@ -21,48 +22,32 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import SetupError
+from workers.functions import (
+    DEFAULT_OUT_DIR,
+    FUNCTIONS_DIR,
+    MIN_NODE_MAJOR,
+    MIN_PYTHON,
+    REPO_ROOT,
+    RUNTIMES,
+    WORKLOADS,
+    Artifact,
+    ToolchainMissing,
+    artifact_for,
+    binary_artifact,
+    check_runtime,
+    find_tool,
+    node_artifact,
+    python_artifact,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS_DIR = REPO_ROOT / "functions"
-DEFAULT_OUT_DIR = REPO_ROOT / "build" / "functions"
-
-RUNTIMES: tuple[str, ...] = ("rust", "go", "node", "python")
-WORKLOADS: tuple[str, ...] = ("echo", "transform", "hash", "matmul", "alloc", "sleep", "validate")
-
-MIN_NODE_MAJOR = 18
-MIN_PYTHON = (3, 11)
-
-_INSTALL_HINTS: dict[str, str] = {
-    "cargo": "install Rust with rustup: https://rustup.rs (then `source ~/.cargo/env`)",
-    "go": "install Go >= 1.22: https://go.dev/doc/install (or `apt-get install golang-go`)",
-    "node": f"install Node.js >= {MIN_NODE_MAJOR}: https://nodejs.org (or `apt-get install nodejs`)",
-    "python3": "install Python >= 3.11 (`apt-get install python3.11`), or set FNBENCH_PYTHON",
-}
-
-# Well-known install locations that are often missing from a non-login PATH.
-_EXTRA_TOOL_PATHS: dict[str, tuple[Path, ...]] = {
-    "cargo": (Path.home() / ".cargo" / "bin" / "cargo",),
-    "go": (Path("/usr/local/go/bin/go"), Path.home() / "go" / "bin" / "go"),
-}
-
-
-class ToolchainMissing(SetupError, RuntimeError):
-    """A runtime's toolchain is not installed; names the tool and how to install it."""
-
-    def __init__(self, tool: str, runtime: str, detail: str = "") -> None:
-        self.tool = tool
-        self.runtime = runtime
-        self.hint = _INSTALL_HINTS.get(tool, "")
-        msg = f"{runtime}: required tool '{tool}' not found"
-        if detail:
-            msg += f" ({detail})"
-        if self.hint:
-            msg += f"; {self.hint}"
-        super().__init__(msg)
+__all__ = [
+    "DEFAULT_OUT_DIR", "FUNCTIONS_DIR", "MIN_NODE_MAJOR", "MIN_PYTHON", "REPO_ROOT", "RUNTIMES", "WORKLOADS",
+    "Artifact", "BuildFailed", "ToolchainMissing", "artifact_for", "build", "start_server", "stop_server",
+    "wait_ready",
+]
 
 
 class BuildFailed(SetupError, RuntimeError):
@@ -79,62 +64,7 @@ class BuildFailed(SetupError, RuntimeError):
         )
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """A runnable subject: what to start and how big it is."""
-
-    runtime: str
-    path: Path  # the binary (rust, go) or the source directory (node, python)
-    size_bytes: int  # binary size, or the sum of the deployable source files
-    command: list[str]  # argv that starts the HTTP server (PORT/HOST come from env)
-    env: dict[str, str] = field(default_factory=dict)  # extra environment for `command`
-    build_seconds: float = 0.0  # wall time of the build step (0 when nothing was built)
-
-
-# ------------------------------------------------------------------ toolchains
-
-
-def _find_tool(tool: str, runtime: str) -> str:
-    found = shutil.which(tool)
-    if found:
-        return found
-    for candidate in _EXTRA_TOOL_PATHS.get(tool, ()):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise ToolchainMissing(tool, runtime, "not on PATH")
-
-
-def _node() -> str:
-    node = _find_tool("node", "node")
-    try:
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout
-        major = int(out.strip().lstrip("v").split(".")[0])
-    except (OSError, ValueError, subprocess.SubprocessError) as e:
-        raise ToolchainMissing("node", "node", f"could not run `{node} --version`: {e}") from e
-    if major < MIN_NODE_MAJOR:
-        raise ToolchainMissing("node", "node", f"found {out.strip()}, need >= {MIN_NODE_MAJOR}")
-    return node
-
-
-def _python() -> str:
-    """The real interpreter (not a pyenv/asdf shim, which adds ~100 ms to start-up)."""
-    candidates = [os.environ.get("FNBENCH_PYTHON", ""), "python3.11", "python3"]
-    probe = "import sys; print(sys.version_info[0], sys.version_info[1], sys.executable)"
-    seen_versions: list[str] = []
-    for name in filter(None, candidates):
-        exe = shutil.which(name)
-        if not exe:
-            continue
-        try:
-            out = subprocess.run([exe, "-c", probe], capture_output=True, text=True, timeout=30)
-            major, minor, real = out.stdout.strip().split(" ", 2)
-        except (OSError, ValueError, subprocess.SubprocessError):
-            continue
-        seen_versions.append(f"{name}={major}.{minor}")
-        if (int(major), int(minor)) >= MIN_PYTHON:
-            return real or exe
-    detail = "found " + ", ".join(seen_versions) if seen_versions else "not on PATH"
-    raise ToolchainMissing("python3", "python", f"{detail}; need >= 3.11")
+# ------------------------------------------------------------------ build
 
 
 def _run_build(runtime: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -154,19 +84,8 @@ def _jobs() -> str:
     return os.environ.get("FNBENCH_BUILD_JOBS") or str(os.cpu_count() or 1)
 
 
-def _source_size(directory: Path, suffixes: tuple[str, ...]) -> int:
-    return sum(
-        p.stat().st_size
-        for p in directory.iterdir()
-        if p.is_file() and (p.suffix in suffixes or p.name == "package.json")
-    )
-
-
-# ------------------------------------------------------------------ build
-
-
 def _build_rust(out_dir: Path) -> Artifact:
-    cargo = _find_tool("cargo", "rust")
+    cargo = find_tool("cargo", "rust")
     src = FUNCTIONS_DIR / "rust"
     env = dict(os.environ)
     env["PATH"] = f"{Path(cargo).parent}{os.pathsep}{env.get('PATH', '')}"  # rustc next to cargo
@@ -177,11 +96,11 @@ def _build_rust(out_dir: Path) -> Artifact:
     dest = out_dir / "rust" / "bootstrap"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(built, dest)
-    return _binary_artifact("rust", dest, seconds)
+    return binary_artifact("rust", dest, seconds)
 
 
 def _build_go(out_dir: Path) -> Artifact:
-    go = _find_tool("go", "go")
+    go = find_tool("go", "go")
     src = FUNCTIONS_DIR / "go"
     dest = out_dir / "go" / "bootstrap"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -189,46 +108,7 @@ def _build_go(out_dir: Path) -> Artifact:
     env.update({"CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local"})
     cmd = [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest), "."]
     seconds = _run_build("go", cmd, src, env)
-    return _binary_artifact("go", dest, seconds)
-
-
-def _binary_artifact(runtime: str, path: Path, seconds: float = 0.0) -> Artifact:
-    return Artifact(
-        runtime=runtime,
-        path=path,
-        size_bytes=path.stat().st_size,
-        command=[str(path)],
-        env={},
-        build_seconds=seconds,
-    )
-
-
-def _node_artifact() -> Artifact:
-    src = FUNCTIONS_DIR / "node"
-    return Artifact(
-        runtime="node",
-        path=src,
-        size_bytes=_source_size(src, (".mjs", ".js")),
-        command=[_node(), str(src / "server.mjs")],
-        env={},
-    )
-
-
-def _python_artifact() -> Artifact:
-    src = FUNCTIONS_DIR / "python"
-    return Artifact(
-        runtime="python",
-        path=src,
-        size_bytes=_source_size(src, (".py",)),
-        # -I: isolated (no user site, no PYTHON* env), -B: no .pyc writes into the tree.
-        command=[_python(), "-I", "-B", str(src / "server.py")],
-        env={},
-    )
-
-
-def _check_runtime(runtime: str) -> None:
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    return binary_artifact("go", dest, seconds)
 
 
 def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[Artifact]:
@@ -239,7 +119,7 @@ def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[A
     """
     runtimes = RUNTIMES if runtime is None else (runtime,)
     for r in runtimes:
-        _check_runtime(r)
+        check_runtime(r)
     out_dir = Path(out_dir)
     artifacts: list[Artifact] = []
     for r in runtimes:
@@ -248,23 +128,10 @@ def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[A
         elif r == "go":
             artifacts.append(_build_go(out_dir))
         elif r == "node":
-            artifacts.append(_node_artifact())
+            artifacts.append(node_artifact())
         else:
-            artifacts.append(_python_artifact())
+            artifacts.append(python_artifact())
     return artifacts
-
-
-def artifact_for(runtime: str, out_dir: Path = DEFAULT_OUT_DIR) -> Artifact:
-    """The artefact of an earlier build() (no compiling); FileNotFoundError if not built."""
-    _check_runtime(runtime)
-    if runtime in ("rust", "go"):
-        path = Path(out_dir) / runtime / "bootstrap"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{runtime} is not built: {path} missing; run build({runtime!r})"
-            )
-        return _binary_artifact(runtime, path)
-    return _node_artifact() if runtime == "node" else _python_artifact()
 
 
 # ------------------------------------------------------------------ run
@@ -291,7 +158,7 @@ def start_server(
         return subprocess.Popen(
             artifact.command,
             env=env,
-            cwd=artifact.path if artifact.path.is_dir() else artifact.path.parent,
+            cwd=artifact.cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
