@@ -87,8 +87,8 @@ class Shard:
     """One unit of work: one target, one phase, one slice of time, one share of the rate.
 
     ``arrival`` is the schedule of the whole group (kind + params, rates as exact fractions)
-    already scaled to this shard's share; ``part_phase`` places this shard's arrivals between
-    its siblings' (arrival i is due where the scaled cumulative count reaches i + part_phase),
+    already scaled to this shard's share; ``part_offset`` places this shard's arrivals between
+    its siblings' (arrival i is due where the scaled cumulative count reaches i + part_offset),
     so the union of a group's shards is exactly the group's schedule.  The shard owns the
     arrivals whose profile offset falls in ``[offset_s, offset_s + duration_s)``.
     """
@@ -102,7 +102,7 @@ class Shard:
     start_at: float  # epoch seconds of this shard's first instant (profile origin + offset_s)
     duration_s: float
     offset_s: float = 0.0
-    part_phase: str = "0/1"
+    part_offset: str = "0/1"  # a fraction in [0, 1); "phase" is warm|cold (records before it: part_phase)
     attempt: int = 0
     max_in_flight: int = 256
     queue_limit: int = 10_000
@@ -123,6 +123,8 @@ class Shard:
     def from_dict(cls, d: dict[str, Any]) -> Shard:
         _check_version(d, "Shard")
         d = {k: v for k, v in d.items() if k != "schema_version"}
+        if "part_phase" in d:  # the name before part_offset
+            d.setdefault("part_offset", d.pop("part_phase"))
         d["target"] = Target.from_dict(d["target"])
         return cls(**d)
 
@@ -133,6 +135,11 @@ class Shard:
     @property
     def group(self) -> tuple[str, str, str]:
         return (self.region, self.target.name, self.phase)
+
+    @property
+    def part_phase(self) -> str:
+        """The old name of ``part_offset``, still readable."""
+        return self.part_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +169,7 @@ class Interval:
     init_us: str = ""  # cold starts only
     out_of_range: int = 0
     retries: int = 0  # requests resent once after a reused keep-alive connection turned out closed
-    max_in_flight: int = 0
-    billed_ms: float = 0.0
+    peak_in_flight: int = 0  # most requests in flight at once during the interval (records before it: max_in_flight)
     max_memory_mb: float = 0.0
     warmup: bool = False
     final: bool = False  # the shard's last interval
@@ -172,6 +178,7 @@ class Interval:
     cold_starts: int = 0  # processes or sandboxes started for cold invocations
     workload: str = ""
     started: float = 0.0  # epoch seconds the shard's pacing loop began (its first request is due then); 0: never ran
+    counters: dict[str, float] = field(default_factory=dict)  # the invoker's other counters over the interval (connections_opened…)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -184,8 +191,10 @@ class Interval:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Interval:
         _check_version(d, "Interval")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        if "max_in_flight" in d and "peak_in_flight" not in d:  # the name before peak_in_flight
+            d = {**d, "peak_in_flight": d["max_in_flight"]}
+        # Unknown fields (and retired ones such as billed_ms) are ignored.
+        return cls(**{k: v for k, v in d.items() if k in _INTERVAL_FIELDS})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Interval:
@@ -194,6 +203,14 @@ class Interval:
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.shard_id, self.attempt, self.seq)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The old name of ``peak_in_flight``, still readable."""
+        return self.peak_in_flight
+
+
+_INTERVAL_FIELDS = frozenset(f.name for f in dataclasses.fields(Interval))
 
 
 def _check_version(d: dict[str, Any], kind: str) -> None:

@@ -76,7 +76,7 @@ class IntervalMetrics(Collector):
             span = iv.t1 - iv.t0
             if span > 0:
                 self._intended_rps[(*labels, iv.shard_id)] = 0.0 if iv.final else iv.intended / span
-            self._in_flight[(*labels, iv.shard_id)] = 0 if iv.final else iv.max_in_flight
+            self._in_flight[(*labels, iv.shard_id)] = 0 if iv.final else iv.peak_in_flight
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         with self._lock:

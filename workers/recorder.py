@@ -98,7 +98,7 @@ class ShardRecorder:
     """
 
     HISTOGRAMS = ("response", "service", "send_lag", "init")
-    __slots__ = (*HISTOGRAMS, "_hists", "_out_of_range", "cold_starts", "peak_rss_mb")
+    __slots__ = (*HISTOGRAMS, "_hists", "_out_of_range")
 
     def __init__(self) -> None:
         self.response = array("q")
@@ -107,8 +107,6 @@ class ShardRecorder:
         self.init = array("q")
         self._hists = {name: new_histogram() for name in self.HISTOGRAMS}
         self._out_of_range = 0
-        self.cold_starts = 0  # processes spawned for cold invocations
-        self.peak_rss_mb = 0.0  # of the function processes, where the platform can see them
 
     def absorb(self) -> None:
         for name in self.HISTOGRAMS:

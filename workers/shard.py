@@ -12,6 +12,7 @@ with their clock running; past ``queue_limit`` they are counted as ``dropped``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from workers import arrivals
 from workers.contract import OUTCOME_NAMES, Interval, Outcome, Shard
-from workers.platforms import Invoker, make_invoker
+from workers.platforms import LEVELS, Invocation, Invoker, counters_of, make_invoker
 from workers.recorder import ShardRecorder
 from workers.timer import Waker
 
@@ -31,6 +32,8 @@ _STOP_POLL_S = 0.05
 _LATE_GRACE_S = 1.0  # arrivals more than this overdue at start are reported as a gap, not burst out
 _STOP_DRAIN_S = 0.15
 _MAX_BURST = 16
+# Invoker counters with an Interval field of their own; the others go to Interval.counters.
+_COUNTER_FIELDS = frozenset({"retries", "cold_starts", "connections_opened"}) & {f.name for f in dataclasses.fields(Interval)}
 
 
 class StopFlag(Protocol):
@@ -43,13 +46,24 @@ class _Never:
 
 
 class ShardRun:
-    """State of one shard while it runs; ``done`` is the invoker's completion callback."""
+    """State of one shard while it runs; ``done`` is the invoker's completion callback.
 
-    def __init__(self, shard: Shard, sink: Sink) -> None:
+    The invoker comes from the platform registry unless one is given.  What it learns about
+    single invocations arrives with their completion (``Invocation``); what it counts is read
+    through ``counters()`` at each flush and reported as that interval's deltas.
+    """
+
+    def __init__(self, shard: Shard, sink: Sink, invoker: Invoker | None = None) -> None:
         self.shard = shard
         self.sink = sink
         self.rec = ShardRecorder()
-        self.invoker: Invoker = make_invoker(shard.target, shard.phase, shard.max_in_flight, self.rec)
+        self.invoker: Invoker = invoker or make_invoker(shard.target, shard.phase, shard.max_in_flight)
+        # One bound method for the whole run, not one per request.
+        self._done = self.done
+        self._invoke = self.invoker.invoke
+        self.cold_starts = 0
+        self.peak_memory_mb = 0.0
+        self._counted: dict[str, float] = {}
         self.outcomes = [0] * len(OUTCOME_NAMES)
         self.intended = self.sent = self.completed = 0
         self.in_flight = self.peak_in_flight = 0
@@ -73,29 +87,57 @@ class ShardRun:
             if self.in_flight > self.peak_in_flight:
                 self.peak_in_flight = self.in_flight
             self.sent += 1
-            self.invoker.invoke(due, self.done)
+            self._invoke(due, self._done)
         elif len(self.queue) < self.queue_limit:
             self.queue.append(due)
         else:
             self.outcomes[Outcome.dropped] += 1
 
-    def done(self, outcome: Outcome, due: float, sent: float, end: float) -> None:
+    def done(self, outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
         self.completed += 1
         self.outcomes[outcome] += 1
         self.rec.send_lag.append(int((sent - due) * 1e6))
         if outcome == 0:  # Outcome.ok: latency histograms hold successful responses only
             self.rec.response.append(int((end - due) * 1e6))
             self.rec.service.append(int((end - sent) * 1e6))
+        if info is not None:
+            self._learned(info)
         if self.queue:
             self.sent += 1
-            self.invoker.invoke(self.queue.popleft(), self.done)
+            self._invoke(self.queue.popleft(), self._done)
         else:
             self.in_flight -= 1
+
+    def _learned(self, info: Invocation) -> None:
+        if info.cold:
+            self.cold_starts += 1
+        if info.init_us >= 0:
+            self.rec.init.append(info.init_us)
+        if info.memory_mb > self.peak_memory_mb:
+            self.peak_memory_mb = info.memory_mb
+
+    def _counter_deltas(self) -> dict[str, float]:
+        """The invoker's counters since the last flush; levels (peaks) as they stand."""
+        now = counters_of(self.invoker)
+        deltas: dict[str, float] = {}
+        for name, value in now.items():
+            if name in LEVELS:
+                if name == "max_memory_mb" and value > self.peak_memory_mb:
+                    self.peak_memory_mb = value
+                continue
+            delta = value - self._counted.get(name, 0.0)
+            if delta:
+                deltas[name] = int(delta) if delta == int(delta) else delta
+        self._counted = dict(now)
+        return deltas
 
     # -- intervals ------------------------------------------------------------------------
     def flush(self, final: bool = False, status: str = "ok") -> None:
         t1 = time.time()
         hists, out_of_range = self.rec.drain()
+        counters = self._counter_deltas()
+        fields = {name: int(counters.pop(name)) for name in _COUNTER_FIELDS if name in counters}
+        fields["cold_starts"] = self.cold_starts + fields.get("cold_starts", 0)
         s = self.shard
         interval = Interval(
             run_id=s.run_id,
@@ -117,17 +159,18 @@ class ShardRun:
             send_lag_us=hists["send_lag"],
             init_us=hists["init"],
             out_of_range=out_of_range,
-            max_in_flight=self.peak_in_flight,
+            peak_in_flight=self.peak_in_flight,
             warmup=s.warmup,
             final=final,
             status=status,
             gap_s=round(self.gap_s, 3),
-            cold_starts=self.rec.cold_starts,
             workload=s.target.workload,
-            max_memory_mb=round(self.rec.peak_rss_mb, 3),
+            max_memory_mb=round(self.peak_memory_mb, 3),
             started=self.started,
+            counters=counters,
+            **fields,
         )
-        self.rec.cold_starts = 0
+        self.cold_starts = 0
         self.seq += 1
         self.interval_t0 = t1
         self.intended = self.sent = self.completed = 0
@@ -156,20 +199,20 @@ class ShardRun:
                 status = await self._run_window(stop)
         finally:
             await self.invoker.close()
-        # After close: platforms report what they only know at the end (peak RSS).
+        # After close: platforms report what they only know at the end (peak RSS, through counters()).
         self.flush(final=True, status=status)
 
     async def _run_window(self, stop: StopFlag) -> str:
         s = self.shard
         schedule = arrivals.from_dict(s.arrival)
-        phase = float(Fraction(s.part_phase))
+        part_offset = float(Fraction(s.part_offset))
         to_mono = self.origin_epoch + self.mono_minus_epoch
         begin = s.offset_s
         late = time.time() - self.origin_epoch - begin - _LATE_GRACE_S
         if late > 0:
             self.gap_s = late
             begin += late
-        due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, phase, s.seed)
+        due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, part_offset, s.seed)
         self.started = time.time()
         status = await self._pace(due_iter, to_mono, stop)
         await self._drain(stop)
@@ -243,12 +286,14 @@ async def run_shards_async(shards: Sequence[Shard], sink: Sink, stop: StopFlag |
 
 
 def run_shards(shards: Sequence[Shard], sink: Sink, stop: StopFlag | None = None) -> None:
+    """Run shards on uvloop (plain asyncio where uvloop is missing); an error raised by the run
+    propagates: the load is never sent a second time."""
     try:
         import uvloop
-
-        uvloop.run(run_shards_async(shards, sink, stop))
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
         asyncio.run(run_shards_async(shards, sink, stop))
+    else:
+        uvloop.run(run_shards_async(shards, sink, stop))
 
 
 def run_shard(shard: Shard, sink: Sink, stop: StopFlag | None = None) -> None:

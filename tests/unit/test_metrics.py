@@ -12,7 +12,7 @@ def interval(seq: int, values_us: list[int], outcomes: dict[str, int], warmup: b
     return Interval(run_id="r1", shard_id="s", attempt=0, seq=seq, region="eu-west-1", target="fn", runtime="go",
                     phase="warm", t0=100.0 + seq, t1=101.0 + seq, intended=sum(outcomes.values()),
                     sent=sum(outcomes.values()), completed=sum(outcomes.values()), outcomes=outcomes,
-                    response_us=enc, service_us=enc, send_lag_us=enc, warmup=warmup, max_in_flight=7)
+                    response_us=enc, service_us=enc, send_lag_us=enc, warmup=warmup, peak_in_flight=7)
 
 
 def scrape(m: IntervalMetrics) -> dict[str, float]:

@@ -1,12 +1,24 @@
-"""Platform invokers: one method, ``invoke(due, done)``, sends one request now.
+"""Platform invokers behind one seam: ``invoke(due, done)`` sends one request now.
 
 The shard loop owns the open-model rules (due times, max_in_flight, the wait queue); an
 invoker only sends what it is handed and reports exactly one Outcome per request through
 ``done(outcome, due, sent, end)`` (monotonic seconds).  Failures are outcomes, never raised.
+
+What an invoker learns about one invocation beyond its timings (a cold start, the
+function's init time, its memory) rides along in that same call as a fifth argument,
+an ``Invocation`` record; the plain-HTTP hot path passes nothing and pays nothing for it.
+What an invoker counts over its life (retries, connections opened, …) it exposes through
+``counters()``: cumulative values the shard turns into per-interval deltas at each flush,
+except the levels in ``LEVELS`` (a peak so far), which are reported as they are
+(``counters_of`` also reads an invoker that has no ``counters`` as counting nothing).
+
+A platform is one module under workers/platforms/ with a factory
+``(target, phase, max_in_flight) -> Invoker`` and one line in ``PLATFORMS``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable
@@ -14,11 +26,31 @@ from typing import Protocol
 
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
-from workers.recorder import ShardRecorder
-
-Done = Callable[[Outcome, float, float, float], None]
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+LEVELS = frozenset({"max_memory_mb"})  # counters() values that are peaks, not running totals
+
+
+class Invocation:
+    """What an invoker learned about one invocation besides its timings (the rare cases)."""
+
+    __slots__ = ("cold", "init_us", "memory_mb")
+
+    def __init__(self, cold: bool = False, init_us: int = -1, memory_mb: float = 0.0) -> None:
+        self.cold = cold  # this invocation started a new instance (process, sandbox)
+        self.init_us = init_us  # the function's own initialisation time; -1: unknown
+        self.memory_mb = memory_mb  # peak memory of the instance that served it; 0: unknown
+
+    def __repr__(self) -> str:
+        return f"Invocation(cold={self.cold}, init_us={self.init_us}, memory_mb={self.memory_mb})"
+
+
+class Done(Protocol):
+    """The completion callback: exactly one call per ``invoke``."""
+
+    def __call__(self, outcome: Outcome, due: float, sent: float, end: float,
+                 info: Invocation | None = None, /) -> None: ...
 
 
 class Invoker(Protocol):
@@ -27,6 +59,36 @@ class Invoker(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative counters since the invoker was made (see the module docstring)."""
+        ...
+
+
+Factory = Callable[[Target, str, int], Invoker]
+
+
+def _lazy(module: str, name: str = "make_invoker") -> Factory:
+    """A factory that imports its platform module on first use (each pulls its own deps)."""
+
+    def factory(target: Target, phase: str, max_in_flight: int) -> Invoker:
+        made: Invoker = getattr(importlib.import_module(module), name)(target, phase, max_in_flight)
+        return made
+
+    factory.__qualname__ = f"{module}.{name}"
+    return factory
+
+
+PLATFORMS: dict[str, Factory] = {
+    "http": _lazy("workers.platforms.http"),
+    "local": _lazy("workers.platforms.local"),
+}
+
+
+def counters_of(invoker: object) -> dict[str, float]:
+    """``invoker.counters()``, or nothing for an invoker that counts nothing."""
+    counters = getattr(invoker, "counters", None)
+    return counters() if counters is not None else {}
 
 
 def resolve_env(value: str, where: str) -> str:
@@ -41,15 +103,10 @@ def resolve_env(value: str, where: str) -> str:
     return _ENV_REF.sub(repl, value)
 
 
-def make_invoker(target: Target, phase: str, max_in_flight: int, recorder: ShardRecorder) -> Invoker:
-    """The invoker for a target's platform; platforms that see more than timings (cold starts,
-    init time, memory) record those into ``recorder``."""
-    if target.platform == "http":
-        from workers.platforms.http import HttpInvoker
-
-        return HttpInvoker(target, max_in_flight)
-    if target.platform == "local":
-        from workers.platforms.local import make_local_invoker
-
-        return make_local_invoker(target, phase, max_in_flight, recorder)
-    raise SetupError(f"target {target.name!r}: platform {target.platform!r} is not supported by this worker")
+def make_invoker(target: Target, phase: str, max_in_flight: int) -> Invoker:
+    """The invoker for a target's platform, from ``PLATFORMS``; an unknown one is a SetupError."""
+    factory = PLATFORMS.get(target.platform)
+    if factory is None:
+        raise SetupError(f"target {target.name!r}: platform {target.platform!r} is not supported by this worker "
+                         f"(supported: {', '.join(sorted(PLATFORMS))})")
+    return factory(target, phase, max_in_flight)

@@ -345,9 +345,10 @@ class _HeadConnection(_Connection):
 
 
 class HttpInvoker:
-    """A keep-alive connection pool of at most ``max_in_flight`` connections to one target."""
+    """A keep-alive connection pool to one target: one connection per request in flight (the
+    shard loop bounds how many are in flight)."""
 
-    def __init__(self, target: Target, max_in_flight: int) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
         self.payload, self.host, self.port, tls, self.server_name = encode_request(target)
         self.timeout = float(target.timeout_s)
@@ -357,7 +358,6 @@ class HttpInvoker:
             if not target.tls_verify:
                 self.ssl.check_hostname = False
                 self.ssl.verify_mode = ssl.CERT_NONE
-        self.max_in_flight = max_in_flight
         self.idle: list[_Connection] = []
         self.conns: set[_Connection] = set()
         self.waiting: deque[tuple[float, float, Done]] = deque()  # (due, handed, done) awaiting a connection
@@ -366,7 +366,6 @@ class HttpInvoker:
         self.retries = 0
         self.opened = 0
         self.closing = False
-        self.connecting = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -401,7 +400,6 @@ class HttpInvoker:
                 conn.send(due, done, self.payload)
                 return
         self.waiting.append((due, _monotonic(), done))
-        self.connecting += 1
         assert self._loop is not None
         self._loop.create_task(self._connect())
 
@@ -425,8 +423,6 @@ class HttpInvoker:
                 timeout=timeout,
             )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
-            if not retry:
-                self.connecting -= 1
             entry = self.retrying.pop(retry, None) if retry else (self.waiting.popleft() if self.waiting else None)
             if entry is not None:
                 due, handed, done = entry
@@ -434,8 +430,6 @@ class HttpInvoker:
                 done(kind, due, handed, _monotonic())
             return
         self.opened += 1
-        if not retry:
-            self.connecting -= 1
         if self.closing:  # close() has already reported what this connection was for
             conn._close()
             return
@@ -483,5 +477,5 @@ class HttpInvoker:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
-    """The ``http`` platform's factory."""
-    return HttpInvoker(target, max_in_flight)
+    """The ``http`` platform's factory (workers.platforms.PLATFORMS)."""
+    return HttpInvoker(target)

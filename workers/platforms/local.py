@@ -5,8 +5,22 @@ are spread round-robin over one HTTP invoker per instance.  Cold: every invocati
 fresh process and measures spawn → first response (service time) next to the function's own
 ``init_ms`` (init histogram).  Cold starts counted = processes spawned.
 
-No orphans: every function process gets PR_SET_PDEATHSIG=SIGKILL (it dies with the worker
-even when the worker is SIGKILLed), and ``close()`` kills whatever is still running.
+What runs is this worker's own build of the function (``workers.functions.artifact_for``
+of the target's runtime); a task names a runtime and a workload, never a command.  A runtime
+outside RUNTIMES or a workload outside WORKLOADS is refused before anything starts, and of
+the task's ``address`` only ``instances`` is read (capped); ``command``/``env``/``cwd`` there
+are ignored.
+
+Spawning and reaping (fork/exec, kill, wait, /proc reads) run on a few threads, never on
+the event loop that other shards' targets share, so a cold start does not delay another
+target's due requests.  Functions are spawned without a ``preexec_fn``, so CPython uses
+vfork() and releases the GIL while the child execs (a preexec_fn forces fork() with the GIL
+held: the loop would stall for the page-table copy of the whole worker).
+
+No orphans: each function runs in its own session, and a guardian process (one per worker
+process) is told every session it starts; when the worker dies, however it dies (SIGKILL
+included), the guardian's stdin reaches EOF and it kills those sessions.  ``close()`` kills
+whatever is still running in the ordinary case.
 """
 
 from __future__ import annotations
@@ -14,26 +28,148 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httptools
 import orjson
 
 from workers.contract import Outcome, Target
-from workers.errors import SetupError
-from workers.lifecycle import die_with_parent
-from workers.platforms import Done
+from workers.errors import RefusedError, SetupError
+from workers.functions import RUNTIMES, WORKLOADS, Artifact, artifact_for
+from workers.platforms import Done, Invocation, counters_of
 from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
-from workers.recorder import ShardRecorder
 from workers.timer import Waker
 
+log = logging.getLogger("fnbench.local")
+
 _READY_TIMEOUT_S = 30.0
+MAX_INSTANCES = 256  # warm processes one target may ask for (orchestrator.spec allows the same)
+ADDRESS_KEYS = frozenset({"instances"})  # all a task may say about a local function
+_SPAWN_THREADS = 8
 _monotonic = time.monotonic
+
+
+# ------------------------------------------------------------------ the function to run
+
+
+@functools.cache
+def _artifact(runtime: str) -> Artifact:
+    return artifact_for(runtime)
+
+
+def function_for(target: Target) -> Artifact:
+    """This worker's build of the target's function; RefusedError for what it does not build,
+    SetupError when it is not built here."""
+    where = f"target {target.name!r}"
+    if target.runtime not in RUNTIMES:
+        raise RefusedError(f"{where}: the local platform runs {', '.join(RUNTIMES)}, not {target.runtime!r}")
+    if target.workload not in WORKLOADS:
+        raise RefusedError(f"{where}: the local functions serve {', '.join(WORKLOADS)}, not {target.workload!r}")
+    ignored = sorted(set(target.address) - ADDRESS_KEYS)
+    if ignored:
+        log.warning("%s: address %s ignored: a worker runs its own build of the function", where, ", ".join(ignored))
+    try:
+        return _artifact(target.runtime)
+    except FileNotFoundError as exc:
+        raise SetupError(f"{where}: {exc} on this worker; build it with `fnbench functions build`") from None
+
+
+def instance_count(target: Target) -> int:
+    raw = target.address.get("instances", 1)
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise RefusedError(f"target {target.name!r}: address.instances must be a whole number, got {raw!r}")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise RefusedError(f"target {target.name!r}: address.instances must be a whole number, got {raw!r}") from None
+    return min(max(1, count), MAX_INSTANCES)
+
+
+# ------------------------------------------------------------------ processes (off the loop)
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def spawner() -> ThreadPoolExecutor:
+    """Threads that spawn, kill and reap function processes for this worker process."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(_SPAWN_THREADS, thread_name_prefix="fnbench-spawn")
+        return _spawner
+
+
+# Reads "+pgid"/"-pgid" lines; at EOF (the worker is gone) kills every session still listed.
+_GUARDIAN = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin.buffer:
+    n = int(line)
+    if n > 0:
+        groups.add(n)
+    else:
+        groups.discard(-n)
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Guardian:
+    """The process that kills this worker's function sessions when the worker dies."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.owner = 0
+
+    def start(self) -> None:
+        """Start the guardian ahead of the first spawn (so no cold start waits for it)."""
+        with self.lock:
+            self._running()
+
+    def watch(self, pgid: int) -> None:
+        with self.lock:
+            self._write(self._running(), pgid)
+
+    def forget(self, pgid: int) -> None:
+        with self.lock:
+            if self.proc is not None and self.owner == os.getpid():
+                self._write(self.proc, -pgid)
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self.proc is None or self.owner != os.getpid() or self.proc.poll() is not None:
+            self.owner = os.getpid()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARDIAN, "fnbench-guardian"], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+        return self.proc
+
+    @staticmethod
+    def _write(proc: subprocess.Popen[bytes], n: int) -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write(b"%d\n" % n)
+            proc.stdin.flush()
+
+
+guardian = Guardian()
 
 
 def free_port() -> int:
@@ -42,17 +178,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(target: Target, port: int) -> subprocess.Popen[bytes]:
-    command = target.address.get("command")
-    if not command:
-        raise SetupError(f"target {target.name!r}: the local platform needs a built function (fnbench functions build)")
+def spawn(artifact: Artifact, port: int) -> subprocess.Popen[bytes]:
+    """Start the built function's HTTP server on 127.0.0.1:port in its own session, watched
+    by the guardian (blocking: call it off the loop)."""
     env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
-    env.update(target.address.get("env") or {})
+    env.update(artifact.env)
     env.update({"PORT": str(port), "HOST": "127.0.0.1"})
-    return subprocess.Popen(
-        command, env=env, cwd=target.address.get("cwd") or None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent, start_new_session=True,
+    proc = subprocess.Popen(
+        artifact.command, env=env, cwd=artifact.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )
+    guardian.watch(proc.pid)  # its session id is its pid
+    return proc
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -72,6 +209,25 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    guardian.forget(proc.pid)
+
+
+def peak_of(procs: list[subprocess.Popen[bytes]]) -> float:
+    return max((peak_rss_mb(p.pid) for p in procs), default=0.0)
+
+
+def reap(procs: list[subprocess.Popen[bytes]]) -> float:
+    """Kill and wait for processes; returns their largest peak RSS in MiB (blocking)."""
+    peak = peak_of(procs)
+    for proc in procs:
+        kill(proc)
+    return peak
+
+
+async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking process call on the spawner threads; it completes even if the awaiting
+    task is cancelled (a spawned process is always recorded, a reap always finishes)."""
+    return await asyncio.shield(asyncio.get_running_loop().run_in_executor(spawner(), fn, *args))
 
 
 def _url(target: Target, port: int) -> str:
@@ -93,12 +249,17 @@ async def _wait_accepting(port: int, proc: subprocess.Popen[bytes], deadline: fl
     return False
 
 
+# ------------------------------------------------------------------ warm
+
+
 class _Instances:
     """Warm processes of one function, shared by every shard of that target in this worker
     process (so the warm-up shard warms the very processes the measured shards use)."""
 
-    def __init__(self, target: Target, count: int) -> None:
+    def __init__(self, key: tuple[str, str], target: Target, artifact: Artifact, count: int) -> None:
+        self.key = key
         self.target = target
+        self.artifact = artifact
         self.count = count
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
@@ -119,51 +280,57 @@ class _Instances:
         await asyncio.shield(self.ready)
         return self.ports
 
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        proc = spawn(self.artifact, port)
+        self.procs.append(proc)  # recorded by the spawning thread: close() finds it even after a cancel
+        return proc
+
     async def _start(self) -> None:
+        await off_loop(guardian.start)
         waker = Waker()
         try:
             for _ in range(self.count):
                 port = free_port()
-                proc = spawn(self.target, port)
-                self.procs.append(proc)
+                try:
+                    proc = await off_loop(self._spawn, port)
+                except OSError as exc:
+                    raise SetupError(f"target {self.target.name!r}: could not start {self.artifact.command[0]}: {exc}") from None
                 if not await _wait_accepting(port, proc, _monotonic() + _READY_TIMEOUT_S, waker):
-                    raise SetupError(f"target {self.target.name!r}: {self.target.address['command'][0]} "
+                    raise SetupError(f"target {self.target.name!r}: {self.artifact.command[0]} "
                                      f"did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT_S:.0f}s")
                 self.ports.append(port)
         finally:
             waker.close()
 
-    def release(self) -> float:
+    async def release(self) -> float:
         """Drop one user; the last one stops the processes.  Returns their peak RSS in MiB."""
         self.users -= 1
-        peak = max((peak_rss_mb(p.pid) for p in self.procs), default=0.0)
-        if self.users <= 0:
-            for proc in self.procs:
-                kill(proc)
-            _INSTANCES.pop(self.target.name, None)
-        return peak
+        procs = list(self.procs)
+        if self.users > 0:
+            return float(await off_loop(peak_of, procs))
+        _INSTANCES.pop(self.key, None)
+        return float(await off_loop(reap, procs))
 
 
-_INSTANCES: dict[str, _Instances] = {}
+_INSTANCES: dict[tuple[str, str], _Instances] = {}
 
 
 class LocalWarmInvoker:
     """Requests go round-robin over the connection pools of the target's warm instances."""
 
-    def __init__(self, target: Target, max_in_flight: int, recorder: ShardRecorder) -> None:
+    def __init__(self, target: Target, artifact: Artifact, count: int) -> None:
         self.target = target
-        self.max_in_flight = max_in_flight
-        self.recorder = recorder
-        count = max(1, int(target.address.get("instances", 1)))
-        self.instances = _INSTANCES.setdefault(target.name, _Instances(target, count))
+        key = (target.name, target.runtime)
+        self.instances = _INSTANCES.setdefault(key, _Instances(key, target, artifact, count))
         self.pools: list[HttpInvoker] = []
         self.next = 0
+        self.peak_memory_mb = 0.0
 
     async def start(self) -> None:
         ports = await self.instances.acquire()
         for port in ports:
-            http_target = dataclasses.replace(self.target, platform="http", url=_url(self.target, port))
-            pool = HttpInvoker(http_target, max(1, self.max_in_flight // len(ports)))
+            http_target = dataclasses.replace(self.target, platform="http", url=_url(self.target, port), address={})
+            pool = HttpInvoker(http_target)
             await pool.start()
             self.pools.append(pool)
 
@@ -172,10 +339,22 @@ class LocalWarmInvoker:
         self.next = (self.next + 1) % len(pools)
         pools[self.next].invoke(due, done)
 
+    def counters(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for pool in self.pools:
+            for name, value in counters_of(pool).items():
+                total[name] = total.get(name, 0.0) + value
+        if self.peak_memory_mb:
+            total["max_memory_mb"] = self.peak_memory_mb  # known once closed
+        return total
+
     async def close(self) -> None:
         for pool in self.pools:
             await pool.close()
-        self.recorder.peak_rss_mb = max(self.recorder.peak_rss_mb, self.instances.release())
+        self.peak_memory_mb = max(self.peak_memory_mb, await self.instances.release())
+
+
+# ------------------------------------------------------------------ cold
 
 
 class _OneShot(asyncio.Protocol):
@@ -205,39 +384,67 @@ class _OneShot(asyncio.Protocol):
             self.finished.set_exception(ConnectionResetError("closed before the response"))
 
 
+def _init_us(body: bytes) -> int:
+    """The function's own ``init_ms`` in µs; -1 when the response does not carry it."""
+    try:
+        envelope: Any = orjson.loads(body)
+        return int(float(envelope["init_ms"]) * 1000)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return -1
+
+
 class LocalColdInvoker:
     """Every invocation is a cold start: spawn, wait until it listens, send, record, kill."""
 
-    def __init__(self, target: Target, recorder: ShardRecorder) -> None:
+    def __init__(self, target: Target, artifact: Artifact) -> None:
         self.target = target
-        self.recorder = recorder
+        self.artifact = artifact
         self.tasks: set[asyncio.Task[None]] = set()
         self.procs: set[subprocess.Popen[bytes]] = set()
+        self.spawning: set[asyncio.Future[Any]] = set()
         self.waker: Waker | None = None
 
     async def start(self) -> None:
         self.waker = Waker()
+        await off_loop(guardian.start)
 
     def invoke(self, due: float, done: Done) -> None:
         task = asyncio.get_running_loop().create_task(self._cold(due, done))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        proc = spawn(self.artifact, port)
+        self.procs.add(proc)  # recorded by the spawning thread: close() finds it even after a cancel
+        return proc
+
     async def _cold(self, due: float, done: Done) -> None:
         assert self.waker is not None
+        loop = asyncio.get_running_loop()
         port = free_port()
         sent = _monotonic()
-        proc = spawn(self.target, port)
-        self.procs.add(proc)
-        self.recorder.cold_starts += 1
+        spawning = loop.run_in_executor(spawner(), self._spawn, port)
+        self.spawning.add(spawning)
+        spawning.add_done_callback(self.spawning.discard)
+        try:
+            proc = await asyncio.shield(spawning)
+        except OSError:  # the build on this worker cannot be executed
+            done(Outcome.function_error, due, sent, _monotonic())
+            return
+        except asyncio.CancelledError:  # closing: the process, once spawned, is killed by close()
+            done(Outcome.other, due, sent, _monotonic(), Invocation(cold=True))
+            raise
         outcome = Outcome.other
+        init_us = -1
         try:
             deadline = sent + self.target.timeout_s
             if not await _wait_accepting(port, proc, deadline, self.waker):
                 outcome = Outcome.timeout if proc.poll() is None else Outcome.function_error
                 return
             payload, *_ = encode_request(dataclasses.replace(self.target, url=_url(self.target, port)))
-            loop = asyncio.get_running_loop()
             finished: asyncio.Future[tuple[int, bytes]] = loop.create_future()
             transport, _ = await loop.create_connection(lambda: _OneShot(finished), "127.0.0.1", port)
             transport.write(payload)
@@ -250,37 +457,35 @@ class LocalColdInvoker:
                 transport.abort()
             outcome = outcome_for_status(status)
             if outcome == Outcome.ok:
-                self._record_init(body)
+                init_us = _init_us(body)
         except OSError:
             outcome = Outcome.connect_error
         finally:
             end = _monotonic()
-            self.recorder.peak_rss_mb = max(self.recorder.peak_rss_mb, peak_rss_mb(proc.pid))
-            kill(proc)
-            self.procs.discard(proc)
-            done(outcome, due, sent, end)
-
-    def _record_init(self, body: bytes) -> None:
-        try:
-            envelope: Any = orjson.loads(body)
-            init_ms = float(envelope["init_ms"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return
-        self.recorder.init.append(int(init_ms * 1000))
+            memory_mb = 0.0
+            try:
+                memory_mb = await off_loop(reap, [proc])
+            finally:
+                self.procs.discard(proc)
+                done(outcome, due, sent, end, Invocation(cold=True, init_us=init_us, memory_mb=memory_mb))
 
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-        for proc in list(self.procs):
-            kill(proc)
+        if self.spawning:  # spawns already handed to a thread finish, and are killed below
+            await asyncio.gather(*self.spawning, return_exceptions=True)
+        if self.procs:
+            await off_loop(reap, list(self.procs))
         self.procs.clear()
         if self.waker is not None:
             self.waker.close()
 
 
-def make_local_invoker(target: Target, phase: str, max_in_flight: int, recorder: ShardRecorder) -> LocalWarmInvoker | LocalColdInvoker:
+def make_invoker(target: Target, phase: str, max_in_flight: int) -> LocalWarmInvoker | LocalColdInvoker:
+    """The ``local`` platform's factory (workers.platforms.PLATFORMS); refuses before anything starts."""
+    artifact = function_for(target)
     if phase == "cold":
-        return LocalColdInvoker(target, recorder)
-    return LocalWarmInvoker(target, max_in_flight, recorder)
+        return LocalColdInvoker(target, artifact)
+    return LocalWarmInvoker(target, artifact, instance_count(target))
