@@ -15,8 +15,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orchestrator.errors import SetupError
 from workers.contract import Interval, Shard
+from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent
 
 _ERROR = b"!"
@@ -33,9 +33,9 @@ def _worker_main(shard_json: list[bytes], out: Any, stop: Any, parent: int) -> N
         shards = [Shard.from_json(raw) for raw in shard_json]
         run_shards(shards, lambda iv: out.put(iv.to_json()), stop)
     except Exception as exc:  # reported to the parent, which exits 2 with the message
-        name = type(exc).__name__
-        detail = str(exc) if name == "SetupError" else traceback.format_exc(limit=3)
-        out.put(_ERROR + f"{name}: {detail}".encode())
+        # fnbench's own errors carry a message for the user; anything else is a bug: a short traceback.
+        detail = str(exc) if isinstance(exc, FnbenchError) else traceback.format_exc(limit=3)
+        out.put(_ERROR + f"{type(exc).__name__}: {detail}".encode())
 
 
 def assign(shards: Sequence[Shard], workers: int) -> list[list[Shard]]:
@@ -109,7 +109,3 @@ class LocalPool:
         for p in self.procs:
             if p.exitcode not in (0, None) and not self.errors:
                 self.errors.append(f"{p.name} exited with code {p.exitcode}")
-
-    def raise_errors(self) -> None:
-        if self.errors:
-            raise SetupError("a worker could not run its shards:\n  " + "\n  ".join(self.errors))

@@ -1,0 +1,116 @@
+"""The platform seam: the registry picks the invoker, counters become per-interval deltas, a
+run is never restarted, and a worker's error reaches the parent by kind, not by class name."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator.dispatch.local import LocalPool
+from workers.contract import Interval, Shard, Target
+from workers.errors import SetupError
+from workers.platforms import PLATFORMS, make_invoker
+from workers.platforms.http import HttpInvoker
+from workers.shard import ShardRun, run_shard, run_shards
+
+RATE, SECONDS = 100, 1.5
+
+
+def shard_for(url: str, platform: str = "http", **target: object) -> Shard:
+    t = Target(name="t", runtime="other", platform=platform, url=url, method="GET", **target)  # type: ignore[arg-type]
+    return Shard(run_id="r", shard_id="s", region="local", target=t, phase="warm",
+                 arrival={"kind": "constant", "rps": str(RATE)}, start_at=time.time() + 0.2, duration_s=SECONDS,
+                 flush_interval_s=0.5, max_in_flight=16)
+
+
+def counted(intervals: list[Interval], name: str) -> int:
+    return sum(int(iv.counters.get(name, 0)) + int(getattr(iv, name, 0) or 0) for iv in intervals)
+
+
+@pytest.mark.integration
+def test_counters_are_reported_as_deltas_per_interval(fault_server):
+    # /close answers and closes: every request opens its own connection.
+    intervals: list[Interval] = []
+    run_shard(shard_for(fault_server.url("/close")), intervals.append)
+    sent = sum(iv.sent for iv in intervals)
+    assert sent == RATE * SECONDS
+    assert counted(intervals, "connections_opened") == sent
+    assert sum(1 for iv in intervals if counted([iv], "connections_opened")) >= 2  # spread over intervals
+    # Keep-alive: a handful of connections serve every request.
+    intervals = []
+    run_shard(shard_for(fault_server.url("/ok")), intervals.append)
+    assert 1 <= counted(intervals, "connections_opened") <= 16
+    assert all(iv.peak_in_flight <= 16 for iv in intervals)
+
+
+@pytest.mark.integration
+def test_a_platform_is_one_registry_entry(fault_server, monkeypatch):
+    made: list[str] = []
+
+    def factory(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
+        made.append(target.name)
+        return HttpInvoker(target)
+
+    monkeypatch.setitem(PLATFORMS, "loopback-http", factory)
+    intervals: list[Interval] = []
+    run_shard(shard_for(fault_server.url("/ok"), platform="loopback-http"), intervals.append)
+    assert made == ["t"]
+    assert sum(iv.outcomes.get("ok", 0) for iv in intervals) == RATE * SECONDS
+    with pytest.raises(SetupError, match="not supported by this worker"):
+        make_invoker(Target(name="t", runtime="go", platform="nowhere"), "warm", 1)
+
+
+@pytest.mark.integration
+def test_the_completion_callback_is_one_object_for_the_whole_run(fault_server):
+    run = ShardRun(shard_for(fault_server.url("/ok")), lambda iv: None)
+    assert run._done is run._done and run._invoke == run.invoker.invoke
+    seen = []
+    real = run.invoker.invoke
+
+    def recording(due, done):
+        seen.append(done)
+        real(due, done)
+
+    run._invoke = recording
+    import uvloop
+
+    from workers.shard import _Never
+
+    uvloop.run(run.run(_Never()))
+    assert len(seen) == RATE * SECONDS and all(d is seen[0] for d in seen)
+
+
+@pytest.mark.integration
+def test_an_import_error_during_a_run_propagates_and_never_sends_the_load_twice(monkeypatch):
+    starts: list[float] = []
+
+    def factory(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
+        starts.append(time.time())
+        raise ImportError("a platform's optional dependency is missing")
+
+    monkeypatch.setitem(PLATFORMS, "needs-a-module", factory)
+    with pytest.raises(ImportError, match="optional dependency"):
+        run_shards([shard_for("http://127.0.0.1:1/", platform="needs-a-module")], lambda iv: None)
+    assert len(starts) == 1
+
+
+def _pool_errors(shard: Shard) -> list[str]:
+    pool = LocalPool([shard], 1)
+    pool.start()
+    deadline = time.monotonic() + 60
+    while pool.poll(lambda iv: None) and time.monotonic() < deadline:
+        pass
+    pool.join()
+    return pool.errors
+
+
+@pytest.mark.integration
+def test_a_worker_reports_fnbench_errors_by_message_and_others_with_a_traceback():
+    # A SetupError (an unknown platform): its message, no traceback.
+    [setup] = _pool_errors(shard_for("http://127.0.0.1:1/", platform="nowhere"))
+    assert setup.startswith("SetupError: target 't': platform 'nowhere' is not supported")
+    assert "Traceback" not in setup
+    # Anything else is a bug: a short traceback says where.
+    [bug] = _pool_errors(shard_for("http://127.0.0.1:1/", timeout_s="soon"))
+    assert bug.startswith("ValueError: Traceback") and "could not convert" in bug
