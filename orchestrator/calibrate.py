@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 from orchestrator import runner, spec
+from orchestrator.dispatch.local import LocalDispatcher
+from orchestrator.errors import SetupError
+from orchestrator.result import Group
 from workers import recorder
 
 Z = {"p50": 0.0, "p99": 2.3263478740, "p999": 3.0902323062}
@@ -128,7 +131,7 @@ class SyntheticTarget:
         self.proc.start()
         if not self._conn.poll(20):
             self.proc.kill()
-            raise RuntimeError("the synthetic target did not start within 20 s")
+            raise SetupError("the synthetic target did not start within 20 s (is the machine overloaded?)")
         self.port: int = self._conn.recv()
         self.url = f"http://{cfg.host}:{self.port}/"
 
@@ -170,19 +173,20 @@ def calibrate(
     target = SyntheticTarget(cfg)
     try:
         text = calibration_spec(target.url, rps, duration_s, max_in_flight)
-        outcome = runner.run(spec.load_text(text, "calibrate"), text, results_root, workers, metrics_port)
+        outcome = runner.run(spec.load_text(text, "calibrate"), text, LocalDispatcher(workers), results_root,
+                             metrics_port=metrics_port)
         truth_encoded, served = target.truth()
     finally:
         target.close()
-    group = outcome.result["groups"][0] if outcome.result["groups"] else {}
-    measured = group.get("response_ms") or {}
+    group = outcome.result.groups[0] if outcome.result.groups else Group("", "", "", "")
+    measured = group.response_ms.to_dict()
     truth = recorder.summary_ms(recorder.decode(truth_encoded))
     report: dict[str, Any] = {
-        "run_id": outcome.result["run_id"],
+        "run_id": outcome.result.run_id,
         "results": str(outcome.folder),
         "config": {**cfg.__dict__, "rps": rps, "duration_s": duration_s},
-        "requests": {"intended": group.get("intended", 0), "completed": group.get("completed", 0),
-                     "served": served, "outcomes": group.get("outcomes", {})},
+        "requests": {"intended": group.intended, "completed": group.completed,
+                     "served": served, "outcomes": dict(group.outcomes)},
         "model": model_quantiles_ms(cfg) if cfg.stall_every_s == 0 else None,
         "stats": {},
     }

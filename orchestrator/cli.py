@@ -6,6 +6,7 @@ Exit codes: 0 ok · 1 an SLO (or calibration tolerance) failed · 2 bad input or
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,17 +14,20 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import plan as planner
 from orchestrator import runner, spec
 from orchestrator.collect import Collector
+from orchestrator.dispatch.local import LocalDispatcher, default_workers
 from orchestrator.errors import FnbenchError, InputError, SetupError, SpecError
-from orchestrator.grafana import grafana_app
 from orchestrator.report import terminal
+from orchestrator.result import RunResult
 from orchestrator.results import read_intervals
+from workers import keys
 
-BROKER_ENV = "FNBENCH_BROKER"
+BROKER_ENV = keys.BROKER_ENV
 BROKER_HELP = ("redis://… broker: run the shards on `fnbench worker`s, one queue per region; a password here "
                f"shows in `ps`: prefer {BROKER_ENV} or --broker-file")
 BROKER_FILE_ENV = "FNBENCH_BROKER_FILE"
@@ -54,7 +58,7 @@ def _fail(exc: FnbenchError) -> typer.Exit:
             err.print(f"  - {p}", highlight=False, markup=False)
     else:
         err.print(f"[red]error[/]: {exc}", highlight=False)
-    return typer.Exit(runner.EXIT_INPUT)
+    return typer.Exit(exc.exit_code)
 
 
 def _read_spec(path: Path) -> tuple[spec.Benchmark, str]:
@@ -62,14 +66,25 @@ def _read_spec(path: Path) -> tuple[spec.Benchmark, str]:
     return spec.load_text(text, str(path)), text
 
 
+def _runnable_spec(path: Path) -> tuple[spec.Benchmark, str]:
+    """A spec that a worker here would run: valid, and every target inside FNBENCH_ALLOWED_TARGETS."""
+    b, text = _read_spec(path)
+    problems = spec.allow_list_problems(b)
+    if problems:
+        raise SpecError(str(path), problems)
+    return b, text
+
+
 @app.command()
 def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML")]) -> None:
-    """Check a spec; lists every problem with its YAML path (exit 2) or prints a summary."""
+    """Check a spec; lists every problem with its YAML path (exit 2) or prints a summary.
+
+    Targets must be inside FNBENCH_ALLOWED_TARGETS (default loopback), as the workers will require."""
     try:
-        b, _ = _read_spec(spec_path)
+        b, _ = _runnable_spec(spec_path)
+        shards = planner.split(b, "validate", 0.0)
     except FnbenchError as exc:
         raise _fail(exc) from None
-    shards = planner.split(b, "validate", 0.0)
     out.print(
         f"{spec_path}: ok — {len(b.targets)} target(s) × {len(b.regions)} region(s), "
         f"{planner.total_length(b):.0f}s, {len(shards)} shard(s) at one worker"
@@ -84,10 +99,11 @@ def plan(
     """Show the shards a spec splits into (rates as exact fractions)."""
     try:
         b, _ = _read_spec(spec_path)
+        shards = planner.split(b, "plan", 0.0, min_parts=workers)
     except FnbenchError as exc:
         raise _fail(exc) from None
     table = Table("shard", "start +s", "duration s", "arrival", "max in flight")
-    for s in planner.split(b, "plan", 0.0, min_parts=workers):
+    for s in shards:
         arrival = ", ".join(f"{k}={v}" for k, v in s.arrival.items() if k != "kind")
         table.add_row(s.shard_id, f"{s.start_at:.1f}", f"{s.duration_s:.1f}", f"{s.arrival['kind']} {arrival}", str(s.max_in_flight))
     out.print(table)
@@ -102,25 +118,35 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help=BROKER_HELP)] = None,
     broker_file: BrokerFileOpt = None,
+    retention: Annotated[str, typer.Option(help="with --broker: how long the run's records stay in Redis after its end (e.g. 3d, 12h); `fnbench gc` removes expired runs")] = "3d",
+    run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
 ) -> None:
-    """Run a benchmark on this machine (or on workers per region with --broker) and report; exit 1 when an SLO fails."""
+    """Run a benchmark on this machine (or on workers per region with --broker) and report.
+
+    Exit 0 ok, 1 an SLO failed, 2 bad input or a setup/worker error, 3 load was lost (shards expired or
+    abandoned), 130 interrupted; the partial result is written in every case."""
     try:
         broker = _broker(broker, broker_file)
-        b, text = _read_spec(spec_path)
+        retention_s = _duration(retention, "--retention")
+        if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", run_id):
+            raise InputError(f"--run-id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        b, text = _runnable_spec(spec_path)
         if broker:
-            from orchestrator import distributed
+            from orchestrator.dispatch.celery import CeleryDispatcher
             from workers import auth
 
             auth.load_key()  # before anything is written: workers run only tasks signed with it
-
-            outcome = distributed.run(b, text, broker, results, err, processes=workers or None)
+            dispatcher: runner.Dispatcher = CeleryDispatcher(broker, processes=workers or None, warn=_warn,
+                                                             retention_s=retention_s)
+            outcome = runner.run(b, text, dispatcher, results, run_id=run_id, console=err)
         else:
-            outcome = runner.run(b, text, results, workers or None, metrics_port, err)
+            outcome = runner.run(b, text, LocalDispatcher(workers or None), results, run_id=run_id,
+                                 metrics_port=metrics_port, console=err)
     except FnbenchError as exc:
         raise _fail(exc) from None
     _show(outcome.result, json_out)
-    for e in outcome.result.get("errors", []):
-        err.print(f"[red]error[/]: {e}", highlight=False, markup=False)
+    for e in outcome.result.errors:
+        err.print(f"[red]error[/]: {escape(e)}", highlight=False)
     err.print(f"results: {outcome.folder}/result.json")
     raise typer.Exit(outcome.exit_code)
 
@@ -137,34 +163,54 @@ def report(
         broker = _broker(broker, broker_file)
     except FnbenchError as exc:
         raise _fail(exc) from None
-    if broker:
-        from orchestrator import distributed
-
-        try:
-            result, code = distributed.report(broker, str(path))
-        except FnbenchError as exc:
-            raise _fail(exc) from None
-        _show(result, json_out)
-        raise typer.Exit(code)
     try:
-        folder = path.parent if path.is_file() else path
-        intervals_file = path if path.is_file() else path / "intervals.jsonl"
-        if not intervals_file.exists():
-            raise InputError(f"{intervals_file}: not found; give a results/<run_id> folder or an intervals.jsonl")
-        intervals = read_intervals(intervals_file)
-        spec_file = folder / "spec.yaml"
-        b = spec.load(spec_file) if spec_file.exists() else None
+        result, code = _report_from_store(broker, str(path)) if broker else _report_from_folder(path)
     except FnbenchError as exc:
         raise _fail(exc) from None
-    run_id = intervals[0].run_id if intervals else folder.name
-    collector = Collector(run_id, runner.phase_seconds(b) if b else None)
-    collector.add_all(intervals)
-    if b is not None:
-        result, code = runner.finish(b, collector)
-    else:
-        result, code = collector.result(), runner.EXIT_OK
     _show(result, json_out)
     raise typer.Exit(code)
+
+
+_SAVED_FIELDS = ("name", "start_at", "shards", "workers", "broker", "processes", "regions", "start_skew_s",
+                 "dispatch_s", "redispatched", "state", "interrupted", "incomplete")
+
+
+def _report_from_folder(path: Path) -> tuple[RunResult, int]:
+    """The result from the recorded intervals; what only the run knew (its start, workers, errors,
+    gaps the dispatcher saw) comes from its result.json, so both are the same document."""
+    folder = path.parent if path.is_file() else path
+    intervals_file = path if path.is_file() else path / "intervals.jsonl"
+    if not intervals_file.exists():
+        raise InputError(f"{intervals_file}: not found; give a results/<run_id> folder or an intervals.jsonl")
+    intervals = read_intervals(intervals_file)
+    spec_file = folder / "spec.yaml"
+    b = spec.load(spec_file) if spec_file.exists() else None
+    saved_file = folder / "result.json"
+    saved = RunResult.load(saved_file) if saved_file.exists() else None
+    collector = Collector(intervals[0].run_id if intervals else folder.name, planner.phase_seconds(b) if b else None)
+    collector.add_all(intervals)
+    if saved is None:
+        # A run cut short (killed orchestrator, full disk) never wrote its result: say so.
+        return runner.conclude(b.slos if b else [], collector, [], [
+            f"{saved_file}: missing; the run did not finish (these are the intervals it recorded)"],
+            name=b.name if b else None, incomplete=True)
+    fields = {name: getattr(saved, name) for name in _SAVED_FIELDS}
+    seen = {(g.shard, g.attempt, g.reason) for g in collector.interval_gaps}
+    gaps = [g for g in saved.gaps if (g.shard, g.attempt, g.reason) not in seen]
+    return runner.conclude(b.slos if b else [], collector, gaps, list(saved.errors), **fields)
+
+
+def _report_from_store(broker: str, run_id: str) -> tuple[RunResult, int]:
+    """The result of a distributed run from the store alone: same intervals, same gaps, same result."""
+    from orchestrator.dispatch.celery import CeleryDispatcher
+
+    dispatcher = CeleryDispatcher(broker)
+    meta = dispatcher.attach(run_id)
+    b = spec.load_text(meta["spec"], f"{run_id}/spec.yaml") if meta.get("spec") else None
+    collector = Collector(run_id, meta.get("phase_seconds"))
+    dispatcher.snapshot(collector.add)
+    return runner.conclude(b.slos if b else [], collector, dispatcher.gaps(), dispatcher.errors(),
+                           name=meta.get("name"), interrupted=meta.get("state") == "stopped", **dispatcher.fields())
 
 
 @app.command()
@@ -243,7 +289,31 @@ def synthetic(
 
 functions_app = typer.Typer(help="The benchmark subjects in functions/: build them, list them.", no_args_is_help=True)
 app.add_typer(functions_app, name="functions")
+grafana_app = typer.Typer(help="Grafana: push the fnbench boards (grafana/dashboards/).", no_args_is_help=True)
 app.add_typer(grafana_app, name="grafana")
+
+
+@grafana_app.command("push")
+def grafana_push(
+    url: Annotated[str, typer.Option(envvar="FNBENCH_GRAFANA_URL", help="Grafana base URL, e.g. http://localhost:3000 [env FNBENCH_GRAFANA_URL]")],
+    dashboards: Annotated[Path | None, typer.Option(help="folder of board JSON files [default: grafana/dashboards]")] = None,
+    folder_uid: Annotated[str | None, typer.Option(help="Grafana folder uid to put the boards in")] = None,
+) -> None:
+    """Upload the boards with the token in FNBENCH_GRAFANA_TOKEN; exit 2 when Grafana is unreachable or refuses."""
+    import os
+    import time
+
+    from orchestrator import grafana
+
+    started = time.monotonic()
+    try:
+        urls = grafana.push(url, os.environ.get(grafana.TOKEN_ENV), grafana.load_dashboards(dashboards or grafana.DASHBOARDS),
+                            folder_uid)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    for u in urls:
+        err.print(f"pushed {u}", highlight=False)
+    err.print(f"{len(urls)} board(s) pushed to {grafana.safe_url(url)} in {time.monotonic() - started:.1f}s", highlight=False)
 
 
 def _functions_table(artifacts: list[Any], title: str) -> Table:
@@ -323,12 +393,11 @@ def worker(
     It runs only tasks signed with the task key (FNBENCH_TASK_KEY or FNBENCH_TASK_KEY_FILE, see
     `fnbench keygen`) and only loads hosts in FNBENCH_ALLOWED_TARGETS (default loopback), at most
     FNBENCH_MAX_RPS per process."""
-    from workers import keys
     from workers.app import start_worker
 
     url = _require_broker(broker, broker_file)
     try:
-        start_worker(region, keys.queue(region), url, concurrency or runner.default_workers(), metrics_port,
+        start_worker(region, keys.queue(region), url, concurrency or default_workers(), metrics_port,
                      keys.WORKERS, loglevel)
     except FnbenchError as exc:
         raise _fail(exc) from None
@@ -361,10 +430,10 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Runs and their shards by state, workers online per region, queue depths."""
-    from orchestrator import distributed
+    from orchestrator.store import Store
 
     try:
-        st = distributed.status(_require_broker(broker, broker_file), run_id)
+        st = Store(_require_broker(broker, broker_file)).status(run_id)
     except FnbenchError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -389,10 +458,12 @@ def watch(
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
 ) -> None:
     """Attach the live view to a distributed run and supervise it to its end (e.g. after its orchestrator died)."""
-    from orchestrator import distributed
+    from orchestrator.dispatch.celery import CeleryDispatcher
+    from workers import auth
 
     try:
-        outcome = distributed.watch(_require_broker(broker, broker_file), run_id, results, err)
+        auth.load_key()  # a re-dispatch must be signed: say now, not at the first lost shard
+        outcome = runner.attach(CeleryDispatcher(_require_broker(broker, broker_file), warn=_warn), run_id, results, err)
     except FnbenchError as exc:
         raise _fail(exc) from None
     _show(outcome.result, json_out)
@@ -407,20 +478,67 @@ def stop(
     broker_file: BrokerFileOpt = None,
 ) -> None:
     """Stop all load of a distributed run within about a second; partial results are kept."""
-    from orchestrator import distributed
+    from orchestrator.store import Store
 
     try:
-        distributed.stop(_require_broker(broker, broker_file), run_id)
+        store = Store(_require_broker(broker, broker_file))
+        store.meta(run_id)  # an unknown run is an error, not a silent no-op
+        store.stop(run_id)
     except FnbenchError as exc:
         raise _fail(exc) from None
     err.print(f"stop requested for {run_id}")
 
 
-def _show(result: dict[str, Any], json_out: bool) -> None:
+@app.command()
+def gc(
+    older_than: Annotated[str | None, typer.Option(help="also remove runs created longer ago than this (e.g. 7d)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be removed")] = False,
+    broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
+    broker_file: BrokerFileOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Remove expired runs from the store (their keys expire on their own; this clears what is left)."""
+    from orchestrator.store import Store
+
+    try:
+        age = _duration(older_than, "--older-than") if older_than else None
+        report = Store(_require_broker(broker, broker_file)).gc(age, dry_run)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
     if json_out:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {len(report['runs'])} run(s), {report['keys_deleted']} key(s); Redis used memory "
+              f"{report['used_memory_before'] / 1e6:.1f} MB → {report['used_memory_after'] / 1e6:.1f} MB", highlight=False)
+    for run_id in report["runs"]:
+        out.print(f"  {run_id}", highlight=False)
+
+
+def _duration(text: str, option: str) -> float:
+    """A retention-like duration: the spec's forms (30s, 5m, 12h) and days (3d)."""
+    days = text.strip().removesuffix("d")
+    try:
+        if days != text.strip() and days.replace(".", "", 1).isdigit():
+            seconds = float(days) * 86400
+        else:
+            seconds = spec.parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"{option}: {exc} (or days, like 3d)") from None
+    if not 0 < seconds < 366 * 86400:
+        raise InputError(f"{option}: must be more than 0 and less than a year, got {text!r}")
+    return seconds
+
+
+def _show(result: RunResult, json_out: bool) -> None:
+    if json_out:
+        sys.stdout.write(result.to_json().decode() + "\n")
     else:
         terminal.render(result, out)
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]{message}[/]", highlight=False)
 
 
 def main() -> None:

@@ -3,62 +3,266 @@
 A run's result is exactly the set of its intervals; duplicates (same shard, attempt, seq)
 are dropped, so at-least-once delivery never double counts.  Percentiles are never averaged:
 they are read from the merged histograms.
+
+Speed matters here: the live view and soak runs merge every interval of every shard, and the
+live view asks for the result on every refresh.  Encoded histograms are decoded straight into
+one reused scratch array and added in C (no histogram object per interval), and percentiles
+of a group are computed once per change, in one pass, from a cumulative sum and bisection.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import base64
+import bisect
+import ctypes
+import itertools
+import zlib
+from array import array
+from collections.abc import Iterable, Sequence
+from ctypes import addressof
 from typing import Any
 
+from hdrh.codec import PayloadHeader, payload_header_size
 from hdrh.histogram import HdrHistogram
+from pyhdrh import add_array, decode  # the C core of the hdrhistogram package
 
+from orchestrator.result import Gap, Group, RunResult, SloVerdict, Summary
 from workers import recorder
-from workers.contract import OUTCOME_NAMES, Interval
+from workers.contract import ERROR_OUTCOMES, OUTCOME_NAMES, Interval
 
 GroupKey = tuple[str, str, str, str]  # region, target, runtime, phase
 HISTS = (("response_ms", "response_us"), ("service_ms", "service_us"), ("send_lag_ms", "send_lag_us"), ("init_ms", "init_us"))
+_EXT_HEADER = 8  # cookie + length in front of the zlib payload (HdrHistogram V2 "compressed" encoding)
 
 
-@dataclass
+class _Layout:
+    """Index → value tables of fnbench's histogram layout, computed once.
+
+    Within each run of 1024 counts (one HDR bucket half) the median-equivalent value of an index
+    is linear in the index, so the mean of a histogram is a few sums over its cumulative counts
+    (``MergedHistogram.summary``) instead of a product per count.
+    """
+
+    CHUNK = 1024
+
+    def __init__(self) -> None:
+        h = recorder.new_histogram()
+        self.template = h
+        self.counts_len = h.counts_len
+        self.settings = (recorder.LOWEST_US, recorder.HIGHEST_US, recorder.SIGNIFICANT_DIGITS)
+        values = [h.get_value_from_index(i) for i in range(h.counts_len)]
+        self.highest = [h.get_highest_equivalent_value(v) for v in values]
+        median = [h.get_lowest_equivalent_value(v) + (h._hdr_size_of_equiv_value_range(v) >> 1) for v in values]
+        self.median = median
+        # (offset, slope) of the median value in each chunk of CHUNK indices, checked to be linear.
+        self.lines: list[tuple[int, int]] = []
+        for a in range(0, h.counts_len, self.CHUNK):
+            b = min(a + self.CHUNK, h.counts_len) - 1
+            slope = median[a + 1] - median[a] if b > a else 0
+            if any(median[i] != median[a] + slope * (i - a) for i in range(a, b + 1)):
+                raise AssertionError(f"HDR layout changed: median values of indices {a}..{b} are not linear")
+            self.lines.append((median[a], slope))
+        self.scratch = (ctypes.c_ulonglong * h.counts_len)()
+
+
+_layout: _Layout | None = None
+
+
+def _tables() -> _Layout:
+    global _layout
+    if _layout is None:
+        _layout = _Layout()
+    return _layout
+
+
+class MergedHistogram:
+    """Counts of many encoded HDR histograms of fnbench's layout, added in C."""
+
+    __slots__ = ("counts", "total", "lo", "hi")
+
+    def __init__(self) -> None:
+        self.counts = (ctypes.c_ulonglong * _tables().counts_len)()
+        self.total = 0
+        self.lo = -1  # lowest and highest non-zero index
+        self.hi = -1
+
+    def add_encoded(self, encoded: str) -> None:
+        t = _tables()
+        raw = base64.b64decode(encoded)
+        data = zlib.decompress(raw[_EXT_HEADER:])
+        header = PayloadHeader.from_buffer_copy(data)
+        if (header.lowest_trackable_value, header.highest_trackable_value, header.significant_figures) != t.settings:
+            self._add_foreign(encoded)
+            return
+        scratch = t.scratch
+        res = decode(data, payload_header_size, addressof(scratch), t.counts_len, 8)
+        total, lo, hi = res["total"], res["min_nonzero_index"], res["max_nonzero_index"]
+        if not total or hi < 0:
+            return
+        width = hi + 1 - lo
+        # Add only the populated span, then zero it again for the next decode.
+        add_array(addressof(self.counts) + 8 * lo, addressof(scratch) + 8 * lo, width, 8)
+        ctypes.memset(addressof(scratch) + 8 * lo, 0, 8 * width)
+        self.total += total
+        self.lo = lo if self.lo < 0 else min(self.lo, lo)
+        self.hi = max(self.hi, hi)
+
+    def _add_foreign(self, encoded: str) -> None:
+        """A histogram of another layout (another fnbench version): value by value, slowly."""
+        other = HdrHistogram.decode(encoded)
+        t = _tables()
+        for item in other.get_recorded_iterator():
+            index = t.template._counts_index_for(min(item.value_iterated_to, recorder.HIGHEST_US))
+            self.counts[index] += item.count_at_value_iterated_to
+            self.total += item.count_at_value_iterated_to
+            self.lo = index if self.lo < 0 else min(self.lo, index)
+            self.hi = max(self.hi, index)
+
+    def summary(self) -> Summary:
+        """p50/p90/p99/p999/max/mean in ms, exactly as HdrHistogram reports them."""
+        if not self.total:
+            return Summary()
+        t = _tables()
+        lo, hi = self.lo, self.hi
+        counts = array("Q")
+        counts.frombytes(ctypes.string_at(addressof(self.counts) + 8 * lo, 8 * (hi + 1 - lo)))
+        cumulative = list(itertools.accumulate(counts))  # cumulative[i - lo] = counts lo..i
+        out: dict[str, float] = {}
+        for name, p in recorder.PERCENTILES.items():
+            target = max(int(p * self.total / 100 + 0.5), 1)
+            out[name] = t.highest[lo + bisect.bisect_left(cumulative, target)] / 1000.0
+        out["max"] = t.highest[hi] / 1000.0
+        # Σ count·median, chunk by chunk: median = offset + slope·(i − a) inside a chunk starting at a,
+        # and Σ (i − a)·count_i = (b − a)·C_b − Σ_{i=a}^{b-1} C_i with C the cumulative count from a.
+        weighted = 0
+        size = _Layout.CHUNK
+        for k in range(lo // size, hi // size + 1):
+            a, b = max(k * size, lo), min(k * size + size - 1, hi)
+            before = cumulative[a - lo - 1] if a > lo else 0
+            n = cumulative[b - lo] - before
+            if not n:
+                continue
+            offset, slope = t.lines[k]
+            first = offset + slope * (a - k * size)
+            moments = (b - a) * n - (sum(cumulative[a - lo:b - lo]) - before * (b - a))
+            weighted += first * n + slope * moments
+        return Summary(**out, mean=round(weighted / self.total / 1000.0, 3))
+
+
 class GroupState:
-    intended: int = 0
-    sent: int = 0
-    completed: int = 0
-    outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    hists: dict[str, HdrHistogram] = field(default_factory=lambda: {n: recorder.new_histogram() for n, _ in HISTS})
-    out_of_range: int = 0
-    t0: float = float("inf")
-    t1: float = 0.0
-    peak_in_flight: int = 0
-    cold_starts: int = 0
-    peak_rss_mb: float = 0.0
-    workload: str = ""
-    series: dict[int, list[int]] = field(default_factory=dict)  # second → [intended, completed, errors]
+    """Running totals of one group; the Group record is rebuilt only after it changed."""
+
+    __slots__ = ("intended", "sent", "completed", "outcomes", "hists", "out_of_range", "t0", "t1",
+                 "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "workload", "series", "_seconds",
+                 "_sealed", "_sealed_upto", "_cached")
+
+    def __init__(self) -> None:
+        self.intended = self.sent = self.completed = 0
+        self.outcomes = [0] * len(OUTCOME_NAMES)
+        self.hists = {name: MergedHistogram() for name, _ in HISTS}
+        self.out_of_range = 0
+        self.t0 = float("inf")
+        self.t1 = 0.0
+        self.peak_in_flight = 0
+        self.cold_starts = 0
+        self.peak_rss_mb = 0.0
+        self.retries = 0
+        self.workload = ""
+        self.series: dict[int, list[int]] = {}  # second of t1 → [intended, completed, errors]
+        self._seconds: list[int] = []  # the keys of series, in order
+        # Rows more than SEAL_S older than the newest second rarely change: kept as a built tuple.
+        self._sealed: tuple[tuple[int, int, int, int], ...] = ()
+        self._sealed_upto = 0  # seconds below this are in _sealed
+        self._cached: tuple[float, Group] | None = None
 
     def add(self, iv: Interval) -> None:
+        self._cached = None
         self.intended += iv.intended
         self.sent += iv.sent
         self.completed += iv.completed
+        errors = 0
         for k, n in iv.outcomes.items():
-            self.outcomes[k] += n
+            self.outcomes[OUTCOME_INDEX[k]] += n
+            if k in ERROR_OUTCOMES:
+                errors += n
         for name, attr in HISTS:
             encoded = getattr(iv, attr)
             if encoded:
-                self.hists[name].add(HdrHistogram.decode(encoded))
+                self.hists[name].add_encoded(encoded)
         self.out_of_range += iv.out_of_range
         if iv.intended or iv.completed:
             self.t0 = min(self.t0, iv.t0)
             self.t1 = max(self.t1, iv.t1)
-        self.peak_in_flight = max(self.peak_in_flight, iv.max_in_flight)
+        self.peak_in_flight = max(self.peak_in_flight, _peak_in_flight(iv))
         self.cold_starts += iv.cold_starts
+        self.retries += getattr(iv, "retries", 0)
         self.workload = iv.workload
         self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
-        bucket = self.series.setdefault(int(iv.t1), [0, 0, 0])
+        second = int(iv.t1)
+        bucket = self.series.get(second)
+        if bucket is None:
+            bucket = self.series[second] = [0, 0, 0]
+            if not self._seconds or second > self._seconds[-1]:
+                self._seconds.append(second)
+            else:
+                bisect.insort(self._seconds, second)
+        if second < self._sealed_upto:  # a late interval changed a sealed row: rebuild them
+            self._sealed, self._sealed_upto = (), 0
         bucket[0] += iv.intended
         bucket[1] += iv.completed
-        bucket[2] += sum(n for k, n in iv.outcomes.items() if k != "ok")
+        bucket[2] += errors
+
+    def row(self, key: GroupKey, planned_s: float) -> Group:
+        if self._cached is not None and self._cached[0] == planned_s:
+            return self._cached[1]
+        region, target, runtime, phase = key
+        # The planned window, or the span actually covered when the run was cut short.
+        span = max(self.t1 - self.t0, 0.0)
+        seconds = min(planned_s, span) if planned_s and span else (planned_s or span)
+        outcomes = {name: n for name, n in zip(OUTCOME_NAMES, self.outcomes, strict=True) if n}
+        total = sum(self.outcomes)
+        ok = outcomes.get("ok", 0)
+        init = self.hists["init_ms"]
+        group = Group(
+            region=region, target=target, runtime=runtime, phase=phase, workload=self.workload,
+            intended=self.intended, sent=self.sent, completed=self.completed,
+            # Throughput is what the target served: successful responses, not errors.
+            achieved_rps=round(ok / seconds, 3) if seconds > 0 else 0.0,
+            intended_rps=round(self.intended / seconds, 3) if seconds > 0 else 0.0,
+            error_rate=round((total - ok) / total, 6) if total else 0.0,
+            outcomes=outcomes, out_of_range=self.out_of_range, peak_in_flight=self.peak_in_flight,
+            seconds=round(seconds, 3),
+            response_ms=self.hists["response_ms"].summary(), service_ms=self.hists["service_ms"].summary(),
+            send_lag_ms=self.hists["send_lag_ms"].summary(),
+            init_ms=init.summary() if init.total else None,
+            cold_starts=self.cold_starts, peak_rss_mb=round(self.peak_rss_mb, 2) if self.peak_rss_mb else None,
+            retries=self.retries,
+            series=self._series(),
+        )
+        self._cached = (planned_s, group)
+        return group
+
+
+    def _series(self) -> tuple[tuple[int, int, int, int], ...]:
+        if not self._seconds:
+            return ()
+        seconds, series = self._seconds, self.series
+        upto = seconds[-1] - SEAL_S
+        if upto > self._sealed_upto:
+            lo, hi = bisect.bisect_left(seconds, self._sealed_upto), bisect.bisect_left(seconds, upto)
+            self._sealed += tuple((t, *series[t]) for t in seconds[lo:hi])  # type: ignore[misc]
+            self._sealed_upto = upto
+        tail = seconds[bisect.bisect_left(seconds, self._sealed_upto):]
+        return self._sealed + tuple((t, *series[t]) for t in tail)  # type: ignore[misc]
+
+
+SEAL_S = 10
+OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
+
+
+def _peak_in_flight(iv: Interval) -> int:
+    peak = getattr(iv, "peak_in_flight", None)
+    return int(peak if peak is not None else getattr(iv, "max_in_flight", 0))
 
 
 class Collector:
@@ -69,10 +273,10 @@ class Collector:
         self.phase_seconds = phase_seconds or {}
         self.seen: set[tuple[str, int, int]] = set()
         self.groups: dict[GroupKey, GroupState] = {}
-        self.warmup = GroupState()
-        self.gaps: list[dict[str, Any]] = []
+        self.warmup_intended = 0
+        self.warmup_completed = 0
+        self.interval_gaps: list[Gap] = []
         self.duplicates = 0
-        self.finished_shards: set[str] = set()
 
     def add(self, iv: Interval) -> bool:
         """Add one interval; False when it is a duplicate of one already counted."""
@@ -80,69 +284,38 @@ class Collector:
             self.duplicates += 1
             return False
         self.seen.add(iv.key)
-        if iv.final:
-            self.finished_shards.add(iv.shard_id)
         if iv.gap_s > 0:
-            self.gaps.append(
-                {"region": iv.region, "shard": iv.shard_id, "target": iv.target, "seconds": iv.gap_s,
-                 "reason": "expired before it could start" if iv.status == "expired" else "started late"}
-            )
+            self.interval_gaps.append(Gap(
+                region=iv.region, shard=iv.shard_id, target=iv.target, seconds=iv.gap_s, attempt=iv.attempt,
+                reason="expired before it could start" if iv.status == "expired" else "started late"))
         if iv.warmup:
-            self.warmup.add(iv)
+            self.warmup_intended += iv.intended
+            self.warmup_completed += iv.completed
             return True
         key = (iv.region, iv.target, iv.runtime, iv.phase)
-        self.groups.setdefault(key, GroupState()).add(iv)
+        state = self.groups.get(key)
+        if state is None:
+            state = self.groups[key] = GroupState()
+        state.add(iv)
         return True
 
     def add_all(self, intervals: Iterable[Interval]) -> None:
         for iv in intervals:
             self.add(iv)
 
-    def group_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for (region, target, runtime, phase), g in sorted(self.groups.items()):
-            # The planned window, or the span actually covered when the run was cut short.
-            span = max(g.t1 - g.t0, 0.0)
-            planned = self.phase_seconds.get(phase, 0.0)
-            seconds = min(planned, span) if planned and span else (planned or span)
-            total = sum(g.outcomes.values())
-            errors = total - g.outcomes.get("ok", 0)
-            row: dict[str, Any] = {
-                "region": region,
-                "target": target,
-                "runtime": runtime,
-                "phase": phase,
-                "workload": g.workload,
-                "intended": g.intended,
-                "sent": g.sent,
-                "completed": g.completed,
-                "achieved_rps": round(g.completed / seconds, 3) if seconds > 0 else 0.0,
-                "intended_rps": round(g.intended / seconds, 3) if seconds > 0 else 0.0,
-                "error_rate": round(errors / total, 6) if total else 0.0,
-                "outcomes": {k: g.outcomes[k] for k in OUTCOME_NAMES if g.outcomes.get(k)},
-                "out_of_range": g.out_of_range,
-                "peak_in_flight": g.peak_in_flight,
-                "seconds": round(seconds, 3),
-            }
-            for name, _ in HISTS:
-                if name == "init_ms" and g.hists[name].get_total_count() == 0:
-                    continue
-                row[name] = recorder.summary_ms(g.hists[name])
-            if g.cold_starts:
-                row["cold_starts"] = g.cold_starts
-            if g.peak_rss_mb:
-                row["peak_rss_mb"] = round(g.peak_rss_mb, 2)
-            row["series"] = [[t, *v] for t, v in sorted(g.series.items())]
-            rows.append(row)
-        return rows
+    def group_rows(self) -> list[Group]:
+        return [state.row(key, self.phase_seconds.get(key[3], 0.0)) for key, state in sorted(self.groups.items())]
 
-    def result(self, slo: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "groups": self.group_rows(),
-            "warmup": {"intended": self.warmup.intended, "completed": self.warmup.completed},
-            "gaps": self.gaps,
-            "slo": slo or [],
-            "duplicates_dropped": self.duplicates,
+    def result(self, gaps: Sequence[Gap] = (), slo: Sequence[SloVerdict] = (), **extra: Any) -> RunResult:
+        """The run's result: groups from the intervals, gaps from them and from the dispatcher."""
+        all_gaps = sorted([*self.interval_gaps, *gaps], key=lambda g: (g.shard, g.attempt or 0, g.reason))
+        return RunResult(
+            run_id=self.run_id,
+            groups=tuple(self.group_rows()),
+            warmup_intended=self.warmup_intended,
+            warmup_completed=self.warmup_completed,
+            gaps=tuple(all_gaps),
+            slo=tuple(slo),
+            duplicates_dropped=self.duplicates,
             **extra,
-        }
+        )

@@ -11,15 +11,17 @@ from __future__ import annotations
 from workers.errors import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_LOST_LOAD,
     EXIT_OK,
     EXIT_SLO,
     FnbenchError,
     InputError,
     RefusedError,
     SetupError,
+    exit_code,
 )
 
-__all__ = ["EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SLO", "FnbenchError", "InputError",
+__all__ = ["EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_LOST_LOAD", "EXIT_OK", "exit_code", "EXIT_SLO", "FnbenchError", "InputError",
            "RefusedError", "SetupError", "SpecError"]
 
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -142,25 +140,3 @@ class RunAnnotations:
             annotate(self.url or "", self.token, body)
         except Exception as exc:  # noqa: BLE001 - an annotation must never harm the run
             self.console.print(f"[yellow]warning[/]: Grafana annotation not added: {escape(str(exc))}", highlight=False)
-
-
-grafana_app = typer.Typer(help="Grafana: push the fnbench boards (grafana/dashboards/).", no_args_is_help=True)
-
-
-@grafana_app.command("push")
-def push_command(
-    url: Annotated[str, typer.Option(envvar=URL_ENV, help=f"Grafana base URL, e.g. http://localhost:3000 [env {URL_ENV}]")],
-    dashboards: Annotated[Path, typer.Option(help="folder of board JSON files")] = DASHBOARDS,
-    folder_uid: Annotated[str | None, typer.Option(help="Grafana folder uid to put the boards in")] = None,
-) -> None:
-    """Upload the boards with the token in FNBENCH_GRAFANA_TOKEN; exit 2 when Grafana is unreachable or refuses."""
-    err = Console(stderr=True, highlight=False)
-    started = time.monotonic()
-    try:
-        urls = push(url, os.environ.get(TOKEN_ENV), load_dashboards(dashboards), folder_uid)
-    except GrafanaError as exc:
-        err.print(f"[red]error[/]: {escape(str(exc))}")
-        raise typer.Exit(2) from None
-    for u in urls:
-        err.print(f"pushed {u}")
-    err.print(f"{len(urls)} board(s) pushed to {safe_url(url)} in {time.monotonic() - started:.1f}s")

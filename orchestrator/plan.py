@@ -8,8 +8,12 @@ slice.  Timeline from the origin ``start_at``: warm-up, measured warm phase, col
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import secrets
+import time
 import zlib
+from dataclasses import dataclass
 from fractions import Fraction
 
 from orchestrator.errors import InputError
@@ -138,3 +142,51 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
                             )
                         )
     return shards
+
+
+def phase_seconds(b: Benchmark) -> dict[str, float]:
+    """Measured seconds of each phase (warm, cold): the denominators of achieved and intended rates."""
+    out: dict[str, float] = {}
+    for phase, warmup, _, length, _ in phase_windows(b):
+        if not warmup:
+            out[phase] = out.get(phase, 0.0) + length
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs from the spec, made once: the shards (profile time, origin 0) and the
+    numbers the collector, the live view and the dispatchers use."""
+
+    run_id: str
+    name: str
+    shards: tuple[Shard, ...]
+    phase_seconds: dict[str, float]
+    total_s: float
+    max_timeout_s: float
+    regions: tuple[str, ...]
+    targets: int
+
+    def at(self, start_at: float) -> list[Shard]:
+        """The shards with absolute start times, the run beginning at epoch ``start_at``."""
+        return [dataclasses.replace(s, start_at=start_at + s.start_at) for s in self.shards]
+
+
+def new_run_id(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40]
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def make(b: Benchmark, run_id: str | None = None, min_parts: int = 1) -> Plan:
+    """The run's plan, made once; the run id is new unless given."""
+    run_id = run_id or new_run_id(b.name)
+    return Plan(
+        run_id=run_id,
+        name=b.name,
+        shards=tuple(split(b, run_id, 0.0, min_parts=min_parts)),
+        phase_seconds=phase_seconds(b),
+        total_s=total_length(b),
+        max_timeout_s=max(t.timeout for t in b.targets),
+        regions=tuple(b.regions),
+        targets=len(b.targets),
+    )

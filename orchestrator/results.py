@@ -3,54 +3,89 @@
 from __future__ import annotations
 
 import os
-import secrets
-import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
 
 from orchestrator.errors import InputError
+from orchestrator.result import RunResult
 from workers.contract import Interval, SchemaError
 
 
-def new_run_id(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40]
-    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
 class RunFolder:
+    """Where a run's records go.  A write that fails (a full disk) never stops the run: the
+    interval is still in the collector, the failure is listed in ``errors`` and the run is
+    marked incomplete."""
+
     def __init__(self, root: Path, run_id: str) -> None:
+        self.run_id = run_id
         self.path = root / run_id
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InputError(f"--results {root}: not a directory (a file is in the way)") from None
+        except OSError as exc:
+            raise InputError(f"--results {root}: cannot create {self.path}: {exc.strerror}") from None
         self._intervals: BinaryIO | None = None
+        self.errors: list[str] = []
+        self.unwritten = 0
+
+    @classmethod
+    def create(cls, root: Path, run_id: str, spec_text: str | None, fresh: bool = False) -> RunFolder:
+        folder = cls(root, run_id)
+        if fresh:
+            (folder.path / "intervals.jsonl").unlink(missing_ok=True)
+        if spec_text:
+            try:
+                (folder.path / "spec.yaml").write_text(spec_text)
+            except OSError as exc:
+                raise InputError(f"--results {root}: cannot write {folder.path}/spec.yaml: {exc.strerror}") from None
+        return folder
 
     def write_spec(self, text: str) -> None:
         (self.path / "spec.yaml").write_text(text)
 
     def append(self, iv: Interval) -> None:
         # Flushed per record: a crash of the orchestrator loses nothing already measured.
-        if self._intervals is None:
-            self._intervals = open(self.path / "intervals.jsonl", "ab")  # noqa: SIM115 - kept open for the run
-        self._intervals.write(iv.to_json() + b"\n")
-        self._intervals.flush()
+        try:
+            if self._intervals is None:
+                self._intervals = open(self.path / "intervals.jsonl", "ab")  # noqa: SIM115 - kept open for the run
+            self._intervals.write(iv.to_json() + b"\n")
+            self._intervals.flush()
+        except OSError as exc:
+            self.unwritten += 1
+            if not self.errors:
+                self.errors.append(f"{self.path}/intervals.jsonl: {exc.strerror or exc}; intervals from then on "
+                                   "are in the result only")
 
-    def write_result(self, result: dict[str, Any]) -> Path:
+    def write_result(self, result: RunResult) -> Path:
         out = self.path / "result.json"
         tmp = out.with_suffix(".json.tmp")
-        tmp.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-        os.replace(tmp, out)
+        try:
+            tmp.write_bytes(result.to_json())
+            os.replace(tmp, out)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         return out
 
     def close(self) -> None:
         if self._intervals is not None:
-            self._intervals.close()
+            try:
+                self._intervals.close()
+            except OSError as exc:
+                if not self.errors:
+                    self.errors.append(f"{self.path}/intervals.jsonl: {exc.strerror or exc}")
             self._intervals = None
 
 
 def read_intervals(path: Path) -> list[Interval]:
     """Read intervals.jsonl; a torn last line (crash mid-write) is skipped, any other bad line is an error."""
-    lines = path.read_bytes().splitlines()
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     out: list[Interval] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -35,14 +35,56 @@ class Store:
             raise SetupError(f"cannot reach the broker at {_redacted(url)}: {exc}") from None
 
     # -- runs ----------------------------------------------------------------------------------
-    def create_run(self, run_id: str, meta: dict[str, Any], shards: list[Shard]) -> None:
+    def create_run(self, run_id: str, meta: dict[str, Any], shards: list[Shard],
+                   retention_s: float = keys.RETENTION_S) -> None:
+        """Record a run; every key of it expires ``retention_s`` after the run's planned end."""
+        meta = {**meta, "retention_s": retention_s}
         pipe = self.r.pipeline(transaction=True)
         pipe.zadd(keys.RUNS, {run_id: time.time()})
         pipe.hset(keys.run(run_id), mapping={k: orjson.dumps(v) for k, v in meta.items()})
         if shards:
             pipe.hset(keys.shards(run_id), mapping={s.shard_id: s.to_json() for s in shards})
             pipe.hset(keys.attempts(run_id), mapping={s.shard_id: s.attempt for s in shards})
+        for key in keys.all_of_run(run_id):
+            pipe.expire(key, self._ttl(meta))
         pipe.execute()
+
+    @staticmethod
+    def _ttl(meta: dict[str, Any]) -> int:
+        until_end = max(0.0, float(meta.get("start_at", time.time())) + float(meta.get("total_s", 0.0)) - time.time())
+        retention = float(meta.get("retention_s", keys.RETENTION_S))
+        return int(until_end + retention + min(60.0, retention)) + 1
+
+    def renew(self, run_id: str) -> None:
+        """Set the run's retention on every key it has now (workers create some during the run)."""
+        ttl = self._ttl(self.meta(run_id))
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys.all_of_run(run_id):
+            pipe.expire(key, ttl)
+        pipe.execute()
+
+    def gc(self, older_than_s: float | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Forget runs whose record expired (their leftover keys and their entry in the run index),
+        and with ``older_than_s`` every run created longer ago than that.  Returns what it removed."""
+        now = time.time()
+        removed: list[str] = []
+        deleted = 0
+        before = int(self.r.info("memory").get("used_memory", 0))
+        for raw, created in self.r.zrange(keys.RUNS, 0, -1, withscores=True):
+            run_id = raw.decode()
+            expired = not self.r.exists(keys.run(run_id))
+            too_old = older_than_s is not None and now - created > older_than_s
+            if not (expired or too_old):
+                continue
+            removed.append(run_id)
+            if not dry_run:
+                pipe = self.r.pipeline(transaction=True)
+                pipe.delete(*keys.all_of_run(run_id))
+                pipe.zrem(keys.RUNS, run_id)
+                deleted += int(pipe.execute()[0])
+        after = int(self.r.info("memory").get("used_memory", 0))
+        return {"runs": removed, "keys_deleted": deleted, "dry_run": dry_run,
+                "used_memory_before": before, "used_memory_after": after}
 
     def meta(self, run_id: str) -> dict[str, Any]:
         raw = self.r.hgetall(keys.run(run_id))
@@ -123,3 +165,31 @@ class Store:
 
     def gaps(self, run_id: str) -> list[dict[str, Any]]:
         return [orjson.loads(g) for g in self.r.lrange(keys.gaps(run_id), 0, -1)]
+
+    # -- overview ------------------------------------------------------------------------------
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        """Runs and their shards by state, workers and processes per region, queue depths."""
+        regions: dict[str, dict[str, Any]] = {}
+
+        def region(name: str) -> dict[str, Any]:
+            return regions.setdefault(name, {"workers": 0, "processes": 0})
+
+        for rec in self.workers().values():
+            r = region(rec["region"])
+            r["workers"] += 1
+            r["processes"] += int(rec.get("concurrency", 1))
+        out: dict[str, Any] = {"regions": {}, "runs": []}
+        for rid in [run_id] if run_id else self.runs():
+            meta = self.meta(rid)
+            claims = self.claims(rid)
+            states: dict[str, int] = {}
+            for sid, shard in self.shards(rid).items():
+                claim = claims.get(keys.attempt_field(sid, shard.attempt))
+                state = claim["state"] if claim else "queued"
+                states[state] = states.get(state, 0) + 1
+                region(shard.region)  # list the run's regions even with no worker
+            out["runs"].append({"run_id": rid, "name": meta.get("name"), "state": meta.get("state"),
+                                "start_at": meta.get("start_at"), "shards": states})
+        for name, rec in sorted(regions.items()):
+            out["regions"][name] = {**rec, "queue_depth": self.queue_depth(name)}
+        return out

@@ -6,20 +6,21 @@ On a terminal it is a rich Live table; otherwise (CI, pipes) a progress line eve
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console
+from rich.console import Group as Lines
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator.collect import Collector
+from orchestrator.result import Group
 
 _WINDOW_S = 10.0
 
 
-def _recent_rates(group: dict[str, Any], now: float) -> tuple[float, float]:
-    recent = [s for s in group["series"] if s[0] >= now - _WINDOW_S]
+def _recent_rates(group: Group, now: float) -> tuple[float, float]:
+    recent = [s for s in group.series if s[0] >= now - _WINDOW_S]
     if not recent:
         return 0.0, 0.0
     span = max(now - min(s[0] for s in recent), 1.0) if len(recent) > 1 else _WINDOW_S
@@ -27,8 +28,10 @@ def _recent_rates(group: dict[str, Any], now: float) -> tuple[float, float]:
 
 
 class LiveView:
-    def __init__(self, collector: Collector, started: float, total_s: float, console: Console | None = None) -> None:
+    def __init__(self, collector: Collector, started: float, total_s: float, console: Console | None = None,
+                 live: bool = True) -> None:
         self.collector = collector
+        self.enabled = live
         self.started = started
         self.total_s = total_s
         self.console = console or Console(stderr=True)
@@ -36,7 +39,7 @@ class LiveView:
         self.last_line = 0.0
 
     def __enter__(self) -> LiveView:
-        if self.console.is_terminal:
+        if self.enabled and self.console.is_terminal:
             self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=True)
             self.live.__enter__()
         return self
@@ -45,7 +48,7 @@ class LiveView:
         if self.live is not None:
             self.live.__exit__(None, None, None)
 
-    def render(self) -> Group:
+    def render(self) -> Lines:
         now = time.time()
         elapsed = max(0.0, now - self.started)
         head = Text(f"elapsed {elapsed:6.1f}s   remaining {max(0.0, self.total_s - elapsed):6.1f}s")
@@ -54,16 +57,17 @@ class LiveView:
             table.add_column(col)
         for g in self.collector.group_rows():
             intended, achieved = _recent_rates(g, now)
-            r = g.get("response_ms") or {}
-            errors = sum(v for k, v in g["outcomes"].items() if k != "ok")
+            r = g.response_ms
             table.add_row(
-                g["region"], g["target"], g["phase"], f"{intended:.0f}", f"{achieved:.0f}",
-                "-" if r.get("p50") is None else f"{r['p50']:.2f}",
-                "-" if r.get("p99") is None else f"{r['p99']:.2f}", str(errors),
+                g.region, g.target, g.phase, f"{intended:.0f}", f"{achieved:.0f}",
+                "-" if r.p50 is None else f"{r.p50:.2f}",
+                "-" if r.p99 is None else f"{r.p99:.2f}", str(g.errors),
             )
-        return Group(head, table)
+        return Lines(head, table)
 
     def update(self) -> None:
+        if not self.enabled:
+            return
         if self.live is not None:
             self.live.update(self.render())
             return
@@ -72,7 +76,6 @@ class LiveView:
             self.last_line = now
             parts = []
             for g in self.collector.group_rows():
-                r = g.get("response_ms") or {}
-                parts.append(f"{g['target']}/{g['phase']}: {g['completed']} done, p99 {r.get('p99')} ms")
+                parts.append(f"{g.target}/{g.phase}: {g.completed} done, p99 {g.response_ms.p99} ms")
             elapsed = now - self.started
             self.console.print(f"[{elapsed:5.1f}s/{self.total_s:.0f}s] " + ("; ".join(parts) or ("warming up" if elapsed > 0 else "starting…")))

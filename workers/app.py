@@ -29,8 +29,6 @@ from workers.link import METRICS_SOCK_ENV, StoreLink, client
 from workers.shard import run_shard
 
 log = logging.getLogger("fnbench.worker")
-BROKER_ENV = "FNBENCH_BROKER"
-TASK = "fnbench.run_shard"
 REGISTRY_PERIOD_S = 2.0
 _TASK_KEY: bytes | None = None  # loaded at worker start, inherited by the pool processes
 _REGION = ""  # the region this worker serves (set by start_worker)
@@ -43,6 +41,10 @@ CONFIG: dict[str, Any] = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
     "worker_prefetch_multiplier": 1,
+    # After a broker reconnect Celery lowers the prefetch by the tasks then running and restores it only
+    # as their acks succeed; with one long shard per process that left a process idle while a shard
+    # waited in the queue until it expired (half the next run's load lost).  Each process takes one.
+    "worker_enable_prefetch_count_reduction": False,
     "broker_connection_retry_on_startup": True,
     "broker_connection_max_retries": None,  # ride out a Redis restart
     "worker_hijack_root_logger": False,
@@ -52,11 +54,11 @@ CONFIG: dict[str, Any] = {
     "broker_transport_options": {"visibility_timeout": 3600},
 }
 
-app = Celery("fnbench", broker=os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
+app = Celery("fnbench", broker=os.environ.get(keys.BROKER_ENV, "redis://127.0.0.1:6379/0"))
 app.conf.update(CONFIG)
 
 
-@app.task(name=TASK)
+@app.task(name=keys.TASK)
 def run_shard_task(payload: Any = None, **_: Any) -> str:
     # Nothing of the task is trusted before its signature is checked: no key is written for it.
     try:
@@ -71,6 +73,10 @@ def run_shard_task(payload: Any = None, **_: Any) -> str:
         return _reject(auth.MALFORMED, f"{type(exc).__name__}: {str(exc)[:200]}", payload)
     link = StoreLink(app.conf.broker_url, shard, node=_node_name())
     if not link.claim():
+        if link.ended:
+            log.warning("shard %s#%d of run %s: the run has ended or is not in the store; refusing this "
+                        "delivery", shard.shard_id, shard.attempt, shard.run_id)
+            return "ignored: the run has ended"
         if link.superseded:
             log.info("shard %s#%d was superseded by a newer attempt; ignoring this delivery", shard.shard_id,
                      shard.attempt)

@@ -13,7 +13,21 @@ and an exit code once, at its boundary.  During a run, failures are Outcomes, no
 
 from __future__ import annotations
 
-EXIT_OK, EXIT_SLO, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# 0 ok · 1 an SLO failed · 2 bad input, setup error, worker error or refusal · 3 load was lost (shards
+# expired or abandoned: the result does not cover the planned window) · 130 interrupted.
+EXIT_OK, EXIT_SLO, EXIT_INPUT, EXIT_LOST_LOAD, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def exit_code(*, slo_failed: bool = False, errors: bool = False, interrupted: bool = False,
+              lost_load: bool = False) -> int:
+    """The exit code of a finished run; the most serious condition wins."""
+    if errors:
+        return EXIT_INPUT
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if lost_load:
+        return EXIT_LOST_LOAD
+    return EXIT_SLO if slo_failed else EXIT_OK
 
 
 class FnbenchError(Exception):

@@ -8,7 +8,13 @@ these functions, never from names carried in the task.
 from __future__ import annotations
 
 PREFIX = "fnbench"
+TASK = "fnbench.run_shard"  # the Celery task that runs one shard (JSON kwargs: {"payload": signed shard})
+BROKER_ENV = "FNBENCH_BROKER"  # the redis://… broker and store, for the CLI and the worker app
 RUNS = f"{PREFIX}:runs"  # sorted set: run_id scored by creation time
+# Every key of a run expires: the orchestrator sets the run's retention on all of them (and renews it
+# while the run goes on); a worker that creates a run key sets this fallback when it has no TTL yet.
+RETENTION_S = 3 * 86400
+ORPHAN_TTL_S = 7 * 86400
 WORKERS = f"{PREFIX}:workers"  # hash: worker node name → JSON {region, concurrency, metrics_port, seen}
 
 

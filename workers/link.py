@@ -72,7 +72,7 @@ class StoreLink:
         # Every key comes from keys.py and the run id, never from the task.
         run = shard.run_id
         self.keys = {"claims": keys.claims(run), "attempts": keys.attempts(run), "stop": keys.stop(run),
-                     "beats": keys.beats(run), "intervals": keys.intervals(run)}
+                     "beats": keys.beats(run), "intervals": keys.intervals(run), "run": keys.run(run)}
         self.shard = shard
         self.field = keys.attempt_field(shard.shard_id, shard.attempt)
         self.node = node or socket.gethostname()
@@ -80,6 +80,8 @@ class StoreLink:
         self.dropped = 0
         self.stop = threading.Event()
         self.superseded = False
+        self.ended = False  # the run was over (finished or stopped) when this delivery came
+        self._expiry_set = False
         self._done = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fnbench-link", daemon=True)
@@ -88,12 +90,19 @@ class StoreLink:
     # -- called by the task ----------------------------------------------------------------
     def claim(self) -> bool:
         """Claim this (shard, attempt); False when a delivery of it was already claimed or superseded."""
+        state = self.redis.hget(self.keys["run"], "state")
+        if state is None or orjson.loads(state) != "running":
+            # A run ends once: a delivery after its end (a stale redelivery), or for a run the store does
+            # not know (expired, removed by `fnbench gc`), must not add load or data.
+            self.ended = True
+            return False
         value = orjson.dumps({"state": "running", "node": self.node, "pid": os.getpid(), "at": time.time()})
         pipe = self.redis.pipeline(transaction=False)
         pipe.hsetnx(self.keys["claims"], self.field, value)
         pipe.hget(self.keys["attempts"], self.shard.shard_id)
         pipe.exists(self.keys["stop"])
-        claimed, current, stopped = pipe.execute()
+        pipe.expire(self.keys["claims"], keys.ORPHAN_TTL_S, nx=True)
+        claimed, current, stopped, _ = pipe.execute()
         if current is not None and int(current) != self.shard.attempt:
             self.superseded = True  # an older attempt: not a replay, just too late
             return False
@@ -180,9 +189,14 @@ class StoreLink:
             pipe.xadd(self.keys["intervals"], {"iv": raw})
         if beat:
             pipe.hset(self.keys["beats"], self.field, time.time())
+        if batch and not self._expiry_set:
+            # Keys this worker creates never live forever, even if no orchestrator renews them.
+            pipe.expire(self.keys["intervals"], keys.ORPHAN_TTL_S, nx=True)
+            pipe.expire(self.keys["beats"], keys.ORPHAN_TTL_S, nx=True)
         pipe.exists(self.keys["stop"])
         pipe.hget(self.keys["attempts"], self.shard.shard_id)
         replies: list[Any] = pipe.execute()
+        self._expiry_set = self._expiry_set or bool(batch)
         # Delivered: drop exactly what was sent (the shard loop may have appended meanwhile).
         for _ in batch:
             self.buffer.popleft()

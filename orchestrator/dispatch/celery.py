@@ -1,23 +1,52 @@
-"""Send shards to their region's Celery queue (``fnbench.<region>``), JSON only, by task name.
+"""The Dispatcher of distributed runs: one Celery queue per region (``fnbench.<region>``), JSON only.
+
+The run's state lives in Redis, so any orchestrator can follow it: ``start`` records the run and
+publishes its shards; ``attach`` picks up a run another orchestrator started.  Following means:
+read the interval stream, and re-dispatch the remainder of a shard whose heartbeat went silent,
+or that is still queued when it is due (attempt + 1, from now to the end of its window),
+recording the seconds no load was generated as a gap.  A run ends once: when every shard has
+finished, been given up, or the run was stopped, its state is set and later deliveries of its
+tasks are refused by the workers.
 
 The orchestrator never imports the worker's app: a client-only Celery app with the same
-serialization settings sends ``fnbench.run_shard`` with the shard, signed with the task key
-(workers/auth.py; workers run only signed tasks); the worker derives every key from its run id.
+serialization settings sends the ``fnbench.run_shard`` task with the shard, signed with the task
+key (workers/auth.py; workers run only signed tasks); the worker derives every key from its run id.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
+import redis
 from celery import Celery
 
+from orchestrator.errors import SetupError
+from orchestrator.plan import Plan
+from orchestrator.result import Gap, RegionStart
+from orchestrator.store import Store
 from workers import auth, keys
-from workers.contract import Shard
+from workers.contract import Interval, Shard
 
-TASK = "fnbench.run_shard"
+LEAD_S = 2.0  # from dispatch to the common start: workers receive, connect, start instances
+LEAD_PER_SHARD_S = 0.001  # publishing cost per shard, so big plans still start together
+SILENT_S = 2.5  # a shard whose heartbeat (every 1 s) is older than this is lost
+QUEUED_S = 2.0  # a shard nobody claimed this long after it was due is re-dispatched
+REDISPATCH_LEAD_S = 0.5  # a re-dispatched remainder starts this long after the decision
+MIN_REMAINDER_S = 0.5  # less than this left of a lost shard's window: record the gap only
+CHECK_S = 0.5
+RENEW_S = 60.0  # the run's retention is set again on every key this often (workers create some)
+POLL_BLOCK_MS = 200
+STOP_WAIT_S = 5.0
+END_GRACE_S = 10.0  # after the planned end (+ target timeout), unfinished shards are given up
 
 
-class CeleryDispatcher:
+class Publisher:
+    """A client-only Celery app that publishes signed shards to their region queues."""
+
     def __init__(self, broker: str, key: bytes | None = None) -> None:
         # Loaded at the first send: reading a run (report, status) needs no signing key.  Commands
         # that will send call workers.auth.load_key() before they write anything.
@@ -34,7 +63,7 @@ class CeleryDispatcher:
         with self.app.producer_or_acquire() as producer:
             for shard in shards:
                 self.app.send_task(
-                    TASK,
+                    keys.TASK,
                     kwargs={"payload": auth.sign(shard.to_dict(), self.key)},
                     queue=keys.queue(shard.region),
                     routing_key=keys.queue(shard.region),
@@ -45,3 +74,286 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         self.app.close()
+
+
+def concurrent_shards(shards: list[Shard]) -> dict[str, int]:
+    """Most shards of each region that run at the same moment."""
+    out: dict[str, int] = {}
+    by_region: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for s in shards:
+        by_region[s.region] += [(s.start_at, 1), (s.start_at + s.duration_s, -1)]
+    for region, events in by_region.items():
+        level = peak = 0
+        for _, delta in sorted(events):
+            level += delta
+            peak = max(peak, level)
+        out[region] = peak
+    return out
+
+
+def region_starts(intervals: list[Interval]) -> tuple[dict[str, RegionStart], float | None]:
+    """Per region the first moment load began (first attempts), and the skew between regions."""
+    first: dict[str, float] = {}
+    for iv in intervals:
+        if iv.started > 0 and iv.attempt == 0:
+            first[iv.region] = min(first.get(iv.region, iv.started), iv.started)
+    if not first:
+        return {}, None
+    earliest = min(first.values())
+    starts = {r: RegionStart(round(t, 4), round(t - earliest, 4)) for r, t in sorted(first.items())}
+    return starts, round(max(first.values()) - earliest, 4)
+
+
+def _gap(shard: Shard, seconds: float, reason: str, **extra: Any) -> Gap:
+    return Gap(region=shard.region, shard=shard.shard_id, target=shard.target.name, attempt=shard.attempt,
+               seconds=round(max(0.0, seconds), 3), reason=reason, **extra)
+
+
+class CeleryDispatcher:
+    """Region queues on a Redis broker; heartbeats, re-dispatch and the capacity check."""
+
+    def __init__(self, broker: str, processes: int | None = None, wait_workers_s: float = 0.0,
+                 warn: Any = print, retention_s: float = keys.RETENTION_S) -> None:
+        self.retention_s = retention_s
+        self.broker = broker
+        self.store = Store(broker)
+        self.publisher = Publisher(broker)
+        self.want_processes = processes
+        self.wait_workers_s = wait_workers_s
+        self.warn = warn
+        self.run_id = ""
+        self.start_at = 0.0
+        self.shards: dict[str, Shard] = {}
+        self.procs: dict[str, int] = {}
+        self.dispatch_s = 0.0
+        self.after = "0-0"
+        self.last_t1: dict[str, float] = {}
+        self.finished: set[str] = set()
+        self.first_starts: list[Interval] = []
+        self._gaps: list[Gap] = []
+        self.redispatched = 0
+        self.next_check = 0.0
+        self.next_renew = 0.0
+        self.end = 0.0
+        self.stop_requested_at: float | None = None
+        self.outage_since: float | None = None
+        self.quiet_until = 0.0
+        self.state = "running"
+
+    # -- start or attach -------------------------------------------------------------------
+    def parts(self, regions: list[str], targets: int) -> int:
+        """Each group's rate is split over this many shards per region: every process online in the
+        smallest region (or ``processes``), shared among the targets; fewer leaves spare processes
+        that take re-dispatched shards."""
+        self.procs = self._processes_online(regions)
+        return max(1, (self.want_processes or min(self.procs.values())) // max(1, targets))
+
+    def start(self, plan: Plan, spec_text: str) -> None:
+        invoked = time.time()
+        if not self.procs:
+            self.procs = self._processes_online(list(plan.regions))
+        self.run_id = plan.run_id
+        self.start_at = time.time() + LEAD_S + len(plan.shards) * LEAD_PER_SHARD_S
+        shards = sorted(plan.at(self.start_at), key=lambda s: (s.start_at, s.shard_id))
+        for region, peak in concurrent_shards(shards).items():
+            if peak > self.procs.get(region, 0):
+                self.warn(f"warning: region {region}: {peak} shards run at once but {self.procs.get(region, 0)} "
+                          f"worker process(es) are online; the rest wait and start late (reported as gaps). "
+                          f"Start more: `fnbench worker --region {region} --concurrency N`")
+        meta = {"name": plan.name, "spec": spec_text, "start_at": self.start_at, "total_s": plan.total_s,
+                "phase_seconds": plan.phase_seconds, "shards": len(shards), "state": "running",
+                "max_timeout_s": plan.max_timeout_s, "invoked_at": invoked, "processes": self.procs}
+        self.store.create_run(self.run_id, meta, shards, self.retention_s)
+        t0 = time.perf_counter()
+        self.publisher.send(shards)
+        self.dispatch_s = time.perf_counter() - t0
+        self._follow(meta)
+
+    def attach(self, run_id: str) -> dict[str, Any]:
+        """Follow a run started elsewhere; returns its record (spec text, timings)."""
+        meta = self.store.meta(run_id)
+        self.run_id = run_id
+        self.start_at = meta["start_at"]
+        self.procs = meta.get("processes", {})
+        self._follow(meta)
+        return meta
+
+    def _follow(self, meta: dict[str, Any]) -> None:
+        self.shards = self.store.shards(self.run_id)
+        self.end = meta["start_at"] + meta["total_s"] + meta.get("max_timeout_s", 10.0) + END_GRACE_S
+        self.state = meta.get("state", "running")
+        for d in self.store.gaps(self.run_id):
+            gap = Gap.from_dict(d)
+            self._gaps.append(gap)
+            if gap.reason.startswith("never ran") or gap.abandoned:
+                self.finished.add(gap.shard)
+
+    def _processes_online(self, regions: list[str]) -> dict[str, int]:
+        deadline = time.time() + self.wait_workers_s
+        while True:
+            procs = self.store.processes_by_region()
+            missing = [r for r in regions if not procs.get(r)]
+            if not missing:
+                return {r: procs[r] for r in regions}
+            if time.time() >= deadline:
+                raise SetupError(
+                    "no worker online for region(s) " + ", ".join(missing) + "; start one per region with "
+                    "`fnbench worker --region R --broker URL`")
+            time.sleep(0.2)
+
+    # -- following ---------------------------------------------------------------------------
+    def snapshot(self, on_interval: Any) -> None:
+        """Deliver every interval recorded so far, without waiting (a report of the store)."""
+        self._read(on_interval, None)
+
+    def poll(self, on_interval: Any) -> bool:
+        if self.state != "running":
+            self._read(on_interval, None)  # attached to a run that had already ended: its record
+            return False
+        try:
+            self._read(on_interval, POLL_BLOCK_MS)
+            now = time.time()
+            if now >= self.next_check:
+                self.next_check = now + CHECK_S
+                self._check(now)
+            self.outage_since = None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._unreachable(exc)
+            return True
+        if self.stop_requested_at is not None and time.time() - self.stop_requested_at > STOP_WAIT_S:
+            return False
+        if time.time() > self.end and self._pending():
+            self._read(on_interval, None)  # what is already in the stream, without blocking
+            self._give_up("never ran: no worker took it before the run's end")
+        return bool(self._pending())
+
+    def _pending(self) -> list[str]:
+        return [sid for sid in self.shards if sid not in self.finished]
+
+    def _read(self, on_interval: Any, block_ms: int | None) -> None:
+        while True:
+            intervals, self.after = self.store.read_intervals(self.run_id, self.after, block_ms=block_ms)
+            for iv in intervals:
+                self._take(iv, on_interval)
+            if len(intervals) < 1000:
+                return
+            block_ms = None  # more is waiting: read on without blocking
+
+    def _take(self, iv: Interval, on_interval: Any) -> None:
+        on_interval(iv)
+        if iv.started > 0 and iv.attempt == 0:
+            self.first_starts.append(iv)
+        self.last_t1[iv.shard_id] = max(self.last_t1.get(iv.shard_id, 0.0), iv.t1)
+        current = self.shards.get(iv.shard_id)
+        if iv.final and current is not None and iv.attempt >= current.attempt:
+            self.finished.add(iv.shard_id)
+
+    def _unreachable(self, exc: Exception) -> None:
+        """Redis is down: wait, and judge no heartbeat until workers have had time to beat again."""
+        if self.outage_since is None:
+            self.outage_since = time.time()
+            self.warn(f"store unreachable ({exc}); waiting")
+        time.sleep(0.5)
+        self.quiet_until = time.time() + SILENT_S + 1.0
+
+    def _check(self, now: float) -> None:
+        if now < self.quiet_until:
+            return
+        if now >= self.next_renew:
+            self.next_renew = now + RENEW_S
+            self.store.renew(self.run_id)
+        if self.stop_requested_at is None and self.store.stopped(self.run_id):
+            self.stop_requested_at = now
+        if self.stop_requested_at is not None:
+            return  # stopping: nothing is re-dispatched
+        beats = self.store.beats(self.run_id)
+        claims = self.store.claims(self.run_id)
+        for sid, shard in list(self.shards.items()):
+            if sid in self.finished:
+                continue
+            field = keys.attempt_field(sid, shard.attempt)
+            claim = claims.get(field)
+            if claim is not None and claim.get("state") in ("refused", "failed"):
+                self.finished.add(sid)  # reported in errors[]; nothing ran or will run
+                continue
+            if field in beats:
+                last = beats[field]
+            elif claim is not None and claim["state"] == "running":
+                last = claim["at"]  # claimed, never beat: lost before its first beat
+            elif claim is None:
+                # Still queued: a worker that lost its broker connection may hold it unacked.
+                if now - shard.start_at > QUEUED_S:
+                    self._lost(shard, now, shard.start_at, f"still queued {now - shard.start_at:.1f}s after it was due")
+                continue
+            else:
+                continue  # finishing
+            if now - last > SILENT_S:
+                self._lost(shard, now, last, f"worker lost (silent {now - last:.1f}s)")
+
+    def _lost(self, shard: Shard, now: float, since: float, reason: str) -> None:
+        window_end = shard.start_at + shard.duration_s
+        covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
+        new_start = now + REDISPATCH_LEAD_S
+        gap: Gap | None
+        if new_start >= window_end - MIN_REMAINDER_S:
+            gap = _gap(shard, window_end - covered, reason, abandoned=True)
+            self.finished.add(shard.shard_id)
+            nxt = dataclasses.replace(shard, attempt=shard.attempt + 1)
+        elif new_start <= shard.start_at:
+            nxt = dataclasses.replace(shard, attempt=shard.attempt + 1)  # lost before its window: all of it again
+            gap = None
+        else:
+            cut = new_start - shard.start_at
+            nxt = dataclasses.replace(shard, attempt=shard.attempt + 1, start_at=new_start,
+                                      offset_s=shard.offset_s + cut, duration_s=shard.duration_s - cut)
+            gap = _gap(shard, new_start - covered, reason, redispatched_at=round(new_start, 3),
+                       redispatch_delay_s=round(new_start - since, 3))
+        # Supersede first: should the old attempt still be alive, it stops itself before the new one starts.
+        self.store.supersede(nxt)
+        self.shards[shard.shard_id] = nxt
+        if gap is None or not gap.abandoned:
+            self.publisher.send([nxt])
+            self.redispatched += 1
+        if gap is not None:
+            self.store.add_gap(self.run_id, gap.to_dict())
+            self._gaps.append(gap)
+
+    def _give_up(self, reason: str) -> None:
+        for sid in self._pending():
+            shard = self.shards[sid]
+            covered = max(self.last_t1.get(sid, 0.0), shard.start_at)
+            gap = _gap(shard, shard.start_at + shard.duration_s - covered, reason, abandoned=True)
+            self.store.add_gap(self.run_id, gap.to_dict())
+            self._gaps.append(gap)
+            self.finished.add(sid)
+
+    # -- ending ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.store.stop(self.run_id)
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.time()
+
+    def join(self) -> None:
+        """Mark the run ended, once: workers refuse its tasks from now on."""
+        stopped = self.stop_requested_at is not None or self.store.stopped(self.run_id)
+        self.state = "stopped" if stopped else "finished"
+        self.store.set_meta(self.run_id, state=self.state, redispatched=self.redispatched, ended_at=time.time())
+        self.store.renew(self.run_id)
+        self.publisher.close()
+
+    def gaps(self) -> list[Gap]:
+        return list(self._gaps)
+
+    def errors(self) -> list[str]:
+        return sorted({f"{field}: {c['error']}" for field, c in self.store.claims(self.run_id).items()
+                       if c.get("error")})
+
+    def fields(self) -> dict[str, Any]:
+        starts, skew = region_starts(self.first_starts)
+        return {"broker": True, "shards": len(self.shards), "start_at": self.start_at, "processes": self.procs,
+                "regions": starts, "start_skew_s": skew, "dispatch_s": round(self.dispatch_s, 4),
+                "redispatched": self.redispatched, "state": self.state}
+
+    def describe(self) -> str:
+        return (f"{len(self.shards)} shards to {', '.join(sorted({keys.queue(s.region) for s in self.shards.values()}))} "
+                f"(dispatched in {self.dispatch_s:.3f}s; {sum(self.procs.values())} worker process(es))")

@@ -1,8 +1,10 @@
-"""Run shards in a local pool of processes, one asyncio generator (uvloop) per process.
+"""The embedded default: shards run in a local pool of processes, one asyncio generator (uvloop) each.
 
-Shards are spread round-robin so those that run at the same time land on different
-processes.  Intervals come back as JSON over a multiprocessing queue.  Workers ignore
-SIGINT: the parent owns Ctrl-C and sets the shared stop event, so every worker flushes.
+Processes are spawned and import the engine first; the common start is set only once every one
+of them is ready, so a slow machine starts late as a whole instead of losing shards ("expired").
+Shards are spread round-robin so those that run at the same time land on different processes.
+Intervals come back as JSON over a multiprocessing queue.  Workers ignore SIGINT: the parent owns
+Ctrl-C and sets the shared stop event, so every worker flushes.
 """
 
 from __future__ import annotations
@@ -11,18 +13,25 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from orchestrator.errors import SetupError
+from orchestrator.plan import Plan
+from orchestrator.result import Gap
 from workers.contract import Interval, Shard
 from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent
 
 _ERROR = b"!"
+_READY = b"+"
+LEAD_S = 1.5  # from every process being ready to the common start: shards start invokers and instances
+READY_TIMEOUT_S = 120.0  # spawning and importing, on a machine that may be very busy
 
 
-def _worker_main(shard_json: list[bytes], out: Any, stop: Any, parent: int) -> None:
+def _worker_main(inbox: Any, out: Any, stop: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # If the orchestrator is killed, its workers (and through them the function processes
     # they started) go too: nothing keeps sending load with nobody collecting it.
@@ -30,12 +39,16 @@ def _worker_main(shard_json: list[bytes], out: Any, stop: Any, parent: int) -> N
     try:
         from workers.shard import run_shards
 
+        out.put(_READY)
+        shard_json = inbox.get()
+        if not shard_json:
+            return
         shards = [Shard.from_json(raw) for raw in shard_json]
         run_shards(shards, lambda iv: out.put(iv.to_json()), stop)
-    except Exception as exc:  # reported to the parent, which exits 2 with the message
-        # fnbench's own errors carry a message for the user; anything else is a bug: a short traceback.
-        detail = str(exc) if isinstance(exc, FnbenchError) else traceback.format_exc(limit=3)
-        out.put(_ERROR + f"{type(exc).__name__}: {detail}".encode())
+    except FnbenchError as exc:  # reported to the parent, which exits 2 with the message
+        out.put(_ERROR + f"{type(exc).__name__}: {exc}".encode())
+    except Exception as exc:  # a bug: the parent shows the short traceback
+        out.put(_ERROR + f"{type(exc).__name__}: {traceback.format_exc(limit=3)}".encode())
 
 
 def assign(shards: Sequence[Shard], workers: int) -> list[list[Shard]]:
@@ -47,26 +60,45 @@ def assign(shards: Sequence[Shard], workers: int) -> list[list[Shard]]:
 
 
 class LocalPool:
-    """Start, watch and stop the worker processes of one run."""
+    """Start, feed, watch and stop the worker processes of one run."""
 
-    def __init__(self, shards: Sequence[Shard], workers: int) -> None:
+    def __init__(self, processes: int) -> None:
         ctx = mp.get_context("spawn")
         self.queue = ctx.Queue()
         self.stop_event = ctx.Event()
+        self.inboxes = [ctx.Queue() for _ in range(processes)]
         self.procs = [
-            ctx.Process(
-                target=_worker_main,
-                args=([s.to_json() for s in batch], self.queue, self.stop_event, os.getpid()),
-                name=f"fnbench-worker-{i}",
-                daemon=True,
-            )
-            for i, batch in enumerate(assign(shards, workers))
+            ctx.Process(target=_worker_main, args=(inbox, self.queue, self.stop_event, os.getpid()),
+                        name=f"fnbench-worker-{i}", daemon=True)
+            for i, inbox in enumerate(self.inboxes)
         ]
         self.errors: list[str] = []
 
     def start(self) -> None:
         for p in self.procs:
             p.start()
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until every process has imported the engine; a SetupError when one fails or never does."""
+        ready, deadline = 0, time.monotonic() + timeout_s
+        while ready < len(self.procs):
+            try:
+                raw = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                dead = [p for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise SetupError(f"{dead[0].name} exited with code {dead[0].exitcode} before it was ready") from None
+                if time.monotonic() > deadline:
+                    raise SetupError(f"{len(self.procs) - ready} worker process(es) not ready after {timeout_s:.0f}s") from None
+                continue
+            if raw == _READY:
+                ready += 1
+            elif raw.startswith(_ERROR):
+                raise SetupError(raw[1:].decode())
+
+    def hand(self, batches: list[list[Shard]]) -> None:
+        for inbox, batch in zip(self.inboxes, batches, strict=True):
+            inbox.put([s.to_json() for s in batch])
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -109,3 +141,64 @@ class LocalPool:
         for p in self.procs:
             if p.exitcode not in (0, None) and not self.errors:
                 self.errors.append(f"{p.name} exited with code {p.exitcode}")
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class LocalDispatcher:
+    """The Dispatcher of the embedded default: shards in ``workers`` local processes."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or default_workers()
+        self.start_at = 0.0
+        self.pool: LocalPool | None = None
+        self.shard_count = 0
+        self.processes = 0
+
+    def parts(self, regions: list[str], targets: int) -> int:
+        return self.workers
+
+    def start(self, plan: Plan, spec_text: str) -> None:
+        self.processes = max(1, min(self.workers, len(plan.shards)))
+        self.pool = LocalPool(self.processes)
+        self.pool.start()
+        try:
+            self.pool.wait_ready()
+        except BaseException:
+            self.pool.kill()
+            raise
+        self.start_at = time.time() + LEAD_S
+        shards = plan.at(self.start_at)
+        self.shard_count = len(shards)
+        self.pool.hand(assign(shards, self.processes))
+
+    def poll(self, on_interval: Callable[[Interval], None]) -> bool:
+        assert self.pool is not None
+        return self.pool.poll(on_interval)
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+
+    def join(self) -> None:
+        if self.pool is not None:
+            self.pool.join()
+
+    def gaps(self) -> list[Gap]:
+        return []
+
+    def errors(self) -> list[str]:
+        return list(self.pool.errors) if self.pool is not None else []
+
+    def fields(self) -> dict[str, Any]:
+        return {"workers": self.workers, "shards": self.shard_count, "start_at": self.start_at}
+
+    def describe(self) -> str:
+        return f"{self.shard_count} shards on {self.processes} worker process(es)"

@@ -1,32 +1,33 @@
-"""Terminal rendering of a result (rich tables): per-group numbers, SLOs, gaps, baseline ratios."""
+"""Terminal rendering of a RunResult (rich tables): per-group numbers, SLOs, gaps, baseline ratios."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.compare import relative_to
+from orchestrator.compare import TargetRow, relative_to
+from orchestrator.result import Group, RunResult
 
 
-def _ms(v: Any) -> str:
+def _ms(v: float | None) -> str:
     return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
 
 
-def groups_table(groups: list[dict[str, Any]], title: str = "") -> Table:
+def groups_table(groups: Sequence[Group], title: str = "") -> Table:
     table = Table(title=title or None, header_style="bold", show_lines=False)
     for col in ("region", "target", "phase", "intended", "completed", "req/s", "errors",
                 "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "svc p99", "lag p99"):
         table.add_column(col, justify="left" if col in ("region", "target", "phase") else "right")
     for g in groups:
-        r, s, lag = g.get("response_ms") or {}, g.get("service_ms") or {}, g.get("send_lag_ms") or {}
-        errors = {k: v for k, v in g["outcomes"].items() if k != "ok"}
+        r = g.response_ms
         table.add_row(
-            g["region"], g["target"], g["phase"], str(g["intended"]), str(g["completed"]),
-            f"{g['achieved_rps']:.1f}", ", ".join(f"{k}={v}" for k, v in errors.items()) or "0",
-            _ms(r.get("p50")), _ms(r.get("p90")), _ms(r.get("p99")), _ms(r.get("p999")), _ms(r.get("max")),
-            _ms(s.get("p99")), _ms(lag.get("p99")),
+            g.region, g.target, g.phase, str(g.intended), str(g.completed),
+            f"{g.achieved_rps:.1f}", ", ".join(f"{k}={v}" for k, v in g.error_outcomes.items()) or "0",
+            _ms(r.p50), _ms(r.p90), _ms(r.p99), _ms(r.p999), _ms(r.max),
+            _ms(g.service_ms.p99), _ms(g.send_lag_ms.p99),
         )
     return table
 
@@ -38,30 +39,35 @@ def _cell(value: Any, ratio: Any, unit: str = "") -> str:
     return text if ratio in (None, 1.0) else f"{text} ({ratio:g}×)"
 
 
-def relative_table(rows: list[dict[str, Any]]) -> Table:
+def relative_table(rows: Sequence[TargetRow]) -> Table:
     """Every target beside Rust's for the same workload: value (ratio to Rust)."""
     t = Table(title="relative to rust, same workload (value and ratio ×)", header_style="bold")
     for col in ("workload", "target", "runtime", "p50 ms", "p99 ms", "req/s", "cold start ms", "init ms", "peak RSS MB"):
         t.add_column(col, justify="left" if col in ("workload", "target", "runtime") else "right")
-    for r in sorted(rows, key=lambda r: (r["workload"], r["runtime"] != "rust", r["target"])):
-        x = r["x"]
-        t.add_row(r["workload"], r["target"], r["runtime"], _cell(r["p50_ms"], x["p50_ms"]), _cell(r["p99_ms"], x["p99_ms"]),
-                  _cell(r["rps"], x["rps"]), _cell(r["cold_start_ms"], x["cold_start_ms"]), _cell(r["init_ms"], None),
-                  _cell(r["rss_mb"], x["rss_mb"]))
+    for r in sorted(rows, key=lambda r: (r.workload, r.runtime != "rust", r.target)):
+        x = r.x
+        t.add_row(r.workload, r.target, r.runtime, _cell(r.p50_ms, x["p50_ms"]), _cell(r.p99_ms, x["p99_ms"]),
+                  _cell(r.rps, x["rps"]), _cell(r.cold_start_ms, x["cold_start_ms"]), _cell(r.init_ms, None),
+                  _cell(r.rss_mb, x["rss_mb"]))
     return t
 
 
-def render(result: dict[str, Any], console: Console | None = None) -> None:
+def render(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(groups_table(result["groups"], title=f"fnbench run {result['run_id']}"))
-    ratios = relative_to(result["groups"])
+    if result.groups:
+        console.print(groups_table(result.groups, title=f"fnbench run {result.run_id}"))
+    else:
+        console.print(f"fnbench run {result.run_id}: nothing was measured", highlight=False)
+    ratios = relative_to(result.groups)
     if len(ratios) > 1:
         console.print(relative_table(ratios))
-    for gap in result.get("gaps", []):
-        console.print(f"[yellow]gap[/]: {gap['region']} {gap['shard']} {gap['seconds']:.2f}s ({gap['reason']})")
-    for v in result.get("slo", []):
-        mark = "[green]PASS[/]" if v["pass"] else "[red]FAIL[/]"
-        bound = f"<= {v['max']}" if v["max"] is not None else f">= {v['min']}"
-        console.print(f"SLO {mark} {v['target']} {v['phase']} {v['metric']} = {v['value']} (want {bound})")
-    if result.get("interrupted"):
+    for gap in result.gaps:
+        console.print(f"[yellow]gap[/]: {gap.region} {gap.shard} {gap.seconds:.2f}s ({gap.reason})")
+    for v in result.slo:
+        mark = "[green]PASS[/]" if v.passed else "[red]FAIL[/]"
+        bound = f"<= {v.max}" if v.max is not None else f">= {v.min}"
+        console.print(f"SLO {mark} {v.target} {v.phase} {v.metric} = {v.value} (want {bound})")
+    if result.interrupted:
         console.print("[yellow]interrupted: partial results[/]")
+    if result.incomplete:
+        console.print("[red]incomplete[/]: part of what was measured could not be kept (see errors)")

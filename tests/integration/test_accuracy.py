@@ -38,21 +38,23 @@ def test_stalled_target_shows_in_p99_while_service_time_stays_low(tmp_path):
     cfg = SyntheticConfig(median_ms=1.0, sigma=0.0, stall_every_s=5.0, stall_ms=500.0)
     from orchestrator import runner, spec
     from orchestrator.calibrate import SyntheticTarget
+    from orchestrator.dispatch.local import LocalDispatcher
 
     target = SyntheticTarget(cfg)
     try:
         text = (f"name: stall\ntargets: [{{name: s, url: '{target.url}', method: GET, timeout: 10s}}]\n"
                 "load: {executor: constant, rps: 500, max_in_flight: 8, queue_limit: 100000}\n"
                 "duration: 10s\nflush_interval: 1s\n")
-        outcome = runner.run(spec.load_text(text), text, tmp_path, workers=1, metrics_port=0)
+        outcome = runner.run(spec.load_text(text), text, LocalDispatcher(1), tmp_path, metrics_port=0)
     finally:
         target.close()
-    g = outcome.result["groups"][0]
-    assert g["outcomes"] == {"ok": 5000}
-    truth = open_model_truth_ms(outcome.result["start_at"], 500, 5000, 0.001, 5.0, 0.5)
+    g = outcome.result.groups[0]
+    assert g.outcomes == {"ok": 5000}
+    assert outcome.result.start_at is not None
+    truth = open_model_truth_ms(outcome.result.start_at, 500, 5000, 0.001, 5.0, 0.5)
     true_p99 = truth[math.ceil(0.99 * len(truth)) - 1]
     assert true_p99 > 400  # the stall dominates p99
-    assert g["response_ms"]["p99"] == pytest.approx(true_p99, rel=0.10)
-    assert g["service_ms"]["p99"] < g["response_ms"]["p99"] / 5
+    assert g.response_ms.p99 == pytest.approx(true_p99, rel=0.10)
+    assert g.service_ms.p99 is not None and g.service_ms.p99 < true_p99 / 5
     saved = orjson.loads((outcome.folder / "result.json").read_bytes())
-    assert saved["groups"][0]["response_ms"] == g["response_ms"]
+    assert saved["groups"][0]["response_ms"] == g.response_ms.to_dict()

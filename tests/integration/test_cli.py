@@ -86,6 +86,36 @@ def test_run_writes_result_json_and_report_rerenders_it(fault_server, tmp_path):
     rerendered = orjson.loads(again.stdout)
     assert rerendered["groups"][0]["outcomes"] == g["outcomes"]
     assert rerendered["groups"][0]["response_ms"] == g["response_ms"]
+    assert rerendered == result  # the report of a folder is its result.json: one document
+
+
+@pytest.mark.integration
+def test_a_full_disk_loses_nothing_measured_and_says_where_the_result_went(fault_server, tmp_path):
+    spec = write_spec(tmp_path, fault_server.url("/ok"), duration="1s")
+    results = tmp_path / "results"
+    folder = results / "full-disk"
+    folder.mkdir(parents=True)
+    for name in ("intervals.jsonl", "result.json.tmp"):  # every write there ends in ENOSPC
+        (folder / name).symlink_to("/dev/full")
+    r = fnbench("run", str(spec), "--results", str(results), "--metrics-port", "0", "--workers", "1",
+                "--run-id", "full-disk", "--json")
+    assert r.returncode == 2, r.stderr
+    assert "No space left on device" in r.stderr and "the result went to" in r.stderr
+    fallback = Path(r.stderr.split("the result went to ")[1].split()[0])
+    saved = orjson.loads(fallback.read_bytes())
+    assert saved["incomplete"] is True and any("intervals.jsonl" in e for e in saved["errors"])
+    (g,) = saved["groups"]
+    assert g["outcomes"] == {"ok": 200}  # measured and kept in memory, though nothing reached the disk
+    assert orjson.loads(r.stdout)["groups"][0]["outcomes"] == {"ok": 200}
+    # The folder holds no result: report says the run is cut, never shows it as whole.
+    (folder / "intervals.jsonl").unlink()
+    (folder / "intervals.jsonl").write_bytes(b"")
+    again = fnbench("report", str(folder), "--json")
+    assert again.returncode == 2
+    report = orjson.loads(again.stdout)
+    assert report["incomplete"] is True and "result.json: missing" in report["errors"][0]
+    bad = fnbench("run", str(spec), "--results", str(results), "--run-id", "../escape")
+    assert bad.returncode == 2 and "--run-id" in bad.stderr
 
 
 @pytest.mark.integration
@@ -103,7 +133,9 @@ def test_unset_secret_reference_is_a_setup_error(fault_server, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "FNBENCH_TEST_UNSET"}
     r = fnbench("run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1", env=env)
     assert r.returncode == 2
-    assert "FNBENCH_TEST_UNSET" in r.stderr and "headers[0]" in r.stderr
+    assert "FNBENCH_TEST_UNSET" in r.stderr and "headers.Authorization" in r.stderr
+    # Once, rendered (no literal markup), and no empty result table.
+    assert r.stderr.count("FNBENCH_TEST_UNSET") == 1 and "[red]" not in r.stderr
 
 
 @pytest.mark.integration

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from celery import Celery
 
+from orchestrator.store import Store
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
     write_spec,
@@ -29,7 +30,7 @@ from workers.contract import Shard, Target
 
 pytestmark = [pytest.mark.integration]
 
-TASK = "fnbench.run_shard"
+TASK = keys.TASK
 
 
 def forger(cluster) -> Celery:
@@ -114,6 +115,7 @@ def test_replayed_stale_and_misrouted_signed_tasks_are_rejected(cluster, fault_s
     client = cluster.redis.client()
     try:
         # A genuine task runs once; the same task pushed again (a captured copy) is a replay.
+        Store(cluster.broker).create_run("replay-1", {"name": "replay", "state": "running"}, [])
         genuine = auth.sign(shard("replay-1", http_target(fault_server.url("/genuine"))), key)
         push(app, genuine)
         field = keys.attempt_field("s0", 0)
@@ -200,3 +202,22 @@ def test_the_broker_url_can_come_from_a_file_and_is_not_printed(cluster, tmp_pat
     assert "a" in orjson.loads(r.stdout)["regions"]
     assert cluster.broker not in r.stdout + r.stderr
     assert "--broker-file" in cluster.fnbench("worker", "--help").stdout
+
+
+def test_a_signed_task_of_a_run_that_ended_or_that_the_store_does_not_know_is_not_run(cluster, fault_server):
+    """A run ends once: a late redelivery adds neither load nor data; nor does a task of an unknown run."""
+    key = cluster.task_key.encode()
+    store = Store(cluster.broker)
+    store.create_run("ended-1", {"name": "ended", "state": "finished"}, [])
+    app = forger(cluster)
+    try:
+        push(app, auth.sign(shard("ended-1", http_target(fault_server.url("/ended"))), key))
+        push(app, auth.sign(shard("unknown-1", http_target(fault_server.url("/unknown"))), key))
+    finally:
+        app.close()
+    wait_for(lambda: cluster.workers[0].log.read_text().count("has ended or is not in the store") >= 2, 30,
+             "both deliveries refused")
+    time.sleep(1.5)  # past both windows
+    assert fault_server.hits["/ended"] == 0 and fault_server.hits["/unknown"] == 0
+    client = cluster.redis.client()
+    assert client.xlen(keys.intervals("ended-1")) == 0 and not client.exists(keys.claims("unknown-1"))

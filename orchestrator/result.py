@@ -1,0 +1,319 @@
+"""The typed result of a run: frozen dataclasses with one JSON codec and a ``schema_version``.
+
+``collect`` builds a RunResult; ``compare``, the terminal report, the live view, SLO evaluation
+and ``fnbench report`` read its fields.  ``result.json`` is ``RunResult.to_dict()``; the keys are
+those fnbench has always written (version 1 files had no ``schema_version`` and load as such).
+Fields that platforms fill beyond latency (billed and platform duration, max memory used, cost)
+are there and stay ``None`` until a platform reports them; ``None`` optional fields are left
+out of the JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from workers.contract import ERROR_OUTCOMES
+from workers.errors import InputError
+
+RESULT_SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+STATS = ("p50", "p90", "p99", "p999", "max", "mean")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Percentiles of one merged HDR histogram, in milliseconds (None when it is empty)."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    p999: float | None = None
+    max: float | None = None
+    mean: float | None = None
+
+    def stat(self, name: str) -> float | None:
+        if name not in STATS:
+            raise KeyError(name)
+        value: float | None = getattr(self, name)
+        return value
+
+    @property
+    def empty(self) -> bool:
+        return self.max is None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {s: getattr(self, s) for s in STATS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Summary:
+        return cls(**{s: d.get(s) for s in STATS}) if d else cls()
+
+
+EMPTY = Summary()
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One measured group: region × target × phase (warm or cold)."""
+
+    region: str
+    target: str
+    runtime: str
+    phase: str
+    workload: str = ""
+    intended: int = 0
+    sent: int = 0
+    completed: int = 0
+    achieved_rps: float = 0.0  # successful responses per second of the window
+    intended_rps: float = 0.0
+    error_rate: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    out_of_range: int = 0
+    peak_in_flight: int = 0
+    seconds: float = 0.0
+    response_ms: Summary = EMPTY
+    service_ms: Summary = EMPTY
+    send_lag_ms: Summary = EMPTY
+    init_ms: Summary | None = None  # the function's own init time, cold starts only
+    cold_starts: int = 0
+    peak_rss_mb: float | None = None
+    retries: int = 0  # keep-alive connections found closed and resent once
+    series: tuple[tuple[int, int, int, int], ...] = ()  # (second, intended, completed, errors)
+    # Filled by platforms that report them (AWS Lambda REPORT lines, pricing); None until then.
+    platform_ms: Summary | None = None  # the platform's Duration
+    billed_ms: Summary | None = None
+    init_duration_ms: Summary | None = None  # the platform's Init Duration
+    max_memory_used_mb: float | None = None
+    cost_per_million_usd: float | None = None
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes.get("ok", 0)
+
+    @property
+    def errors(self) -> int:
+        return sum(n for k, n in self.outcomes.items() if k in ERROR_OUTCOMES)
+
+    @property
+    def error_outcomes(self) -> dict[str, int]:
+        return {k: n for k, n in self.outcomes.items() if k in ERROR_OUTCOMES}
+
+    def metric(self, name: str) -> float | None:
+        """An SLO metric: ``error_rate``, ``achieved_rps`` or ``<histogram>.<stat>`` (response_ms.p99)."""
+        if name in ("error_rate", "achieved_rps"):
+            return float(getattr(self, name))
+        kind, _, stat = name.partition(".")
+        summary = getattr(self, kind, None)
+        if not isinstance(summary, Summary):
+            return None
+        return summary.stat(stat)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "region": self.region, "target": self.target, "runtime": self.runtime, "phase": self.phase,
+            "workload": self.workload, "intended": self.intended, "sent": self.sent, "completed": self.completed,
+            "achieved_rps": self.achieved_rps, "intended_rps": self.intended_rps, "error_rate": self.error_rate,
+            "outcomes": dict(self.outcomes), "out_of_range": self.out_of_range,
+            "peak_in_flight": self.peak_in_flight, "seconds": self.seconds,
+            "response_ms": self.response_ms.to_dict(), "service_ms": self.service_ms.to_dict(),
+            "send_lag_ms": self.send_lag_ms.to_dict(),
+        }
+        if self.init_ms is not None:
+            d["init_ms"] = self.init_ms.to_dict()
+        if self.cold_starts:
+            d["cold_starts"] = self.cold_starts
+        if self.peak_rss_mb:
+            d["peak_rss_mb"] = self.peak_rss_mb
+        if self.retries:
+            d["retries"] = self.retries
+        for name in ("platform_ms", "billed_ms", "init_duration_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value.to_dict()
+        for name in ("max_memory_used_mb", "cost_per_million_usd"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        d["series"] = [list(s) for s in self.series]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Group:
+        values: dict[str, Any] = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        for name in ("response_ms", "service_ms", "send_lag_ms"):
+            values[name] = Summary.from_dict(d.get(name))
+        for name in ("init_ms", "platform_ms", "billed_ms", "init_duration_ms"):
+            values[name] = Summary.from_dict(d[name]) if d.get(name) is not None else None
+        values["series"] = tuple((int(s[0]), int(s[1]), int(s[2]), int(s[3])) for s in d.get("series", []))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Seconds of a shard's window in which no load was generated, and why."""
+
+    region: str
+    shard: str
+    target: str
+    seconds: float
+    reason: str
+    attempt: int | None = None
+    abandoned: bool = False
+    redispatched_at: float | None = None
+    redispatch_delay_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in d.items() if v is not None and not (k == "abandoned" and not v)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Gap:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class SloVerdict:
+    target: str
+    region: str
+    phase: str
+    metric: str
+    max: float | None
+    min: float | None
+    value: float | None
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "region": self.region, "phase": self.phase, "metric": self.metric,
+                "max": self.max, "min": self.min, "value": self.value, "pass": self.passed}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SloVerdict:
+        return cls(d["target"], d["region"], d["phase"], d["metric"], d.get("max"), d.get("min"), d.get("value"),
+                   bool(d["pass"]))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionStart:
+    started: float
+    after_first_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    groups: tuple[Group, ...] = ()
+    warmup_intended: int = 0
+    warmup_completed: int = 0
+    gaps: tuple[Gap, ...] = ()
+    slo: tuple[SloVerdict, ...] = ()
+    duplicates_dropped: int = 0
+    errors: tuple[str, ...] = ()
+    name: str | None = None
+    interrupted: bool = False
+    incomplete: bool = False  # something measured could not be kept (see errors)
+    start_at: float | None = None
+    shards: int | None = None
+    workers: int | None = None  # local worker processes
+    broker: bool = False  # distributed: shards ran on `fnbench worker`s
+    processes: dict[str, int] | None = None  # distributed: worker processes per region at the start
+    regions: dict[str, RegionStart] | None = None  # distributed: first load per region
+    start_skew_s: float | None = None
+    dispatch_s: float | None = None
+    redispatched: int | None = None
+    state: str | None = None
+    schema_version: int = RESULT_SCHEMA_VERSION
+
+    @property
+    def slo_failed(self) -> bool:
+        return any(not v.passed for v in self.slo)
+
+    @property
+    def expired_shards(self) -> int:
+        return sum(1 for g in self.gaps if g.reason.startswith("expired"))
+
+    def group(self, target: str, phase: str = "warm", region: str | None = None) -> Group:
+        for g in self.groups:
+            if g.target == target and g.phase == phase and (region is None or g.region == region):
+                return g
+        raise KeyError((target, phase, region))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "run_id": self.run_id,
+            "groups": [g.to_dict() for g in self.groups],
+            "warmup": {"intended": self.warmup_intended, "completed": self.warmup_completed},
+            "gaps": [g.to_dict() for g in self.gaps],
+            "slo": [v.to_dict() for v in self.slo],
+            "duplicates_dropped": self.duplicates_dropped,
+            "errors": list(self.errors),
+            "interrupted": self.interrupted,
+        }
+        if self.incomplete:
+            d["incomplete"] = True
+        for name in ("name", "start_at", "shards", "workers", "processes", "start_skew_s", "dispatch_s",
+                     "redispatched", "state"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        if self.broker:
+            d["broker"] = True
+            d["regions"] = {r: {"started": s.started, "after_first_s": s.after_first_s}
+                            for r, s in (self.regions or {}).items()}
+            d.setdefault("start_skew_s", None)
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "result") -> RunResult:
+        version = d.get("schema_version", 1)
+        if version not in READABLE_VERSIONS:
+            raise InputError(f"{source}: result schema_version {version!r}; this fnbench reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
+        try:
+            warmup = d.get("warmup") or {}
+            regions = d.get("regions")
+            return cls(
+                run_id=d["run_id"],
+                groups=tuple(Group.from_dict(g) for g in d.get("groups", [])),
+                warmup_intended=int(warmup.get("intended", 0)),
+                warmup_completed=int(warmup.get("completed", 0)),
+                gaps=tuple(Gap.from_dict(g) for g in d.get("gaps", [])),
+                slo=tuple(SloVerdict.from_dict(v) for v in d.get("slo", [])),
+                duplicates_dropped=int(d.get("duplicates_dropped", 0)),
+                errors=tuple(d.get("errors", [])),
+                name=d.get("name"),
+                interrupted=bool(d.get("interrupted", False)),
+                incomplete=bool(d.get("incomplete", False)),
+                start_at=d.get("start_at"),
+                shards=d.get("shards"),
+                workers=d.get("workers"),
+                broker=bool(d.get("broker", False)),
+                processes=d.get("processes"),
+                regions={r: RegionStart(v["started"], v["after_first_s"]) for r, v in regions.items()} if regions else None,
+                start_skew_s=d.get("start_skew_s"),
+                dispatch_s=d.get("dispatch_s"),
+                redispatched=d.get("redispatched"),
+                state=d.get("state"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{source}: not a result of schema_version {version}: {exc!r}") from None
+
+    @classmethod
+    def load(cls, path: Path) -> RunResult:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path}: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: not a result (expected a JSON object)")
+        return cls.from_dict(data, str(path))

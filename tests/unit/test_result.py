@@ -1,0 +1,72 @@
+"""The typed result: merged percentiles equal HdrHistogram's, the JSON codec round-trips, old files load."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from orchestrator.collect import Collector, MergedHistogram
+from orchestrator.errors import InputError
+from orchestrator.result import RunResult
+from workers import recorder
+from workers.contract import Interval
+
+
+def test_merged_histogram_summary_is_exactly_hdrhistograms():
+    rng = random.Random(3)
+    for _ in range(30):
+        reference, merged = recorder.new_histogram(), MergedHistogram()
+        for _ in range(3):
+            part = recorder.new_histogram()
+            scale = rng.choice([1, 50, 3000, 10**6])
+            sigma = rng.choice([0.1, 1.0, 2.0])
+            recorder.fill(part, [int(rng.lognormvariate(0, sigma) * scale) + 1 for _ in range(rng.randint(1, 3000))])
+            reference.add(part)
+            merged.add_encoded(recorder.encode(part))
+        assert merged.summary().to_dict() == recorder.summary_ms(reference)
+
+
+def _interval(seq: int, ok: int = 10, errors: int = 0) -> Interval:
+    h = recorder.new_histogram()
+    recorder.fill(h, [1000] * ok)
+    outcomes = {"ok": ok, **({"connect_error": errors} if errors else {})}
+    return Interval(run_id="r", shard_id="a/t/warm/p0of1/s0", attempt=0, seq=seq, region="a", target="t",
+                    runtime="go", phase="warm", t0=100.0 + seq, t1=101.0 + seq, intended=ok + errors,
+                    sent=ok + errors, completed=ok + errors, outcomes=outcomes, response_us=recorder.encode(h),
+                    service_us=recorder.encode(h), send_lag_us="")
+
+
+def test_result_round_trips_through_its_json():
+    c = Collector("r", {"warm": 2.0})
+    c.add_all([_interval(0), _interval(1, errors=5)])
+    result = c.result(name="n", errors=("a: boom",), start_at=99.0, workers=2)
+    again = RunResult.from_dict(orjson.loads(result.to_json()))
+    assert again == result
+    assert result.to_dict()["groups"][0]["outcomes"] == {"ok": 20, "connect_error": 5}
+
+
+def test_achieved_rps_counts_successful_responses_only():
+    c = Collector("r", {"warm": 2.0})
+    c.add_all([_interval(0, ok=0, errors=100), _interval(1, ok=0, errors=100)])
+    g = c.result().groups[0]
+    assert g.completed == 200 and g.achieved_rps == 0.0 and g.error_rate == 1.0
+
+
+def test_a_version_1_result_without_schema_version_still_loads(tmp_path):
+    old = {"run_id": "x", "groups": [{"region": "local", "target": "t", "runtime": "go", "phase": "warm",
+                                      "intended": 5, "completed": 5, "achieved_rps": 2.5, "outcomes": {"ok": 5},
+                                      "response_ms": {"p50": 1.0, "p99": 2.0}, "series": [[1, 5, 5, 0]]}],
+           "warmup": {"intended": 0, "completed": 0}, "gaps": [], "slo": [], "duplicates_dropped": 0}
+    path = tmp_path / "result.json"
+    path.write_bytes(orjson.dumps(old))
+    result = RunResult.load(path)
+    assert result.groups[0].response_ms.p99 == 2.0 and result.schema_version == 2
+
+
+def test_a_result_of_an_unknown_version_names_the_version(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_bytes(orjson.dumps({"schema_version": 99, "run_id": "x"}))
+    with pytest.raises(InputError, match="schema_version 99"):
+        RunResult.load(path)
