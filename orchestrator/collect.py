@@ -28,10 +28,10 @@ from pyhdrh import add_array, decode  # the C core of the hdrhistogram package
 
 from orchestrator.result import Gap, Group, RunResult, SloVerdict, Summary
 from workers import recorder
-from workers.contract import ERROR_OUTCOMES, OUTCOME_NAMES, Interval
+from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval
 
 GroupKey = tuple[str, str, str, str]  # region, target, runtime, phase
-HISTS = (("response_ms", "response_us"), ("service_ms", "service_us"), ("send_lag_ms", "send_lag_us"), ("init_ms", "init_us"))
+HISTS = tuple((result, field) for _, field, result in HISTOGRAMS)  # result name, Interval field
 _EXT_HEADER = 8  # cookie + length in front of the zlib payload (HdrHistogram V2 "compressed" encoding)
 
 

@@ -169,6 +169,10 @@ def start_server(
             out.close()  # type: ignore[union-attr]
 
 
+class FunctionNotReady(SetupError):
+    """A started function server exited or never answered /health."""
+
+
 def wait_ready(
     port: int,
     timeout: float = 10.0,
@@ -178,14 +182,14 @@ def wait_ready(
 ) -> float:
     """Poll GET /health until 200; returns seconds waited.
 
-    Raises TimeoutError after `timeout` seconds, or RuntimeError at once if
+    Raises FunctionNotReady (a SetupError) after `timeout` seconds, or at once if
     `proc` is given and exits first.
     """
     t0 = time.monotonic()
     deadline = t0 + timeout
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
+            raise FunctionNotReady(f"the function server exited with code {proc.returncode} before it was ready")
         conn = http.client.HTTPConnection(host, port, timeout=1.0)
         try:
             conn.request("GET", "/health")
@@ -196,7 +200,7 @@ def wait_ready(
         finally:
             conn.close()
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"no healthy server on {host}:{port} after {timeout:.1f} s")
+            raise FunctionNotReady(f"no healthy function server on {host}:{port} after {timeout:.1f} s")
         time.sleep(0.01)
 
 

@@ -39,6 +39,13 @@ class Outcome(IntEnum):
 
 
 OUTCOME_NAMES: tuple[str, ...] = tuple(o.name for o in Outcome)
+# The histograms an Interval carries: recorder name → Interval field (µs) → result name (ms).
+HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
+    ("response", "response_us", "response_ms"),  # from the due time (CO-correct)
+    ("service", "service_us", "service_ms"),  # from the actual send
+    ("send_lag", "send_lag_us", "send_lag_ms"),  # generator health
+    ("init", "init_us", "init_ms"),  # cold starts: the function's own init time
+)
 ERROR_OUTCOMES = frozenset(OUTCOME_NAMES) - {"ok"}
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from workers.contract import HISTOGRAMS
+
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
@@ -97,7 +99,7 @@ class ShardRecorder:
     blocks the event loop; ``drain()`` encodes and resets at each interval boundary.
     """
 
-    HISTOGRAMS = ("response", "service", "send_lag", "init")
+    HISTOGRAMS = tuple(name for name, _, _ in HISTOGRAMS)
     __slots__ = (*HISTOGRAMS, "_hists", "_out_of_range")
 
     def __init__(self) -> None:
