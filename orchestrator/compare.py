@@ -6,7 +6,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from orchestrator.result import Group, SloVerdict
+from orchestrator.errors import exit_code
+from orchestrator.result import Group, RunResult, SloVerdict
 
 
 class Slo(Protocol):
@@ -32,6 +33,13 @@ def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group]) -> list[SloVerdic
             verdicts.append(SloVerdict(target=g.target, region=g.region, phase=g.phase, metric=slo.metric,
                                        max=slo.max, min=slo.min, value=value, passed=ok))
     return verdicts
+
+
+def judge(result: RunResult, slos: Iterable[Slo]) -> tuple[RunResult, int]:
+    """The result with its SLO verdicts, and the exit code it earns."""
+    result = replace(result, slo=tuple(slo_verdicts(slos, result.groups)))
+    return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors),
+                             interrupted=result.interrupted, lost_load=result.expired_shards > 0)
 
 
 RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb")

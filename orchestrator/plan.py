@@ -15,6 +15,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from orchestrator.errors import InputError
 from orchestrator.spec import Benchmark, TargetSpec
@@ -78,7 +79,7 @@ def limit_problems(b: Benchmark) -> list[str]:
 
 def phase_windows(b: Benchmark) -> list[tuple[str, bool, float, float, arrivals.Schedule]]:
     """(phase, warmup, begin, length, schedule) in profile time, in order."""
-    main = b.schedule()
+    main = b.load.schedule(b.duration)
     windows: list[tuple[str, bool, float, float, arrivals.Schedule]] = []
     t = 0.0
     if b.warmup > 0:
@@ -166,6 +167,7 @@ class Plan:
     max_timeout_s: float
     regions: tuple[str, ...]
     targets: int
+    slos: tuple[Any, ...] = ()  # the spec's SLOs, judged on the result
 
     def at(self, start_at: float) -> list[Shard]:
         """The shards with absolute start times, the run beginning at epoch ``start_at``."""
@@ -189,4 +191,5 @@ def make(b: Benchmark, run_id: str | None = None, min_parts: int = 1) -> Plan:
         max_timeout_s=max(t.timeout for t in b.targets),
         regions=tuple(b.regions),
         targets=len(b.targets),
+        slos=tuple(b.slos),
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -69,6 +73,27 @@ class RunFolder:
             tmp.unlink(missing_ok=True)
             raise
         return out
+
+    def save(self, result: RunResult, say: Callable[[str], None]) -> Path:
+        """Write result.json; on a full or broken disk write it elsewhere and say where (never lose it).
+        Returns the folder that holds it."""
+        try:
+            self.write_result(result)
+            return self.path
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            marked = dataclasses.replace(result, incomplete=True,
+                                         errors=(*result.errors, f"{self.path}/result.json: {reason}"))
+            fallback = Path(tempfile.gettempdir()) / f"fnbench-{self.run_id}"
+            try:
+                fallback.mkdir(parents=True, exist_ok=True)
+                (fallback / "result.json").write_bytes(marked.to_json())
+            except OSError:
+                say(f"cannot write {self.path}/result.json ({reason}) nor {fallback}; the result follows on stdout")
+                sys.stdout.write(marked.to_json().decode() + "\n")
+                return self.path
+            say(f"cannot write {self.path}/result.json ({reason}); the result went to {fallback}/result.json")
+            return fallback
 
     def close(self) -> None:
         if self._intervals is not None:

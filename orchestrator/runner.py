@@ -11,9 +11,7 @@ stop the run and still write the partial result) and headless callers such as sc
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,13 +20,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 
+from orchestrator import compare
 from orchestrator import plan as planner
 from orchestrator import spec as specs
 from orchestrator.collect import Collector
-from orchestrator.compare import slo_verdicts
 from orchestrator.dispatch import Dispatcher
-from orchestrator.errors import exit_code
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED
 from orchestrator.grafana import RunAnnotations
 from orchestrator.result import Gap, RunResult
 from orchestrator.results import RunFolder
@@ -51,31 +50,33 @@ class StopEvent(Protocol):
 def run(b: specs.Benchmark, spec_text: str, dispatcher: Dispatcher, results_root: Path = Path("results"), *,
         run_id: str | None = None, metrics_port: int = 0, console: Console | None = None,
         interactive: bool = True, stop_event: StopEvent | None = None) -> RunOutcome:
-    """Run ``b`` through ``dispatcher`` to its end (or a stop) and save the result."""
-    console = console or Console(stderr=True)
+    """Run ``b`` through ``dispatcher`` to its end (or a stop) and save the result.
+
+    The spec is read once, by the planner; from there on everything follows the plan."""
     the_plan = planner.make(b, run_id, dispatcher.parts(list(b.regions), len(b.targets)))
     folder = RunFolder.create(results_root, the_plan.run_id, spec_text)
     dispatcher.start(the_plan, spec_text)
-    return _follow(b.slos, b.name, dispatcher, folder, the_plan.phase_seconds, the_plan.total_s, metrics_port,
-                   console, interactive, stop_event)
+    return _follow(the_plan, dispatcher, folder, metrics_port, console or Console(stderr=True), interactive,
+                   stop_event)
 
 
 def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), console: Console | None = None,
            interactive: bool = True) -> RunOutcome:
     """Follow a distributed run from the store (after its orchestrator died, or to watch it)."""
-    console = console or Console(stderr=True)
     meta = dispatcher.attach(run_id)
     b = specs.load_text(meta["spec"], f"{run_id}/spec.yaml") if meta.get("spec") else None
+    followed = planner.Plan(run_id=run_id, name=meta.get("name") or run_id, shards=(),
+                            phase_seconds=meta.get("phase_seconds") or {}, total_s=meta["total_s"],
+                            max_timeout_s=meta.get("max_timeout_s", 0.0), regions=(), targets=0,
+                            slos=tuple(b.slos) if b else ())
     # The folder is rewritten from the stream: the intervals file restarts with what is in Redis.
     folder = RunFolder.create(results_root, run_id, meta.get("spec"), fresh=True)
-    return _follow(b.slos if b else [], meta.get("name"), dispatcher, folder, meta.get("phase_seconds") or {},
-                   meta["total_s"], 0, console, interactive, None)
+    return _follow(followed, dispatcher, folder, 0, console or Console(stderr=True), interactive, None)
 
 
-def _follow(slos: Any, name: str | None, dispatcher: Dispatcher, folder: RunFolder, phase_seconds: dict[str, float],
-            total_s: float, metrics_port: int, console: Console, interactive: bool,
-            stop_event: StopEvent | None) -> RunOutcome:
-    collector = Collector(folder.run_id, phase_seconds)
+def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metrics_port: int, console: Console,
+            interactive: bool, stop_event: StopEvent | None) -> RunOutcome:
+    collector = Collector(plan.run_id, plan.phase_seconds)
     metrics = IntervalMetrics()
     if metrics_port:
         try:
@@ -88,11 +89,11 @@ def _follow(slos: Any, name: str | None, dispatcher: Dispatcher, folder: RunFold
             folder.append(iv)
             metrics.observe(iv)
 
-    console.print(f"run [bold]{folder.run_id}[/]: {dispatcher.describe()}, results in {folder.path}")
-    annotations = RunAnnotations.from_env(folder.run_id, name or folder.run_id, console)  # no-op without FNBENCH_GRAFANA_URL
+    console.print(f"run [bold]{plan.run_id}[/]: {dispatcher.describe()}, results in {folder.path}")
+    annotations = RunAnnotations.from_env(plan.run_id, plan.name, console)  # no-op without FNBENCH_GRAFANA_URL
     annotations.started(dispatcher.start_at)
     interrupted = False
-    with _signals(interactive), LiveView(collector, dispatcher.start_at, total_s, console, live=interactive) as view:
+    with _signals(interactive), LiveView(collector, dispatcher.start_at, plan.total_s, console, live=interactive) as view:
         while True:
             try:
                 if not dispatcher.poll(on_interval):
@@ -111,42 +112,22 @@ def _follow(slos: Any, name: str | None, dispatcher: Dispatcher, folder: RunFold
     folder.close()
     fields = dispatcher.fields()
     interrupted = interrupted or fields.get("state") == "stopped"
-    result, code = conclude(slos, collector, dispatcher.gaps(), [*dispatcher.errors(), *folder.errors],
-                            name=name, interrupted=interrupted, incomplete=bool(folder.errors), **fields)
-    saved = _save(folder, result, console)
-    errors = len(result.errors)
-    annotations.stopped(time.time(), "interrupted" if interrupted else f"{errors} error(s)" if errors else "")
+    # One line per distinct error: every shard of a worker meets the same setup error.
+    errors = tuple(dict.fromkeys([*dispatcher.errors(), *folder.errors]))
+    result = collector.result(gaps=dispatcher.gaps(), errors=errors, name=plan.name, interrupted=interrupted,
+                              incomplete=bool(folder.errors), **fields)
+    result, code = compare.judge(result, plan.slos)
+    saved = folder.save(result, lambda message: console.print(f"[red]error[/]: {escape(message)}", highlight=False))
+    if saved != folder.path and code != EXIT_INTERRUPTED:
+        code = max(code, EXIT_INPUT)  # the result is safe, but not where it belongs
+    annotations.stopped(time.time(), "interrupted" if interrupted else f"{len(errors)} error(s)" if errors else "")
     return RunOutcome(result, saved, code)
 
 
 def conclude(slos: Any, collector: Collector, gaps: list[Gap], errors: list[str], **fields: Any) -> tuple[RunResult, int]:
-    """The RunResult of what was collected, with its SLO verdicts, and the exit code it earns."""
-    # One line per distinct error: every shard of a worker meets the same setup error.
+    """The RunResult of intervals collected outside a run (``fnbench report``), judged."""
     result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys(errors)), **fields)
-    result = dataclasses.replace(result, slo=tuple(slo_verdicts(slos, result.groups)))
-    return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors),
-                             interrupted=result.interrupted, lost_load=result.expired_shards > 0)
-
-
-def _save(folder: RunFolder, result: RunResult, console: Console) -> Path:
-    """Write result.json; on a full or broken disk, write it elsewhere and say where (never lose it)."""
-    try:
-        folder.write_result(result)
-        return folder.path
-    except OSError as exc:
-        fallback = Path(tempfile.gettempdir()) / f"fnbench-{folder.run_id}"
-        marked = dataclasses.replace(result, incomplete=True,
-                                     errors=(*result.errors, f"{folder.path}/result.json: {exc.strerror or exc}"))
-        try:
-            fallback.mkdir(parents=True, exist_ok=True)
-            (fallback / "result.json").write_bytes(marked.to_json())
-            console.print(f"[red]error[/]: cannot write {folder.path}/result.json ({exc.strerror or exc}); "
-                          f"the result went to {fallback}/result.json")
-            return fallback
-        except OSError:
-            console.print(f"[red]error[/]: cannot write the result anywhere ({exc.strerror or exc}); it follows:")
-            console.out(marked.to_json().decode(), highlight=False)
-            return folder.path
+    return compare.judge(result, slos)
 
 
 @contextlib.contextmanager
