@@ -208,6 +208,8 @@ def _report_from_store(broker: str, run_id: str) -> tuple[RunResult, int]:
     meta = dispatcher.attach(run_id)
     b = spec.load_text(meta["spec"], f"{run_id}/spec.yaml") if meta.get("spec") else None
     collector = Collector(run_id, meta.get("phase_seconds"))
+    for rollup in dispatcher.backlog():  # compacted intervals first, then what is still in the stream
+        collector.add_rollup(rollup)
     dispatcher.snapshot(collector.add)
     return runner.conclude(b.slos if b else [], collector, dispatcher.gaps(), dispatcher.errors(),
                            name=meta.get("name"), interrupted=meta.get("state") == "stopped", **dispatcher.fields())

@@ -27,6 +27,7 @@ from hdrh.histogram import HdrHistogram
 from pyhdrh import add_array, decode  # the C core of the hdrhistogram package
 
 from orchestrator.result import Gap, Group, RunResult, SloVerdict, Summary
+from orchestrator.rollup import Rollup
 from workers import recorder
 from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval
 
@@ -175,7 +176,8 @@ class GroupState:
         self._sealed_upto = 0  # seconds below this are in _sealed
         self._cached: tuple[float, Group] | None = None
 
-    def add(self, iv: Interval) -> None:
+    def add(self, iv: Interval, series: dict[int, list[int]] | None = None) -> None:
+        """Add an interval; a rollup (many intervals folded) brings its own coarse ``series``."""
         self._cached = None
         self.intended += iv.intended
         self.sent += iv.sent
@@ -198,7 +200,13 @@ class GroupState:
         self.retries += getattr(iv, "retries", 0)
         self.workload = iv.workload
         self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
-        second = int(iv.t1)
+        if series is not None:
+            for second, (intended, completed, errs) in series.items():
+                self._add_to_series(second, intended, completed, errs)
+            return
+        self._add_to_series(int(iv.t1), iv.intended, iv.completed, errors)
+
+    def _add_to_series(self, second: int, intended: int, completed: int, errors: int) -> None:
         bucket = self.series.get(second)
         if bucket is None:
             bucket = self.series[second] = [0, 0, 0]
@@ -208,8 +216,8 @@ class GroupState:
                 bisect.insort(self._seconds, second)
         if second < self._sealed_upto:  # a late interval changed a sealed row: rebuild them
             self._sealed, self._sealed_upto = (), 0
-        bucket[0] += iv.intended
-        bucket[1] += iv.completed
+        bucket[0] += intended
+        bucket[1] += completed
         bucket[2] += errors
 
     def row(self, key: GroupKey, planned_s: float) -> Group:
@@ -277,13 +285,25 @@ class Collector:
         self.warmup_completed = 0
         self.interval_gaps: list[Gap] = []
         self.duplicates = 0
+        self.covered: dict[tuple[str, int], int] = {}  # (shard, attempt) → highest seq a rollup brought
 
     def add(self, iv: Interval) -> bool:
         """Add one interval; False when it is a duplicate of one already counted."""
-        if iv.key in self.seen:
+        if iv.key in self.seen or iv.seq <= self.covered.get((iv.shard_id, iv.attempt), -1):
             self.duplicates += 1
             return False
         self.seen.add(iv.key)
+        return self._add(iv, None)
+
+    def add_rollup(self, rollup: Rollup) -> bool:
+        """Add the intervals 0..upto of one shard attempt, compacted in the store (orchestrator/rollup.py).
+        Rollups are taken before any interval of their attempt, so nothing is counted twice."""
+        if rollup.key in self.covered:
+            return False
+        self.covered[rollup.key] = rollup.upto
+        return self._add(rollup.interval, rollup.series)
+
+    def _add(self, iv: Interval, series: dict[int, list[int]] | None) -> bool:
         if iv.gap_s > 0:
             self.interval_gaps.append(Gap(
                 region=iv.region, shard=iv.shard_id, target=iv.target, seconds=iv.gap_s, attempt=iv.attempt,
@@ -296,7 +316,7 @@ class Collector:
         state = self.groups.get(key)
         if state is None:
             state = self.groups[key] = GroupState()
-        state.add(iv)
+        state.add(iv, series)
         return True
 
     def add_all(self, intervals: Iterable[Interval]) -> None:

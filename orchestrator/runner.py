@@ -89,6 +89,9 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
             folder.append(iv)
             metrics.observe(iv)
 
+    for rollup in dispatcher.backlog():  # an attached run's compacted intervals come first
+        if collector.add_rollup(rollup):
+            folder.append(rollup.interval)
     console.print(f"run [bold]{plan.run_id}[/]: {dispatcher.describe()}, results in {folder.path}")
     annotations = RunAnnotations.from_env(plan.run_id, plan.name, console)  # no-op without FNBENCH_GRAFANA_URL
     annotations.started(dispatcher.start_at)

@@ -10,6 +10,7 @@ import orjson
 import redis
 
 from orchestrator.errors import InputError, SetupError
+from orchestrator.rollup import Rollup
 from workers import keys
 from workers.contract import Interval, Shard
 
@@ -159,6 +160,41 @@ class Store:
             if not batch:
                 return
             yield from batch
+
+    def read_all_now(self, run_id: str) -> tuple[list[Interval], str]:
+        """Every interval in the stream now, without waiting, and the id to read on from."""
+        out: list[Interval] = []
+        after = "0-0"
+        while True:
+            batch, after = self.read_intervals(run_id, after, count=5000)
+            if not batch:
+                return out, after
+            out.extend(batch)
+
+    def server_time_ms(self) -> int:
+        seconds, micros = self.r.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def stream_before(self, run_id: str, before_id: str, count: int) -> list[tuple[str, Interval]]:
+        """Stream entries with ids below ``before_id`` (oldest first, at most ``count``)."""
+        entries = self.r.xrange(keys.intervals(run_id), "-", f"({before_id}", count=count)
+        return [(entry_id.decode(), Interval.from_json(fields[b"iv"])) for entry_id, fields in entries]
+
+    def rollups(self, run_id: str) -> dict[tuple[str, int], Rollup]:
+        out = {}
+        for raw in self.r.hvals(keys.rollups(run_id)):
+            r = Rollup.from_json(raw)
+            out[r.key] = r
+        return out
+
+    def compact(self, run_id: str, changed: list[Rollup], trim_before: str) -> int:
+        """Store the rollups and trim the stream below ``trim_before`` in one transaction; returns the
+        number of entries trimmed."""
+        pipe = self.r.pipeline(transaction=True)
+        if changed:
+            pipe.hset(keys.rollups(run_id), mapping={f"{r.key[0]}#{r.key[1]}": r.to_json() for r in changed})
+        pipe.xtrim(keys.intervals(run_id), minid=trim_before, approximate=False)
+        return int(pipe.execute()[-1])
 
     def add_gap(self, run_id: str, gap: dict[str, Any]) -> None:
         self.r.rpush(keys.gaps(run_id), orjson.dumps(gap))

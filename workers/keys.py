@@ -63,13 +63,18 @@ def gaps(run_id: str) -> str:
     return f"{run(run_id)}:gaps"
 
 
+def rollups(run_id: str) -> str:
+    """Hash: "shard_id#attempt" → JSON rollup of that attempt's intervals trimmed from the stream."""
+    return f"{run(run_id)}:rollups"
+
+
 def attempt_field(shard_id: str, attempt: int) -> str:
     return f"{shard_id}#{attempt}"
 
 
 def all_of_run(run_id: str) -> list[str]:
     return [run(run_id), shards(run_id), attempts(run_id), intervals(run_id), stop(run_id), beats(run_id),
-            claims(run_id), gaps(run_id)]
+            claims(run_id), gaps(run_id), rollups(run_id)]
 
 
 def rejected(reason: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from orchestrator.plan import Plan
 from orchestrator.result import Gap
+from orchestrator.rollup import Rollup
 from workers.contract import Interval
 
 OnInterval = Callable[[Interval], None]
@@ -30,6 +31,11 @@ class Dispatcher(Protocol):
 
     def start(self, plan: Plan, spec_text: str) -> None:
         """Choose the common start (now + this dispatcher's lead) and hand out every shard."""
+        ...
+
+    def backlog(self) -> list[Rollup]:
+        """Intervals the store holds only in compacted form (orchestrator/rollup.py), to be added
+        before the first poll; empty for a run this dispatcher started."""
         ...
 
     def poll(self, on_interval: OnInterval) -> bool:

@@ -27,6 +27,7 @@ from celery import Celery
 from orchestrator.errors import SetupError
 from orchestrator.plan import Plan
 from orchestrator.result import Gap, RegionStart
+from orchestrator.rollup import Rollup, fold
 from orchestrator.store import Store
 from workers import auth, keys
 from workers.contract import Interval, Shard
@@ -39,6 +40,9 @@ REDISPATCH_LEAD_S = 0.5  # a re-dispatched remainder starts this long after the 
 MIN_REMAINDER_S = 0.5  # less than this left of a lost shard's window: record the gap only
 CHECK_S = 0.5
 RENEW_S = 60.0  # the run's retention is set again on every key this often (workers create some)
+COMPACT_S = 30.0  # how often read intervals are folded into rollups and trimmed from the stream
+KEEP_S = 120.0  # intervals younger than this stay in the stream as they are (late readers, duplicates)
+COMPACT_MAX = 20_000  # entries folded per compaction
 POLL_BLOCK_MS = 200
 STOP_WAIT_S = 5.0
 END_GRACE_S = 10.0  # after the planned end (+ target timeout), unfinished shards are given up
@@ -134,6 +138,10 @@ class CeleryDispatcher:
         self.redispatched = 0
         self.next_check = 0.0
         self.next_renew = 0.0
+        self.next_compact = time.time() + COMPACT_S
+        self.rollups: dict[tuple[str, int], Rollup] = {}
+        self.held: list[Interval] = []  # read at attach, delivered by the first poll
+        self.trimmed = 0
         self.end = 0.0
         self.stop_requested_at: float | None = None
         self.outage_since: float | None = None
@@ -176,7 +184,17 @@ class CeleryDispatcher:
         self.start_at = meta["start_at"]
         self.procs = meta.get("processes", {})
         self._follow(meta)
+        # The stream first, the rollups second: a compaction in between can only make a rollup cover
+        # entries already held, which the collector then drops (it never loses any).
+        self.held, self.after = self.store.read_all_now(run_id)
+        self.rollups = self.store.rollups(run_id)
+        for r in self.rollups.values():
+            self._seen(r.interval)
         return meta
+
+    def backlog(self) -> list[Rollup]:
+        """The run's compacted intervals: for the collector before the first poll."""
+        return list(self.rollups.values())
 
     def _follow(self, meta: dict[str, Any]) -> None:
         self.shards = self.store.shards(self.run_id)
@@ -204,9 +222,16 @@ class CeleryDispatcher:
     # -- following ---------------------------------------------------------------------------
     def snapshot(self, on_interval: Any) -> None:
         """Deliver every interval recorded so far, without waiting (a report of the store)."""
+        self._deliver_held(on_interval)
         self._read(on_interval, None)
 
+    def _deliver_held(self, on_interval: Any) -> None:
+        held, self.held = self.held, []
+        for iv in held:
+            self._take(iv, on_interval)
+
     def poll(self, on_interval: Any) -> bool:
+        self._deliver_held(on_interval)
         if self.state != "running":
             self._read(on_interval, None)  # attached to a run that had already ended: its record
             return False
@@ -241,6 +266,9 @@ class CeleryDispatcher:
 
     def _take(self, iv: Interval, on_interval: Any) -> None:
         on_interval(iv)
+        self._seen(iv)
+
+    def _seen(self, iv: Interval) -> None:
         if iv.started > 0 and iv.attempt == 0:
             self.first_starts.append(iv)
         self.last_t1[iv.shard_id] = max(self.last_t1.get(iv.shard_id, 0.0), iv.t1)
@@ -262,6 +290,9 @@ class CeleryDispatcher:
         if now >= self.next_renew:
             self.next_renew = now + RENEW_S
             self.store.renew(self.run_id)
+        if now >= self.next_compact:
+            self.next_compact = now + COMPACT_S
+            self.compact()
         if self.stop_requested_at is None and self.store.stopped(self.run_id):
             self.stop_requested_at = now
         if self.stop_requested_at is not None:
@@ -326,6 +357,26 @@ class CeleryDispatcher:
             self.store.add_gap(self.run_id, gap.to_dict())
             self._gaps.append(gap)
             self.finished.add(sid)
+
+    def compact(self, keep_s: float = KEEP_S) -> int:
+        """Fold what this orchestrator has read and is older than ``keep_s`` into rollups, and trim it
+        from the stream; returns the number of entries trimmed."""
+        read_ms, read_seq = (int(x) for x in self.after.split("-"))
+        cutoff_ms = self.store.server_time_ms() - int(keep_s * 1000)
+        # Below the first id this orchestrator has not read, and below the cutoff.
+        before = f"{read_ms}-{read_seq + 1}" if cutoff_ms > read_ms else f"{cutoff_ms}-0"
+        if cutoff_ms <= 0 or before == "0-1":
+            return 0
+        entries = self.store.stream_before(self.run_id, before, COMPACT_MAX)
+        if not entries:
+            return 0
+        changed = fold(self.rollups, [iv for _, iv in entries])
+        # Trim exactly what was folded: below the last folded id when the batch was cut at COMPACT_MAX.
+        last_ms, last_seq = entries[-1][0].split("-")
+        trim_before = before if len(entries) < COMPACT_MAX else f"{last_ms}-{int(last_seq) + 1}"
+        trimmed = self.store.compact(self.run_id, [self.rollups[k] for k in changed], trim_before)
+        self.trimmed += trimmed
+        return trimmed
 
     # -- ending ----------------------------------------------------------------------------
     def stop(self) -> None:

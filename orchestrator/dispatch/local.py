@@ -21,6 +21,7 @@ from typing import Any
 from orchestrator.errors import SetupError
 from orchestrator.plan import Plan
 from orchestrator.result import Gap
+from orchestrator.rollup import Rollup
 from workers.contract import Interval, Shard
 from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent
@@ -178,6 +179,9 @@ class LocalDispatcher:
         shards = plan.at(self.start_at)
         self.shard_count = len(shards)
         self.pool.hand(assign(shards, self.processes))
+
+    def backlog(self) -> list[Rollup]:
+        return []
 
     def poll(self, on_interval: Callable[[Interval], None]) -> bool:
         assert self.pool is not None
