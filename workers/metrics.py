@@ -4,14 +4,46 @@ Metrics are fed from Interval records (aggregated state), never per request: the
 stays free of Prometheus calls.  HDR histograms are re-bucketed into classic Prometheus
 histograms with fine log buckets (ratio 2^(1/4), ~19 % wide) from 50 µs to 120 s, so
 ``histogram_quantile`` over summed buckets is accurate to about one bucket.
+
+Counters and histograms are exported on the intervals' own time line, so that ``rate()`` over
+any window of a few scrapes reads the rate the run achieved.  An Interval covers [t0, t1) and
+arrives after t1.  Exporting its counts when it arrives made counters step once per flush at
+times unrelated to the scrapes (Prometheus' extrapolation at the window edges turns such steps
+into rates 20-40 % off, and a series that starts at its first step loses that step), and the
+old re-bucketing (hdrh's recorded iterator, ~35 ms a histogram) kept observe() seconds behind
+the run under load, so the counters trailed the load further and further.  Now:
+
+- Each label set is exported as it stood at a time ``tau`` that lags the scrape by about 1.25
+  flush spans plus ``LAG_MARGIN_S`` (so every interval covering ``tau`` has normally arrived),
+  with each interval's counts spread evenly over its span, and every sample carries ``tau`` as
+  its timestamp: a scrape each second gives a sample each second of exact counts.  The board
+  ends that lag before "now", and shows the truth up to there.
+- ``tau`` sits on a one-second grid phase-locked to the scrapes that arrive on time, so a
+  scrape that reaches a busy process late still gets an evenly spaced timestamp; a lag grown by
+  a late flush is taken up 0.1 s a tick.  ``tau`` never moves back: counters never decrease,
+  and a second scrape in the same tick repeats the same samples (Prometheus drops duplicates).
+  An interval that arrives after ``tau`` passed its t0 is added at once (a step, not a loss).
+- A shard's final interval also spans the drain of in-flight requests and the invoker's close;
+  its counts are spread at the shard's previous pace from t0 (within [t0, t1]).  Finished label
+  sets keep their pace to their last t1; at exit ``serve`` waits briefly for a scrape of their
+  totals (``wait_scraped``), jumping to them if time runs short.
+- Samples with client timestamps are not marked stale by Prometheus: after a run its counters
+  keep their last value for the lookback window (5 min), and rate() over them is empty.
+- Gauges (intended rate and in-flight of the last interval) are levels as of now: no timestamp.
 """
 
 from __future__ import annotations
 
+import array
+import atexit
 import bisect
+import math
 import threading
-from collections import defaultdict
-from collections.abc import Iterator
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import compress
 
 from hdrh.histogram import HdrHistogram
 from prometheus_client import CollectorRegistry, start_http_server
@@ -22,57 +54,223 @@ from workers.contract import Interval
 
 LABELS = ("run", "region", "target", "runtime", "phase")
 BUCKETS_S: tuple[float, ...] = tuple(round(50e-6 * 2 ** (k / 4), 9) for k in range(0, 4 * 22))
+_LE = (*(repr(b) for b in BUCKETS_S), "+Inf")
 HISTOGRAMS = {
     "fnbench_response_time_seconds": ("response_us", "Response time from the due time (includes queueing; CO-correct)."),
     "fnbench_service_time_seconds": ("service_us", "Service time from the actual send to the response."),
     "fnbench_send_lag_seconds": ("send_lag_us", "Generator health: actual send time minus due time."),
     "fnbench_init_time_seconds": ("init_us", "Cold start: spawn or init to ready."),
 }
+# Beyond one flush span, how long an interval may take from its end (t1) to observe(): the
+# flush itself running late on a busy event loop, the sink, the local queue or the datagram.
+LAG_MARGIN_S = 1.0
+# Scrapes reach collect() late by a varying delay (a busy process); exported times sit on a grid
+# of whole seconds phase-locked to the earliest recent scrapes, so samples stay evenly spaced
+# (rate() extrapolates badly from unevenly spaced samples at its window edges).
+_ARRIVALS_KEPT = 16
+_LAG_STEP_S = 0.1  # a grown lag is taken up a tenth of a second a tick: no gap between samples
+_GRID_GUARD_S = 0.02
+LINGER_MAX_S = 10.0  # at exit, the longest wait for Prometheus to scrape a run's final values
+
+
+_INDEX_BUCKETS: dict[tuple[int, int, int], dict[int, tuple[int, float]]] = {}  # layout → index → (bucket, s)
+
+
+def _counts_of(hist: HdrHistogram) -> Sequence[int]:
+    view = memoryview(hist.counts)
+    if view.itemsize != 8:
+        return list(hist.counts)
+    counts = array.array("Q")
+    counts.frombytes(view.cast("B"))
+    return counts
 
 
 class _Hist:
     __slots__ = ("buckets", "sum_s", "count")
 
     def __init__(self) -> None:
-        self.buckets = [0] * (len(BUCKETS_S) + 1)
+        self.buckets = [0.0] * (len(BUCKETS_S) + 1)
         self.sum_s = 0.0
-        self.count = 0
+        self.count = 0.0
 
     def add_encoded(self, encoded: str) -> None:
+        """Re-bucket an encoded HDR histogram (µs).  Scans the counts array at C speed and maps each
+        recorded index once per histogram layout (hdrh's recorded iterator took ~35 ms a histogram,
+        which kept the metrics seconds behind the run under load)."""
         hist = HdrHistogram.decode(encoded)
-        for item in hist.get_recorded_iterator():
-            seconds = hist.get_highest_equivalent_value(item.value_iterated_to) / 1e6
-            n = item.count_at_value_iterated_to
-            self.buckets[bisect.bisect_left(BUCKETS_S, seconds)] += n
-            self.sum_s += seconds * n
+        counts = _counts_of(hist)
+        layout = (hist.lowest_trackable_value, hist.highest_trackable_value, hist.significant_figures)
+        where = _INDEX_BUCKETS.setdefault(layout, {})
+        buckets = self.buckets
+        for i in compress(range(len(counts)), counts):
+            hit = where.get(i)
+            if hit is None:
+                seconds = hist.get_highest_equivalent_value(hist.get_value_from_index(i)) / 1e6
+                hit = where[i] = (bisect.bisect_left(BUCKETS_S, seconds), seconds)
+            n = counts[i]
+            buckets[hit[0]] += n
+            self.sum_s += hit[1] * n
             self.count += n
+
+    def add(self, other: _Hist, share: float = 1.0) -> None:
+        buckets = self.buckets
+        for i, n in enumerate(other.buckets):
+            if n:
+                buckets[i] += n * share
+        self.sum_s += other.sum_s * share
+        self.count += other.count * share
+
+    def copy(self) -> _Hist:
+        h = _Hist()
+        h.add(self)
+        return h
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, total = [], 0.0
+        for le, n in zip(_LE, self.buckets, strict=True):
+            total += n
+            out.append((le, total))
+        return out
+
+
+@dataclass
+class _Counts:
+    """What one interval (or a sum of them) adds to a label set's counters and histograms."""
+
+    requests: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    intended: float = 0.0
+    out_of_range: float = 0.0
+    hists: dict[str, _Hist] = field(default_factory=dict)
+
+    def add(self, other: _Counts, share: float = 1.0) -> None:
+        for outcome, n in other.requests.items():
+            self.requests[outcome] += n * share
+        self.intended += other.intended * share
+        self.out_of_range += other.out_of_range * share
+        for name, h in other.hists.items():
+            self.hists.setdefault(name, _Hist()).add(h, share)
+
+    def copy(self) -> _Counts:
+        c = _Counts()
+        c.add(self)
+        return c
+
+
+@dataclass
+class _Part:
+    t0: float
+    t1: float  # the end of the span the counts are spread over
+    counts: _Counts
+
+    def share(self, tau: float) -> float:
+        if self.t1 <= self.t0:
+            return 1.0 if tau >= self.t1 else 0.0
+        return min(1.0, max(0.0, (tau - self.t0) / (self.t1 - self.t0)))
+
+
+@dataclass
+class _Shard:
+    final: bool = False
+    pace: float = 0.0  # responses per second over its last regular interval
+
+
+class _Series:
+    """One label set: counts up to ``tau`` (matured + shares of the pending intervals)."""
+
+    def __init__(self) -> None:
+        self.matured = _Counts()
+        self.pending: list[_Part] = []
+        self.shards: dict[tuple[str, int], _Shard] = {}
+        self.last_t1 = -math.inf
+        self.lag = 0.0  # seconds tau stays behind the scrape grid; only grows, in half seconds
+        self.lag_now = 0.0  # the lag in use: follows a grown lag by _LAG_STEP_S a tick
+        self.tick = -math.inf
+        self.tau = -math.inf
+        self.shown: tuple[float, _Counts] | None = None  # what the last scrape exported
+
+    def add(self, iv: Interval, counts: _Counts) -> None:
+        shard = self.shards.setdefault((iv.shard_id, iv.attempt), _Shard())
+        t0 = max(iv.t0, iv.started) if iv.seq == 0 and iv.started else iv.t0
+        t1 = max(iv.t1, t0)
+        n = sum(iv.outcomes.values())
+        if iv.final:
+            shard.final = True
+            if shard.pace > 0:  # the tail of the pacing, then drain and close: spread at the pace
+                t1 = min(t1, t0 + n / shard.pace)
+        if not iv.final or not self.lag:
+            # A constant lag keeps the samples as evenly spaced as the scrapes: it grows only
+            # when a flush ran a quarter later than any before, in half seconds.
+            self.lag = max(self.lag, math.ceil((1.25 * (t1 - t0) + LAG_MARGIN_S) * 2) / 2)
+            if not iv.final and t1 > t0:
+                shard.pace = n / (t1 - t0)
+        self.last_t1 = max(self.last_t1, iv.t1)
+        self.pending.append(_Part(t0, t1, counts))
+
+    def at(self, tick: float, now: float, finishing: bool = False) -> tuple[float, _Counts]:
+        """(tau, counts as of tau) for a scrape at ``now`` (``tick``: its point on the scrape grid);
+        tau never moves back.  ``finishing``: the process is about to exit, so a finished label set
+        jumps to its totals."""
+        if tick > self.tick:
+            self.tick = tick
+            self.lag_now = self.lag if not self.lag_now else min(self.lag, self.lag_now + _LAG_STEP_S)
+        target = tick - self.lag_now
+        if finishing and self.complete_pending():
+            target = max(target, self.last_t1)
+        tau = max(self.tau, min(target, now))
+        if self.shown is not None and tau == self.tau:
+            return self.shown
+        self.tau = tau
+        keep = []
+        for part in self.pending:
+            if part.t1 <= tau:
+                self.matured.add(part.counts)
+            else:
+                keep.append(part)
+        self.pending = keep
+        counts = self.matured.copy()
+        for part in keep:
+            share = part.share(tau)
+            if share > 0:
+                counts.add(part.counts, share)
+        for outcome in {o for p in keep for o in p.counts.requests}:
+            counts.requests[outcome] += 0.0  # an outcome's series exists from its first interval on
+        for name in {h for p in keep for h in p.counts.hists}:
+            counts.hists.setdefault(name, _Hist())
+        self.shown = (tau, counts)
+        return self.shown
+
+    def complete_pending(self) -> bool:
+        return bool(self.shards) and all(s.final for s in self.shards.values())
+
+    def complete_shown(self) -> bool:
+        return self.complete_pending() and self.shown is not None and self.shown[0] >= self.last_t1
 
 
 class IntervalMetrics(Collector):
     """A Prometheus collector fed with Interval records; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # epoch seconds, the clock of the intervals' t0/t1
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, ...], int] = defaultdict(int)
-        self._intended: dict[tuple[str, ...], int] = defaultdict(int)
-        self._hists: dict[str, dict[tuple[str, ...], _Hist]] = {name: {} for name in HISTOGRAMS}
+        self._series: dict[tuple[str, ...], _Series] = {}
         self._intended_rps: dict[tuple[str, ...], float] = {}
         self._in_flight: dict[tuple[str, ...], int] = {}
-        self._out_of_range: dict[tuple[str, ...], int] = defaultdict(int)
+        self._scrapes: deque[float] = deque(maxlen=_ARRIVALS_KEPT)
+        self._finishing = False
 
     def observe(self, iv: Interval) -> None:
         if iv.warmup:
             return
         labels = (iv.run_id, iv.region, iv.target, iv.runtime, iv.phase)
+        counts = _Counts(intended=iv.intended, out_of_range=iv.out_of_range)
+        for outcome, n in iv.outcomes.items():
+            counts.requests[outcome] += n
+        for name, (attr, _) in HISTOGRAMS.items():
+            encoded = getattr(iv, attr)
+            if encoded:
+                counts.hists.setdefault(name, _Hist()).add_encoded(encoded)
         with self._lock:
-            for outcome, n in iv.outcomes.items():
-                self._requests[(*labels, outcome)] += n
-            self._intended[labels] += iv.intended
-            self._out_of_range[labels] += iv.out_of_range
-            for name, (attr, _) in HISTOGRAMS.items():
-                encoded = getattr(iv, attr)
-                if encoded:
-                    self._hists[name].setdefault(labels, _Hist()).add_encoded(encoded)
+            self._series.setdefault(labels, _Series()).add(iv, counts)
             span = iv.t1 - iv.t0
             if span > 0:
                 self._intended_rps[(*labels, iv.shard_id)] = 0.0 if iv.final else iv.intended / span
@@ -80,32 +278,42 @@ class IntervalMetrics(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         with self._lock:
+            now = self._clock()
+            self._scrapes.append(now)
+            tick = self._tick(now)
+            shown = {labels: s.at(tick, now, self._finishing) for labels, s in self._series.items()}
             requests = CounterMetricFamily(
                 "fnbench_requests", "Requests by outcome (one outcome per request).", labels=[*LABELS, "outcome"]
             )
-            for key, n in self._requests.items():
-                requests.add_metric(list(key), n)
-            yield requests
             intended = CounterMetricFamily("fnbench_intended_requests", "Requests due by the schedule.", labels=list(LABELS))
-            for key, n in self._intended.items():
-                intended.add_metric(list(key), n)
-            yield intended
             oor = CounterMetricFamily(
                 "fnbench_out_of_range_values", "Latency values above the histogram range (clamped, counted).", labels=list(LABELS)
             )
-            for key, n in self._out_of_range.items():
-                oor.add_metric(list(key), n)
+            hists = {name: HistogramMetricFamily(name, doc, labels=list(LABELS)) for name, (_, doc) in HISTOGRAMS.items()}
+            for labels, (tau, c) in shown.items():
+                for outcome, n in c.requests.items():
+                    requests.add_metric([*labels, outcome], n, timestamp=tau)
+                intended.add_metric(list(labels), c.intended, timestamp=tau)
+                oor.add_metric(list(labels), c.out_of_range, timestamp=tau)
+                for name, h in c.hists.items():
+                    hists[name].add_metric(list(labels), h.cumulative(), h.sum_s, timestamp=tau)
+            yield requests
+            yield intended
             yield oor
-            for name, (_, doc) in HISTOGRAMS.items():
-                fam = HistogramMetricFamily(name, doc, labels=list(LABELS))
-                for key, h in self._hists[name].items():
-                    cumulative, buckets = 0, []
-                    for bound, n in zip((*BUCKETS_S, float("inf")), h.buckets, strict=True):
-                        cumulative += n
-                        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-                    fam.add_metric(list(key), buckets, h.sum_s)
-                yield fam
+            yield from hists.values()
             yield from self._gauges()
+
+    def _tick(self, now: float) -> float:
+        """The latest point <= now of a one-second grid that starts just before the earliest of
+        the recent scrapes (those that came on time): late scrapes map to the same points."""
+        fractions = sorted(t % 1.0 for t in self._scrapes)
+        if len(fractions) == 1:
+            start = fractions[0]
+        else:  # the on-time scrapes follow the widest empty stretch of the circle
+            gaps = [(b - a) % 1.0 for a, b in zip(fractions, [*fractions[1:], fractions[0]], strict=True)]
+            start = fractions[(gaps.index(max(gaps)) + 1) % len(fractions)]
+        phase = start - _GRID_GUARD_S
+        return phase + math.floor(now - phase)
 
     def _gauges(self) -> Iterator[GaugeMetricFamily]:
         rate = GaugeMetricFamily("fnbench_intended_rps", "Intended request rate over the last interval.", labels=list(LABELS))
@@ -118,10 +326,50 @@ class IntervalMetrics(Collector):
                 fam.add_metric(list(key), v)
             yield fam
 
+    def wait_scraped(self, timeout_s: float | None = None) -> bool:
+        """Wait until a scrape has exported the final values of every finished label set.
+
+        Finished label sets keep their regular pace to the end (so rate() stays right up to the
+        last t1) while time allows; a scrape period and a half before the deadline they jump to
+        their totals.  Without a timeout the deadline is when the pace reaches the end plus two
+        scrape periods, at most LINGER_MAX_S; nothing is awaited when nothing ever scraped this
+        collector.  True when the final values were exported."""
+        start = time.monotonic()
+        with self._lock:
+            scrapes = list(self._scrapes)
+            if not scrapes:
+                return False
+            recent = scrapes[-4:]
+            gaps = [b - a for a, b in zip(recent, recent[1:], strict=False)]
+            period = max(gaps) if gaps else 1.0
+            if timeout_s is None:
+                now = self._clock()
+                reach = max((s.last_t1 + s.lag_now + 1.0 - now for s in self._series.values() if s.complete_pending()),
+                            default=0.0)
+                timeout_s = min(LINGER_MAX_S, max(0.0, reach) + 2 * period + 0.5)
+        jump_at = start + timeout_s - 1.5 * period - 0.25
+        try:
+            while True:
+                now_m = time.monotonic()
+                with self._lock:
+                    if now_m >= jump_at:
+                        self._finishing = True
+                    done = all(s.complete_shown() for s in self._series.values() if s.complete_pending())
+                if done or now_m >= start + timeout_s:
+                    return done
+                time.sleep(0.05)
+        finally:
+            with self._lock:
+                self._finishing = False
+
 
 def serve(metrics: IntervalMetrics, port: int, addr: str = "127.0.0.1") -> CollectorRegistry:
-    """Serve ``metrics`` on http://addr:port/metrics; raises OSError when the port is taken."""
+    """Serve ``metrics`` on http://addr:port/metrics; raises OSError when the port is taken.
+
+    At exit the process waits (briefly, see ``wait_scraped``) for Prometheus to scrape the final
+    values of the runs it served, so a short run's last flush still reaches the board."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
     start_http_server(port, addr=addr, registry=registry)
+    atexit.register(metrics.wait_scraped)
     return registry
