@@ -120,6 +120,7 @@ def run(
     broker_file: BrokerFileOpt = None,
     retention: Annotated[str, typer.Option(help="with --broker: how long the run's records stay in Redis after its end (e.g. 3d, 12h); `fnbench gc` removes expired runs")] = "3d",
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
+    no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
@@ -138,37 +139,62 @@ def run(
             auth.load_key()  # before anything is written: workers run only tasks signed with it
             dispatcher: runner.Dispatcher = CeleryDispatcher(broker, processes=workers or None, warn=_warn,
                                                              retention_s=retention_s)
-            outcome = runner.run(b, text, dispatcher, results, run_id=run_id, console=err)
+            outcome = runner.run(b, text, dispatcher, results, run_id=run_id, console=err, html=not no_html)
         else:
             outcome = runner.run(b, text, LocalDispatcher(workers or None), results, run_id=run_id,
-                                 metrics_port=metrics_port, console=err)
+                                 metrics_port=metrics_port, console=err, html=not no_html)
     except FnbenchError as exc:
         raise _fail(exc) from None
     _show(outcome.result, json_out)
     for e in outcome.result.errors:
         err.print(f"[red]error[/]: {escape(e)}", highlight=False)
     err.print(f"results: {outcome.folder}/result.json")
+    if outcome.report is not None:
+        err.print(f"report: {outcome.report}", highlight=False)
     raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
 def report(
-    path: Annotated[Path, typer.Argument(help="results/<run_id> folder or its intervals.jsonl; with --broker, a RUN id")],
+    paths: Annotated[list[Path], typer.Argument(metavar="RUN...", help="results/<run_id> folder (or a run id under results/) or its intervals.jsonl; with --broker, a RUN id; several: an overlay with --html")],
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="read the run's intervals from this broker's store")] = None,
     broker_file: BrokerFileOpt = None,
+    html: Annotated[bool, typer.Option("--html", help="write a self-contained HTML report (charts; several runs overlaid) to results/<run>/report.html, or to a last argument ending in .html")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print a compact Markdown table (for a pull-request comment)")] = False,
 ) -> None:
     """Re-render a result from its recorded intervals (the intervals are the source of truth)."""
+    out_file = paths.pop() if html and len(paths) > 1 and paths[-1].suffix.lower() in (".html", ".htm") else None
     try:
         broker = _broker(broker, broker_file)
     except FnbenchError as exc:
         raise _fail(exc) from None
+    runs = []
     try:
-        result, code = _report_from_store(broker, str(path)) if broker else _report_from_folder(path)
+        for path in paths:
+            path = path if broker or path.exists() or not (Path("results") / path).is_dir() else Path("results") / path
+            result, code = _report_from_store(broker, str(path)) if broker else _report_from_folder(path)
+            runs.append((path, result, code))
+        if html or markdown:
+            from orchestrator.report import html as html_report
+            from orchestrator.report import markdown as md_report
+
+            data = [_store_run_data(broker, result) if broker else html_report.load_run(path, result)
+                    for path, result, _ in runs]
+            if markdown:
+                sys.stdout.write(md_report.render(data))
+            if html:
+                written = html_report.write(data, out_file)
     except FnbenchError as exc:
         raise _fail(exc) from None
-    _show(result, json_out)
-    raise typer.Exit(code)
+    if json_out and len(runs) > 1:
+        sys.stdout.write(orjson.dumps([r.to_dict() for _, r, _ in runs], option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif json_out or not (html or markdown):
+        for _, result, _ in runs:
+            _show(result, json_out)
+    if html:
+        err.print(f"report: {written}", highlight=False)
+    raise typer.Exit(max(code for _, _, code in runs))
 
 
 _SAVED_FIELDS = ("name", "start_at", "shards", "workers", "broker", "processes", "regions", "start_skew_s",
@@ -198,6 +224,18 @@ def _report_from_folder(path: Path) -> tuple[RunResult, int]:
     seen = {(g.shard, g.attempt, g.reason) for g in collector.interval_gaps}
     gaps = [g for g in saved.gaps if (g.shard, g.attempt, g.reason) not in seen]
     return runner.conclude(b.slos if b else [], collector, gaps, list(saved.errors), **fields)
+
+
+def _store_run_data(broker: str, result: RunResult) -> Any:
+    """A distributed run's intervals and spec from the store, for the HTML report."""
+    from orchestrator.dispatch.celery import CeleryDispatcher
+    from orchestrator.report.html import RunData
+
+    dispatcher = CeleryDispatcher(broker)
+    meta = dispatcher.attach(result.run_id)
+    intervals: list[Any] = []
+    dispatcher.snapshot(intervals.append)
+    return RunData(result, intervals, meta.get("spec"), [], Path("results") / result.run_id)
 
 
 def _report_from_store(broker: str, run_id: str) -> tuple[RunResult, int]:
@@ -470,6 +508,8 @@ def watch(
         raise _fail(exc) from None
     _show(outcome.result, json_out)
     err.print(f"results: {outcome.folder}/result.json")
+    if outcome.report is not None:
+        err.print(f"report: {outcome.report}", highlight=False)
     raise typer.Exit(outcome.exit_code)
 
 

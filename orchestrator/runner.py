@@ -41,6 +41,7 @@ class RunOutcome:
     result: RunResult
     folder: Path
     exit_code: int
+    report: Path | None = None  # the HTML report (report/html.py), when written
 
 
 class StopEvent(Protocol):
@@ -49,7 +50,7 @@ class StopEvent(Protocol):
 
 def run(b: specs.Benchmark, spec_text: str, dispatcher: Dispatcher, results_root: Path = Path("results"), *,
         run_id: str | None = None, metrics_port: int = 0, console: Console | None = None,
-        interactive: bool = True, stop_event: StopEvent | None = None) -> RunOutcome:
+        interactive: bool = True, stop_event: StopEvent | None = None, html: bool = True) -> RunOutcome:
     """Run ``b`` through ``dispatcher`` to its end (or a stop) and save the result.
 
     The spec is read once, by the planner; from there on everything follows the plan."""
@@ -57,11 +58,11 @@ def run(b: specs.Benchmark, spec_text: str, dispatcher: Dispatcher, results_root
     folder = RunFolder.create(results_root, the_plan.run_id, spec_text)
     dispatcher.start(the_plan, spec_text)
     return _follow(the_plan, dispatcher, folder, metrics_port, console or Console(stderr=True), interactive,
-                   stop_event)
+                   stop_event, html)
 
 
 def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), console: Console | None = None,
-           interactive: bool = True) -> RunOutcome:
+           interactive: bool = True, html: bool = True) -> RunOutcome:
     """Follow a distributed run from the store (after its orchestrator died, or to watch it)."""
     meta = dispatcher.attach(run_id)
     b = specs.load_text(meta["spec"], f"{run_id}/spec.yaml") if meta.get("spec") else None
@@ -71,11 +72,11 @@ def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), c
                             slos=tuple(b.slos) if b else ())
     # The folder is rewritten from the stream: the intervals file restarts with what is in Redis.
     folder = RunFolder.create(results_root, run_id, meta.get("spec"), fresh=True)
-    return _follow(followed, dispatcher, folder, 0, console or Console(stderr=True), interactive, None)
+    return _follow(followed, dispatcher, folder, 0, console or Console(stderr=True), interactive, None, html)
 
 
 def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metrics_port: int, console: Console,
-            interactive: bool, stop_event: StopEvent | None) -> RunOutcome:
+            interactive: bool, stop_event: StopEvent | None, html: bool = True) -> RunOutcome:
     collector = Collector(plan.run_id, plan.phase_seconds)
     metrics = IntervalMetrics()
     if metrics_port:
@@ -124,7 +125,19 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     if saved != folder.path and code != EXIT_INTERRUPTED:
         code = max(code, EXIT_INPUT)  # the result is safe, but not where it belongs
     annotations.stopped(time.time(), "interrupted" if interrupted else f"{len(errors)} error(s)" if errors else "")
-    return RunOutcome(result, saved, code)
+    report = _write_html(result, folder.path, console) if html else None
+    return RunOutcome(result, saved, code, report)
+
+
+def _write_html(result: RunResult, folder: Path, console: Console) -> Path | None:
+    """results/<run>/report.html; a report that cannot be written never costs the run its result."""
+    from orchestrator.report import html as html_report
+
+    try:
+        return html_report.write_run(result, folder)
+    except Exception as exc:  # noqa: BLE001 - the result is saved; say why the report is not
+        console.print(f"[yellow]warning[/]: no HTML report: {escape(str(exc) or repr(exc))}", highlight=False)
+        return None
 
 
 def conclude(slos: Any, collector: Collector, gaps: list[Gap], errors: list[str], **fields: Any) -> tuple[RunResult, int]:
