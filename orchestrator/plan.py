@@ -24,7 +24,9 @@ from workers.contract import Shard, Target, fraction_to_str
 
 
 def to_target(t: TargetSpec) -> Target:
-    address = {k: v for k, v in (("function", t.function), ("qualifier", t.qualifier)) if v}
+    address: dict[str, object] = {k: v for k, v in (("function", t.function), ("qualifier", t.qualifier)) if v}
+    if t.platform == "local":
+        address["instances"] = t.instances  # the only thing a task says about a local function
     return Target(
         name=t.name,
         runtime=t.runtime,

@@ -96,8 +96,10 @@ def test_an_import_error_during_a_run_propagates_and_never_sends_the_load_twice(
 
 
 def _pool_errors(shard: Shard) -> list[str]:
-    pool = LocalPool([shard], 1)
+    pool = LocalPool(1)
     pool.start()
+    pool.wait_ready()
+    pool.hand([[shard]])
     deadline = time.monotonic() + 60
     while pool.poll(lambda iv: None) and time.monotonic() < deadline:
         pass

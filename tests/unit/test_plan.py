@@ -80,3 +80,10 @@ def test_targets_get_the_same_rate_but_never_the_same_instants():
     assert set(a).isdisjoint(c)
     # b's grid is a's shifted by half an arrival gap (two targets → stagger 1/2).
     assert c[:3] == pytest.approx([0.0005, 0.0015, 0.0025])
+
+
+def test_a_local_target_carries_its_instance_count_and_nothing_to_execute():
+    b = spec.load_text("name: x\ntargets: [{name: f, runtime: go, platform: local, workload: echo, instances: 3}]\n"
+                       "load: {executor: constant, rps: 10}\nduration: 2s\n")
+    (shard,) = plan.split(b, "r", 0.0)
+    assert shard.target.address == {"instances": 3}
