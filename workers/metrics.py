@@ -35,7 +35,6 @@ the run under load, so the counters trailed the load further and further.  Now:
 from __future__ import annotations
 
 import array
-import atexit
 import bisect
 import math
 import threading
@@ -257,6 +256,7 @@ class IntervalMetrics(Collector):
         self._in_flight: dict[tuple[str, ...], int] = {}
         self._scrapes: deque[float] = deque(maxlen=_ARRIVALS_KEPT)
         self._finishing = False
+        self._final_scrapes = 0  # consecutive scrapes that exported every finished label set's totals
 
     def observe(self, iv: Interval) -> None:
         if iv.warmup:
@@ -282,6 +282,7 @@ class IntervalMetrics(Collector):
             self._scrapes.append(now)
             tick = self._tick(now)
             shown = {labels: s.at(tick, now, self._finishing) for labels, s in self._series.items()}
+            self._final_scrapes = self._final_scrapes + 1 if self._all_final_shown() else 0
             requests = CounterMetricFamily(
                 "fnbench_requests", "Requests by outcome (one outcome per request).", labels=[*LABELS, "outcome"]
             )
@@ -302,6 +303,9 @@ class IntervalMetrics(Collector):
             yield oor
             yield from hists.values()
             yield from self._gauges()
+
+    def _all_final_shown(self) -> bool:
+        return all(s.complete_shown() for s in self._series.values() if s.complete_pending())
 
     def _tick(self, now: float) -> float:
         """The latest point <= now of a one-second grid that starts just before the earliest of
@@ -330,10 +334,11 @@ class IntervalMetrics(Collector):
         """Wait until a scrape has exported the final values of every finished label set.
 
         Finished label sets keep their regular pace to the end (so rate() stays right up to the
-        last t1) while time allows; a scrape period and a half before the deadline they jump to
-        their totals.  Without a timeout the deadline is when the pace reaches the end plus two
-        scrape periods, at most LINGER_MAX_S; nothing is awaited when nothing ever scraped this
-        collector.  True when the final values were exported."""
+        last t1) while time allows; two and a half scrape periods before the deadline they jump to
+        their totals.  Two consecutive scrapes must export them.  Without a timeout the deadline
+        is when the pace reaches the end plus three scrape periods, at most LINGER_MAX_S; nothing
+        is awaited when nothing ever scraped this collector.  True when the final values were
+        exported."""
         start = time.monotonic()
         with self._lock:
             scrapes = list(self._scrapes)
@@ -346,15 +351,16 @@ class IntervalMetrics(Collector):
                 now = self._clock()
                 reach = max((s.last_t1 + s.lag_now + 1.0 - now for s in self._series.values() if s.complete_pending()),
                             default=0.0)
-                timeout_s = min(LINGER_MAX_S, max(0.0, reach) + 2 * period + 0.5)
-        jump_at = start + timeout_s - 1.5 * period - 0.25
+                timeout_s = min(LINGER_MAX_S, max(0.0, reach) + 3 * period + 0.5)
+        jump_at = start + timeout_s - 2.5 * period - 0.25
         try:
             while True:
                 now_m = time.monotonic()
                 with self._lock:
                     if now_m >= jump_at:
                         self._finishing = True
-                    done = all(s.complete_shown() for s in self._series.values() if s.complete_pending())
+                    # Twice: the first such scrape may have run past Prometheus' scrape timeout.
+                    done = self._final_scrapes >= 2
                 if done or now_m >= start + timeout_s:
                     return done
                 time.sleep(0.05)
@@ -371,5 +377,10 @@ def serve(metrics: IntervalMetrics, port: int, addr: str = "127.0.0.1") -> Colle
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
     start_http_server(port, addr=addr, registry=registry)
-    atexit.register(metrics.wait_scraped)
+
+    def linger() -> None:  # not atexit: by then the server can no longer start request threads
+        threading.main_thread().join()
+        metrics.wait_scraped()
+
+    threading.Thread(target=linger, name="fnbench-metrics-linger").start()
     return registry
