@@ -49,9 +49,11 @@ STATS = ("p50", "p90", "p99", "max")
 
 def distribution_percentiles() -> list[float]:
     """Percentiles of the distribution chart: 0 … 99.99 evenly on the nines axis, plus the standard ones exactly."""
-    points = {round(100.0 * (1.0 - 10.0 ** (-k / 20.0)), 6) for k in range(int(NINES_MAX * 20) + 1)}
-    points |= set(STANDARD.values())
-    return sorted(points)
+    standard = set(STANDARD.values())
+    grid = (round(100.0 * (1.0 - 10.0 ** (-k / 20.0)), 6) for k in range(int(NINES_MAX * 20) + 1))
+    # Grid points next to a standard percentile would share its pixel: hovering 99 must show 99.
+    points = {p for p in grid if all(abs(nines(p) - nines(s)) > 0.02 for s in standard)}
+    return sorted(points | standard)
 
 
 def nines(p: float) -> float:
@@ -164,9 +166,10 @@ def verdict(result: RunResult) -> tuple[str, str]:
     errors = sum(g.errors for g in result.groups)
     requests = sum(sum(g.outcomes.values()) for g in result.groups)
     parts.append(f"{errors} of {requests} requests failed")
-    lost = result.expired_shards
+    # Shards whose window (or its rest) no attempt covered, as RunResult counts them.
+    lost = sum(1 for g in result.gaps if g.abandoned or g.reason.startswith(("expired", "never ran")))
     if lost:
-        parts.append(f"{lost} shard(s) expired: load was lost")
+        parts.append(f"{lost} shard(s) expired, abandoned or never ran: load was lost")
     if result.interrupted:
         parts.append("interrupted: partial results")
     if result.incomplete:
@@ -337,7 +340,7 @@ def _num(v: Any, unit: str = "") -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        text = f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
+        text = f"{v:,.3f}".rstrip("0").rstrip(".")
     else:
         text = f"{v:,}" if isinstance(v, int) else str(v)
     return text + unit

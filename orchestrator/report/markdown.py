@@ -13,7 +13,7 @@ def _n(v: float | int | None) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:.0f}"
+        return f"{v:.3f}".rstrip("0").rstrip(".")  # ms to the µs, as in result.json
     return str(v)
 
 
