@@ -6,7 +6,6 @@ kill things start their own workers.  Loads go only to the loopback FaultServer.
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import time
 
@@ -76,38 +75,63 @@ def test_two_regions_merge_to_the_union_of_their_intervals_and_start_together(cl
     assert again["gaps"] == result["gaps"]
 
 
-def test_prometheus_scraping_a_worker_agrees_with_the_merged_result(cluster, fault_server, tmp_path):
+@pytest.mark.parametrize(("flush", "seconds"), [("1s", 8), ("5s", 20)])
+def test_prometheus_scraping_a_worker_agrees_with_the_merged_result(cluster, fault_server, tmp_path, flush, seconds):
     metrics_port = cluster.workers[0].metrics_port
     with Prometheus(tmp_path, [f"127.0.0.1:{metrics_port}"]) as prom:
-        # Counters step once per 1 s flush: one step more or less in the 6 s rate window below
-        # moves rate() by ~17 %, inside the tolerance. (Half-second flushes read systematically
-        # low here and in the Grafana test; not understood yet, see the closing note.)
         spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/slow?ms=5"), regions="[a]", rps=200,
-                          duration="8s", name="prom")
+                          duration=f"{seconds}s", flush=flush, name=f"prom-{flush}")
         result = run_json(cluster.fnbench("run", str(spec), "--results", str(tmp_path / "results"), "--json"))
         run_id = result["run_id"]
         (g,) = result["groups"]
+        assert g["completed"] == g["outcomes"]["ok"] == 200 * seconds
         sel = f'{{run="{run_id}"}}'
-        time.sleep(2.5)  # two more scrapes after the last interval
+        # The worker host keeps serving: its counters reach the exact totals about one flush
+        # span after the last interval (they are exported on the intervals' time line).
+        total = wait_for(lambda: [float(v["value"][1]) for v in prom.query(f"sum(fnbench_requests_total{sel})",
+                                                                            time.time())] == [g["completed"]],
+                         30, "Prometheus has the run's exact total")
+        assert total
         now = time.time()
-        total = prom.query(f"sum(fnbench_requests_total{sel})", now)
-        assert float(total[0]["value"][1]) == g["completed"] == 1600
 
-        # During the steady part of the run, the scraped rate is the intended rate.
-        # rate() over counters that step 200 at a time, scraped each second, is only good to about
-        # a step (observed 146-300 for a true 200): the median over the plateau must sit near
-        # 200; the exact total above and the quantiles below are the strict checks.
-        mid = result["start_at"] + 7.5
-        rates = prom.query_range(f"sum(rate(fnbench_requests_total{sel}[6s]))", result["start_at"] + 6, mid + 1)
-        assert statistics.median(rates) == pytest.approx(200, rel=0.35), rates
+        # rate() over every window of 4 or more scrapes inside the run, every half second, is
+        # within 5 % of what the shard recorded there and of the achieved rate.
+        intervals = [iv for iv in read_intervals(tmp_path / "results" / run_id / "intervals.jsonl") if not iv.warmup]
+        begin = max([result["start_at"], *(iv.started for iv in intervals if iv.started)])
+        end = result["start_at"] + seconds
+
+        def recorded(a: float, b: float) -> float:
+            n = 0.0
+            for iv in intervals:
+                t0 = max(iv.t0, iv.started) if iv.seq == 0 and iv.started else iv.t0
+                overlap = min(b, iv.t1) - max(a, t0)
+                if overlap > 0:
+                    n += iv.outcomes.get("ok", 0) * (overlap / (iv.t1 - t0) if iv.t1 > t0 else 1.0)
+            return n / (b - a)
+
+        achieved = g["achieved_rps"]
+        assert recorded(begin, end) == pytest.approx(achieved, rel=0.02)
+        for w in (4, 8):
+            rates = prom.query_range(f'sum(rate(fnbench_requests_total{{run="{run_id}", outcome="ok"}}[{w}s]))',
+                                     begin + w, end, step=0.5)
+            assert len(rates) >= 2 * (end - begin - w), (w, rates)
+            off = []
+            for k, v in enumerate(rates):
+                at = begin + w + 0.5 * k
+                truth = recorded(at - w, at)
+                steady = abs(truth / achieved - 1) <= 0.02
+                if abs(v - truth) > 0.05 * achieved or (steady and abs(v / achieved - 1) > 0.05):
+                    off.append((round(at - result["start_at"], 1), round(v, 1), round(truth, 1)))
+            assert not off, (w, achieved, off)
 
         # p99 from summed Prometheus buckets agrees with the merged HDR p99 within one bucket (2^¼).
         q = prom.query(f"histogram_quantile(0.99, sum by (le, target) (fnbench_response_time_seconds_bucket{sel}))", now)
         p99_prom_ms = float(q[0]["value"][1]) * 1000
         ratio = 2 ** 0.25
         assert g["response_ms"]["p99"] / ratio <= p99_prom_ms <= g["response_ms"]["p99"] * ratio, (p99_prom_ms, g)
+        mid = (begin + end) / 2
         qr = prom.query(
-            f"histogram_quantile(0.99, sum by (le, target) (rate(fnbench_response_time_seconds_bucket{sel}[6s])))", mid)
+            f"histogram_quantile(0.99, sum by (le, target) (rate(fnbench_response_time_seconds_bucket{sel}[4s])))", mid)
         assert g["response_ms"]["p50"] <= float(qr[0]["value"][1]) * 1000 <= g["response_ms"]["max"] * ratio
 
 
