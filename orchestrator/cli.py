@@ -405,7 +405,11 @@ def functions_list() -> None:
 def _broker(broker: str | None, broker_file: Path | None) -> str | None:
     from workers.auth import broker_from
 
-    return broker_from(broker, broker_file)
+    url = broker_from(broker, broker_file)
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+        raise InputError(f"--broker: the URL scheme must be redis://, rediss:// (TLS) or unix://, got {scheme}")
+    return url
 
 
 def _require_broker(broker: str | None, broker_file: Path | None = None) -> str:

@@ -83,6 +83,10 @@ class Group:
     cold_starts: int = 0
     peak_rss_mb: float | None = None
     retries: int = 0  # keep-alive connections found closed and resent once
+    connect_ms: Summary | None = None  # TCP connect + TLS handshake of each new connection
+    connections_opened: int = 0  # by the measured shards (warm-up connections carried over are not counted again)
+    connections_before_start: int = 0  # of those, ready before the shard's first due request
+    tls_resumed: int = 0  # of those, TLS connections that resumed a session (no full handshake)
     series: tuple[tuple[int, int, int, int], ...] = ()  # (second, intended, completed, errors)
     # Filled by platforms that report them (AWS Lambda REPORT lines, pricing); None until then.
     platform_ms: Summary | None = None  # the platform's Duration
@@ -131,6 +135,11 @@ class Group:
             d["peak_rss_mb"] = self.peak_rss_mb
         if self.retries:
             d["retries"] = self.retries
+        if self.connect_ms is not None:
+            d["connect_ms"] = self.connect_ms.to_dict()
+        for name in ("connections_opened", "connections_before_start", "tls_resumed"):
+            if getattr(self, name):
+                d[name] = getattr(self, name)
         for name in ("platform_ms", "billed_ms", "init_duration_ms"):
             value = getattr(self, name)
             if value is not None:
@@ -146,7 +155,7 @@ class Group:
         values: dict[str, Any] = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         for name in ("response_ms", "service_ms", "send_lag_ms"):
             values[name] = Summary.from_dict(d.get(name))
-        for name in ("init_ms", "platform_ms", "billed_ms", "init_duration_ms"):
+        for name in ("init_ms", "connect_ms", "platform_ms", "billed_ms", "init_duration_ms"):
             values[name] = Summary.from_dict(d[name]) if d.get(name) is not None else None
         values["series"] = tuple((int(s[0]), int(s[1]), int(s[2]), int(s[3])) for s in d.get("series", []))
         return cls(**values)
@@ -235,6 +244,12 @@ class RunResult:
     @property
     def expired_shards(self) -> int:
         return sum(1 for g in self.gaps if g.reason.startswith("expired"))
+
+    @property
+    def lost_shards(self) -> int:
+        """Shards whose window (or its rest) no attempt covered: expired, abandoned or never run.
+        A re-dispatched remainder's short gap is reported but does not count here."""
+        return sum(1 for g in self.gaps if g.abandoned or g.reason.startswith(("expired", "never ran")))
 
     def group(self, target: str, phase: str = "warm", region: str | None = None) -> Group:
         for g in self.groups:

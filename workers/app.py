@@ -25,6 +25,7 @@ from celery import Celery, signals
 
 from workers import auth, keys, limits
 from workers.contract import Interval, Shard
+from workers.errors import SetupError
 from workers.link import METRICS_SOCK_ENV, StoreLink, client
 from workers.shard import run_shard
 
@@ -192,7 +193,11 @@ def start_worker(region: str, queue: str, broker: str, concurrency: int, metrics
     if metrics_port:
         sock_dir = tempfile.mkdtemp(prefix="fnbench-metrics-")
         sock_path = os.path.join(sock_dir, "intervals.sock")
-        _serve_metrics(metrics_port, sock_path)
+        try:
+            _serve_metrics(metrics_port, sock_path)
+        except OSError as exc:
+            raise SetupError(f"--metrics-port {metrics_port}: cannot serve /metrics ({exc.strerror}); "
+                             "choose another port or 0 for none") from None
         os.environ[METRICS_SOCK_ENV] = sock_path  # inherited by the pool processes
     _register(broker, registry_key, node,
               {"region": region, "concurrency": concurrency, "metrics_port": metrics_port, "pid": os.getpid()})

@@ -176,3 +176,19 @@ def test_metrics_are_served_during_the_run_with_values(fault_server, tmp_path):
     assert 100 <= float(ok[0].rsplit(" ", 1)[1]) <= 600
     count = [line for line in body.splitlines() if line.startswith("fnbench_response_time_seconds_count{")]
     assert float(count[0].rsplit(" ", 1)[1]) == float(ok[0].rsplit(" ", 1)[1])
+
+
+@pytest.mark.integration
+def test_a_broker_url_of_another_scheme_and_a_busy_worker_metrics_port_are_clear_errors(tmp_path):
+    r = fnbench("status", "--broker", "http://127.0.0.1:1/")
+    assert r.returncode == 2 and "--broker" in r.stderr and "Traceback" not in r.stderr
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "FNBENCH_TASK_KEY": "k" * 40}
+        r = fnbench("worker", "--region", "a", "--broker", "redis://127.0.0.1:1/0", "--metrics-port", str(port),
+                    env=env, timeout=60)
+    assert r.returncode == 2 and f"--metrics-port {port}" in r.stderr and "Traceback" not in r.stderr

@@ -77,3 +77,28 @@ def test_gc_removes_runs_whose_records_expired(cluster, fault_server, tmp_path):
     assert not any(client.exists(k) for k in keys.all_of_run(run_id))
     bad = cluster.fnbench("gc", "--older-than", "soon")
     assert bad.returncode == 2 and "--older-than" in bad.stderr
+
+
+def test_a_run_whose_only_worker_dies_ends_once_with_its_result_and_the_lost_window(cluster, fault_server, tmp_path):
+    # Found by a probe: with a worker's main process killed, `fnbench run` crashed at the end (a blocking
+    # read without a timeout), left no result.json and the run "running".
+    worker = cluster.start_worker("z")
+    cluster.wait_registered(len([w for w in cluster.workers if w.proc.poll() is None]))
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), regions="[z]", rps=50, duration="6s")
+    client = cluster.redis.client()
+    before = set(client.zrange(keys.RUNS, 0, -1))
+    proc = cluster.popen("run", str(spec), "--results", str(tmp_path / "results"), "--json")
+    new = wait_for(lambda: set(client.zrange(keys.RUNS, 0, -1)) - before, 30, "the run recorded")
+    run_id = next(iter(new)).decode()
+    wait_for(lambda: client.xlen(keys.intervals(run_id)) >= 2, 30, "the run's first intervals")
+    worker.proc.kill()  # the main process only: its pool process follows it (PDEATHSIG)
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 3, stderr[-3000:]  # load was lost: not a clean 0
+    result = orjson.loads(stdout)
+    gaps = [g for g in result["gaps"] if g["region"] == "z"]
+    # Lost, re-dispatched, and (no other worker in the region) given up: the window is accounted for.
+    assert gaps[0]["reason"].startswith("worker lost") and gaps[-1].get("abandoned"), gaps
+    (g,) = result["groups"]
+    assert g["intended"] + sum(x["seconds"] for x in gaps) * 50 == pytest.approx(300, abs=30)
+    assert (tmp_path / "results" / result["run_id"] / "result.json").exists()
+    assert orjson.loads(client.hget(keys.run(result["run_id"]), "state")) == "finished"
