@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 
-.PHONY: lambda-ric setup functions demo calibrate example test unit lint bench lock clean
+.PHONY: lambda-ric setup functions demo calibrate example test unit lint bench lock clean vendor-uplot
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,14 @@ lambda-ric: $(RIC)
 
 test: functions lambda-ric lint
 	$(BIN)/pytest -q
+
+# The chart library inlined into HTML reports (checked in; nothing is fetched at build or test time).
+UPLOT ?= 1.6.32
+VENDOR := orchestrator/report/vendor
+vendor-uplot:
+	cd $(VENDOR) && npm install --save-exact --no-audit --no-fund --loglevel=error uplot@$(UPLOT)
+	cp $(VENDOR)/node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR)/node_modules/uplot/dist/uPlot.min.css \
+	   $(VENDOR)/node_modules/uplot/LICENSE $(VENDOR)/
 
 bench: setup
 	$(BIN)/python bench/throughput.py

@@ -404,11 +404,15 @@ def _header(run: RunData) -> str:
     r = run.result
     word, line = verdict(r)
     h = health(r)
-    start = dt.datetime.fromtimestamp(r.start_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if r.start_at else "–"
+    measured = [iv.t0 for iv in run.intervals if not iv.warmup]
+    at = r.start_at or (min(measured) if measured else None)
+    start = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "–"
+    if at and not r.start_at:
+        start += " (first interval)"
     regions = sorted({g.region for g in r.groups}) or sorted(r.regions or {})
     facts = [
         ("spec", r.name or "–"), ("run", r.run_id), ("start", start), ("duration", f"{run_duration(r, run.intervals):g} s"),
-        ("regions", ", ".join(regions) or "–"), ("mode", "distributed" if r.broker else f"local, {r.workers or '?'} worker(s)"),
+        ("regions", ", ".join(regions) or "–"), ("mode", "distributed" if r.broker else f"local, {r.workers} worker(s)" if r.workers else "local"),
         ("send-lag p99", _num(h["send_lag_p99_ms"], " ms")), ("dropped", _num(h["dropped"])),
         ("gaps", f"{h['gaps']} ({h['gap_s']:g} s)"), ("re-dispatched", _num(h["redispatched"])),
     ]
@@ -601,9 +605,11 @@ def render(runs: Sequence[RunData], max_points: int = MAX_POINTS) -> str:
     body = _run_sections(analyses[0], charts) if len(analyses) == 1 else _overlay_sections(analyses, charts)
     title = runs[0].result.run_id if len(runs) == 1 else " + ".join(r.label for r in runs)
     data = orjson.dumps({"charts": charts.items}).replace(b"</", b"<\\/").decode()
+    page = "".join(body)
     nav = "".join(f'<a href="#{sid}">{name}</a>' for sid, name in (
-        ("distribution", "distribution"), ("over-time", "over time"), ("throughput", "throughput"), ("cold", "cold starts"),
-        ("memory", "memory"), ("cost", "cost"), ("comparison", "vs Rust"), ("slo", "SLOs"), ("spec", "spec")))
+        ("runs", "runs"), ("distribution", "distribution"), ("over-time", "over time"), ("throughput", "throughput"),
+        ("cold", "cold starts"), ("memory", "memory"), ("cost", "cost"), ("comparison", "vs Rust"), ("slo", "SLOs"),
+        ("spec", "spec")) if f'<section id="{sid}">' in page)
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>fnbench — {html.escape(title)}</title>"
@@ -612,7 +618,7 @@ def render(runs: Sequence[RunData], max_points: int = MAX_POINTS) -> str:
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
         f"<style>{_vendor('uPlot.min.css')}\n{CSS}</style></head><body>"
-        f"<nav>{nav}</nav><main>{''.join(body)}</main>"
+        f"<nav>{nav}</nav><main>{page}</main>"
         f'<script type="application/json" id="fnbench-data">{data}</script>'
         f"<script>{_vendor('uPlot.iife.min.js')}</script><script>{SCRIPT}</script></body></html>\n"
     )
