@@ -154,7 +154,7 @@ class GroupState:
     """Running totals of one group; the Group record is rebuilt only after it changed."""
 
     __slots__ = ("intended", "sent", "completed", "outcomes", "hists", "out_of_range", "t0", "t1",
-                 "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "workload", "series", "_seconds",
+                 "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "connections", "workload", "series", "_seconds",
                  "_sealed", "_sealed_upto", "_cached")
 
     def __init__(self) -> None:
@@ -168,6 +168,7 @@ class GroupState:
         self.cold_starts = 0
         self.peak_rss_mb = 0.0
         self.retries = 0
+        self.connections = dict.fromkeys(CONNECTION_COUNTERS, 0)  # Interval.counters summed
         self.workload = ""
         self.series: dict[int, list[int]] = {}  # second of t1 → [intended, completed, errors]
         self._seconds: list[int] = []  # the keys of series, in order
@@ -198,6 +199,9 @@ class GroupState:
         self.peak_in_flight = max(self.peak_in_flight, _peak_in_flight(iv))
         self.cold_starts += iv.cold_starts
         self.retries += getattr(iv, "retries", 0)
+        if iv.counters:
+            for name in CONNECTION_COUNTERS:
+                self.connections[name] += int(iv.counters.get(name, 0))
         self.workload = iv.workload
         self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
         if series is not None:
@@ -231,6 +235,7 @@ class GroupState:
         total = sum(self.outcomes)
         ok = outcomes.get("ok", 0)
         init = self.hists["init_ms"]
+        connect = self.hists["connect_ms"]
         group = Group(
             region=region, target=target, runtime=runtime, phase=phase, workload=self.workload,
             intended=self.intended, sent=self.sent, completed=self.completed,
@@ -245,6 +250,10 @@ class GroupState:
             init_ms=init.summary() if init.total else None,
             cold_starts=self.cold_starts, peak_rss_mb=round(self.peak_rss_mb, 2) if self.peak_rss_mb else None,
             retries=self.retries,
+            connect_ms=connect.summary() if connect.total else None,
+            connections_opened=self.connections["connections_opened"],
+            connections_before_start=self.connections["connections_before_start"],
+            tls_resumed=self.connections["tls_resumed"],
             series=self._series(),
         )
         self._cached = (planned_s, group)
@@ -265,6 +274,7 @@ class GroupState:
 
 
 SEAL_S = 10
+CONNECTION_COUNTERS = ("connections_opened", "connections_before_start", "tls_resumed")  # Group fields
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
 
 

@@ -45,6 +45,7 @@ HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
     ("service", "service_us", "service_ms"),  # from the actual send
     ("send_lag", "send_lag_us", "send_lag_ms"),  # generator health
     ("init", "init_us", "init_ms"),  # cold starts: the function's own init time
+    ("connect", "connect_us", "connect_ms"),  # each new connection: TCP connect + TLS handshake
 )
 ERROR_OUTCOMES = frozenset(OUTCOME_NAMES) - {"ok"}
 
@@ -186,6 +187,7 @@ class Interval:
     workload: str = ""
     started: float = 0.0  # epoch seconds the shard's pacing loop began (its first request is due then); 0: never ran
     counters: dict[str, float] = field(default_factory=dict)  # the invoker's other counters over the interval (connections_opened…)
+    connect_us: str = ""  # connect + TLS handshake time of each connection opened in the interval
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -59,6 +59,7 @@ HISTOGRAMS = {
     "fnbench_service_time_seconds": ("service_us", "Service time from the actual send to the response."),
     "fnbench_send_lag_seconds": ("send_lag_us", "Generator health: actual send time minus due time."),
     "fnbench_init_time_seconds": ("init_us", "Cold start: spawn or init to ready."),
+    "fnbench_connect_time_seconds": ("connect_us", "TCP connect and TLS handshake of each new connection."),
 }
 # Beyond one flush span, how long an interval may take from its end (t1) to observe(): the
 # flush itself running late on a busy event loop, the sink, the local queue or the datagram.

@@ -107,6 +107,7 @@ class ShardRecorder:
         self.service = array("q")
         self.send_lag = array("q")
         self.init = array("q")
+        self.connect = array("q")
         self._hists = {name: new_histogram() for name in self.HISTOGRAMS}
         self._out_of_range = 0
 

@@ -32,6 +32,7 @@ _STOP_POLL_S = 0.05
 _LATE_GRACE_S = 1.0  # arrivals more than this overdue at start are reported as a gap, not burst out
 _STOP_DRAIN_S = 0.15
 _MAX_BURST = 16
+_PREPARE_LEAD_S = 2.0  # an invoker's prepare() (connections opened ahead) runs this long before start_at
 # Invoker counters with an Interval field of their own; the others go to Interval.counters.
 _COUNTER_FIELDS = frozenset({"retries", "cold_starts", "connections_opened"}) & {f.name for f in dataclasses.fields(Interval)}
 
@@ -50,7 +51,11 @@ class ShardRun:
 
     The invoker comes from the platform registry unless one is given.  What it learns about
     single invocations arrives with their completion (``Invocation``); what it counts is read
-    through ``counters()`` at each flush and reported as that interval's deltas.
+    through ``counters()`` at each flush and reported as that interval's deltas.  Two optional
+    invoker methods: ``prepare(rate, max_in_flight, start_at, end_at)``, called during the lead
+    time (up to ``_PREPARE_LEAD_S`` before start_at) so connections are open before the first
+    due request, and ``connect_times()``, the µs each new connection took (the connect_ms
+    histogram), read at every housekeeping tick.
     """
 
     def __init__(self, shard: Shard, sink: Sink, invoker: Invoker | None = None) -> None:
@@ -61,6 +66,7 @@ class ShardRun:
         # One bound method for the whole run, not one per request.
         self._done = self.done
         self._invoke = self.invoker.invoke
+        self._connect_times: Callable[[], Sequence[int]] | None = getattr(self.invoker, "connect_times", None)
         self.cold_starts = 0
         self.peak_memory_mb = 0.0
         self._counted: dict[str, float] = {}
@@ -108,6 +114,12 @@ class ShardRun:
         else:
             self.in_flight -= 1
 
+    def _take_connect_times(self) -> None:
+        if self._connect_times is not None:
+            taken = self._connect_times()
+            if taken:
+                self.rec.connect.extend(taken)
+
     def _learned(self, info: Invocation) -> None:
         if info.cold:
             self.cold_starts += 1
@@ -134,6 +146,7 @@ class ShardRun:
     # -- intervals ------------------------------------------------------------------------
     def flush(self, final: bool = False, status: str = "ok") -> None:
         t1 = time.time()
+        self._take_connect_times()
         hists, out_of_range = self.rec.drain()
         counters = self._counter_deltas()
         fields = {name: int(counters.pop(name)) for name in _COUNTER_FIELDS if name in counters}
@@ -158,6 +171,7 @@ class ShardRun:
             service_us=hists["service"],
             send_lag_us=hists["send_lag"],
             init_us=hists["init"],
+            connect_us=hists["connect"],
             out_of_range=out_of_range,
             peak_in_flight=self.peak_in_flight,
             warmup=s.warmup,
@@ -193,14 +207,24 @@ class ShardRun:
         status = "stopped"
         try:
             await self.invoker.start()
-            while time.time() < s.start_at - _STOP_POLL_S and not stop.is_set():
-                await asyncio.sleep(min(_STOP_POLL_S, s.start_at - time.time()))
+            prepare = getattr(self.invoker, "prepare", None)
+            if prepare is not None:
+                await self._until(s.start_at - _PREPARE_LEAD_S, stop)
+                if not stop.is_set():
+                    rate = float(arrivals.from_dict(s.arrival).peak_rps())
+                    prepare(rate, s.max_in_flight, s.start_at, s.start_at + s.duration_s)
+            await self._until(s.start_at, stop)
             if not stop.is_set():
                 status = await self._run_window(stop)
         finally:
             await self.invoker.close()
         # After close: platforms report what they only know at the end (peak RSS, through counters()).
         self.flush(final=True, status=status)
+
+    @staticmethod
+    async def _until(epoch: float, stop: StopFlag) -> None:
+        while time.time() < epoch - _STOP_POLL_S and not stop.is_set():
+            await asyncio.sleep(min(_STOP_POLL_S, epoch - time.time()))
 
     async def _run_window(self, stop: StopFlag) -> str:
         s = self.shard
@@ -255,6 +279,7 @@ class ShardRun:
         if stop.is_set():
             return True
         self.next_poll = now + _STOP_POLL_S
+        self._take_connect_times()
         self.rec.absorb()
         if now >= self.next_flush:
             self.flush()

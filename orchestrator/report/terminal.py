@@ -16,19 +16,37 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
 
 
+def _conns(g: Group) -> str:
+    """Connections the group opened: total (ready before start / TLS resumed)."""
+    if not g.connections_opened:
+        return "0"
+    parts = [f"{g.connections_before_start} early"] if g.connections_before_start else []
+    if g.tls_resumed:
+        parts.append(f"{g.tls_resumed} resumed")
+    return f"{g.connections_opened} ({', '.join(parts)})" if parts else str(g.connections_opened)
+
+
 def groups_table(groups: Sequence[Group], title: str = "") -> Table:
     table = Table(title=title or None, header_style="bold", show_lines=False)
-    for col in ("region", "target", "phase", "intended", "completed", "req/s", "errors",
-                "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "svc p99", "lag p99"):
+    # Connection columns only where a group opened connections (HTTP platforms).
+    connections = any(g.connect_ms is not None or g.connections_opened for g in groups)
+    columns = ["region", "target", "phase", "intended", "completed", "req/s", "errors",
+               "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "svc p99", "lag p99"]
+    if connections:
+        columns += ["conns", "connect p99"]
+    for col in columns:
         table.add_column(col, justify="left" if col in ("region", "target", "phase") else "right")
     for g in groups:
         r = g.response_ms
-        table.add_row(
+        row = [
             g.region, g.target, g.phase, str(g.intended), str(g.completed),
             f"{g.achieved_rps:.1f}", ", ".join(f"{k}={v}" for k, v in g.error_outcomes.items()) or "0",
             _ms(r.p50), _ms(r.p90), _ms(r.p99), _ms(r.p999), _ms(r.max),
             _ms(g.service_ms.p99), _ms(g.send_lag_ms.p99),
-        )
+        ]
+        if connections:
+            row += [_conns(g), _ms(g.connect_ms.p99 if g.connect_ms is not None else None)]
+        table.add_row(*row)
     return table
 
 

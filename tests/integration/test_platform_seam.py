@@ -30,12 +30,13 @@ def counted(intervals: list[Interval], name: str) -> int:
 
 @pytest.mark.integration
 def test_counters_are_reported_as_deltas_per_interval(fault_server):
-    # /close answers and closes: every request opens its own connection.
+    # /close answers and closes: every request takes its own connection (plus the few the pool
+    # opened before the start; each one closed after use is replaced ahead of the next request).
     intervals: list[Interval] = []
     run_shard(shard_for(fault_server.url("/close")), intervals.append)
     sent = sum(iv.sent for iv in intervals)
     assert sent == RATE * SECONDS
-    assert counted(intervals, "connections_opened") == sent
+    assert sent <= counted(intervals, "connections_opened") <= sent + 16
     assert sum(1 for iv in intervals if counted([iv], "connections_opened")) >= 2  # spread over intervals
     # Keep-alive: a handful of connections serve every request.
     intervals = []

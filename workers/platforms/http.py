@@ -2,7 +2,10 @@
 
 Each connection carries one request at a time (keep-alive, no pipelining).  The request
 bytes are encoded once per target.  Timeouts are enforced by one sweep over the busy
-connections instead of a timer per request.  httpx is deliberately not used here: on this
+connections instead of a timer per request.  Connections live in a pool per target and event
+loop, shared by every shard of that target in the worker (warm-up warms the measurement),
+opened ahead of the first due request with paced handshakes, resuming the pool's TLS session
+(``_Pool``).  httpx is deliberately not used here: on this
 machine it sustains ~134 req/s per core at 64 connections (encode/httpx#3215).
 """
 
@@ -10,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import re
 import socket
 import ssl
 import time
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -208,10 +213,10 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "pool", "transport", "parser", "due", "sent", "done", "complete", "closed", "status", "keep_alive",
-        "raw", "headed", "uses",
+        "raw", "headed", "uses", "user", "ready",
     )
 
-    def __init__(self, pool: HttpInvoker) -> None:
+    def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
@@ -225,9 +230,12 @@ class _Connection(asyncio.Protocol):
         self.raw = b""  # the current response's bytes, up to the chunk that ends its final headers
         self.headed = False  # the current response's final headers are complete
         self.uses = 0  # requests sent on this connection
+        self.user: HttpInvoker | None = None  # the invoker whose request it carries (or carried last)
+        self.ready = 0.0  # when it became usable: TCP connected and, over TLS, the handshake done
 
     # asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
+        self.ready = _monotonic()
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -280,7 +288,8 @@ class _Connection(asyncio.Protocol):
             # came, so the server never answered this request.  Resend it once, on a fresh
             # connection (which, being fresh, is never retried again).
             done, self.done = self.done, None
-            self.pool._retry(self.due, self.sent, done)
+            assert self.user is not None  # set with done
+            self.pool._retry(self.due, self.sent, done, self.user)
             return
         self._finish(Outcome.reset)
 
@@ -299,9 +308,10 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
 
     # pool side
-    def send(self, due: float, done: Done, payload: bytes) -> None:
+    def send(self, due: float, done: Done, payload: bytes, user: HttpInvoker) -> None:
         self.due = due
         self.done = done
+        self.user = user
         self.uses += 1
         self.sent = _monotonic()
         self.transport.write(payload)
@@ -344,76 +354,168 @@ class _HeadConnection(_Connection):
         raise _HeadersEnd
 
 
-class HttpInvoker:
-    """A keep-alive connection pool to one target: one connection per request in flight (the
-    shard loop bounds how many are in flight)."""
+# Pool sizing and pacing.  A TLS handshake costs the event loop a few hundred µs of CPU; a
+# bounded number in progress at once keeps them from stalling due requests together.
+_TLS_HANDSHAKES = 8  # TLS connects (TCP + handshake) in progress at once, per pool
+_TCP_CONNECTS = 32  # plain TCP connects in progress at once, per pool
+_POOL_FLOOR = 4  # a prepared pool opens at least this many (and the estimate's headroom)
+_LATENCY_FLOOR_S = 0.001  # the least latency the estimate assumes: loop batching keeps requests in flight too
+_SESSION_POLL_S = 0.005  # a TLS 1.3 session ticket arrives just after the handshake: looked for this often
+_SESSION_TRIES = 40  # … this many times per connection
+_ABUT_S = 0.01  # windows that overlap by less than this are back to back, not concurrent
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.payload, self.host, self.port, tls, self.server_name = encode_request(target)
-        self.timeout = float(target.timeout_s)
-        self.ssl: ssl.SSLContext | None = None
-        if tls:
-            self.ssl = ssl.create_default_context()
-            if not target.tls_verify:
-                self.ssl.check_hostname = False
-                self.ssl.verify_mode = ssl.CERT_NONE
+
+class _ResumingContext(ssl.SSLContext):
+    """A client context that offers ``resume`` (the pool's latest TLS session) to every new
+    connection.  asyncio and uvloop make each connection's SSLObject through ``wrap_bio`` and
+    pass it no session, so this is where resumption is asked for."""
+
+    resume: ssl.SSLSession | None = None
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname,
+                                session if session is not None else self.resume)
+
+
+def _client_context(verify: bool) -> _ResumingContext:
+    ctx = _ResumingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, certificate required
+    if verify:
+        ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+Entry = tuple[float, float, Done, "HttpInvoker"]  # (due, handed or sent, done, the invoker it came from)
+
+
+class _Pool:
+    """Keep-alive connections to one target, shared by every ``HttpInvoker`` of that target on
+    one event loop (as the local platform shares its warm instances): the warm-up shard's
+    connections carry the measured shard, which starts on warm connections.
+
+    Sizing: each invoker ``prepare``s its window (peak rate, max_in_flight); the pool wants
+    ``rate × latency × 2 + 4`` connections for the heaviest overlap of windows (latency: the
+    first connection's connect time, at least 1 ms), never more than the sum of their
+    max_in_flight.  It opens them in the background, at most ``limit`` connects at once (one
+    at a time until a TLS session can be resumed), grows by one whenever the last idle
+    connection is taken, replaces connections the server closed after use, and opens one for
+    any request left waiting with none on its way.  An unprepared pool (no ``prepare``) opens
+    connections only for waiting requests, as before.
+    """
+
+    def __init__(self, key: tuple[Any, ...], inv: HttpInvoker, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.loop = loop
+        self.host, self.port, self.server_name = inv.host, inv.port, inv.server_name
+        self.payload = inv.payload
+        self.timeout = inv.timeout
+        self.conn_class = inv.conn_class
+        self.ssl = _client_context(inv.target.tls_verify) if inv.tls else None
         self.idle: list[_Connection] = []
         self.conns: set[_Connection] = set()
-        self.waiting: deque[tuple[float, float, Done]] = deque()  # (due, handed, done) awaiting a connection
-        self.conn_class = _HeadConnection if target.method.upper() == "HEAD" else _Connection
-        self.retrying: dict[int, tuple[float, float, Done]] = {}  # (due, sent, done) awaiting a fresh connection
-        self.retries = 0
-        self.opened = 0
-        self.closing = False
-        self._sweeper: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.waiting: deque[Entry] = deque()  # requests awaiting a connection
+        self.retrying: dict[int, Entry] = {}  # resent requests awaiting a fresh connection
+        self.retry_keys = 0
+        self.users: list[HttpInvoker] = []
+        self.connecting = 0  # connects in progress (resends not counted)
+        self.want = 0  # connections the pool keeps open; 0: unprepared
+        self.cap = 0  # most it opens for its own sake (sum of overlapping max_in_flight)
+        self.limit = _TLS_HANDSHAKES if self.ssl is not None else _TCP_CONNECTS
+        self.session_pending = self.ssl is not None  # no TLS session yet: one connect at a time
+        self.latency_s = 0.0  # the first connection's connect (+ handshake) time
+        self.closed = False
+        self.sweeper = loop.create_task(self._sweep())
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._sweeper = self._loop.create_task(self._sweep())
-
-    async def close(self) -> None:
-        """The shard's drain is over: whatever has not been answered by now timed out."""
-        self.closing = True
-        if self._sweeper:
-            self._sweeper.cancel()
+    # -- users --------------------------------------------------------------------------------
+    def release(self, user: HttpInvoker) -> None:
+        if user in self.users:
+            self.users.remove(user)
+        if self.users:
+            self._size()
+            return
+        self.closed = True
+        if _POOLS.get(self.key) is self:
+            del _POOLS[self.key]
+        self.sweeper.cancel()
         for conn in list(self.conns):
             conn._finish(Outcome.timeout)
             conn._close()
+        self.idle.clear()
         while self.waiting:
-            due, handed, done = self.waiting.popleft()
+            due, handed, done, _ = self.waiting.popleft()
             done(Outcome.timeout, due, handed, _monotonic())
         for key in list(self.retrying):
-            due, sent, done = self.retrying.pop(key)
+            due, sent, done, _ = self.retrying.pop(key)
             done(Outcome.timeout, due, sent, _monotonic())
 
-    def counters(self) -> dict[str, float]:
-        """Cumulative: requests resent after a stale keep-alive connection, connections opened."""
-        return {"retries": self.retries, "connections_opened": self.opened}
+    def _owner(self, user: HttpInvoker) -> HttpInvoker:
+        """Who a connection counts for: ``user``, or another user once that one has closed."""
+        return user if user.active or not self.users else self.users[0]
 
-    def invoke(self, due: float, done: Done) -> None:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.send(due, done, self.payload)
-                return
-        self.waiting.append((due, _monotonic(), done))
-        assert self._loop is not None
-        self._loop.create_task(self._connect())
+    def _size(self) -> None:
+        """``want`` and ``cap`` from the prepared users' windows: the heaviest overlap."""
+        plans = [u.plan for u in self.users if u.plan is not None]
+        if not plans:
+            return
+        latency = max(self.latency_s, _LATENCY_FLOOR_S)
+        want = cap = 0
+        for _, _, begin, end in plans:
+            # (Back-to-back windows, a warm-up and its measured phase, do not overlap.)
+            over = [p for p in plans if p[2] < end - _ABUT_S and begin < p[3] - _ABUT_S]
+            rate = sum(p[0] for p in over)
+            most = sum(p[1] for p in over)
+            cap = max(cap, most)
+            want = max(want, min(most, max(_POOL_FLOOR, math.ceil(rate * latency * 2) + _POOL_FLOOR)))
+        self.cap = cap
+        self.want = max(self.want, want)
 
-    async def _connect(self, retry: int = 0) -> None:
-        """Open a connection for the wait queue, or, with ``retry``, for that resent request."""
-        assert self._loop is not None
+    # -- opening ------------------------------------------------------------------------------
+    def _fill(self, user: HttpInvoker) -> None:
+        """Start connects while a waiting request has none on its way or the pool is below the
+        size it wants, at most ``limit`` at once; over TLS, the first alone, and the next ones
+        once its session has come (or is known not to come)."""
+        if self.closed:
+            return
+        # Until the first TLS session can be resumed: one connect, then none while it is awaited.
+        limit = (0 if self.conns else 1) if self.session_pending else self.limit
+        while self.connecting < limit and (
+            self.connecting < len(self.waiting) or len(self.conns) + self.connecting < self.want
+        ):
+            self.connecting += 1
+            self.loop.create_task(self._connect(user))
+
+    def _ahead(self, user: HttpInvoker) -> None:
+        """The last idle connection was just taken: open one more, off the critical path."""
+        if self.want and not self.connecting and len(self.conns) < self.cap:
+            self.want = max(self.want, len(self.conns) + 1)
+            self._fill(user)
+
+    def _wait(self, due: float, done: Done, user: HttpInvoker) -> None:
+        self.waiting.append((due, _monotonic(), done, user))
+        self._fill(user)
+
+    async def _connect(self, user: HttpInvoker, retry: int = 0) -> None:
+        """Open a connection for the pool (and so the wait queue), or, with ``retry``, for that
+        resent request."""
         timeout = self.timeout
         if retry:  # the resent request keeps the time it has left
-            if retry not in self.retrying:  # close() came first and has reported it
+            entry = self.retrying.get(retry)
+            if entry is None:  # its invoker closed first and has reported it
                 return
-            timeout = max(timeout - (_monotonic() - self.retrying[retry][1]), 0.001)
+            timeout = max(timeout - (_monotonic() - entry[1]), 0.001)
+        began = _monotonic()
         try:
             _, conn = await asyncio.wait_for(
-                self._loop.create_connection(
+                self.loop.create_connection(
                     lambda: self.conn_class(self),
                     self.host,
                     self.port,
@@ -423,46 +525,106 @@ class HttpInvoker:
                 timeout=timeout,
             )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
-            entry = self.retrying.pop(retry, None) if retry else (self.waiting.popleft() if self.waiting else None)
-            if entry is not None:
-                due, handed, done = entry
-                kind = Outcome.timeout if isinstance(exc, asyncio.TimeoutError) else Outcome.connect_error
-                done(kind, due, handed, _monotonic())
+            if not retry:
+                self.connecting -= 1
+            self._failed(user, retry, Outcome.timeout if isinstance(exc, TimeoutError) else Outcome.connect_error)
             return
-        self.opened += 1
-        if self.closing:  # close() has already reported what this connection was for
+        if not retry:
+            self.connecting -= 1
+        user = self._owner(user)
+        user.opened += 1
+        ready = conn.ready or _monotonic()
+        user.connect_us.append(int((ready - began) * 1e6))
+        if ready < user.start_mono:
+            user.before_start += 1
+        if self.closed:  # every invoker has closed and reported what this connection was for
             conn._close()
             return
         sock = conn.transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conns.add(conn)
-        if retry:
-            due, sent, done = self.retrying.pop(retry)
-            conn.send(due, done, self.payload)
+        if self.ssl is not None:
+            ssl_object = conn.transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.session_reused:
+                user.resumed += 1
+            self._capture(conn, 0)
+        if not self.latency_s:
+            self.latency_s = ready - began
+            self._size()
+        entry = self.retrying.pop(retry, None) if retry else None
+        if entry is not None:
+            due, sent, done, owner = entry
+            conn.send(due, done, self.payload, owner)
             conn.sent = sent  # service time and the timeout still run from the first send
         else:
             self._released(conn)
+        self._fill(user)
 
-    def _retry(self, due: float, sent: float, done: Done) -> None:
-        self.retries += 1
-        if self.closing:
+    def _failed(self, user: HttpInvoker, retry: int, kind: Outcome) -> None:
+        """A connect failed: the resent request, or else the oldest waiting one, gets ``kind``;
+        with none waiting the pool stops trying to reach its size (no retry loop)."""
+        if retry:
+            entry = self.retrying.pop(retry, None)
+            if entry is not None:
+                due, sent, done, _ = entry
+                done(kind, due, sent, _monotonic())
+            return
+        if self.waiting:
+            due, handed, done, _ = self.waiting.popleft()
+            done(kind, due, handed, _monotonic())
+        else:
+            self._owner(user).connect_failures += 1
+            self.want = min(self.want, len(self.conns) + self.connecting)
+        self._fill(user)
+
+    def _capture(self, conn: _Connection, tries: int) -> None:
+        """Keep the connection's TLS session for the next connections to resume (TLS 1.3: once
+        its ticket has come, just after the handshake)."""
+        if self.closed or self.ssl is None:
+            return
+        ssl_object = None if conn.closed else conn.transport.get_extra_info("ssl_object")
+        session = ssl_object.session if ssl_object is not None else None
+        if session is not None and ssl_object is not None and (
+            session.has_ticket or ssl_object.version() != "TLSv1.3"
+        ):
+            self.ssl.resume = session
+        elif ssl_object is not None and tries < _SESSION_TRIES:
+            self.loop.call_later(_SESSION_POLL_S, self._capture, conn, tries + 1)
+            return
+        if self.session_pending:  # a session to resume, or none coming: connect in parallel now
+            self.session_pending = False
+            if self.users:
+                self._fill(self.users[0])
+
+    def _retry(self, due: float, sent: float, done: Done, user: HttpInvoker) -> None:
+        user.retries += 1
+        if self.closed or not user.active:
             done(Outcome.reset, due, sent, _monotonic())
             return
-        key = self.retries
-        self.retrying[key] = (due, sent, done)
-        assert self._loop is not None
-        self._loop.create_task(self._connect(key))
+        self.retry_keys += 1
+        key = self.retry_keys
+        self.retrying[key] = (due, sent, done, user)
+        self.loop.create_task(self._connect(user, key))
 
+    # -- connections --------------------------------------------------------------------------
     def _released(self, conn: _Connection) -> None:
         if self.waiting:
-            due, _, done = self.waiting.popleft()
-            conn.send(due, done, self.payload)
+            due, _, done, user = self.waiting.popleft()
+            conn.send(due, done, self.payload, user)
         else:
             self.idle.append(conn)
 
     def _lost(self, conn: _Connection) -> None:
+        if conn not in self.conns:  # (reported twice: by _close, then by connection_lost)
+            return
         self.conns.discard(conn)
+        if not self.want or self.closed:
+            return
+        if conn.uses and conn.user is not None:
+            self._fill(conn.user)  # closed by the server after use: replaced off the critical path
+        elif self.want > len(self.conns) + self.connecting:
+            self.want -= 1  # dropped unused (an idle timeout): the pool needed fewer
 
     async def _sweep(self) -> None:
         """Time out requests in flight longer than the target's timeout (one pass per tick)."""
@@ -474,6 +636,117 @@ class HttpInvoker:
                 if conn.done is not None and conn.sent < deadline:
                     conn._finish(Outcome.timeout)
                     conn._close()
+
+
+_POOLS: dict[tuple[Any, ...], _Pool] = {}
+
+
+class HttpInvoker:
+    """One shard's (or one caller's) view of the keep-alive pool to its target: requests go on
+    the pool's idle connections, one per request in flight (the shard loop bounds how many are
+    in flight).  Invokers of the same target on the same event loop share one ``_Pool``; each
+    keeps its own counters and connect times and, at ``close``, times out only its own
+    requests.  Counters: retries, connections_opened and, when not zero,
+    connections_before_start (ready before the ``start_at`` given to ``prepare``),
+    tls_resumed (connections that resumed a TLS session) and connect_failures (connects that
+    failed with no request waiting for them)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.payload, self.host, self.port, self.tls, self.server_name = encode_request(target)
+        self.timeout = float(target.timeout_s)
+        self.conn_class = _HeadConnection if target.method.upper() == "HEAD" else _Connection
+        self.pool: _Pool | None = None
+        self.idle: list[_Connection] = []  # the pool's, once started
+        self.active = False
+        self.plan: tuple[float, int, float, float] | None = None  # rate, max_in_flight, start_at, end_at (epoch)
+        self.start_mono = -math.inf  # no start given: nothing counts as opened before it
+        self.retries = 0
+        self.opened = 0
+        self.before_start = 0
+        self.resumed = 0
+        self.connect_failures = 0
+        self.connect_us: array[int] = array("q")
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        t = self.target
+        return (t.name, self.payload, self.host, self.port, self.tls, t.tls_verify, self.timeout, self.conn_class)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), *self.key)
+        pool = _POOLS.get(key)
+        if pool is None or pool.closed or pool.loop is not loop:
+            pool = _POOLS[key] = _Pool(key, self, loop)
+        pool.users.append(self)
+        self.pool = pool
+        self.idle = pool.idle
+        self.active = True
+
+    def prepare(self, rate: float, max_in_flight: int, start_at: float, end_at: float) -> None:
+        """Open, in the background and paced, the connections this invoker will need from epoch
+        ``start_at`` to ``end_at`` at up to ``rate`` requests per second (see ``_Pool``)."""
+        assert self.pool is not None, "start() first"
+        now_epoch, now = time.time(), _monotonic()
+        self.start_mono = now + (start_at - now_epoch)
+        self.plan = (float(rate), max(1, int(max_in_flight)), float(start_at), float(end_at))
+        self.pool._size()
+        self.pool._fill(self)
+
+    async def close(self) -> None:
+        """This invoker's drain is over: whatever of its requests is unanswered timed out."""
+        pool = self.pool
+        if pool is None or not self.active:
+            return
+        self.active = False
+        for conn in list(pool.conns):
+            if conn.user is self and conn.done is not None:
+                conn._finish(Outcome.timeout)
+                conn._close()
+        mine = [entry for entry in pool.waiting if entry[3] is self]
+        if mine:
+            keep = [entry for entry in pool.waiting if entry[3] is not self]
+            pool.waiting.clear()
+            pool.waiting.extend(keep)
+            for due, handed, done, _ in mine:
+                done(Outcome.timeout, due, handed, _monotonic())
+        for key in [k for k, entry in pool.retrying.items() if entry[3] is self]:
+            due, sent, done, _ = pool.retrying.pop(key)
+            done(Outcome.timeout, due, sent, _monotonic())
+        pool.release(self)
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative (see the class docstring)."""
+        counts: dict[str, float] = {"retries": self.retries, "connections_opened": self.opened}
+        if self.before_start:
+            counts["connections_before_start"] = self.before_start
+        if self.resumed:
+            counts["tls_resumed"] = self.resumed
+        if self.connect_failures:
+            counts["connect_failures"] = self.connect_failures
+        return counts
+
+    def connect_times(self) -> array[int]:
+        """µs from starting a connect to the connection being usable (TCP connect and, over TLS,
+        the handshake), one per connection opened for this invoker since the last call."""
+        taken = self.connect_us
+        if taken:
+            self.connect_us = array("q")
+        return taken
+
+    def invoke(self, due: float, done: Done) -> None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.send(due, done, self.payload, self)
+                if not idle:
+                    assert self.pool is not None
+                    self.pool._ahead(self)
+                return
+        assert self.pool is not None
+        self.pool._wait(due, done, self)
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
