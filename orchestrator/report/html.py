@@ -166,6 +166,8 @@ def verdict(result: RunResult) -> tuple[str, str]:
     errors = sum(g.errors for g in result.groups)
     requests = sum(sum(g.outcomes.values()) for g in result.groups)
     parts.append(f"{errors} of {requests} requests failed")
+    if result.gaps:
+        parts.append(f"{len(result.gaps)} gap(s) in load ({sum(g.seconds for g in result.gaps):g} s)")
     # Shards whose window (or its rest) no attempt covered, as RunResult counts them.
     lost = sum(1 for g in result.gaps if g.abandoned or g.reason.startswith(("expired", "never ran")))
     if lost:
@@ -229,12 +231,12 @@ def analyse(run: RunData, max_points: int = MAX_POINTS) -> Analysis:
     collector.add_all(run.intervals)
     hists = {key: state.hists for key, state in collector.groups.items()}
     seen: set[tuple[str, int, int]] = set()
-    measured = []
+    unique = []
     for iv in run.intervals:
-        if iv.key in seen or iv.warmup:
-            continue
-        seen.add(iv.key)
-        measured.append(iv)
+        if iv.key not in seen:
+            seen.add(iv.key)
+            unique.append(iv)
+    measured = [iv for iv in unique if not iv.warmup]
     start = run.result.start_at or min((iv.t0 for iv in measured), default=0.0)
     lengths = [iv.t1 - iv.t0 for iv in measured if iv.t1 > iv.t0]
     flush = max(1.0, round(statistics.median(lengths))) if lengths else 1.0
@@ -256,26 +258,33 @@ def analyse(run: RunData, max_points: int = MAX_POINTS) -> Analysis:
         summary = merged.summary()
         for stat in STATS:
             s.p[stat][x] = summary.stat(stat)
-        s.intended[x] = round(sum(iv.intended for iv in ivs) / width, 3)
-        s.achieved[x] = round(sum(iv.outcomes.get("ok", 0) for iv in ivs) / width, 3)
+        # Per second of the time the bucket's intervals cover (shards in parallel): a shard's short
+        # final interval that shares a bucket with a full one is not read as a burst.
+        per_shard: dict[str, float] = defaultdict(float)
+        for iv in ivs:
+            per_shard[iv.shard_id] += max(iv.t1 - iv.t0, 0.0)
+        covered = max(per_shard.values()) if per_shard and max(per_shard.values()) > 0.05 * width else width
+        s.intended[x] = round(sum(iv.intended for iv in ivs) / covered, 3)
+        s.achieved[x] = round(sum(iv.outcomes.get("ok", 0) for iv in ivs) / covered, 3)
         memory = max(iv.max_memory_mb for iv in ivs)
         if memory:
             s.memory[x] = round(memory, 2)
         for iv in ivs:
             for outcome, n in iv.outcomes.items():
                 if outcome in ERROR_OUTCOMES and n:
-                    errors[outcome][x] += n / width
+                    errors[outcome][x] += n / covered
     marks: list[dict[str, Any]] = []
-    for iv in measured:
+    for iv in unique:  # the warm-up's gaps too: they are in the result's gaps
         if iv.gap_s > 0 and iv.started > 0:
             marks.append({"x0": round(iv.started - iv.gap_s - start, 3), "x1": round(iv.started - start, 3),
-                          "kind": "gap", "label": f"{iv.target} {iv.shard_id} started {iv.gap_s:g}s late"})
+                          "kind": "gap", "target": iv.target,
+                          "label": f"{iv.target} {iv.shard_id} started {iv.gap_s:g}s late"})
     for g in run.result.gaps:
         if g.redispatched_at:
             at = g.redispatched_at - start
-            marks.append({"x0": round(at - g.seconds, 3), "x1": round(at, 3), "kind": "gap",
+            marks.append({"x0": round(at - g.seconds, 3), "x1": round(at, 3), "kind": "gap", "target": g.target,
                           "label": f"{g.target} {g.shard}: {g.seconds:g}s without load ({g.reason})"})
-            marks.append({"x0": round(at, 3), "x1": round(at, 3), "kind": "redispatch",
+            marks.append({"x0": round(at, 3), "x1": round(at, 3), "kind": "redispatch", "target": g.target,
                           "label": f"{g.shard} re-dispatched"})
     rounded = {k: {x: round(v, 3) for x, v in d.items()} for k, d in errors.items()}
     return Analysis(run, start, width, hists, dict(series), rounded, marks)
@@ -452,7 +461,7 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
         region, target = k[0], k[1]
         over.append(charts.add(f"time-{n}", f"{target} @{region}: response time per {a.width:g} s (merged histograms)",
                                "time", [(stat, s.p[stat], _style(i)) for i, stat in enumerate(STATS)], "ms",
-                               marks=a.marks))
+                               marks=[m for m in a.marks if m["target"] == target]))
     out.append(_section("Percentiles over time", "".join(over) or '<p class="empty">no warm intervals</p>', "over-time"))
     thr = []
     series = []
@@ -723,6 +732,11 @@ SCRIPT = r"""
       plugins: c.marks && c.marks.length ? [marks(c.marks)] : []
     };
     var u = new uPlot(opts, [c.x].concat(c.series.map(function (s) { return s.values; })), el);
+    if (c.marks && c.marks.length && c.x.length) {  // gaps before the first or after the last point stay in view
+      var lo = Math.min.apply(null, [c.x[0]].concat(c.marks.map(function (m) { return m.x0; })));
+      var hi = Math.max.apply(null, [c.x[c.x.length - 1]].concat(c.marks.map(function (m) { return m.x1; })));
+      if (lo < c.x[0] || hi > c.x[c.x.length - 1]) u.setScale("x", {min: lo, max: hi});
+    }
     charts[c.id] = u;
     window.fnbench.specs[c.id] = c;
   }

@@ -391,6 +391,7 @@ def synthetic_hour(folder: Path, targets: int = 8, regions: int = 2, flush_s: fl
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_one_hour_of_16_groups_with_many_errors_stays_under_2_mb(tmp_path):
     folder = tmp_path / "hour"
     synthetic_hour(folder)
