@@ -63,7 +63,8 @@ HISTOGRAMS = {
 }
 # Beyond one flush span, how long an interval may take from its end (t1) to observe(): the
 # flush itself running late on a busy event loop, the sink, the local queue or the datagram.
-LAG_MARGIN_S = 1.0
+LAG_MARGIN_S = 1.0  # at least; 1.5 times the slowest arrival seen, up to _MARGIN_MAX_S
+_MARGIN_MAX_S = 10.0
 # Scrapes reach collect() late by a varying delay (a busy process); exported times sit on a grid
 # of whole seconds phase-locked to the earliest recent scrapes, so samples stay evenly spaced
 # (rate() extrapolates badly from unevenly spaced samples at its window edges).
@@ -188,7 +189,8 @@ class _Series:
         self.tau = -math.inf
         self.shown: tuple[float, _Counts] | None = None  # what the last scrape exported
 
-    def add(self, iv: Interval, counts: _Counts) -> None:
+    def add(self, iv: Interval, counts: _Counts, delay: float = 0.0) -> None:
+        """``delay``: how long after its t1 the interval reached observe()."""
         shard = self.shards.setdefault((iv.shard_id, iv.attempt), _Shard())
         t0 = max(iv.t0, iv.started) if iv.seq == 0 and iv.started else iv.t0
         t1 = max(iv.t1, t0)
@@ -199,8 +201,10 @@ class _Series:
                 t1 = min(t1, t0 + n / shard.pace)
         if not iv.final or not self.lag:
             # A constant lag keeps the samples as evenly spaced as the scrapes: it grows only
-            # when a flush ran a quarter later than any before, in half seconds.
-            self.lag = max(self.lag, math.ceil((1.25 * (t1 - t0) + LAG_MARGIN_S) * 2) / 2)
+            # in half seconds,
+            # when a flush ran a quarter later than any before, or an interval took longer to arrive.
+            margin = min(max(LAG_MARGIN_S, 1.5 * delay), _MARGIN_MAX_S)
+            self.lag = max(self.lag, math.ceil((1.25 * (t1 - t0) + margin) * 2) / 2)
             if not iv.final and t1 > t0:
                 shard.pace = n / (t1 - t0)
         self.last_t1 = max(self.last_t1, iv.t1)
@@ -271,7 +275,7 @@ class IntervalMetrics(Collector):
             if encoded:
                 counts.hists.setdefault(name, _Hist()).add_encoded(encoded)
         with self._lock:
-            self._series.setdefault(labels, _Series()).add(iv, counts)
+            self._series.setdefault(labels, _Series()).add(iv, counts, self._clock() - iv.t1)
             span = iv.t1 - iv.t0
             if span > 0:
                 self._intended_rps[(*labels, iv.shard_id)] = 0.0 if iv.final else iv.intended / span

@@ -61,6 +61,13 @@ class Clock:
         return self.now
 
 
+def feed(m: IntervalMetrics, clock: Clock, iv: Interval) -> None:
+    """observe() as the interval arrives, 10 ms after its end (the arrival delay sets the lag)."""
+    now, clock.now = clock.now, iv.t1 + 0.01
+    m.observe(iv)
+    clock.now = now
+
+
 def test_counters_and_histograms_carry_the_interval_values():
     m = IntervalMetrics()
     m.observe(interval(0, [1_000] * 90 + [100_000] * 10, {"ok": 100}))
@@ -90,7 +97,7 @@ def test_samples_lag_by_one_span_and_spread_each_interval_over_it():
     clock = Clock(103.5)
     m = IntervalMetrics(clock)
     for seq in range(4):
-        m.observe(interval(seq, [1_000] * 100, {"ok": 100}, t0=100.0 + seq, span=1.0))
+        feed(m, clock, interval(seq, [1_000] * 100, {"ok": 100}, t0=100.0 + seq, span=1.0))
     seen = []
     for now in (103.5, 104.5, 105.5):
         clock.now = now
@@ -112,18 +119,18 @@ def test_time_never_moves_back_and_a_scrape_in_the_same_tick_repeats_its_samples
     clock = Clock(104.0)
     m = IntervalMetrics(clock)
     for seq in range(4):
-        m.observe(interval(seq, [1_000] * 10, {"ok": 10}, t0=100.0 + seq, span=1.0))
+        feed(m, clock, interval(seq, [1_000] * 10, {"ok": 10}, t0=100.0 + seq, span=1.0))
     first = scrape_ts(m)
     assert first[OK] == (pytest.approx(15.0 - 10 * GUARD), pytest.approx(104.0 - GUARD - LAG_1S))
     # A late interval for the time before tau arrives; a second scrape within the same tick
     # repeats the samples exactly (a new value at an old timestamp would be rejected).
-    m.observe(interval(0, [1_000] * 10, {"ok": 10}, t0=100.5, span=1.0, shard="late"))
+    feed(m, clock, interval(0, [1_000] * 10, {"ok": 10}, t0=100.5, span=1.0, shard="late"))
     clock.now = 104.3
     timed = {k: v for k, v in scrape_ts(m).items() if v[1] is not None}  # the gauges are levels of now
     assert timed == {k: v for k, v in first.items() if v[1] is not None}
     # A much longer flush raises the lag from 2.5 to 4.5 s; it is taken up 0.1 s a tick, so the
     # samples stay evenly spaced (0.9 s) instead of stalling; the late counts are in: a step up.
-    m.observe(interval(4, [1_000] * 26, {"ok": 26}, t0=104.0, span=2.6))
+    feed(m, clock, interval(4, [1_000] * 26, {"ok": 26}, t0=104.0, span=2.6))
     values, stamps = [], []
     for k in range(1, 6):
         clock.now = 104.0 + k
@@ -139,9 +146,9 @@ def test_finished_shards_keep_their_pace_to_the_end_then_stay_at_their_exact_tot
     clock = Clock(103.0)
     m = IntervalMetrics(clock)
     for seq in range(2):
-        m.observe(interval(seq, [1_000] * 40, {"ok": 40}, t0=100.0 + seq, span=1.0))
+        feed(m, clock, interval(seq, [1_000] * 40, {"ok": 40}, t0=100.0 + seq, span=1.0))
     # The final interval: 10 responses at the pace of 40/s, then a drain and a slow close.
-    m.observe(interval(2, [1_000] * 10, {"ok": 10}, t0=102.0, span=0.9, final=True))
+    feed(m, clock, interval(2, [1_000] * 10, {"ok": 10}, t0=102.0, span=0.9, final=True))
     assert scrape_ts(m)[OK][1] == pytest.approx(103.0 - GUARD - LAG_1S)  # no jump: rate() stays right
     clock.now = 106.0
     assert scrape_ts(m)[OK] == (90, pytest.approx(106.0 - GUARD - LAG_1S))
@@ -151,9 +158,9 @@ def test_finished_shards_keep_their_pace_to_the_end_then_stay_at_their_exact_tot
 def test_the_final_interval_is_spread_at_the_pace_not_over_the_close():
     clock = Clock(102.0)
     m = IntervalMetrics(clock)
-    m.observe(interval(0, [1_000] * 40, {"ok": 40}, t0=100.0, span=1.0))
-    m.observe(interval(0, [1_000] * 40, {"ok": 40}, t0=100.0, span=1.0, shard="other"))  # still running
-    m.observe(interval(1, [1_000] * 10, {"ok": 10}, t0=101.0, span=0.9, final=True))
+    feed(m, clock, interval(0, [1_000] * 40, {"ok": 40}, t0=100.0, span=1.0))
+    feed(m, clock, interval(0, [1_000] * 40, {"ok": 40}, t0=100.0, span=1.0, shard="other"))  # still running
+    feed(m, clock, interval(1, [1_000] * 10, {"ok": 10}, t0=101.0, span=0.9, final=True))
     clock.now = 101.1 + GUARD + LAG_1S  # tau = 101.1: within the final's 0.25 s of pacing
     value, ts = scrape_ts(m)[OK]
     assert ts == pytest.approx(101.1)
@@ -179,3 +186,10 @@ def test_wait_scraped_returns_once_the_final_values_were_exported():
     assert m.wait_scraped(1.5) is True
     assert scrape(m)[OK] == 10
     thread.join()
+
+
+def test_intervals_that_arrive_late_raise_the_lag():
+    clock = Clock(103.0)  # the interval ended at 101.0: it arrived 2 s late
+    m = IntervalMetrics(clock)
+    m.observe(interval(0, [1_000] * 10, {"ok": 10}, t0=100.0, span=1.0))
+    assert scrape_ts(m)[OK][1] == pytest.approx(103.0 - GUARD - 4.5)  # 1.25 spans + 1.5 x the delay
