@@ -1,7 +1,7 @@
 """Build and start the benchmark subjects in functions/ (see functions/CONTRACT.md).
 
     RUNTIMES, WORKLOADS          what exists                          (from workers.functions)
-    build(runtime, out_dir)      compile (rust: cargo, go: go build) -> list[Artifact]
+    build(runtime, out_dir)      compile (rust: cargo, go: go build, java: mvn) -> list[Artifact]
     artifact_for(runtime, out)   the artefact of an earlier build     (from workers.functions)
     start_server(artifact, port) start its HTTP server on 127.0.0.1:port -> Popen
     wait_ready(port, timeout)    poll GET /health until 200
@@ -9,17 +9,21 @@
 
 Rust and Go build into `<out_dir>/<runtime>/bootstrap` (the file name AWS Lambda's
 custom runtimes expect). Node and Python need no build: the artefact is their
-source directory. Finding a built artefact lives in workers.functions, because a worker
+source directory. Java builds one jar with Maven into `<out_dir>/java/fnbench-java.jar`;
+`java-cds` adds a class-data sharing archive dumped by a training run of that jar. Finding a built artefact lives in workers.functions, because a worker
 starts local functions from its own build; this module only adds building. Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import http.client
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +32,8 @@ from orchestrator.errors import SetupError
 from workers.functions import (
     DEFAULT_OUT_DIR,
     FUNCTIONS_DIR,
+    JAVA_CDS_ARCHIVE,
+    JAVA_JAR,
     MIN_NODE_MAJOR,
     MIN_PYTHON,
     REPO_ROOT,
@@ -39,6 +45,8 @@ from workers.functions import (
     binary_artifact,
     check_runtime,
     find_tool,
+    java_artifact,
+    java_tool,
     node_artifact,
     python_artifact,
 )
@@ -111,6 +119,112 @@ def _build_go(out_dir: Path) -> Artifact:
     return binary_artifact("go", dest, seconds)
 
 
+JAVA_SRC = FUNCTIONS_DIR / "java"
+
+
+def _java_stale(built: Path) -> bool:
+    """True when Maven's jar is missing or older than pom.xml or any source file."""
+    if not built.is_file():
+        return True
+    newest = max(p.stat().st_mtime for p in [JAVA_SRC / "pom.xml", *(JAVA_SRC / "src").rglob("*")] if p.is_file())
+    return built.stat().st_mtime < newest
+
+
+def _build_java_jar(out_dir: Path) -> tuple[Path, float]:
+    """`mvn package` when the sources changed; the jar is copied into out_dir only when its bytes
+    differ, so an unchanged build keeps the jar's mtime and the CDS archive dumped against it."""
+    mvn = find_tool("mvn", "java")
+    java_tool("javac", "java")  # Maven compiles with the JDK it runs on: a JRE alone cannot
+    env = dict(os.environ)
+    java_home = Path(os.path.realpath(java_tool("java", "java"))).parent.parent
+    env.setdefault("JAVA_HOME", str(java_home))  # mvn runs on the same JDK the functions run on
+    built = JAVA_SRC / "target" / JAVA_JAR
+    seconds = 0.0
+    if _java_stale(built):
+        # -B: no colours or prompts; -q: errors only (BuildFailed keeps them). Offline once
+        # ~/.m2 holds the pinned set: `mvn -o package` (FNBENCH_MAVEN_ARGS="-o").
+        cmd = [mvn, "-B", "-q", *os.environ.get("FNBENCH_MAVEN_ARGS", "").split(), "package"]
+        seconds = _run_build("java", cmd, JAVA_SRC, env)
+    dest = out_dir / "java" / JAVA_JAR
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not (dest.is_file() and filecmp.cmp(built, dest, shallow=False)):
+        tmp = dest.with_suffix(".tmp")
+        shutil.copy2(built, tmp)
+        os.replace(tmp, dest)
+    return dest, seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# One request per workload (and the error paths): the training run's classes are what the
+# java-cds archive holds.
+_TRAINING: list[tuple[str, object]] = [
+    ("echo", {"payload": {"user": 42, "tags": ["a", "b"], "items": [1, 2.5, None, True]}}),
+    ("transform", {"records": [{"id": 1, "name": "zoë", "price": 2.5, "qty": 3, "tags": ["x"]},
+                               {"id": 2, "name": "b", "price": 1, "qty": 1, "tags": []}], "min_total": 0}),
+    ("hash", {"data": "fnbench", "rounds": 1000}),
+    ("matmul", {"n": 16}),
+    ("alloc", {"mb": 1, "object_bytes": 4096}),
+    ("sleep", {"ms": 1}),
+    ("validate", {"data_b64": "YWJj", "max_bytes": 10,
+                  "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}),
+    ("no_such_workload", {}),
+    ("hash", "{not json"),
+]
+
+
+def _train_cds(jar: Path, out_dir: Path) -> float:
+    """Dump <out_dir>/java/fnbench-java.jsa: run the jar's HTTP server with the java-cds flags and
+    -XX:ArchiveClassesAtExit, send it every workload, SIGTERM it (the dump is written at exit)."""
+    archive = jar.with_name(JAVA_CDS_ARCHIVE)
+    if archive.is_file() and archive.stat().st_mtime >= jar.stat().st_mtime:
+        return 0.0  # dumped against this very jar
+    tmp = archive.with_suffix(".jsa.tmp")
+    tmp.unlink(missing_ok=True)
+    java = java_tool("java", "java-cds")
+    cmd = [java, "-XX:TieredStopAtLevel=1", f"-XX:ArchiveClassesAtExit={tmp}", "-Dfnbench.runtime=java-cds",
+           "-jar", str(jar)]
+    log = out_dir / "java" / "cds-training.log"
+    t0 = time.monotonic()
+    port = _free_port()
+    proc = start_server(Artifact(runtime="java-cds", path=jar, size_bytes=0, command=cmd), port, log_path=log)
+    try:
+        wait_ready(port, 60.0, proc=proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for workload, params in _TRAINING:
+                body = params if isinstance(params, str) else json.dumps(params)
+                conn.request("POST", f"/{workload}", body=body.encode(), headers={"Content-Type": "application/json"})
+                conn.getresponse().read()
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+        finally:
+            conn.close()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)  # the dump takes a few seconds
+    except (OSError, http.client.HTTPException, subprocess.TimeoutExpired, SetupError) as e:
+        output = log.read_text(errors="replace") if log.is_file() else ""
+        raise BuildFailed("java-cds", cmd, -1, f"CDS training run failed: {e}\n{output}") from e
+    finally:
+        stop_server(proc)
+    if not tmp.is_file():
+        output = log.read_text(errors="replace") if log.is_file() else ""
+        raise BuildFailed("java-cds", cmd, proc.returncode or -1, f"no archive written\n{output}")
+    os.replace(tmp, archive)
+    return time.monotonic() - t0
+
+
+def _build_java(runtime: str, out_dir: Path) -> Artifact:
+    jar, seconds = _build_java_jar(out_dir)
+    if runtime == "java-cds":
+        seconds += _train_cds(jar, out_dir)
+    return java_artifact(runtime, out_dir, seconds)
+
+
 def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[Artifact]:
     """Build one runtime (or all when None) and return its artefacts.
 
@@ -127,6 +241,8 @@ def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[A
             artifacts.append(_build_rust(out_dir))
         elif r == "go":
             artifacts.append(_build_go(out_dir))
+        elif r in ("java", "java-cds"):
+            artifacts.append(_build_java(r, out_dir))
         elif r == "node":
             artifacts.append(node_artifact())
         else:

@@ -40,7 +40,7 @@ MAX_ALIASES = 100  # *name references
 MAX_NODES = 200_000  # values in the document, aliases expanded
 MAX_PROBLEMS = 50  # problems listed; the rest are counted
 MAX_PROBLEM_CHARS = 300  # one problem's text (a 1 MiB key is shown cut)
-Runtime = Literal["rust", "go", "node", "python", "java", "other"]
+Runtime = Literal["rust", "go", "node", "python", "java", "java-cds", "other"]
 Platform = Literal["http", "local", "aws-lambda"]
 
 

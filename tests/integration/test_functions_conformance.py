@@ -1,4 +1,4 @@
-"""Conformance of the four benchmark subjects (functions/) with functions/CONTRACT.md.
+"""Conformance of the benchmark subjects (functions/) with functions/CONTRACT.md.
 
 Builds every runtime once (session fixture), starts each HTTP server on an
 ephemeral loopback port and runs every vector in functions/vectors/ against
@@ -29,6 +29,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.integration
 
 VECTORS_DIR = fn.FUNCTIONS_DIR / "vectors"
+JAVA = ("java", "java-cds")  # one jar; java-cds adds JVM flags and a CDS archive (functions/CONTRACT.md §5)
 ENVELOPE_KEYS = {"runtime", "workload", "cold", "instance", "init_ms", "handler_ms", "result"}
 
 
@@ -186,6 +187,9 @@ def test_build_artifacts(artifacts: dict[str, fn.Artifact | str]) -> None:
         if runtime in ("rust", "go"):
             assert a.path.name == "bootstrap" and os.access(a.path, os.X_OK)
             assert fn.artifact_for(runtime, a.path.parent.parent).path == a.path
+        if runtime in JAVA:
+            assert a.path.name == "fnbench-java.jar" and str(a.path) in a.command
+            assert fn.artifact_for(runtime, a.path.parent.parent).command == a.command
 
 
 def test_vectors_cover_every_workload_with_a_bad_case() -> None:
@@ -327,7 +331,14 @@ def test_every_artifact_is_built_where_it_says_with_its_real_size(
     for runtime, a in built.items():
         path = Path(a.path)
         assert path.exists(), (runtime, path)
-        if path.is_file():  # rust, go: the binary itself
+        if runtime in JAVA:  # the jar, run by `java`; java-cds also ships its archive
+            archive = path.with_name("fnbench-java.jsa")
+            extra = archive.stat().st_size if runtime == "java-cds" else 0
+            assert a.size_bytes == path.stat().st_size + extra > 0
+            assert str(path) in a.command and Path(a.command[0]).name == "java"
+            if runtime == "java-cds":
+                assert f"-XX:SharedArchiveFile={archive}" in a.command
+        elif path.is_file():  # rust, go: the binary itself
             assert a.size_bytes == path.stat().st_size > 0
             assert a.command[0] == str(path)
         else:  # node, python: the deployable sources
@@ -335,14 +346,15 @@ def test_every_artifact_is_built_where_it_says_with_its_real_size(
     with capsys.disabled():
         for runtime, a in artifacts.items():
             if isinstance(a, str):
-                print(f"\n  {runtime:7s} unavailable: {a}")
+                print(f"\n  {runtime:8s} unavailable: {a}")
             else:
-                print(f"\n  {runtime:7s} {a.size_bytes:>10,d} B  build {a.build_seconds:6.1f} s  {Path(a.path)}")
+                print(f"\n  {runtime:8s} {a.size_bytes:>10,d} B  build {a.build_seconds:6.1f} s  {Path(a.path)}")
 
 
 # ------------------------------------------------------------------ Lambda entry points
 #
-# Rust and Go run their real Lambda mode (lambda_runtime / aws-lambda-go) against
+# Rust and Go run their real Lambda mode (lambda_runtime / aws-lambda-go), and Java its
+# handler under AWS's aws-lambda-java-runtime-interface-client, against
 # a minimal in-test AWS Lambda Runtime API (2018-06-01) on loopback. Node and
 # Python call their exported `handler` through a tiny driver process, exactly
 # as the Lambda runtime would.
@@ -379,7 +391,7 @@ class LambdaInvoker:
     def __init__(self, artifact: fn.Artifact) -> None:
         self.api: LoopbackLambda | None = None
         env = dict(os.environ)
-        if artifact.runtime in ("rust", "go"):
+        if artifact.runtime in ("rust", "go", *JAVA):
             self.api = LoopbackLambda()
             env.update(
                 {

@@ -1,8 +1,9 @@
-"""The four functions as Lambda runtimes, invoked through boto3 (retries off).
+"""The functions as Lambda runtimes, invoked through boto3 (retries off).
 
 The Rust and Go bootstraps run their real Lambda mode (lambda_runtime / aws-lambda-go),
-and the Python and Node handlers run under AWS's runtime interface clients (awslambdaric,
-aws-lambda-ric), against
+and the Python, Node and Java handlers run under AWS's runtime interface clients (awslambdaric,
+aws-lambda-ric, aws-lambda-java-runtime-interface-client: the Java jar starts it itself when
+AWS_LAMBDA_RUNTIME_API is set, as the bootstraps do), against
 tests/lambda_api.LoopbackLambda, which serves the Runtime API to the function and the
 Invoke API to boto3 on one loopback port.
 """
@@ -51,7 +52,7 @@ def runtime_command(runtime: str) -> list[str]:
         return fn.build(runtime)[0].command
 
 
-@pytest.fixture(params=["rust", "go", "python", "node"])
+@pytest.fixture(params=["rust", "go", "python", "node", "java", "java-cds"])
 def function(request):
     command = runtime_command(request.param)
     api = LoopbackLambda()
@@ -59,7 +60,8 @@ def function(request):
     env.update({"AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "function",
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "AWS_REGION": "us-east-1"})
-    env["LAMBDA_TASK_ROOT"] = str(fn.FUNCTIONS_DIR / request.param)
+    source = "java" if request.param.startswith("java") else request.param  # java-cds: the same sources
+    env["LAMBDA_TASK_ROOT"] = str(fn.FUNCTIONS_DIR / source)
     proc = subprocess.Popen(command, env=env, cwd=env["LAMBDA_TASK_ROOT"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     yield request.param, f"http://{api.address}"
