@@ -35,6 +35,30 @@ BrokerFileOpt = Annotated[Path | None, typer.Option(
     "--broker-file", envvar=BROKER_FILE_ENV,
     help="read the redis://… URL (with its password) from this file, so it is not visible in `ps`; never printed")]
 
+
+def _plain_metavars() -> None:
+    """typer 0.29 writes a required argument as {SPEC} and a value as <str>; the plain forms (SPEC,
+    TEXT, N, PATH) read as written.  Only how help is printed changes; typer is pinned."""
+    from typer import core
+
+    names = {"str": "TEXT", "int": "N", "int range": "N", "float": "NUMBER", "float range": "NUMBER",
+             "path": "PATH", "file": "PATH", "directory": "DIR", "bool": "BOOLEAN"}
+    shown = core._TyperParameter.display_type
+
+    def display_type(self: Any, ctx: Any) -> str:
+        label = str(shown(self, ctx)).removeprefix("<").removesuffix(">")
+        return names.get(label, label.upper())
+
+    def usage(self: Any) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return str(name) + ("..." if self.nargs != 1 else "")
+
+    if hasattr(core, "_TyperParameter") and hasattr(core.TyperArgument, "_usage_display_name"):
+        core._TyperParameter.display_type = display_type  # type: ignore[method-assign]
+        core.TyperArgument._usage_display_name = usage  # type: ignore[method-assign]
+
+
+_plain_metavars()
 app = typer.Typer(
     name="fnbench",
     help=(
@@ -45,6 +69,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich markup would eat "[default: …]" in help texts and show <bool> metavars.
+    rich_markup_mode=None,
 )
 # Pipes and CI get a wide console so result tables are not folded to 80 columns.
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -70,6 +96,10 @@ def _runnable_spec(path: Path) -> tuple[spec.Benchmark, str]:
     """A spec that a worker here would run: valid, and every target inside FNBENCH_ALLOWED_TARGETS."""
     b, text = _read_spec(path)
     problems = spec.allow_list_problems(b)
+    # A spec that validates runs: no worker of this fnbench can invoke Lambda yet.
+    problems += [f"targets[{i}].platform: aws-lambda has no invoker in this fnbench yet; invoke the function "
+                 "through its Function URL with platform: http" for i, t in enumerate(b.targets)
+                 if t.platform == "aws-lambda"]
     if problems:
         raise SpecError(str(path), problems)
     return b, text
@@ -112,7 +142,7 @@ def plan(
 @app.command()
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")],
-    workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=4096, help="local worker processes [default: one per core]; with --broker, processes per region the rate is split over [default: all online]")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=4096, show_default=False, help="local worker processes [default: one per core]; with --broker, processes per region the rate is split over [default: all online]")] = 0,
     results: Annotated[Path, typer.Option(help="results root; the run goes to RESULTS/<run_id>/")] = Path("results"),
     metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="serve Prometheus metrics here during the run; 0 = off")] = 9464,
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
@@ -327,9 +357,11 @@ def synthetic(
         pass
 
 
-functions_app = typer.Typer(help="The benchmark subjects in functions/: build them, list them.", no_args_is_help=True)
+functions_app = typer.Typer(help="The benchmark subjects in functions/: build them, list them.", no_args_is_help=True,
+                            rich_markup_mode=None)
 app.add_typer(functions_app, name="functions")
-grafana_app = typer.Typer(help="Grafana: push the fnbench boards (grafana/dashboards/).", no_args_is_help=True)
+grafana_app = typer.Typer(help="Grafana: push the fnbench boards (grafana/dashboards/).", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(grafana_app, name="grafana")
 
 
@@ -428,7 +460,7 @@ def worker(
     region: Annotated[str, typer.Option(help="the region whose queue (fnbench.REGION) this worker consumes")],
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
     broker_file: BrokerFileOpt = None,
-    concurrency: Annotated[int, typer.Option(min=0, max=4096, help="worker processes, one shard each [default: one per core]")] = 0,
+    concurrency: Annotated[int, typer.Option(min=0, max=4096, show_default=False, help="worker processes, one shard each [default: one per core]")] = 0,
     metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="serve this host's Prometheus metrics here; 0 = off")] = 9464,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "WARNING",
 ) -> None:
@@ -468,7 +500,7 @@ def keygen(
 
 @app.command()
 def status(
-    run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="one run; recent runs when omitted")] = None,
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN", help="one run; recent runs when omitted")] = None,
     broker: Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")] = None,
     broker_file: BrokerFileOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

@@ -330,6 +330,11 @@ def parse_yaml(text: str, source: str = "<spec>") -> Any:
         return loader.get_single_data()
     except _LimitError as exc:
         raise _spec_error(source, [str(exc)]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(top level)"
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise _spec_error(source, [f"{where}: not valid YAML: {what}"]) from None
     except yaml.YAMLError as exc:
         raise _spec_error(source, [f"not valid YAML: {exc}"]) from None
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of 5000 digits
@@ -348,11 +353,66 @@ def load_text(text: str, source: str = "<spec>") -> Benchmark:
         bench = Benchmark.model_validate(data)
     except ValidationError as exc:
         problems = [f"{_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
-        raise _spec_error(source, problems) from None
+        # Every problem in one pass: the semantic checks run on the spec without the broken fields
+        # (defaults in their place), and report what is wrong elsewhere.
+        raise _spec_error(source, problems + _semantic_problems_despite(data, exc)) from None
     problems = _semantic_problems(bench)
     if problems:
         raise _spec_error(source, problems)
     return bench
+
+
+def _semantic_problems_despite(data: dict[str, Any], exc: ValidationError, rounds: int = 5) -> list[str]:
+    """The semantic problems of ``data`` once the fields pydantic refused are removed (bounded
+    rounds); none that sit at or below a refused path, which is already reported."""
+    import copy
+
+    try:
+        repaired = copy.deepcopy(data)
+    except RecursionError:
+        return []
+    broken: list[tuple[Any, ...]] = []
+    for _ in range(rounds):
+        locs = [tuple(e["loc"]) for e in exc.errors()]
+        broken += locs
+        for loc in locs:
+            if not _drop(repaired, loc):
+                return []  # a required top-level part is unusable: nothing more to check reliably
+        try:
+            bench = Benchmark.model_validate(repaired)
+        except ValidationError as again:
+            exc = again
+            continue
+        except Exception:
+            return []
+        shown = {_path(loc) for loc in broken}
+        return [p for p in _semantic_problems(bench)
+                if not any(p.startswith(b + ":") or p.startswith(b + ".") or p.startswith(b + "[") for b in shown)]
+    return []
+
+
+def _drop(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Remove the value at ``loc`` (a pydantic error location); False when that leaves nothing usable."""
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part not in node and not last and loc[i + 1] in node:
+            continue  # a discriminated union's tag (load.constant.rps): the field sits on the mapping
+        if isinstance(node, dict) and part in node:
+            if last or not isinstance(node[part], (dict, list)):
+                if i == 0 and part in ("targets", "name"):
+                    return False
+                del node[part]
+                return True
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            if last or not isinstance(node[part], (dict, list)):
+                return False
+            node = node[part]
+        else:
+            # A discriminated union's tag or a missing field: drop the enclosing mapping's key instead.
+            return i > 0 and _drop(data, loc[:i])
+    return True
 
 
 def read_text(path: str | Path) -> str:

@@ -74,8 +74,17 @@ class LiveView:
         now = time.time()
         if now - self.last_line >= 5.0:
             self.last_line = now
+            groups = self.collector.group_rows()
+            regions = len({g.region for g in groups}) > 1
             parts = []
-            for g in self.collector.group_rows():
-                parts.append(f"{g.target}/{g.phase}: {g.completed} done, p99 {g.response_ms.p99} ms")
+            for g in groups:
+                name = f"{g.region}/{g.target}" if regions else g.target
+                p99 = "-" if g.response_ms.p99 is None else f"{g.response_ms.p99:.2f}"
+                parts.append(f"{name} {g.phase}: {g.completed} done, p99 {p99} ms")
             elapsed = now - self.started
-            self.console.print(f"[{elapsed:5.1f}s/{self.total_s:.0f}s] " + ("; ".join(parts) or ("warming up" if elapsed > 0 else "starting…")))
+            clock = (f"[{elapsed:5.1f}s/{self.total_s:.0f}s]" if elapsed <= self.total_s
+                     else f"[{self.total_s:.0f}s +{elapsed - self.total_s:.1f}s finishing]")
+            idle = "waiting for the first intervals" if elapsed > 0 else "starting…"
+            # One line per update, never wrapped (CI logs and pipes are read line by line).
+            self.console.print(f"{clock} " + ("; ".join(parts) or idle), soft_wrap=True, highlight=False,
+                               markup=False)

@@ -30,7 +30,7 @@ def groups_table(groups: Sequence[Group], title: str = "") -> Table:
     table = Table(title=title or None, header_style="bold", show_lines=False)
     # Connection columns only where a group opened connections (HTTP platforms).
     connections = any(g.connect_ms is not None or g.connections_opened for g in groups)
-    columns = ["region", "target", "phase", "intended", "completed", "req/s", "errors",
+    columns = ["region", "target", "phase", "intended", "completed", "offered/s", "ok/s", "errors",
                "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "svc p99", "lag p99"]
     if connections:
         columns += ["conns", "connect p99"]
@@ -40,7 +40,7 @@ def groups_table(groups: Sequence[Group], title: str = "") -> Table:
         r = g.response_ms
         row = [
             g.region, g.target, g.phase, str(g.intended), str(g.completed),
-            f"{g.achieved_rps:.1f}", ", ".join(f"{k}={v}" for k, v in g.error_outcomes.items()) or "0",
+            f"{g.intended_rps:.1f}", f"{g.achieved_rps:.1f}", ", ".join(f"{k}={v}" for k, v in g.error_outcomes.items()) or "0",
             _ms(r.p50), _ms(r.p90), _ms(r.p99), _ms(r.p999), _ms(r.max),
             _ms(g.service_ms.p99), _ms(g.send_lag_ms.p99),
         ]
@@ -60,7 +60,8 @@ def _cell(value: Any, ratio: Any, unit: str = "") -> str:
 def relative_table(rows: Sequence[TargetRow]) -> Table:
     """Every target beside Rust's for the same workload: value (ratio to Rust)."""
     t = Table(title="relative to rust, same workload (value and ratio ×)", header_style="bold")
-    for col in ("workload", "target", "runtime", "p50 ms", "p99 ms", "req/s", "cold start ms", "init ms", "peak RSS MB"):
+    for col in ("workload", "target", "runtime", "p50 ms", "p99 ms", "ok/s", "cold start p50 ms", "init p50 ms",
+                "peak RSS MB"):
         t.add_column(col, justify="left" if col in ("workload", "target", "runtime") else "right")
     for r in sorted(rows, key=lambda r: (r.workload, r.runtime != "rust", r.target)):
         x = r.x
@@ -81,10 +82,12 @@ def render(result: RunResult, console: Console | None = None) -> None:
         console.print(relative_table(ratios))
     for gap in result.gaps:
         console.print(f"[yellow]gap[/]: {gap.region} {gap.shard} {gap.seconds:.2f}s ({gap.reason})")
+    regions = len({v.region for v in result.slo}) > 1
     for v in result.slo:
         mark = "[green]PASS[/]" if v.passed else "[red]FAIL[/]"
         bound = f"<= {v.max}" if v.max is not None else f">= {v.min}"
-        console.print(f"SLO {mark} {v.target} {v.phase} {v.metric} = {v.value} (want {bound})")
+        where = f"{v.region}/{v.target}" if regions else v.target
+        console.print(f"SLO {mark} {where} {v.phase} {v.metric} = {v.value} (want {bound})")
     if result.interrupted:
         console.print("[yellow]interrupted: partial results[/]")
     if result.incomplete:

@@ -99,3 +99,22 @@ def test_load_is_validated_as_the_executors_own_model():
     assert found == ["load.to_rps: Extra inputs are not permitted"]
     found = problems("name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\nload: {executor: ramp, from_rps: 1, to_rps: 0, over: 0}\n")
     assert any(p.startswith("load.over:") for p in found)
+
+
+def test_every_problem_of_a_spec_in_one_pass_structural_and_semantic():
+    text = ("name: x\ntargets:\n  - {name: a, url: 'ftp://x', timeout: -1s}\n  - {name: a, url: 'http://127.0.0.1:1/'}\n"
+            "load: {executor: constant, rps: 5}\nduration: -3\nwarmup: -1\nflush_interval: 0.01\nslos: [{metric: nope}]\n")
+    with pytest.raises(SpecError) as err:
+        spec.load_text(text, "s.yaml")
+    problems = "\n".join(err.value.problems)
+    for path in ("targets[0].timeout", "duration", "warmup", "flush_interval", "targets[0].url", "targets[1].name",
+                 "slos[0].metric"):
+        assert f"{path}:" in problems, (path, problems)
+
+
+def test_bad_yaml_names_the_line_not_an_internal_stream_name():
+    with pytest.raises(SpecError) as err:
+        spec.load_text("name: x\ntargets: [\n", "s.yaml")
+    (problem,) = err.value.problems
+    assert problem.startswith("line 3, column 1: not valid YAML") and "<unicode string>" not in problem
+    assert err.value.source == "s.yaml"
