@@ -361,7 +361,7 @@ _TCP_CONNECTS = 32  # plain TCP connects in progress at once, per pool
 _POOL_FLOOR = 4  # a prepared pool opens at least this many (and the estimate's headroom)
 _LATENCY_FLOOR_S = 0.001  # the least latency the estimate assumes: loop batching keeps requests in flight too
 _SESSION_POLL_S = 0.005  # a TLS 1.3 session ticket arrives just after the handshake: looked for this often
-_SESSION_TRIES = 40  # … this many times per connection
+_SESSION_WAIT_S = 0.2  # … for this long, or twice the handshake if longer (a slow server), per connection
 _ABUT_S = 0.01  # windows that overlap by less than this are back to back, not concurrent
 
 
@@ -548,7 +548,7 @@ class _Pool:
             ssl_object = conn.transport.get_extra_info("ssl_object")
             if ssl_object is not None and ssl_object.session_reused:
                 user.resumed += 1
-            self._capture(conn, 0)
+            self._capture(conn, ready + max(_SESSION_WAIT_S, 2 * (ready - began)))
         if not self.latency_s:
             self.latency_s = ready - began
             self._size()
@@ -578,7 +578,7 @@ class _Pool:
             self.want = min(self.want, len(self.conns) + self.connecting)
         self._fill(user)
 
-    def _capture(self, conn: _Connection, tries: int) -> None:
+    def _capture(self, conn: _Connection, until: float) -> None:
         """Keep the connection's TLS session for the next connections to resume (TLS 1.3: once
         its ticket has come, just after the handshake)."""
         if self.closed or self.ssl is None:
@@ -589,8 +589,8 @@ class _Pool:
             session.has_ticket or ssl_object.version() != "TLSv1.3"
         ):
             self.ssl.resume = session
-        elif ssl_object is not None and tries < _SESSION_TRIES:
-            self.loop.call_later(_SESSION_POLL_S, self._capture, conn, tries + 1)
+        elif ssl_object is not None and _monotonic() < until:
+            self.loop.call_later(_SESSION_POLL_S, self._capture, conn, until)
             return
         if self.session_pending:  # a session to resume, or none coming: connect in parallel now
             self.session_pending = False
