@@ -106,7 +106,10 @@ def _runnable_spec(path: Path) -> tuple[spec.Benchmark, str]:
 
 
 @app.command()
-def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML")]) -> None:
+def validate(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML")],
+    json_out: Annotated[bool, typer.Option("--json", help="print {ok, problems | summary} as JSON")] = False,
+) -> None:
     """Check a spec; lists every problem with its YAML path (exit 2) or prints a summary.
 
     Targets must be inside FNBENCH_ALLOWED_TARGETS (default loopback), as the workers will require."""
@@ -114,7 +117,15 @@ def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="ben
         b, _ = _runnable_spec(spec_path)
         shards = planner.split(b, "validate", 0.0)
     except FnbenchError as exc:
+        if json_out:
+            problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+            sys.stdout.write(orjson.dumps({"spec": str(spec_path), "ok": False, "problems": problems}).decode() + "\n")
         raise _fail(exc) from None
+    if json_out:
+        summary = {"spec": str(spec_path), "ok": True, "name": b.name, "targets": len(b.targets),
+                   "regions": list(b.regions), "total_s": planner.total_length(b), "shards_at_one_worker": len(shards)}
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+        return
     out.print(
         f"{spec_path}: ok — {len(b.targets)} target(s) × {len(b.regions)} region(s), "
         f"{planner.total_length(b):.0f}s, {len(shards)} shard(s) at one worker"
@@ -416,7 +427,9 @@ def functions_build(
 
 
 @functions_app.command("list")
-def functions_list() -> None:
+def functions_list(
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
     """Show runtimes, workloads and the size of each built artefact."""
     from orchestrator import functions
 
@@ -428,6 +441,12 @@ def functions_list() -> None:
             missing.append(rt)
         except FnbenchError as exc:
             missing.append(f"{rt} ({exc})")
+    if json_out:
+        listing = {"functions": [{"runtime": a.runtime, "path": str(a.path), "size_bytes": a.size_bytes,
+                                  "command": list(a.command)} for a in found],
+                   "workloads": list(functions.WORKLOADS), "not_built": missing}
+        sys.stdout.write(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
     out.print(_functions_table(found, "functions"))
     out.print("workloads: " + ", ".join(functions.WORKLOADS) + "  (functions/CONTRACT.md)")
     if missing:

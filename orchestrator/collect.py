@@ -51,9 +51,23 @@ class _Layout:
         self.template = h
         self.counts_len = h.counts_len
         self.settings = (recorder.LOWEST_US, recorder.HIGHEST_US, recorder.SIGNIFICANT_DIGITS)
-        values = [h.get_value_from_index(i) for i in range(h.counts_len)]
-        self.highest = [h.get_highest_equivalent_value(v) for v in values]
-        median = [h.get_lowest_equivalent_value(v) + (h._hdr_size_of_equiv_value_range(v) >> 1) for v in values]
+        # Index → lowest value and bucket width, by the layout's arithmetic (hdrh's own per-value
+        # methods take ~0.3 s for the 23k indices; checked against them on a sample below).
+        half, unit = h.sub_bucket_half_count_magnitude, h.unit_magnitude
+        lowest, width = [], []
+        for i in range(h.counts_len):
+            bucket, sub = (i >> half) - 1, (i & (h.sub_bucket_half_count - 1)) + h.sub_bucket_half_count
+            if bucket < 0:
+                bucket, sub = 0, sub - h.sub_bucket_half_count
+            lowest.append(sub << (bucket + unit))
+            width.append(1 << (bucket + unit))
+        self.highest = [lo + w - 1 for lo, w in zip(lowest, width, strict=True)]
+        median = [lo + (w >> 1) for lo, w in zip(lowest, width, strict=True)]
+        for i in (*range(0, h.counts_len, 97), h.counts_len - 1):
+            v = h.get_value_from_index(i)
+            if (lowest[i], self.highest[i], median[i]) != (
+                    v, h.get_highest_equivalent_value(v), h.get_lowest_equivalent_value(v) + (h._hdr_size_of_equiv_value_range(v) >> 1)):
+                raise AssertionError(f"HDR layout changed at index {i}")
         self.median = median
         # (offset, slope) of the median value in each chunk of CHUNK indices, checked to be linear.
         self.lines: list[tuple[int, int]] = []

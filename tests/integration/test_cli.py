@@ -192,3 +192,16 @@ def test_a_broker_url_of_another_scheme_and_a_busy_worker_metrics_port_are_clear
         r = fnbench("worker", "--region", "a", "--broker", "redis://127.0.0.1:1/0", "--metrics-port", str(port),
                     env=env, timeout=60)
     assert r.returncode == 2 and f"--metrics-port {port}" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.integration
+def test_validate_and_functions_list_speak_json(tmp_path):
+    ok = fnbench("validate", str(ROOT / "examples" / "two-regions.yaml"), "--json")
+    assert ok.returncode == 0 and orjson.loads(ok.stdout)["regions"] == ["a", "b"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntargets: [\n")
+    r = fnbench("validate", str(bad), "--json")
+    assert r.returncode == 2 and orjson.loads(r.stdout)["problems"][0].startswith("line 3")
+    listing = orjson.loads(fnbench("functions", "list", "--json").stdout)
+    assert set(listing["workloads"]) >= {"echo", "hash"}
+    assert all(f["size_bytes"] > 0 for f in listing["functions"])
