@@ -322,7 +322,7 @@ def test_sigterm_exits_promptly(runtime: str, fresh_server: Any) -> None:
 
 
 def test_every_artifact_is_built_where_it_says_with_its_real_size(
-    artifacts: dict[str, fn.Artifact | str], capsys: pytest.CaptureFixture[str]
+    artifacts: dict[str, fn.Artifact | str]
 ) -> None:
     """Each runtime's artefact exists at its path, its size is what is on disk, and its command
     names it; the sizes and build times are printed (see with -s or -rA)."""
@@ -343,12 +343,12 @@ def test_every_artifact_is_built_where_it_says_with_its_real_size(
             assert a.command[0] == str(path)
         else:  # node, python: the deployable sources
             assert a.size_bytes > 0 and any(str(path) in part for part in a.command)
-    with capsys.disabled():
-        for runtime, a in artifacts.items():
-            if isinstance(a, str):
-                print(f"\n  {runtime:8s} unavailable: {a}")
-            else:
-                print(f"\n  {runtime:8s} {a.size_bytes:>10,d} B  build {a.build_seconds:6.1f} s  {Path(a.path)}")
+    # Captured: shown with -s or -rA, and beside a failure; the suite's output stays quiet otherwise.
+    for runtime, a in artifacts.items():
+        if isinstance(a, str):
+            print(f"\n  {runtime:8s} unavailable: {a}")
+        else:
+            print(f"\n  {runtime:8s} {a.size_bytes:>10,d} B  build {a.build_seconds:6.1f} s  {Path(a.path)}")
 
 
 # ------------------------------------------------------------------ Lambda entry points
