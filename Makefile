@@ -1,5 +1,5 @@
 # fnbench — the two commands a newcomer needs:
-#   make demo        set up, build the four functions, compare Rust with Go/Node/Python
+#   make demo        set up, build the functions, compare Rust with Go/Node/Python/Java
 #   make test        set up and run every test (what CI runs)
 # and `make calibrate` to check fnbench's accuracy on this machine.
 PY      ?= python3
@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 
-.PHONY: lambda-ric setup functions demo calibrate example test unit lint bench lock clean vendor-uplot
+.PHONY: lambda-ric setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,11 @@ setup: $(STAMP)
 
 functions: setup
 	$(BIN)/fnbench functions build
+
+# The Java jar rebuilt by Maven in offline mode: once ~/.m2 holds the pinned set of
+# functions/java/pom.xml, the build repeats without the network.
+java-offline:
+	cd functions/java && mvn -o -B -q package
 
 demo: functions
 	$(BIN)/fnbench run examples/local-compare.yaml

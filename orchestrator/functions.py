@@ -103,7 +103,9 @@ def _build_rust(out_dir: Path) -> Artifact:
     built = target / "release" / "bootstrap"
     dest = out_dir / "rust" / "bootstrap"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(built, dest)
+    tmp = dest.with_suffix(".tmp")  # copy then rename: a running bootstrap is "text file busy"
+    shutil.copy2(built, tmp)
+    os.replace(tmp, dest)
     return binary_artifact("rust", dest, seconds)
 
 
