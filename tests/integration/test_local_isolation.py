@@ -75,7 +75,7 @@ def test_a_forged_command_in_the_task_is_never_run(tmp_path, phase):
 @pytest.mark.integration
 @pytest.mark.parametrize(("runtime", "workload"), [("sh", "hash"), ("go", "../../etc/passwd"), ("", "hash")])
 def test_a_runtime_or_workload_the_worker_does_not_build_is_refused_before_anything_starts(runtime, workload):
-    start_at = time.time() + 0.2
+    start_at = time.time() + 2.0
     shard = local_shard("bad", "warm", rps=10, seconds=0.5, start_at=start_at, runtime=runtime, workload=workload)
     intervals: list[Interval] = []
     with pytest.raises(RefusedError, match="local"):
@@ -127,8 +127,8 @@ print(sum(iv.outcomes.get("ok", 0) for iv in out))
 """
 
 
-def _round(port: int, cold: str) -> float:
-    """The warm target's send-lag p99 in µs, with the cold neighbour ``none``, in another
+def _round(port: int, cold: str) -> tuple[int, int]:
+    """The warm target's send-lag (p90, p99) in µs, with the cold neighbour ``none``, in another
     process (``apart``: the same machine load, its own loop) or on this loop (``together``)."""
     start_at = time.time() + (2.0 if cold == "apart" else 0.5)  # a process to import fnbench first
     warm = Shard(run_id="r", shard_id="warm", region="local",
@@ -140,29 +140,39 @@ def _round(port: int, cold: str) -> float:
     apart = None
     if cold == "apart":
         apart = subprocess.Popen([sys.executable, "-c", _COLD_APART, neighbour.to_json().decode()], cwd=ROOT,
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     intervals: list[Interval] = []
     uvloop.run(run_shards_async([warm, neighbour] if cold == "together" else [warm], intervals.append))
     w = [iv for iv in intervals if iv.shard_id == "warm"]
     assert totals(w) == {"ok": int(WARM_RPS * SECONDS)}
     if apart is not None:
-        out, _ = apart.communicate(timeout=60)
-        assert apart.returncode == 0 and int(out) == COLD_RPS * SECONDS
+        out, err = apart.communicate(timeout=60)
+        # On a badly overloaded machine the process may start after its window (0 sent): then
+        # this round is just the warm target alone, a stricter baseline.
+        assert apart.returncode == 0, err[-2000:]
     if cold == "together":
         c = [iv for iv in intervals if iv.shard_id == "cold"]
         assert totals(c) == {"ok": int(COLD_RPS * SECONDS)} and sum(iv.cold_starts for iv in c) == COLD_RPS * SECONDS
-    return float(merge(iv.send_lag_us for iv in w).get_value_at_percentile(99.0))
+    lag = merge(iv.send_lag_us for iv in w)
+    return lag.get_value_at_percentile(90.0), lag.get_value_at_percentile(99.0)
 
 
 @pytest.mark.integration
 def test_a_cold_phase_does_not_delay_another_targets_requests(server_port):
     built("go")
-    lag: dict[str, list[float]] = {"none": [], "apart": [], "together": []}
+    lag: dict[str, list[tuple[int, int]]] = {"none": [], "apart": [], "together": []}
     for _ in range(ROUNDS):  # interleaved, so a burst of machine noise hits every condition
         for cold in lag:
             lag[cold].append(_round(server_port, cold))
-    best = {cold: min(values) for cold, values in lag.items()}  # noise only adds: the best round is closest to the truth
-    # The cold functions' processes load the machine whichever loop spawns them (``apart``); what
-    # sharing the loop may add on top is what this bounds.  Spawning on the loop stalled the
-    # neighbour for fork + exec + wait: ~5 ms p99 next to ~0.4 ms alone.
-    assert best["together"] <= max(3 * best["none"], 2 * best["apart"]), lag
+    # Noise only ever adds delay: the best round of each condition is the closest to its truth.
+    print("send lag (p90, p99) µs per round:", lag)
+    p90 = {cold: min(r[0] for r in rounds) for cold, rounds in lag.items()}
+    p99 = {cold: min(r[1] for r in rounds) for cold, rounds in lag.items()}
+    # The cold functions' processes load the machine whichever loop spawns them (``apart``: its
+    # own process); what sharing the loop adds on top is what this bounds, with generous slack
+    # for a machine shared with other work.  Spawning on the loop stalled the neighbour for
+    # fork + exec + wait at every cold start: p90 6-25 ms (p99 15-50 ms) where the warm target
+    # alone had 0.1-0.3 ms (1-3 ms); off the loop, at most ~2 ms p90 even at load average 10 on
+    # two cores, and usually within a factor of two of the unshared conditions.
+    assert p90["together"] <= 8 * max(p90["none"], p90["apart"]), lag
+    assert p99["together"] <= 10 * max(p99["none"], p99["apart"]), lag

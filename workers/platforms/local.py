@@ -11,9 +11,10 @@ outside RUNTIMES or a workload outside WORKLOADS is refused before anything star
 the task's ``address`` only ``instances`` is read (capped); ``command``/``env``/``cwd`` there
 are ignored.
 
-Spawning and reaping (fork/exec, kill, wait, /proc reads) run on a few threads, never on
-the event loop that other shards' targets share, so a cold start does not delay another
-target's due requests.  Functions are spawned without a ``preexec_fn``, so CPython uses
+Spawning, waiting until the process listens, and reaping (fork/exec, connect polls, kill,
+wait, /proc reads) run on a pool of threads, never on the event loop that other shards'
+targets share, so a cold start does not delay another target's due requests; the loop only
+sends the one request.  Functions are spawned without a ``preexec_fn``, so CPython uses
 vfork() and releases the GIL while the child execs (a preexec_fn forces fork() with the GIL
 held: the loop would stall for the page-table copy of the whole worker).
 
@@ -49,14 +50,13 @@ from workers.errors import RefusedError, SetupError
 from workers.functions import RUNTIMES, WORKLOADS, Artifact, artifact_for
 from workers.platforms import Done, Invocation, counters_of
 from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
-from workers.timer import Waker
 
 log = logging.getLogger("fnbench.local")
 
 _READY_TIMEOUT_S = 30.0
 MAX_INSTANCES = 256  # warm processes one target may ask for (orchestrator.spec allows the same)
 ADDRESS_KEYS = frozenset({"instances"})  # all a task may say about a local function
-_SPAWN_THREADS = 8
+_SPAWN_THREADS = 16  # each holds one cold start from spawn until it listens
 _monotonic = time.monotonic
 
 
@@ -178,14 +178,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_LAUNCH: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
+
+
+def _launch(artifact: Artifact) -> tuple[dict[str, str], str]:
+    """The environment and directory of the artefact's processes, worked out once: each spawn
+    holds the GIL as briefly as it can."""
+    key = (artifact.runtime, str(artifact.path))
+    if key not in _LAUNCH:
+        env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
+        env.update(artifact.env)
+        env["HOST"] = "127.0.0.1"
+        _LAUNCH[key] = (env, str(artifact.cwd))
+    return _LAUNCH[key]
+
+
 def spawn(artifact: Artifact, port: int) -> subprocess.Popen[bytes]:
     """Start the built function's HTTP server on 127.0.0.1:port in its own session, watched
     by the guardian (blocking: call it off the loop)."""
-    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
-    env.update(artifact.env)
-    env.update({"PORT": str(port), "HOST": "127.0.0.1"})
+    base, cwd = _launch(artifact)
+    env = base.copy()
+    env["PORT"] = str(port)
     proc = subprocess.Popen(
-        artifact.command, env=env, cwd=artifact.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        artifact.command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )
     guardian.watch(proc.pid)  # its session id is its pid
@@ -234,18 +249,23 @@ def _url(target: Target, port: int) -> str:
     return f"http://127.0.0.1:{port}/{target.workload}"
 
 
-async def _wait_accepting(port: int, proc: subprocess.Popen[bytes], deadline: float, waker: Waker) -> bool:
-    """Poll connect() every ~200 µs until the process listens; False if it exits or times out."""
-    while _monotonic() < deadline:
+def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float, closing: threading.Event) -> bool:
+    """Poll connect() every ~200 µs until the process listens; False if it exits, the deadline
+    passes or the invoker closes (blocking: off the loop, where each attempt costs no loop time)."""
+    while not closing.is_set():
         if proc.poll() is not None:
             return False
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            return False
+        probe = socket.socket()
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await waker.until(_monotonic() + 0.0002)
-            continue
-        writer.close()
-        return True
+            probe.settimeout(min(remaining, 1.0))
+            if probe.connect_ex(("127.0.0.1", port)) == 0:  # no exception per refusal: less time holding the GIL
+                return True
+        finally:
+            probe.close()
+        time.sleep(0.0002)
     return False
 
 
@@ -265,6 +285,7 @@ class _Instances:
         self.ports: list[int] = []
         self.users = 0
         self.ready: asyncio.Future[None] | None = None
+        self.closing = threading.Event()
 
     async def acquire(self) -> list[int]:
         self.users += 1
@@ -280,27 +301,23 @@ class _Instances:
         await asyncio.shield(self.ready)
         return self.ports
 
-    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+    def _spawn_listening(self, port: int) -> bool:
         proc = spawn(self.artifact, port)
         self.procs.append(proc)  # recorded by the spawning thread: close() finds it even after a cancel
-        return proc
+        return wait_listening(port, proc, _monotonic() + _READY_TIMEOUT_S, self.closing)
 
     async def _start(self) -> None:
         await off_loop(guardian.start)
-        waker = Waker()
-        try:
-            for _ in range(self.count):
-                port = free_port()
-                try:
-                    proc = await off_loop(self._spawn, port)
-                except OSError as exc:
-                    raise SetupError(f"target {self.target.name!r}: could not start {self.artifact.command[0]}: {exc}") from None
-                if not await _wait_accepting(port, proc, _monotonic() + _READY_TIMEOUT_S, waker):
-                    raise SetupError(f"target {self.target.name!r}: {self.artifact.command[0]} "
-                                     f"did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT_S:.0f}s")
-                self.ports.append(port)
-        finally:
-            waker.close()
+        for _ in range(self.count):
+            port = free_port()
+            try:
+                listening = await off_loop(self._spawn_listening, port)
+            except OSError as exc:
+                raise SetupError(f"target {self.target.name!r}: could not start {self.artifact.command[0]}: {exc}") from None
+            if not listening:
+                raise SetupError(f"target {self.target.name!r}: {self.artifact.command[0]} "
+                                 f"did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT_S:.0f}s")
+            self.ports.append(port)
 
     async def release(self) -> float:
         """Drop one user; the last one stops the processes.  Returns their peak RSS in MiB."""
@@ -309,6 +326,7 @@ class _Instances:
         if self.users > 0:
             return float(await off_loop(peak_of, procs))
         _INSTANCES.pop(self.key, None)
+        self.closing.set()
         return float(await off_loop(reap, procs))
 
 
@@ -402,10 +420,9 @@ class LocalColdInvoker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.spawning: set[asyncio.Future[Any]] = set()
-        self.waker: Waker | None = None
+        self.closing = threading.Event()
 
     async def start(self) -> None:
-        self.waker = Waker()
         await off_loop(guardian.start)
 
     def invoke(self, due: float, done: Done) -> None:
@@ -416,21 +433,21 @@ class LocalColdInvoker:
     def counters(self) -> dict[str, float]:
         return {}
 
-    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+    def _spawn_listening(self, port: int, deadline: float) -> tuple[subprocess.Popen[bytes], bool]:
         proc = spawn(self.artifact, port)
         self.procs.add(proc)  # recorded by the spawning thread: close() finds it even after a cancel
-        return proc
+        return proc, wait_listening(port, proc, deadline, self.closing)
 
     async def _cold(self, due: float, done: Done) -> None:
-        assert self.waker is not None
         loop = asyncio.get_running_loop()
         port = free_port()
         sent = _monotonic()
-        spawning = loop.run_in_executor(spawner(), self._spawn, port)
+        deadline = sent + self.target.timeout_s
+        spawning = loop.run_in_executor(spawner(), self._spawn_listening, port, deadline)
         self.spawning.add(spawning)
         spawning.add_done_callback(self.spawning.discard)
         try:
-            proc = await asyncio.shield(spawning)
+            proc, listening = await asyncio.shield(spawning)
         except OSError:  # the build on this worker cannot be executed
             done(Outcome.function_error, due, sent, _monotonic())
             return
@@ -440,8 +457,7 @@ class LocalColdInvoker:
         outcome = Outcome.other
         init_us = -1
         try:
-            deadline = sent + self.target.timeout_s
-            if not await _wait_accepting(port, proc, deadline, self.waker):
+            if not listening:
                 outcome = Outcome.timeout if proc.poll() is None else Outcome.function_error
                 return
             payload, *_ = encode_request(dataclasses.replace(self.target, url=_url(self.target, port)))
@@ -470,6 +486,7 @@ class LocalColdInvoker:
                 done(outcome, due, sent, end, Invocation(cold=True, init_us=init_us, memory_mb=memory_mb))
 
     async def close(self) -> None:
+        self.closing.set()  # readiness waits on the spawner threads give up
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
@@ -479,8 +496,6 @@ class LocalColdInvoker:
         if self.procs:
             await off_loop(reap, list(self.procs))
         self.procs.clear()
-        if self.waker is not None:
-            self.waker.close()
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> LocalWarmInvoker | LocalColdInvoker:
