@@ -409,20 +409,35 @@ def _functions_table(artifacts: list[Any], title: str) -> Table:
 
 @functions_app.command("build")
 def functions_build(
-    runtime: Annotated[str | None, typer.Argument(help="rust, go, node or python; all when omitted")] = None,
+    runtime: Annotated[str | None, typer.Argument(help="one runtime (see `fnbench functions list`); all when omitted")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no build tool output, only the table")] = False,
 ) -> None:
-    """Build the functions (cargo --release, go build; node and python need nothing) and print sizes."""
+    """Build the functions (cargo --release, go build, mvn; node and python need nothing) and print sizes.
+
+    The build tools' own progress lines are shown as they come, prefixed with the runtime and the
+    seconds since its build began."""
+    import time
+
     from orchestrator import functions
 
     if runtime is not None and runtime not in functions.RUNTIMES:
         raise _fail(InputError(f"unknown runtime {runtime!r}; one of {', '.join(functions.RUNTIMES)}"))
+    started = time.monotonic()
+
+    def show(rt: str, line: str) -> None:
+        err.print(f"  {rt} {time.monotonic() - started:5.1f}s  {line[:150]}", highlight=False, markup=False,
+                  soft_wrap=True)
+
+    functions.build_progress = None if quiet else show
     built = []
     for rt in [runtime] if runtime else list(functions.RUNTIMES):
-        err.print(f"building {rt} …")
+        err.print(f"building {rt} …", highlight=False)
+        started = time.monotonic()
         try:
             built += functions.build(rt)
         except FnbenchError as exc:
             raise _fail(exc) from None
+        err.print(f"{rt}: done in {time.monotonic() - started:.1f}s", highlight=False)
     out.print(_functions_table(built, "built functions"))
 
 

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.errors import SetupError
@@ -75,16 +76,26 @@ class BuildFailed(SetupError, RuntimeError):
 # ------------------------------------------------------------------ build
 
 
+# Where build tools' own progress lines go (runtime, line): `fnbench functions build` shows them;
+# tests and library callers keep them quiet (they are in BuildFailed's output when a build fails).
+build_progress: Callable[[str, str], None] | None = None
+
+
 def _run_build(runtime: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
     except FileNotFoundError as e:
         raise ToolchainMissing(Path(cmd[0]).name, runtime, str(e)) from e
-    if proc.returncode != 0:
-        raise BuildFailed(runtime, cmd, proc.returncode, proc.stdout)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if build_progress is not None and line.strip():
+            build_progress(runtime, line.rstrip())
+    if proc.wait() != 0:
+        raise BuildFailed(runtime, cmd, proc.returncode, "".join(lines))
     return time.monotonic() - t0
 
 
