@@ -78,7 +78,9 @@ def scraped_run(tmp_path_factory):
              "--metrics-port", str(metrics_port), "--workers", "2", "--json"],
             capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "FNBENCH_GRAFANA_URL": ""},
         )
-        assert r.returncode in (0, 1), r.stderr[-3000:]
+        # 3: load lost to shards that started late on a loaded machine (reported as gaps; the
+        # windows below start once every shard of a target runs).
+        assert r.returncode in (0, 1, 3), r.stderr[-3000:]
         result = orjson.loads(r.stdout)
         run_id = result["run_id"]
         # Samples carry the time they describe (the run's counters end at its last flush, and
