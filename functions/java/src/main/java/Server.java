@@ -91,6 +91,10 @@ final class Server {
             ex.getResponseHeaders().set("Connection", "close");
             send(ex, 413, Json.error("request body too large"));
             return;
+        } catch (IOException | NumberFormatException e) { // bad chunk framing, a bad Content-Length
+            ex.getResponseHeaders().set("Connection", "close");
+            send(ex, 400, Json.error("bad request framing: " + e.getMessage()));
+            return;
         }
         long t0 = System.nanoTime();
         boolean cold = Facts.takeCold();
