@@ -96,10 +96,6 @@ def _runnable_spec(path: Path) -> tuple[spec.Benchmark, str]:
     """A spec that a worker here would run: valid, and every target inside FNBENCH_ALLOWED_TARGETS."""
     b, text = _read_spec(path)
     problems = spec.allow_list_problems(b)
-    # A spec that validates runs: no worker of this fnbench can invoke Lambda yet.
-    problems += [f"targets[{i}].platform: aws-lambda has no invoker in this fnbench yet; invoke the function "
-                 "through its Function URL with platform: http" for i, t in enumerate(b.targets)
-                 if t.platform == "aws-lambda"]
     if problems:
         raise SpecError(str(path), problems)
     return b, text
@@ -374,6 +370,33 @@ app.add_typer(functions_app, name="functions")
 grafana_app = typer.Typer(help="Grafana: push the fnbench boards (grafana/dashboards/).", no_args_is_help=True,
                           rich_markup_mode=None)
 app.add_typer(grafana_app, name="grafana")
+lambda_app = typer.Typer(help="A local AWS Lambda (Invoke API + Runtime API) hosting functions/ on loopback.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(lambda_app, name="lambda")
+
+
+@lambda_app.command("serve")
+def lambda_serve(
+    functions: Annotated[str, typer.Option(help="runtimes to host, comma-separated; each is a function of that name")] = "rust,go,python,node",
+    port: Annotated[int, typer.Option(help="Invoke API port on 127.0.0.1 (0: any free one)")] = 9001,
+    idle: Annotated[str, typer.Option(help="reap an instance idle this long (e.g. 5m, 30s)")] = "5m",
+    memory: Annotated[int, typer.Option(help="MemorySize (MB) of every function")] = 128,
+    timeout: Annotated[int, typer.Option(help="Timeout (s) of every function")] = 30,
+    reserved: Annotated[int, typer.Option(help="reserved concurrency: most instances per function; beyond: 429")] = 10,
+    region: Annotated[str, typer.Option(help="the region the functions' ARNs and AWS_REGION name")] = "us-east-1",
+) -> None:
+    """Serve the functions as AWS Lambda does, on loopback, until Ctrl-C (boto3: endpoint_url=http://127.0.0.1:PORT)."""
+    from orchestrator import lambda_local
+
+    runtimes = [r.strip() for r in functions.split(",") if r.strip()]
+    try:
+        lambda_local.run_cli(runtimes, port=port, idle_s=_duration(idle, "--idle"), memory_mb=memory,
+                             timeout_s=float(timeout), reserved=reserved, region=region,
+                             announce=lambda line: err.print(line, highlight=False))
+    except FileNotFoundError as exc:
+        raise _fail(SetupError(f"{exc}; build it with `fnbench functions build`")) from None
+    except OSError as exc:
+        raise _fail(SetupError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}")) from None
 
 
 @grafana_app.command("push")

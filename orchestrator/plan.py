@@ -27,6 +27,10 @@ def to_target(t: TargetSpec) -> Target:
     address: dict[str, object] = {k: v for k, v in (("function", t.function), ("qualifier", t.qualifier)) if v}
     if t.platform == "local":
         address["instances"] = t.instances  # the only thing a task says about a local function
+    if t.platform == "aws-lambda":
+        address.update({"region": t.region or "us-east-1", "log_type": t.log_type, "architecture": t.architecture})
+        if t.endpoint_url:
+            address["endpoint_url"] = t.endpoint_url
     return Target(
         name=t.name,
         runtime=t.runtime,

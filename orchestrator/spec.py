@@ -61,6 +61,10 @@ class TargetSpec(_Model):
     tls_verify: bool = True
     function: str = ""  # aws-lambda: function name
     qualifier: str = ""
+    region: str = Field(default="", pattern=r"^([a-z]{2}(-[a-z]+)+-\d+)?$")  # aws-lambda: the AWS region (us-east-1)
+    endpoint_url: str = ""  # aws-lambda: another Lambda endpoint (the local one: http://127.0.0.1:9001)
+    log_type: Literal["Tail", "None"] = "Tail"  # aws-lambda: Tail returns the REPORT line (platform clocks)
+    architecture: Literal["x86_64", "arm64"] = "x86_64"  # aws-lambda: which price applies
     instances: int = Field(default=1, ge=1, le=256)  # local: warm processes to spread requests over
 
     @field_validator("body")

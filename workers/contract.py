@@ -46,6 +46,9 @@ HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
     ("send_lag", "send_lag_us", "send_lag_ms"),  # generator health
     ("init", "init_us", "init_ms"),  # cold starts: the function's own init time
     ("connect", "connect_us", "connect_ms"),  # each new connection: TCP connect + TLS handshake
+    ("platform", "platform_us", "platform_ms"),  # the platform's own Duration (Lambda REPORT)
+    ("billed", "billed_us", "billed_ms"),  # Billed Duration (+ Billed Restore Duration)
+    ("init_duration", "init_duration_us", "init_duration_ms"),  # the platform's Init Duration (cold starts)
 )
 ERROR_OUTCOMES = frozenset(OUTCOME_NAMES) - {"ok"}
 
@@ -188,6 +191,9 @@ class Interval:
     started: float = 0.0  # epoch seconds the shard's pacing loop began (its first request is due then); 0: never ran
     counters: dict[str, float] = field(default_factory=dict)  # the invoker's other counters over the interval (connections_opened…)
     connect_us: str = ""  # connect + TLS handshake time of each connection opened in the interval
+    platform_us: str = ""  # the platform's Duration of each invocation it reported (Lambda REPORT)
+    billed_us: str = ""  # its Billed Duration (+ Billed Restore Duration)
+    init_duration_us: str = ""  # the platform's Init Duration, cold invocations only
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -177,6 +177,11 @@ def spec_problems(targets: Iterable[Any]) -> list[str]:
     each problem with its YAML path; URLs with ``${env:…}`` this machine cannot resolve are left to the worker."""
     problems: list[str] = []
     for i, t in enumerate(targets):
+        if t.platform == "aws-lambda":
+            address = {"region": getattr(t, "region", ""), "endpoint_url": getattr(t, "endpoint_url", "")}
+            field = "endpoint_url" if address["endpoint_url"] else "region"
+            problems += [f"targets[{i}].{field}: {m}" for m in target_refusals("", "aws-lambda", address)]
+            continue
         if t.platform != "http":
             continue
         from workers.platforms import resolve_env

@@ -60,6 +60,9 @@ HISTOGRAMS = {
     "fnbench_send_lag_seconds": ("send_lag_us", "Generator health: actual send time minus due time."),
     "fnbench_init_time_seconds": ("init_us", "Cold start: spawn or init to ready."),
     "fnbench_connect_time_seconds": ("connect_us", "TCP connect and TLS handshake of each new connection."),
+    "fnbench_platform_duration_seconds": ("platform_us", "The platform's own Duration per invocation (Lambda REPORT)."),
+    "fnbench_billed_duration_seconds": ("billed_us", "Billed Duration per invocation (Lambda REPORT, + Billed Restore Duration)."),
+    "fnbench_platform_init_duration_seconds": ("init_duration_us", "The platform's Init Duration (Lambda REPORT, cold starts)."),
 }
 # Beyond one flush span, how long an interval may take from its end (t1) to observe(): the
 # flush itself running late on a busy event loop, the sink, the local queue or the datagram.

@@ -108,6 +108,9 @@ class ShardRecorder:
         self.send_lag = array("q")
         self.init = array("q")
         self.connect = array("q")
+        self.platform = array("q")
+        self.billed = array("q")
+        self.init_duration = array("q")
         self._hists = {name: new_histogram() for name in self.HISTOGRAMS}
         self._out_of_range = 0
 

@@ -127,6 +127,12 @@ class ShardRun:
             self.rec.init.append(info.init_us)
         if info.memory_mb > self.peak_memory_mb:
             self.peak_memory_mb = info.memory_mb
+        if info.platform_us >= 0:
+            self.rec.platform.append(info.platform_us)
+        if info.billed_us >= 0:
+            self.rec.billed.append(info.billed_us)
+        if info.init_duration_us >= 0:
+            self.rec.init_duration.append(info.init_duration_us)
 
     def _counter_deltas(self) -> dict[str, float]:
         """The invoker's counters since the last flush; levels (peaks) as they stand."""
@@ -172,6 +178,9 @@ class ShardRun:
             send_lag_us=hists["send_lag"],
             init_us=hists["init"],
             connect_us=hists["connect"],
+            platform_us=hists["platform"],
+            billed_us=hists["billed"],
+            init_duration_us=hists["init_duration"],
             out_of_range=out_of_range,
             peak_in_flight=self.peak_in_flight,
             warmup=s.warmup,

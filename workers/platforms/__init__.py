@@ -35,15 +35,22 @@ LEVELS = frozenset({"max_memory_mb"})  # counters() values that are peaks, not r
 class Invocation:
     """What an invoker learned about one invocation besides its timings (the rare cases)."""
 
-    __slots__ = ("cold", "init_us", "memory_mb")
+    __slots__ = ("cold", "init_us", "memory_mb", "platform_us", "billed_us", "init_duration_us")
 
-    def __init__(self, cold: bool = False, init_us: int = -1, memory_mb: float = 0.0) -> None:
+    def __init__(self, cold: bool = False, init_us: int = -1, memory_mb: float = 0.0, platform_us: int = -1,
+                 billed_us: int = -1, init_duration_us: int = -1) -> None:
         self.cold = cold  # this invocation started a new instance (process, sandbox)
         self.init_us = init_us  # the function's own initialisation time; -1: unknown
         self.memory_mb = memory_mb  # peak memory of the instance that served it; 0: unknown
+        # The platform's clocks (Lambda REPORT: Duration, Billed Duration (+ Billed Restore
+        # Duration), Init Duration); -1: not reported.
+        self.platform_us = platform_us
+        self.billed_us = billed_us
+        self.init_duration_us = init_duration_us
 
     def __repr__(self) -> str:
-        return f"Invocation(cold={self.cold}, init_us={self.init_us}, memory_mb={self.memory_mb})"
+        return (f"Invocation(cold={self.cold}, init_us={self.init_us}, memory_mb={self.memory_mb}, "
+                f"platform_us={self.platform_us}, billed_us={self.billed_us}, init_duration_us={self.init_duration_us})")
 
 
 class Done(Protocol):
@@ -80,6 +87,7 @@ def _lazy(module: str, name: str = "make_invoker") -> Factory:
 
 
 PLATFORMS: dict[str, Factory] = {
+    "aws-lambda": _lazy("workers.platforms.aws_lambda"),
     "http": _lazy("workers.platforms.http"),
     "local": _lazy("workers.platforms.local"),
 }

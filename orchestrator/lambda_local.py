@@ -1,0 +1,713 @@
+"""A local AWS Lambda on loopback: the functions of functions/ hosted as Lambda hosts them.
+
+``fnbench lambda serve`` runs it.  Clients (boto3, fnbench's aws-lambda invoker) speak the
+Invoke API 2015-03-31 to one port; every instance (a sandbox: one process of the function's
+runtime) polls its own Runtime API 2018-06-01 port, so it sees exactly the API a Lambda
+sandbox sees (``AWS_LAMBDA_RUNTIME_API``).  Rust and Go run their ``bootstrap`` as custom
+runtimes, Python under awslambdaric, Node under aws-lambda-ric, Java under
+aws-lambda-java-runtime-interface-client (started by the jar).
+
+As Lambda does, per function:
+
+* one request at a time per instance; an invoke with no idle instance starts a new one and
+  waits for its init, up to ``reserved`` instances (reserved concurrency); beyond it the invoke
+  is answered 429 ``TooManyRequestsException`` (Reason ReservedFunctionConcurrentInvocationLimitExceeded);
+* idle instances are reaped after ``idle_s``;
+* ``LogType: Tail`` answers ``X-Amz-Log-Result``: base64 of the last 4 KB of the invocation's
+  log — START, what the function wrote, END and a REPORT line in AWS's text format: Duration
+  (event handed to the instance → its response), Billed Duration (per 1 ms; on a cold start
+  Init Duration is billed too, as for custom runtimes, and since 1 Aug 2025 for managed ones),
+  Memory Size, Max Memory Used (the instance's real peak RSS, /proc VmHWM) and, on an
+  instance's first invocation, Init Duration (spawn → its first /invocation/next);
+* a handler error is 200 with ``X-Amz-Function-Error: Unhandled`` and the runtime's error
+  document; a crash or init failure is ``Runtime.ExitError``; a timeout ends the instance;
+* GetFunctionConfiguration and UpdateFunctionConfiguration (Environment, MemorySize, Timeout):
+  an update answers LastUpdateStatus InProgress with a new RevisionId, retires every instance
+  (idle ones at once, busy ones after their invocation) and becomes Successful shortly after;
+  an update while one is in progress is 409 ResourceConflictException.  PutFunctionConcurrency
+  sets ``reserved``.
+
+Not modelled: memory limits (no cgroup caps: Max Memory Used may exceed Memory Size here),
+CPU share proportional to memory, Event (async) invocations, aliases/versions (a Qualifier is
+accepted and ignored), SnapStart.  Loopback only; requests are not authenticated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httptools
+import orjson
+
+from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
+
+_monotonic = time.monotonic
+RUNTIME_API = b"/2018-06-01/runtime/"
+INVOKE_PREFIX = "/2015-03-31/functions/"
+CONCURRENCY_PREFIX = "/2017-10-31/functions/"
+TAIL_BYTES = 4096
+NODE_RIC = REPO_ROOT / "tests" / "lambda-ric" / "node_modules" / "aws-lambda-ric" / "bin" / "index.mjs"
+ACCOUNT = "000000000000"
+UPDATE_SETTLE_S = 0.05  # InProgress → Successful after an update (the instances are retired by then)
+# Lambda's identifier for each runtime kind; "provided" ones are custom runtimes (bootstrap).
+LAMBDA_RUNTIME = {"rust": "provided.al2023", "go": "provided.al2023", "python": "python3.12",
+                  "node": "nodejs20.x", "java": "java21", "java-cds": "java21"}
+HANDLER = {"rust": "bootstrap", "go": "bootstrap", "python": "handler.handler", "node": "index.handler",
+           "java": "Handler::handleRequest", "java-cds": "Handler::handleRequest"}
+
+
+def runtime_command(runtime: str) -> tuple[list[str], str, dict[str, str]]:
+    """How this machine starts one instance of the runtime: (argv, cwd, extra env).
+
+    Raises FileNotFoundError when the runtime's build or runtime interface client is missing."""
+    if runtime == "python":
+        return [sys.executable, "-m", "awslambdaric", HANDLER["python"]], str(FUNCTIONS_DIR / "python"), {}
+    if runtime == "node":
+        ric = Path(os.environ.get("FNBENCH_NODE_RIC", NODE_RIC))
+        if not ric.exists():
+            raise FileNotFoundError(f"{ric} missing: run `make lambda-ric` (AWS's Node.js runtime interface client)")
+        return ["node", str(ric), HANDLER["node"]], str(FUNCTIONS_DIR / "node"), {}
+    artifact = artifact_for(runtime)
+    return list(artifact.command), str(artifact.cwd or FUNCTIONS_DIR / runtime), dict(artifact.env)
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+
+
+@dataclass
+class Function:
+    name: str
+    runtime: str
+    command: list[str]
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict)  # the runtime's own (from its build)
+    memory_mb: int = 128
+    timeout_s: float = 30.0
+    reserved: int = 10
+    region: str = "us-east-1"
+    architecture: str = "x86_64"
+    environment: dict[str, str] = field(default_factory=dict)  # the function's configuration
+    revision: str = field(default_factory=lambda: str(uuid.uuid4()))
+    last_update_status: str = "Successful"
+    last_modified: str = field(default_factory=_now_iso)
+    instances: list[Instance] = field(default_factory=list)
+    idle: list[Instance] = field(default_factory=list)  # LIFO: the warmest first
+    throttles: int = 0
+    cold_starts: int = 0
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{self.name}"
+
+    def configuration(self) -> dict[str, Any]:
+        return {
+            "FunctionName": self.name, "FunctionArn": self.arn, "Runtime": LAMBDA_RUNTIME.get(self.runtime, "provided.al2023"),
+            "Role": f"arn:aws:iam::{ACCOUNT}:role/fnbench", "Handler": HANDLER.get(self.runtime, "bootstrap"),
+            "CodeSize": 0, "Description": f"fnbench {self.runtime} (local Lambda)", "Timeout": int(self.timeout_s),
+            "MemorySize": self.memory_mb, "LastModified": self.last_modified, "Version": "$LATEST",
+            "Environment": {"Variables": dict(self.environment)}, "RevisionId": self.revision,
+            "State": "Active", "LastUpdateStatus": self.last_update_status, "PackageType": "Zip",
+            "Architectures": [self.architecture],
+        }
+
+
+class Invocation:
+    __slots__ = ("request_id", "payload", "client", "tail", "delivered", "instance", "cold", "logs")
+
+    def __init__(self, payload: bytes, client: _HttpConn, tail: bool) -> None:
+        self.request_id = str(uuid.uuid4())
+        self.payload = payload
+        self.client = client
+        self.tail = tail
+        self.delivered = 0.0  # when the event went to the instance (monotonic); 0: not yet
+        self.instance: Instance | None = None
+        self.cold = False
+        self.logs: list[bytes] = []
+
+
+class Instance:
+    """One sandbox: a process of the runtime and the Runtime API port it polls."""
+
+    def __init__(self, fn: Function, server: LocalLambda) -> None:
+        self.fn = fn
+        self.lam = server
+        self.revision = fn.revision
+        self.spawned = _monotonic()
+        self.init_ms: float | None = None  # spawn → first /invocation/next
+        self.invocations = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self.api: asyncio.Server | None = None
+        self.port = 0
+        self.poll: _HttpConn | None = None  # the /invocation/next waiting for an event
+        self.current: Invocation | None = None
+        self.last_used = _monotonic()
+        self.dead = False
+        self.retiring = False
+        self.output: deque[bytes] = deque(maxlen=256)  # lines written outside an invocation
+
+    async def start(self, first: Invocation) -> None:
+        loop = asyncio.get_running_loop()
+        self.api = await loop.create_server(lambda: _HttpConn(self.lam, self), "127.0.0.1", 0)
+        self.port = self.api.sockets[0].getsockname()[1]
+        fn = self.fn
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "_HANDLER", "LAMBDA_"))}
+        env.update(fn.env)
+        env.update(fn.environment)
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.port}", "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb), "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_REGION": fn.region, "AWS_DEFAULT_REGION": fn.region, "LAMBDA_TASK_ROOT": fn.cwd,
+            "_HANDLER": HANDLER.get(fn.runtime, "bootstrap"), "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
+        })
+        self.spawned = _monotonic()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *fn.command, cwd=fn.cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            self.lam.exit_error(self, first, f"Runtime.InvalidEntrypoint: {exc}")
+            return
+        loop.create_task(self._read_output())
+
+    async def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        stdout = self.proc.stdout
+        while True:
+            try:
+                line = await stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # a line over 64 KiB
+                line = b"[line too long]\n"
+            if not line:
+                break
+            inv = self.current
+            if inv is not None and inv.delivered:
+                if len(inv.logs) < 1024:
+                    inv.logs.append(line)
+            else:
+                self.output.append(line)
+        code = await self.proc.wait()
+        self.lam.instance_exited(self, code)
+
+    def peak_rss_mb(self) -> int:
+        """VmHWM of the instance's process (its peak resident set), MiB rounded up; 0 if gone."""
+        if self.proc is None:
+            return 0
+        try:
+            with open(f"/proc/{self.proc.pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        return math.ceil(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+        return 0
+
+    def kill(self) -> None:
+        self.dead = True
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.api is not None:
+            self.api.close()
+        if self.poll is not None:
+            self.poll.abort()
+            self.poll = None
+
+
+class _HttpConn(asyncio.Protocol):
+    """One HTTP/1.1 connection (client or instance side), one request at a time."""
+
+    __slots__ = ("lam", "instance", "transport", "parser", "url", "headers", "body", "closed", "busy")
+
+    def __init__(self, lam: LocalLambda, instance: Instance | None) -> None:
+        self.lam = lam
+        self.instance = instance
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.body: list[bytes] = []
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        inst = self.instance
+        if inst is not None and inst.poll is self:
+            inst.poll = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.reply(400, b'{"message":"bad request"}')
+            self.abort()
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method()
+        body = b"".join(self.body)
+        if self.instance is not None:
+            self.lam.runtime_api(self, self.instance, method, self.url, body)
+        else:
+            self.lam.invoke_api(self, method, self.url, self.headers, body)
+
+    def reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
+        if self.closed:
+            return
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n".encode(),
+                b"Content-Type: application/json\r\n", f"Content-Length: {len(body)}\r\n".encode()]
+        for k, v in headers or ():
+            head.append(f"{k}: {v}\r\n".encode("latin-1"))
+        head.append(b"\r\n")
+        head.append(body)
+        self.transport.write(b"".join(head))
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+
+_REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
+            413: "Request Entity Too Large", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway"}
+
+
+def _error(status: int, kind: str, message: str, extra: dict[str, Any] | None = None) -> tuple[int, bytes, list[tuple[str, str]]]:
+    doc = {"Type": "User" if status < 500 else "Service", "message": message, **(extra or {})}
+    return status, orjson.dumps(doc), [("x-amzn-ErrorType", kind), ("x-amzn-RequestId", str(uuid.uuid4()))]
+
+
+class LocalLambda:
+    """The service: functions by name, the Invoke API port, the reaper."""
+
+    def __init__(self, functions: list[Function], *, idle_s: float = 300.0, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.functions = {f.name: f for f in functions}
+        self.idle_s = idle_s
+        self.host, self.port = host, port
+        self.server: asyncio.Server | None = None
+        self.reaper: asyncio.Task[None] | None = None
+        self.sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _HttpConn(self, None), self.host, self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.reaper = loop.create_task(self._reap())
+        self.sweeper = loop.create_task(self._timeouts())
+
+    async def close(self) -> None:
+        for task in (self.reaper, self.sweeper):
+            if task is not None:
+                task.cancel()
+        if self.server is not None:
+            self.server.close()
+        procs = []
+        for fn in self.functions.values():
+            for inst in list(fn.instances):
+                if inst.proc is not None:
+                    procs.append(inst.proc)
+                self._retire(inst)
+        for proc in procs:  # killed: reap them while the loop still runs
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(proc.wait(), 5.0)
+        await asyncio.sleep(0)
+
+    # -- Invoke API (clients) -------------------------------------------------------------------
+    def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
+        parts = urlsplit(url.decode("latin-1"))
+        path = parts.path
+        if path.startswith(INVOKE_PREFIX):
+            rest = path[len(INVOKE_PREFIX):]
+            name, _, action = rest.partition("/")
+            fn = self._function(unquote(name))
+            if fn is None:
+                conn.reply(*_error(404, "ResourceNotFoundException", f"Function not found: {self._arn(unquote(name))}"))
+            elif action == "invocations" and method == b"POST":
+                self._invoke(conn, fn, headers, body)
+            elif action == "configuration" and method == b"GET":
+                conn.reply(200, orjson.dumps(fn.configuration()))
+            elif action == "configuration" and method == b"PUT":
+                conn.reply(*self._update(fn, body))
+            else:
+                conn.reply(*_error(404, "UnknownOperationException", f"{method.decode()} {path}"))
+        elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"GET":
+            conn.reply(200, orjson.dumps({"Functions": [f.configuration() for f in self.functions.values()]}))
+        elif path.startswith(CONCURRENCY_PREFIX) and path.endswith("/concurrency") and method == b"PUT":
+            fn = self._function(unquote(path[len(CONCURRENCY_PREFIX):].partition("/")[0]))
+            try:
+                n = int(orjson.loads(body)["ReservedConcurrentExecutions"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                conn.reply(*_error(400, "InvalidParameterValueException", "ReservedConcurrentExecutions"))
+                return
+            if fn is None:
+                conn.reply(*_error(404, "ResourceNotFoundException", "Function not found"))
+                return
+            fn.reserved = n
+            conn.reply(200, orjson.dumps({"ReservedConcurrentExecutions": n}))
+        else:
+            conn.reply(*_error(404, "UnknownOperationException", f"{method.decode()} {path}"))
+        _ = parse_qsl  # (Qualifier is accepted and ignored)
+
+    def _arn(self, name: str) -> str:
+        return name if name.startswith("arn:") else f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
+
+    def _function(self, name: str) -> Function | None:
+        if name.startswith("arn:"):  # arn:aws:lambda:region:account:function:name[:qualifier]
+            bits = name.split(":")
+            name = bits[6] if len(bits) > 6 else ""
+        elif ":" in name:  # name:qualifier or account:function:name
+            bits = name.split(":")
+            name = bits[2] if len(bits) >= 3 and bits[1] == "function" else bits[0]
+        return self.functions.get(name)
+
+    def _invoke(self, conn: _HttpConn, fn: Function, headers: dict[bytes, bytes], body: bytes) -> None:
+        kind = headers.get(b"x-amz-invocation-type", b"RequestResponse")
+        if kind == b"DryRun":
+            conn.reply(204, b"", [("x-amzn-RequestId", str(uuid.uuid4()))])
+            return
+        if kind != b"RequestResponse":
+            conn.reply(*_error(400, "InvalidParameterValueException",
+                               "this local Lambda serves RequestResponse and DryRun invocations only"))
+            return
+        if len(body) > 6 * 1024 * 1024:
+            conn.reply(*_error(413, "RequestTooLargeException", "Request must be smaller than 6291456 bytes for the InvokeFunction operation"))
+            return
+        inv = Invocation(body or b"{}", conn, headers.get(b"x-amz-log-type", b"None") == b"Tail")
+        idle = fn.idle
+        while idle:
+            inst = idle.pop()
+            if not inst.dead and not inst.retiring:
+                self._assign(inst, inv)
+                return
+        if len(fn.instances) >= fn.reserved:
+            fn.throttles += 1
+            conn.reply(*_error(429, "TooManyRequestsException", "Rate Exceeded.",
+                               {"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}))
+            return
+        inst = Instance(fn, self)
+        fn.instances.append(inst)
+        fn.cold_starts += 1
+        inv.cold = True
+        inst.current = inv
+        inv.instance = inst
+        asyncio.get_running_loop().create_task(inst.start(inv))
+
+    def _assign(self, inst: Instance, inv: Invocation) -> None:
+        inst.current = inv
+        inv.instance = inst
+        poll = inst.poll
+        if poll is not None and not poll.closed:
+            inst.poll = None
+            self._deliver(inst, poll, inv)
+
+    def _deliver(self, inst: Instance, poll: _HttpConn, inv: Invocation) -> None:
+        fn = inst.fn
+        inv.delivered = _monotonic()
+        deadline = int((time.time() + fn.timeout_s) * 1000)
+        poll.reply(200, inv.payload, [
+            ("Lambda-Runtime-Aws-Request-Id", inv.request_id), ("Lambda-Runtime-Deadline-Ms", str(deadline)),
+            ("Lambda-Runtime-Invoked-Function-Arn", fn.arn),
+            ("Lambda-Runtime-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
+        ])
+
+    # -- Runtime API (instances) ----------------------------------------------------------------
+    def runtime_api(self, conn: _HttpConn, inst: Instance, method: bytes, url: bytes, body: bytes) -> None:
+        if not url.startswith(RUNTIME_API):
+            conn.reply(404, b'{"errorMessage":"unknown path"}')
+            return
+        parts = url[len(RUNTIME_API):].split(b"/")
+        if parts == [b"invocation", b"next"] and method == b"GET":
+            now = _monotonic()
+            if inst.init_ms is None:
+                inst.init_ms = (now - inst.spawned) * 1000.0
+            inv = inst.current
+            if inv is not None and not inv.delivered:
+                self._deliver(inst, conn, inv)
+            else:
+                inst.poll = conn
+            return
+        if len(parts) == 3 and parts[0] == b"invocation" and method == b"POST":
+            inv = inst.current
+            if inv is None or inv.request_id.encode() != parts[1] or parts[2] not in (b"response", b"error"):
+                conn.reply(400, b'{"errorMessage":"no such invocation","errorType":"InvalidRequestID"}')
+                return
+            conn.reply(202, b'{"status":"OK"}')
+            self._finish(inst, inv, body, error=parts[2] == b"error")
+            return
+        if parts == [b"init", b"error"] and method == b"POST":
+            conn.reply(202, b'{"status":"OK"}')
+            inv = inst.current
+            if inv is not None:
+                self._finish(inst, inv, body or b'{"errorType":"Runtime.InitError"}', error=True, status="error")
+            self._retire(inst)
+            return
+        conn.reply(404, b'{"errorMessage":"unknown path"}')
+
+    def _finish(self, inst: Instance, inv: Invocation, body: bytes, *, error: bool, status: str = "",
+                error_type: str = "") -> None:
+        """Answer the client and free (or retire) the instance."""
+        now = _monotonic()
+        fn = inst.fn
+        inst.current = None
+        inst.last_used = now
+        inst.invocations += 1
+        duration = (now - inv.delivered) * 1000.0 if inv.delivered else 0.0
+        headers = [("X-Amz-Executed-Version", "$LATEST"), ("x-amzn-RequestId", inv.request_id),
+                   ("x-amzn-Remapped-Content-Length", "0")]
+        if error:
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
+        if inv.tail:
+            headers.append(("X-Amz-Log-Result", self._tail(inst, inv, duration, status, error_type)))
+        inv.client.reply(200, body, headers)
+        if inst.dead:
+            return
+        if inst.retiring or inst.revision != fn.revision or status:
+            self._retire(inst)
+        else:
+            fn.idle.append(inst)
+
+    def _tail(self, inst: Instance, inv: Invocation, duration: float, status: str, error_type: str) -> str:
+        fn = inst.fn
+        init = inst.init_ms if inv.cold else None
+        billed = math.ceil(duration + (init or 0.0)) or 1  # per 1 ms; INIT billed on a cold start
+        report = (f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {billed} ms\t"
+                  f"Memory Size: {fn.memory_mb} MB\tMax Memory Used: {inst.peak_rss_mb()} MB\t")
+        if init is not None:
+            report += f"Init Duration: {init:.2f} ms\t"
+        if status:
+            report += f"Status: {status}\t"
+            if error_type:
+                report += f"Error Type: {error_type}\t"
+        log = b"".join([f"START RequestId: {inv.request_id} Version: $LATEST\n".encode(), *inv.logs,
+                        f"END RequestId: {inv.request_id}\n".encode(), report.encode(), b"\n"])
+        return base64.b64encode(log[-TAIL_BYTES:]).decode()
+
+    def exit_error(self, inst: Instance, inv: Invocation, message: str, status: str = "error") -> None:
+        doc = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {inv.request_id} Error: {message}"}
+        self._finish(inst, inv, orjson.dumps(doc), error=True, status=status, error_type="Runtime.ExitError")
+        self._retire(inst)
+
+    def instance_exited(self, inst: Instance, code: int) -> None:
+        inv = inst.current
+        if inv is not None and not inst.dead:
+            inst.dead = True
+            self.exit_error(inst, inv, f"Runtime exited with error: exit status {code}")
+        self._retire(inst)
+
+    def _retire(self, inst: Instance) -> None:
+        fn = inst.fn
+        inst.kill()
+        if inst in fn.instances:
+            fn.instances.remove(inst)
+        if inst in fn.idle:
+            fn.idle.remove(inst)
+
+    # -- control plane --------------------------------------------------------------------------
+    def _update(self, fn: Function, body: bytes) -> tuple[int, bytes, list[tuple[str, str]]]:
+        try:
+            doc = orjson.loads(body or b"{}")
+            assert isinstance(doc, dict)
+        except (orjson.JSONDecodeError, AssertionError):
+            return _error(400, "InvalidParameterValueException", "the body is not a JSON object")
+        if fn.last_update_status == "InProgress":
+            return _error(409, "ResourceConflictException",
+                          f"The operation cannot be performed at this time. An update is in progress for resource: {fn.arn}")
+        if "RevisionId" in doc and doc["RevisionId"] != fn.revision:
+            return _error(412, "PreconditionFailedException", "The Revision Id provided does not match the latest Revision Id.")
+        if "Environment" in doc:
+            variables = (doc["Environment"] or {}).get("Variables") or {}
+            fn.environment = {str(k): str(v) for k, v in variables.items()}
+        if "MemorySize" in doc:
+            fn.memory_mb = int(doc["MemorySize"])
+        if "Timeout" in doc:
+            fn.timeout_s = float(doc["Timeout"])
+        fn.revision = str(uuid.uuid4())
+        fn.last_modified = _now_iso()
+        fn.last_update_status = "InProgress"
+        for inst in list(fn.instances):
+            if inst.current is None:
+                self._retire(inst)
+            else:
+                inst.retiring = True
+        fn.idle.clear()
+
+        def settle() -> None:
+            fn.last_update_status = "Successful"
+
+        asyncio.get_running_loop().call_later(UPDATE_SETTLE_S, settle)
+        return 200, orjson.dumps(fn.configuration()), [("x-amzn-RequestId", str(uuid.uuid4()))]
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    async def _reap(self) -> None:
+        tick = min(max(self.idle_s / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            cutoff = _monotonic() - self.idle_s
+            for fn in self.functions.values():
+                for inst in [i for i in fn.idle if i.last_used < cutoff]:
+                    self._retire(inst)
+
+    async def _timeouts(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = _monotonic()
+            for fn in self.functions.values():
+                for inst in list(fn.instances):
+                    inv = inst.current
+                    if inv is None:
+                        continue
+                    if inv.delivered and now - inv.delivered > fn.timeout_s:
+                        inst.dead = True
+                        doc = {"errorMessage": f"RequestId: {inv.request_id} Error: Task timed out after {fn.timeout_s:.2f} seconds"}
+                        self._finish(inst, inv, orjson.dumps(doc), error=True, status="timeout")
+                        self._retire(inst)
+                    elif not inv.delivered and inst.init_ms is None and now - inst.spawned > max(fn.timeout_s, 10.0):
+                        inst.dead = True
+                        self.exit_error(inst, inv, "Runtime init timed out", status="timeout")
+
+
+def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: float = 30.0, reserved: int = 10,
+                   region: str = "us-east-1") -> list[Function]:
+    """One function per runtime, named after it (``rust``, ``go``, …), from this machine's builds."""
+    out = []
+    for r in runtimes:
+        command, cwd, env = runtime_command(r)
+        out.append(Function(name=r, runtime=r, command=command, cwd=cwd, env=env, memory_mb=memory_mb,
+                            timeout_s=timeout_s, reserved=reserved, region=region))
+    return out
+
+
+async def serve(functions: list[Function], *, port: int, idle_s: float, ready: Any = None,
+                stop: asyncio.Event | None = None) -> None:
+    lam = LocalLambda(functions, idle_s=idle_s, port=port)
+    await lam.start()
+    if ready is not None:
+        ready(lam)
+    try:
+        if stop is None:
+            await asyncio.Event().wait()
+        else:
+            await stop.wait()
+    finally:
+        await lam.close()
+
+
+class Background:
+    """The local Lambda on its own event loop in a daemon thread (tests, benches, demos)."""
+
+    def __init__(self, functions: list[Function], *, idle_s: float = 300.0, port: int = 0) -> None:
+        import threading
+
+        self.functions = functions
+        self.idle_s = idle_s
+        self.port = port
+        self.lam: LocalLambda | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="local-lambda", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+
+            def ready(lam: LocalLambda) -> None:
+                self.lam = lam
+                self._ready.set()
+
+            await serve(self.functions, port=self.port, idle_s=self.idle_s, ready=ready, stop=self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported by __enter__
+            self._error = exc
+            self._ready.set()
+
+    def __enter__(self) -> Background:
+        self.thread.start()
+        self._ready.wait(30)
+        if self._error is not None or self.lam is None:
+            raise RuntimeError(f"the local Lambda did not start: {self._error!r}")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        assert self.lam is not None
+        return self.lam.endpoint
+
+    def call(self, fn: Any) -> Any:
+        """Run ``fn(lam)`` on the service's loop and return its result."""
+        assert self.loop is not None and self.lam is not None
+        lam = self.lam
+
+        async def run() -> Any:
+            return fn(lam)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)
+
+
+def run_cli(runtimes: list[str], *, port: int, idle_s: float, memory_mb: int, timeout_s: float, reserved: int,
+            region: str, announce: Any) -> None:
+    """``fnbench lambda serve``: serve until interrupted; ``announce(line)`` says where."""
+    functions = make_functions(runtimes, memory_mb=memory_mb, timeout_s=timeout_s, reserved=reserved, region=region)
+
+    def ready(lam: LocalLambda) -> None:
+        announce(f"local Lambda on {lam.endpoint} (Invoke API 2015-03-31): functions "
+                 f"{', '.join(lam.functions)}; reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(functions, port=port, idle_s=idle_s, ready=ready, stop=stop)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

@@ -1,0 +1,162 @@
+"""Lambda's REPORT record, read by field name from either log format; never guessed.
+
+Text format (one line, tab-separated ``Name: value unit`` fields after the request id)::
+
+    REPORT RequestId: <id>\tDuration: 469.40 ms\tBilled Duration: 500 ms\tMemory Size: 1024 MB\t
+    Max Memory Used: 21 MB\tInit Duration: 100.99 ms
+
+with optional ``Init Duration`` (a cold start), ``Restore Duration`` / ``Billed Restore
+Duration`` (SnapStart), ``Status`` / ``Error Type`` (an instance that failed or timed out).
+JSON format: ``{"type": "platform.report", "record": {"requestId", "status", "metrics":
+{"durationMs", "billedDurationMs", "memorySizeMB", "maxMemoryUsedMB", "initDurationMs"?,
+"restoreDurationMs"?, "billedRestoreDurationMs"?}}}``.
+
+``find_report(log)`` reads the last REPORT in a log tail (LogType: Tail, the last 4 KB):
+a ``Report``, ``MISSING`` (no REPORT at all) or ``TRUNCATED`` (a REPORT cut by the 4 KB
+window or lacking a required field).  Both are counted by the invoker, never filled in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+REQUIRED = ("duration_ms", "billed_ms", "memory_mb", "max_memory_mb")
+# Text field name → Report attribute.
+_TEXT_FIELDS: Final = {
+    "Duration": "duration_ms",
+    "Billed Duration": "billed_ms",
+    "Memory Size": "memory_mb",
+    "Max Memory Used": "max_memory_mb",
+    "Init Duration": "init_ms",
+    "Restore Duration": "restore_ms",
+    "Billed Restore Duration": "billed_restore_ms",
+}
+_JSON_FIELDS: Final = {
+    "durationMs": "duration_ms",
+    "billedDurationMs": "billed_ms",
+    "memorySizeMB": "memory_mb",
+    "maxMemoryUsedMB": "max_memory_mb",
+    "initDurationMs": "init_ms",
+    "restoreDurationMs": "restore_ms",
+    "billedRestoreDurationMs": "billed_restore_ms",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    request_id: str
+    duration_ms: float
+    billed_ms: float
+    memory_mb: float
+    max_memory_mb: float
+    init_ms: float | None = None  # present on an instance's first invocation (cold start)
+    restore_ms: float | None = None  # SnapStart
+    billed_restore_ms: float | None = None
+    status: str = "success"  # success | error | timeout (the text form's Status field, when present)
+    error_type: str = ""
+
+    @property
+    def cold(self) -> bool:
+        return self.init_ms is not None or self.restore_ms is not None
+
+    @property
+    def billed_total_ms(self) -> float:
+        """What AWS bills for compute: Billed Duration + Billed Restore Duration."""
+        return self.billed_ms + (self.billed_restore_ms or 0.0)
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+MISSING: Final = _Marker("MISSING")
+TRUNCATED: Final = _Marker("TRUNCATED")
+Found = Report | _Marker
+
+
+def parse_text(line: str) -> Found:
+    """One text-format REPORT line (from ``REPORT RequestId:``)."""
+    fields = line.rstrip("\r\n").split("\t")
+    head = fields[0]
+    if not head.startswith("REPORT RequestId: "):
+        return TRUNCATED
+    values: dict[str, Any] = {"request_id": head[len("REPORT RequestId: "):].strip()}
+    for item in fields[1:]:
+        name, sep, rest = item.partition(": ")
+        if not sep:
+            continue
+        name = name.strip()
+        attr = _TEXT_FIELDS.get(name)
+        if attr is not None:
+            number, _, unit = rest.strip().partition(" ")
+            if unit not in ("ms", "MB"):  # cut inside the value
+                return TRUNCATED
+            try:
+                values[attr] = float(number)
+            except ValueError:
+                return TRUNCATED
+        elif name == "Status":
+            values["status"] = rest.strip()
+        elif name == "Error Type":
+            values["error_type"] = rest.strip()
+    if any(k not in values for k in REQUIRED):
+        return TRUNCATED
+    return Report(**values)
+
+
+def parse_json(record: dict[str, Any]) -> Found:
+    """One JSON-format log record of type platform.report."""
+    body = record.get("record")
+    if not isinstance(body, dict) or not isinstance(body.get("metrics"), dict):
+        return TRUNCATED
+    values: dict[str, Any] = {"request_id": str(body.get("requestId", ""))}
+    for key, value in body["metrics"].items():
+        attr = _JSON_FIELDS.get(key)
+        if attr is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            values[attr] = float(value)
+    if isinstance(body.get("status"), str):
+        values["status"] = body["status"]
+    if isinstance(body.get("errorType"), str):
+        values["error_type"] = body["errorType"]
+    if any(k not in values for k in REQUIRED):
+        return TRUNCATED
+    return Report(**values)
+
+
+def find_report(log: str) -> Found:
+    """The last REPORT record in a log (text or JSON lines), MISSING or TRUNCATED."""
+    at = log.rfind("REPORT RequestId: ")
+    jat = log.rfind('"platform.report"')
+    if at < 0 and jat < 0:
+        # A tail that starts inside a REPORT line still shows its later fields.
+        return TRUNCATED if ("Billed Duration: " in log or "billedDurationMs" in log) else MISSING
+    if at > jat:
+        end = log.find("\n", at)
+        return parse_text(log[at:] if end < 0 else log[at:end])
+    start = log.rfind("\n", 0, jat) + 1
+    end = log.find("\n", jat)
+    try:
+        record = orjson.loads(log[start:] if end < 0 else log[start:end])
+    except orjson.JSONDecodeError:
+        return TRUNCATED
+    return parse_json(record) if isinstance(record, dict) and record.get("type") == "platform.report" else TRUNCATED
+
+
+def from_log_result(header: bytes | str) -> Found:
+    """``X-Amz-Log-Result`` (base64 of the log tail) → the REPORT in it."""
+    try:
+        text = base64.b64decode(header, validate=False).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return TRUNCATED
+    return find_report(text)

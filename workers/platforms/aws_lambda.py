@@ -1,0 +1,251 @@
+"""The ``aws-lambda`` platform: SigV4-signed Invoke (2015-03-31) on fnbench's async HTTP engine.
+
+No thread per call and no SDK on the hot path: each invoke goes on a keep-alive connection of
+workers.platforms.http's pool, as bytes signed with ``workers.sigv4``.  The signature covers
+X-Amz-Date (one-second resolution), so the signed request is rebuilt once per second (and when
+the credentials change): requests within a second carry the same, valid, signature.  The key is
+derived once per date/region/service.  Credentials come from the standard botocore chain (env,
+shared files, SSO, container/instance roles); refreshable ones are re-read as they near expiry
+(botocore's own advisory/mandatory windows), never written anywhere.
+
+Outcomes (DESIGN.md §4.7): ``X-Amz-Function-Error`` → function_error; 429 (TooManyRequests,
+its Reason in the body) → throttled; other 4xx → http_4xx; 5xx (service errors) → http_5xx;
+transport failures as the HTTP engine reports them.  The error type (``x-amzn-ErrorType``) of
+each failed invoke is counted (``lambda_error:<Type>``).
+
+With ``LogType: Tail`` (the default), the REPORT line in ``X-Amz-Log-Result`` gives the
+platform's clocks (Duration, Billed Duration + Billed Restore Duration, Init Duration) and Max
+Memory Used; an invocation with Init Duration is a cold start.  A missing or truncated REPORT is
+counted (``report_missing``, ``report_truncated``), never guessed.  Billing totals for cost:
+``billed_ms``, ``gb_s`` (Billed × Memory Size) and their ``_cold`` parts, ``billed_requests``.
+
+Target address: ``function`` (name or ARN), ``qualifier``, ``region`` (default us-east-1),
+``endpoint_url`` (default https://lambda.<region>.amazonaws.com; a local Lambda on loopback in
+this repository), ``log_type`` (Tail | None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from workers.contract import Outcome, Target
+from workers.errors import SetupError
+from workers.lambda_report import MISSING, Report, from_log_result
+from workers.platforms import Done, Invocation
+from workers.platforms.http import HttpInvoker, _Connection
+from workers.sigv4 import Credentials, Signer, canonical_query
+
+_time = time.time
+_OK = Outcome.ok
+_FUNCTION_ERROR = Outcome.function_error
+_THROTTLED = Outcome.throttled
+
+
+def endpoint_for(address: dict[str, Any]) -> str:
+    region = str(address.get("region") or "us-east-1")
+    return str(address.get("endpoint_url") or f"https://lambda.{region}.amazonaws.com")
+
+
+class _Call:
+    """One invoke in flight: what its response's headers said, then its completion."""
+
+    __slots__ = ("done", "inv", "function_error", "log_result", "error_type")
+
+    def __init__(self, done: Done, inv: LambdaInvoker) -> None:
+        self.done = done
+        self.inv = inv
+        self.function_error = False
+        self.log_result: bytes | None = None
+        self.error_type: bytes | None = None
+
+    def __call__(self, outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
+        inv = self.inv
+        if outcome == _OK:
+            if self.function_error:
+                outcome = _FUNCTION_ERROR
+                inv.function_errors += 1
+            if inv.tail:
+                info = inv._report(self.log_result)
+        elif self.error_type is not None:
+            inv._count_error(self.error_type)
+            if outcome != _THROTTLED and self.error_type.startswith(b"TooManyRequests"):
+                outcome = _THROTTLED
+        self.done(outcome, due, sent, end, info)
+
+
+class _LambdaConnection(_Connection):
+    """A pool connection that sends the invoker's current signed request and reads Lambda's
+    response headers into the request's ``_Call``."""
+
+    __slots__ = ()
+
+    def send(self, due: float, done: Done, payload: bytes, user: Any) -> None:
+        if isinstance(done, _Call):  # a resend after a closed keep-alive connection
+            done = done.done
+        super().send(due, _Call(done, user), user.signed(), user)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        call = self.done
+        if not isinstance(call, _Call) or len(name) < 13:
+            return
+        lname = name.lower()
+        if lname == b"x-amz-log-result":
+            call.log_result = value
+        elif lname == b"x-amz-function-error":
+            call.function_error = True
+        elif lname == b"x-amzn-errortype":
+            call.error_type = value.split(b":", 1)[0]
+
+
+class LambdaInvoker(HttpInvoker):
+    def __init__(self, target: Target) -> None:
+        address = dict(target.address)
+        function = str(address.get("function") or "")
+        if not function:
+            raise SetupError(f"target {target.name!r}: the aws-lambda platform needs address.function")
+        self.region = str(address.get("region") or "us-east-1")
+        endpoint = endpoint_for(address).rstrip("/")
+        self.path = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
+        params = [("Qualifier", str(address["qualifier"]))] if address.get("qualifier") else []
+        self.query = canonical_query(params)
+        url = endpoint + self.path + (f"?{self.query}" if self.query else "")
+        log_type = str(address.get("log_type") or "Tail")
+        if log_type not in ("Tail", "None"):
+            raise SetupError(f"target {target.name!r}: log_type is Tail or None, got {log_type!r}")
+        self.tail = log_type == "Tail"
+        # The HTTP engine's view: where to connect, the timeout, the pool key.
+        http_target = dataclasses.replace(target, url=url, method="POST", headers=(), body=target.body or "{}")
+        super().__init__(http_target)
+        self.conn_class = _LambdaConnection
+        parts = urlsplit(url)
+        self.host_header = parts.netloc
+        self.body = (target.body or "{}").encode()
+        self.payload_hash = hashlib.sha256(self.body).hexdigest()
+        self.signer = Signer(self.region, "lambda")
+        self.credentials: Any = None  # botocore's (refreshable) credentials
+        self._frozen: Credentials | None = None
+        self._signed = b""
+        self._next_sign = 0.0  # epoch second at which the signed request is rebuilt
+        self.function_errors = 0
+        self.report_missing = 0
+        self.report_truncated = 0
+        self.cold = 0
+        self.billed_ms = self.billed_ms_cold = 0.0
+        self.gb_s = self.gb_s_cold = 0.0
+        self.billed_requests = 0
+        self.errors: dict[bytes, int] = {}
+        self.peak_memory_mb = 0.0
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("aws-lambda", *super().key)
+
+    async def start(self) -> None:
+        if self.credentials is None:
+            import botocore.session  # the standard chain; imported here, off the workers' import path
+
+            creds = botocore.session.get_session().get_credentials()
+            if creds is None:
+                raise SetupError(f"target {self.target.name!r}: no AWS credentials in the standard chain "
+                                 "(environment, shared files, SSO, container or instance role)")
+            self.credentials = creds
+        self._resign(_time())
+        await super().start()
+
+    # -- signing --------------------------------------------------------------------------------
+    def signed(self) -> bytes:
+        now = _time()
+        if now >= self._next_sign:
+            self._resign(now)
+        return self._signed
+
+    def _resign(self, now: float) -> None:
+        frozen = self.credentials.get_frozen_credentials()  # refreshes near expiry
+        creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        second = int(now)
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+        self._signed = self.request_bytes(amz_date, creds)
+        self._frozen = creds
+        self._next_sign = second + 1.0
+
+    def request_headers(self, amz_date: str, creds: Credentials) -> dict[str, str]:
+        """The signed headers (and Authorization) of one Invoke at ``amz_date``."""
+        headers = {
+            "host": self.host_header,
+            "content-type": "application/json",
+            "x-amz-date": amz_date,
+            "x-amz-invocation-type": "RequestResponse",
+            "x-amz-log-type": "Tail" if self.tail else "None",
+        }
+        if creds.token:
+            headers["x-amz-security-token"] = creds.token
+        headers["authorization"] = self.signer.authorization("POST", self.path, self.query, headers,
+                                                             self.payload_hash, amz_date, creds)
+        return headers
+
+    def request_bytes(self, amz_date: str, creds: Credentials) -> bytes:
+        headers = self.request_headers(amz_date, creds)
+        target = self.path + (f"?{self.query}" if self.query else "")
+        head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"user-agent: fnbench/0.1\r\naccept: */*\r\ncontent-length: {len(self.body)}\r\n\r\n"
+        return head.encode("latin-1") + self.body
+
+    # -- responses ------------------------------------------------------------------------------
+    def _count_error(self, kind: bytes) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def _report(self, log_result: bytes | None) -> Invocation | None:
+        if log_result is None:
+            self.report_missing += 1
+            return None
+        found = from_log_result(log_result)
+        if not isinstance(found, Report):
+            if found is MISSING:
+                self.report_missing += 1
+            else:
+                self.report_truncated += 1
+            return None
+        billed = found.billed_total_ms
+        gb_s = billed / 1000.0 * found.memory_mb / 1024.0
+        self.billed_ms += billed
+        self.gb_s += gb_s
+        self.billed_requests += 1
+        if found.max_memory_mb > self.peak_memory_mb:
+            self.peak_memory_mb = found.max_memory_mb
+        info = Invocation(memory_mb=found.max_memory_mb, platform_us=int(found.duration_ms * 1000),
+                          billed_us=int(billed * 1000))
+        init = found.init_ms if found.init_ms is not None else found.restore_ms
+        if init is not None:
+            self.cold += 1
+            self.billed_ms_cold += billed
+            self.gb_s_cold += gb_s
+            info.cold = True
+            info.init_duration_us = int(init * 1000)
+        return info
+
+    def counters(self) -> dict[str, float]:
+        counts = super().counters()
+        for name in ("function_errors", "report_missing", "report_truncated", "billed_requests"):
+            value = getattr(self, name)
+            if value:
+                counts[name] = value
+        if self.billed_requests:
+            counts["billed_ms"] = round(self.billed_ms, 3)
+            counts["gb_s"] = round(self.gb_s, 9)
+            if self.cold:
+                counts["billed_ms_cold"] = round(self.billed_ms_cold, 3)
+                counts["gb_s_cold"] = round(self.gb_s_cold, 9)
+        for kind, n in self.errors.items():
+            counts[f"lambda_error:{kind.decode('latin-1')}"] = n
+        if self.peak_memory_mb:
+            counts["max_memory_mb"] = self.peak_memory_mb
+        return counts
+
+
+def make_invoker(target: Target, phase: str, max_in_flight: int) -> LambdaInvoker:
+    """The ``aws-lambda`` platform's factory (workers.platforms.PLATFORMS)."""
+    return LambdaInvoker(target)
