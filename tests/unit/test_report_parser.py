@@ -5,7 +5,15 @@ import base64
 import orjson
 import pytest
 
-from workers.lambda_report import MISSING, TRUNCATED, Report, find_report, from_log_result, parse_json, parse_text
+from workers.lambda_report import (
+    MISSING,
+    TRUNCATED,
+    Report,
+    find_report,
+    from_log_result,
+    parse_json,
+    parse_text,
+)
 
 # Lines in the form AWS publishes them (Lambda developer guide: CloudWatch logs, SnapStart, the
 # Telemetry API's platform.report): text with tabs, a trailing tab or space as CloudWatch shows it.
