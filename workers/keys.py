@@ -81,3 +81,32 @@ def rejected(reason: str) -> str:
     """Counter (INCR): tasks a worker rejected for ``reason`` (workers.auth.REASONS); never per run,
     since an unauthenticated task's run id is not to be trusted with keys."""
     return f"{PREFIX}:rejected:{reason}"
+
+
+# -- history and schedules (orchestrator/history.py, orchestrator/schedule.py) ----------------------
+HISTORY_NAMES = f"{PREFIX}:history"  # set: spec names that have a run history
+HISTORY_RUNS = f"{PREFIX}:history:runs"  # hash: run_id → spec name (find a run's entry by its id)
+SCHEDULES = f"{PREFIX}:schedules"  # set: schedule names
+REDBEAT_PREFIX = f"{PREFIX}:redbeat:"  # celery-redbeat's keys: <prefix>NAME, <prefix>:schedule, <prefix>:lock
+SCHEDULED_QUEUE = f"{PREFIX}.scheduled"  # the Celery queue of headless scheduled runs (`fnbench scheduler`)
+SCHEDULED_TASK = f"{PREFIX}.scheduled_run"
+
+
+def history(name: str) -> str:
+    """Sorted set: run_id scored by the run's start (epoch seconds), for spec ``name``."""
+    return f"{PREFIX}:history:{name}"
+
+
+def history_entry(name: str, run_id: str) -> str:
+    """String: the JSON history entry of one run (summary per group and its interval blocks)."""
+    return f"{history(name)}:{run_id}"
+
+
+def schedule(name: str) -> str:
+    """Hash: a schedule's record (spec text and its signature, recurrence, paused, last run and verdict)."""
+    return f"{PREFIX}:schedule:{name}"
+
+
+def schedule_fire(name: str, fire: str) -> str:
+    """String (SET NX): claimed by the one scheduler that runs this firing of the schedule."""
+    return f"{schedule(name)}:fire:{fire}"
