@@ -10,6 +10,7 @@ Run:  .venv/bin/python -m pytest tests/integration/test_functions_conformance.py
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -349,6 +350,39 @@ def test_every_artifact_is_built_where_it_says_with_its_real_size(
             print(f"\n  {runtime:8s} unavailable: {a}")
         else:
             print(f"\n  {runtime:8s} {a.size_bytes:>10,d} B  build {a.build_seconds:6.1f} s  {Path(a.path)}")
+
+
+def test_java_cds_archive_maps_with_its_jar(artifacts: dict[str, fn.Artifact | str]) -> None:
+    """The archive dumped at build time is valid for the jar beside it: with -Xshare:on (instead
+    of the artefact's -Xshare:auto, which would quietly run without it) the JVM refuses to start
+    on an unusable archive, so serving /health proves the classes come from it."""
+    a = _artifact(artifacts, "java-cds")
+    assert "-Xshare:auto" in a.command
+    strict = dataclasses.replace(a, command=["-Xshare:on" if c == "-Xshare:auto" else c for c in a.command])
+    port = free_port()
+    proc = fn.start_server(strict, port)
+    try:
+        fn.wait_ready(port, 30.0, proc=proc)
+        status, body = request(port, "POST", "/echo", b'{"payload": "cds"}')
+        assert status == 200 and body["runtime"] == "java-cds" and body["result"] == "cds"
+    finally:
+        fn.stop_server(proc)
+
+
+def test_java_without_maven_or_java_is_toolchain_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fnbench functions build java` without mvn, or a built jar without java, names the tool."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    for runtime in JAVA:
+        with pytest.raises(fn.ToolchainMissing, match="'mvn'"):
+            fn.build(runtime, tmp_path / "out")
+    jar = tmp_path / "out" / "java" / "fnbench-java.jar"
+    jar.parent.mkdir(parents=True)
+    jar.write_bytes(b"PK")
+    with pytest.raises(fn.ToolchainMissing, match="'java'"):
+        fn.artifact_for("java", tmp_path / "out")
 
 
 # ------------------------------------------------------------------ Lambda entry points
