@@ -169,6 +169,7 @@ class GroupState:
 
     __slots__ = ("intended", "sent", "completed", "outcomes", "hists", "out_of_range", "t0", "t1",
                  "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "connections", "workload", "series", "_seconds",
+                 "lambda_counters", "report_memory_mb",
                  "_sealed", "_sealed_upto", "_cached")
 
     def __init__(self) -> None:
@@ -183,6 +184,8 @@ class GroupState:
         self.peak_rss_mb = 0.0
         self.retries = 0
         self.connections = dict.fromkeys(CONNECTION_COUNTERS, 0)  # Interval.counters summed
+        self.lambda_counters: dict[str, float] = {}  # the aws-lambda invoker's billing counters, summed
+        self.report_memory_mb = 0.0  # Max Memory Used, highest REPORT
         self.workload = ""
         self.series: dict[int, list[int]] = {}  # second of t1 → [intended, completed, errors]
         self._seconds: list[int] = []  # the keys of series, in order
@@ -216,6 +219,11 @@ class GroupState:
         if iv.counters:
             for name in CONNECTION_COUNTERS:
                 self.connections[name] += int(iv.counters.get(name, 0))
+            for name in LAMBDA_COUNTERS:
+                if name in iv.counters:
+                    self.lambda_counters[name] = self.lambda_counters.get(name, 0.0) + iv.counters[name]
+            if iv.platform_us and iv.max_memory_mb > self.report_memory_mb:
+                self.report_memory_mb = iv.max_memory_mb
         self.workload = iv.workload
         self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
         if series is not None:
@@ -269,10 +277,31 @@ class GroupState:
             connections_before_start=self.connections["connections_before_start"],
             tls_resumed=self.connections["tls_resumed"],
             series=self._series(),
+            **self._platform_fields(),
         )
         self._cached = (planned_s, group)
         return group
 
+
+    def _platform_fields(self) -> dict[str, Any]:
+        """The platform's clocks (Lambda REPORT), memory and cost; nothing for platforms without them."""
+        out: dict[str, Any] = {}
+        for name in ("platform_ms", "billed_ms", "init_duration_ms"):
+            if self.hists[name].total:
+                out[name] = self.hists[name].summary()
+        if self.report_memory_mb:
+            out["max_memory_used_mb"] = self.report_memory_mb
+        counters = self.lambda_counters
+        if counters:
+            from orchestrator.cost import group_cost
+
+            cost = group_cost(counters)
+            if cost is not None:
+                out["cost"] = cost
+                out["cost_per_million_usd"] = cost["per_million_usd"]
+            out["reports_missing"] = int(counters.get("report_missing", 0))
+            out["reports_truncated"] = int(counters.get("report_truncated", 0))
+        return out
 
     def _series(self) -> tuple[tuple[int, int, int, int], ...]:
         if not self._seconds:
@@ -289,6 +318,9 @@ class GroupState:
 
 SEAL_S = 10
 CONNECTION_COUNTERS = ("connections_opened", "connections_before_start", "tls_resumed")  # Group fields
+# The aws-lambda invoker's counters a group sums for its cost and REPORT accounting.
+LAMBDA_COUNTERS = ("billed_requests", "billed_requests_cold", "gb_s", "gb_s_cold", "cost_usd", "cost_usd_cold",
+                   "request_usd", "report_missing", "report_truncated")
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
 
 

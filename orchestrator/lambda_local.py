@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
+from orchestrator.cost import init_billed
 from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
 
 _monotonic = time.monotonic
@@ -505,7 +506,8 @@ class LocalLambda:
     def _tail(self, inst: Instance, inv: Invocation, duration: float, status: str, error_type: str) -> str:
         fn = inst.fn
         init = inst.init_ms if inv.cold else None
-        billed = math.ceil(duration + (init or 0.0)) or 1  # per 1 ms; INIT billed on a cold start
+        billed_init = init if init is not None and init_billed(LAMBDA_RUNTIME.get(fn.runtime, "provided")) else 0.0
+        billed = math.ceil(duration + billed_init) or 1  # per 1 ms (orchestrator/cost.py: when INIT is billed)
         report = (f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {billed} ms\t"
                   f"Memory Size: {fn.memory_mb} MB\tMax Memory Used: {inst.peak_rss_mb()} MB\t")
         if init is not None:

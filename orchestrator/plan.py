@@ -31,6 +31,11 @@ def to_target(t: TargetSpec) -> Target:
         address.update({"region": t.region or "us-east-1", "log_type": t.log_type, "architecture": t.architecture})
         if t.endpoint_url:
             address["endpoint_url"] = t.endpoint_url
+        from orchestrator.cost import load_pricing, price_for
+
+        price = price_for(t.region or "us-east-1", t.architecture, table=load_pricing())
+        if price is not None:  # a region without a price has GB-s and no cost, never a guessed one
+            address["price"] = price.to_address()
     return Target(
         name=t.name,
         runtime=t.runtime,

@@ -94,6 +94,9 @@ class Group:
     init_duration_ms: Summary | None = None  # the platform's Init Duration
     max_memory_used_mb: float | None = None
     cost_per_million_usd: float | None = None
+    cost: dict[str, Any] | None = None  # orchestrator/cost.py group_cost: GB-s, run cost, per million, cold vs warm
+    reports_missing: int = 0  # invocations whose REPORT was missing from the log tail (counted, never guessed)
+    reports_truncated: int = 0  # … cut by the 4 KB tail or lacking a field
 
     @property
     def ok(self) -> int:
@@ -144,8 +147,11 @@ class Group:
             value = getattr(self, name)
             if value is not None:
                 d[name] = value.to_dict()
-        for name in ("max_memory_used_mb", "cost_per_million_usd"):
+        for name in ("max_memory_used_mb", "cost_per_million_usd", "cost"):
             if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        for name in ("reports_missing", "reports_truncated"):
+            if getattr(self, name):
                 d[name] = getattr(self, name)
         d["series"] = [list(s) for s in self.series]
         return d

@@ -64,6 +64,12 @@ HISTOGRAMS = {
     "fnbench_billed_duration_seconds": ("billed_us", "Billed Duration per invocation (Lambda REPORT, + Billed Restore Duration)."),
     "fnbench_platform_init_duration_seconds": ("init_duration_us", "The platform's Init Duration (Lambda REPORT, cold starts)."),
 }
+# Invoker counters (Interval.counters) exported as Prometheus counters: Lambda billing.
+PLATFORM_COUNTERS = {
+    "gb_s": ("fnbench_lambda_gb_seconds", "GB-seconds billed (Billed Duration x Memory Size, from REPORT lines)."),
+    "cost_usd": ("fnbench_lambda_cost_usd", "Compute cost in USD (AWS Lambda Power Tuning's formula, no request fee)."),
+    "request_usd": ("fnbench_lambda_request_cost_usd", "Request fees in USD for the invocations billed."),
+}
 # Beyond one flush span, how long an interval may take from its end (t1) to observe(): the
 # flush itself running late on a busy event loop, the sink, the local queue or the datagram.
 LAG_MARGIN_S = 1.0  # at least; 1.5 times the slowest arrival seen, up to _MARGIN_MAX_S
@@ -145,10 +151,13 @@ class _Counts:
     intended: float = 0.0
     out_of_range: float = 0.0
     hists: dict[str, _Hist] = field(default_factory=dict)
+    platform: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # PLATFORM_COUNTERS
 
     def add(self, other: _Counts, share: float = 1.0) -> None:
         for outcome, n in other.requests.items():
             self.requests[outcome] += n * share
+        for name, v in other.platform.items():
+            self.platform[name] += v * share
         self.intended += other.intended * share
         self.out_of_range += other.out_of_range * share
         for name, h in other.hists.items():
@@ -277,6 +286,10 @@ class IntervalMetrics(Collector):
             encoded = getattr(iv, attr)
             if encoded:
                 counts.hists.setdefault(name, _Hist()).add_encoded(encoded)
+        if iv.counters:
+            for name in PLATFORM_COUNTERS:
+                if name in iv.counters:
+                    counts.platform[name] += iv.counters[name]
         with self._lock:
             self._series.setdefault(labels, _Series()).add(iv, counts, self._clock() - iv.t1)
             span = iv.t1 - iv.t0
@@ -299,6 +312,7 @@ class IntervalMetrics(Collector):
                 "fnbench_out_of_range_values", "Latency values above the histogram range (clamped, counted).", labels=list(LABELS)
             )
             hists = {name: HistogramMetricFamily(name, doc, labels=list(LABELS)) for name, (_, doc) in HISTOGRAMS.items()}
+            platform = {key: CounterMetricFamily(name, doc, labels=list(LABELS)) for key, (name, doc) in PLATFORM_COUNTERS.items()}
             for labels, (tau, c) in shown.items():
                 for outcome, n in c.requests.items():
                     requests.add_metric([*labels, outcome], n, timestamp=tau)
@@ -306,7 +320,10 @@ class IntervalMetrics(Collector):
                 oor.add_metric(list(labels), c.out_of_range, timestamp=tau)
                 for name, h in c.hists.items():
                     hists[name].add_metric(list(labels), h.cumulative(), h.sum_s, timestamp=tau)
+                for name, v in c.platform.items():
+                    platform[name].add_metric(list(labels), v, timestamp=tau)
             yield requests
+            yield from (family for name, family in platform.items() if any(name in c.platform for _, c in shown.values()))
             yield intended
             yield oor
             yield from hists.values()

@@ -14,7 +14,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from orchestrator import lambda_local
+from orchestrator import cost, lambda_local
+from orchestrator.collect import Collector
 from workers.contract import Outcome, Shard, Target
 from workers.lambda_report import Report, from_log_result
 from workers.platforms.aws_lambda import LambdaInvoker
@@ -159,7 +160,8 @@ def test_run_shard_records_the_three_clocks():
     from workers.recorder import decode
     with lambda_local.Background(functions(["go"], reserved=4)) as lam:
         target = Target(name="go", runtime="go", platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
-                        address={"function": "go", "endpoint_url": lam.endpoint})
+                        address={"function": "go", "endpoint_url": lam.endpoint,
+                                 "price": cost.price_for("us-east-1", "arm64").to_address()})
         shard = Shard(run_id="r", shard_id="s", region="local", target=target, phase="warm",
                       arrival={"kind": "constant", "rps": "40"}, start_at=time.time() + 0.3, duration_s=1.0,
                       max_in_flight=4, flush_interval_s=5.0)
@@ -174,3 +176,13 @@ def test_run_shard_records_the_three_clocks():
         assert platform == billed == ok and init == cold >= 1
         assert max(iv.max_memory_mb for iv in intervals) > 0
         assert sum(iv.counters.get("billed_requests", 0) for iv in intervals) == ok
+        collector = Collector("r")
+        collector.add_all(intervals)
+        (g,) = collector.group_rows()
+        assert g.platform_ms.p50 is not None and g.billed_ms.p50 >= 1 and g.init_duration_ms.p50 > 0
+        assert g.cost["invocations"] == ok and g.cost["cold"]["invocations"] == cold
+        # Power Tuning's formula over the billed ms the group recorded (every REPORT: 128 MB).
+        billed_total = sum(iv.counters.get("billed_ms", 0) for iv in intervals)
+        price = cost.price_for("us-east-1", "arm64")
+        assert g.cost["cost_usd"] == pytest.approx(cost.invocation_cost(billed_total, 128, price), rel=1e-9)
+        assert g.reports_missing == g.reports_truncated == 0

@@ -17,7 +17,9 @@ With ``LogType: Tail`` (the default), the REPORT line in ``X-Amz-Log-Result`` gi
 platform's clocks (Duration, Billed Duration + Billed Restore Duration, Init Duration) and Max
 Memory Used; an invocation with Init Duration is a cold start.  A missing or truncated REPORT is
 counted (``report_missing``, ``report_truncated``), never guessed.  Billing totals for cost:
-``billed_ms``, ``gb_s`` (Billed × Memory Size) and their ``_cold`` parts, ``billed_requests``.
+``billed_ms``, ``gb_s`` (Billed × Memory Size), ``billed_requests`` and their ``_cold`` parts and,
+with a ``price`` in the address (the planner's, from orchestrator/cost.py), ``cost_usd`` (AWS Lambda
+Power Tuning's formula, no request fee), ``cost_usd_cold`` and ``request_usd`` (the request fees).
 
 Target address: ``function`` (name or ARN), ``qualifier``, ``region`` (default us-east-1),
 ``endpoint_url`` (default https://lambda.<region>.amazonaws.com; a local Lambda on loopback in
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -139,6 +142,13 @@ class LambdaInvoker(HttpInvoker):
         self.billed_requests = 0
         self.errors: dict[bytes, int] = {}
         self.peak_memory_mb = 0.0
+        # Prices the planner attached (orchestrator/cost.py); none: GB-s only.
+        price = address.get("price") or {}
+        self.per_ms_128 = float(price.get("gb_s_usd", 0.0)) * 128 / 1024 / 1000
+        self.request_usd = float(price.get("request_usd", 0.0))
+        self.priced = bool(price)
+        self.cost_usd = self.cost_usd_cold = 0.0
+        self.billed_requests_cold = 0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -211,8 +221,11 @@ class LambdaInvoker(HttpInvoker):
             return None
         billed = found.billed_total_ms
         gb_s = billed / 1000.0 * found.memory_mb / 1024.0
+        # AWS Lambda Power Tuning: ceil(billed ms) x price per ms at 128 MB x memory / 128.
+        cost = math.ceil(billed) * self.per_ms_128 * found.memory_mb / 128
         self.billed_ms += billed
         self.gb_s += gb_s
+        self.cost_usd += cost
         self.billed_requests += 1
         if found.max_memory_mb > self.peak_memory_mb:
             self.peak_memory_mb = found.max_memory_mb
@@ -223,6 +236,8 @@ class LambdaInvoker(HttpInvoker):
             self.cold += 1
             self.billed_ms_cold += billed
             self.gb_s_cold += gb_s
+            self.cost_usd_cold += cost
+            self.billed_requests_cold += 1
             info.cold = True
             info.init_duration_us = int(init * 1000)
         return info
@@ -235,10 +250,16 @@ class LambdaInvoker(HttpInvoker):
                 counts[name] = value
         if self.billed_requests:
             counts["billed_ms"] = round(self.billed_ms, 3)
-            counts["gb_s"] = round(self.gb_s, 9)
+            counts["gb_s"] = self.gb_s
+            if self.priced:
+                counts["cost_usd"] = self.cost_usd
+                counts["request_usd"] = self.billed_requests * self.request_usd
             if self.cold:
+                counts["billed_requests_cold"] = self.billed_requests_cold
                 counts["billed_ms_cold"] = round(self.billed_ms_cold, 3)
-                counts["gb_s_cold"] = round(self.gb_s_cold, 9)
+                counts["gb_s_cold"] = self.gb_s_cold
+                if self.priced:
+                    counts["cost_usd_cold"] = self.cost_usd_cold
         for kind, n in self.errors.items():
             counts[f"lambda_error:{kind.decode('latin-1')}"] = n
         if self.peak_memory_mb:

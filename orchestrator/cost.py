@@ -1,0 +1,138 @@
+"""AWS Lambda pricing as data, and the cost of invocations from their REPORT lines.
+
+Prices (``PRICING``, overridable by a JSON file: ``--pricing`` / ``FNBENCH_LAMBDA_PRICING``) are
+per region and architecture: price per GB-second in monthly tiers, price per request, and the
+date they are valid from.  Built in: us-east-1 (AWS's public price list), the reference every
+published comparison uses; other regions come from the file (an unknown one has no cost, never a
+guessed one).
+
+The cost of one invocation is AWS Lambda Power Tuning's formula (computePrice)::
+
+    ceil(billed ms) × price per ms at 128 MB × memory / 128        (no request fee)
+
+with billed ms = Billed Duration + Billed Restore Duration (SnapStart) from the REPORT line;
+``with_requests`` adds the request fee.  Billed ms are already whole milliseconds (1 ms billing
+since Dec 2020), so summing GB-s × price gives the same total.  Tiers are per account per
+month: a run is priced at the first tier unless ``tier_offset_gb_s`` says how much of the month
+the account has already used.
+
+INIT billing: Billed Duration includes the Init phase for custom runtimes (provided.*) and
+container images, and since 1 Aug 2025 for on-demand ZIP functions on managed runtimes too;
+``init_billed`` is that rule (the local Lambda writes its REPORT by it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import SetupError
+
+PRICING_ENV = "FNBENCH_LAMBDA_PRICING"
+INIT_BILLED_FOR_MANAGED_FROM = datetime.date(2025, 8, 1)
+
+# region → architecture → entry.  Tiers: (GB-s per month up to which the price applies, price per GB-s).
+PRICING: dict[str, dict[str, dict[str, Any]]] = {
+    "us-east-1": {
+        "x86_64": {"valid_from": "2020-12-01", "request_usd": 0.20 / 1e6,
+                   "gb_s_tiers": [[6e9, 0.0000166667], [15e9, 0.0000150000], [None, 0.0000133334]]},
+        "arm64": {"valid_from": "2021-09-29", "request_usd": 0.20 / 1e6,
+                  "gb_s_tiers": [[7.5e9, 0.0000133334], [18.75e9, 0.0000120001], [None, 0.0000106667]]},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    region: str
+    architecture: str
+    gb_s_usd: float  # the tier that applies
+    request_usd: float
+    valid_from: str
+
+    @property
+    def per_ms_128mb(self) -> float:
+        """Power Tuning's base cost: one millisecond at 128 MB."""
+        return self.gb_s_usd * 128 / 1024 / 1000
+
+    def to_address(self) -> dict[str, Any]:
+        """What a worker needs to count cost (rides in the target's address)."""
+        return {"gb_s_usd": self.gb_s_usd, "request_usd": self.request_usd,
+                "source": f"{self.region} {self.architecture} from {self.valid_from}"}
+
+
+def load_pricing(path: str | Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """The built-in table, with a file's regions/architectures laid over it."""
+    table = {r: dict(a) for r, a in PRICING.items()}
+    path = path or os.environ.get(PRICING_ENV)
+    if path:
+        try:
+            extra = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SetupError(f"Lambda pricing file {path}: {exc}") from None
+        if not isinstance(extra, dict):
+            raise SetupError(f"Lambda pricing file {path}: expected {{region: {{architecture: entry}}}}")
+        for region, archs in extra.items():
+            table.setdefault(region, {}).update(archs)
+    return table
+
+
+def price_for(region: str, architecture: str = "x86_64", *, tier_offset_gb_s: float = 0.0,
+              table: dict[str, dict[str, dict[str, Any]]] | None = None) -> Price | None:
+    entry = (table or PRICING).get(region or "us-east-1", {}).get(architecture)
+    if entry is None:
+        return None
+    price = entry["gb_s_tiers"][-1][1]
+    for limit, tier_price in entry["gb_s_tiers"]:
+        if limit is None or tier_offset_gb_s < limit:
+            price = tier_price
+            break
+    return Price(region or "us-east-1", architecture, float(price), float(entry["request_usd"]), str(entry["valid_from"]))
+
+
+def invocation_cost(billed_ms: float, memory_mb: float, price: Price, *, with_requests: bool = False) -> float:
+    """Power Tuning: ceil(billed ms) × price per ms at 128 MB × memory / 128 (+ the request fee)."""
+    cost = math.ceil(billed_ms) * price.per_ms_128mb * memory_mb / 128
+    return cost + price.request_usd if with_requests else cost
+
+
+def gb_seconds(billed_ms: float, memory_mb: float) -> float:
+    return math.ceil(billed_ms) / 1000 * memory_mb / 1024
+
+
+def init_billed(runtime: str, on: datetime.date | None = None, *, package_type: str = "Zip") -> bool:
+    """Whether Billed Duration includes the Init phase for this Lambda runtime identifier."""
+    if runtime.startswith("provided") or package_type == "Image":
+        return True
+    return (on or datetime.date.today()) >= INIT_BILLED_FOR_MANAGED_FROM
+
+
+def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:
+    """A group's cost from its summed invoker counters (workers/platforms/aws_lambda.py):
+    GB-s, the run's cost with and without the request fee, per invocation, per million, cold vs warm."""
+    n = counters.get("billed_requests", 0)
+    if not n or "cost_usd" not in counters:
+        return None
+    compute = counters["cost_usd"]
+    requests = counters.get("request_usd", 0.0)
+    cold_n = counters.get("billed_requests_cold", 0)
+    out: dict[str, Any] = {
+        "invocations": int(n), "gb_s": round(counters.get("gb_s", 0.0), 6),
+        "cost_usd": compute, "cost_with_requests_usd": compute + requests,
+        "per_invocation_usd": compute / n, "per_million_usd": compute / n * 1e6,
+        "per_million_with_requests_usd": (compute + requests) / n * 1e6,
+    }
+    if cold_n:
+        cold = counters.get("cost_usd_cold", 0.0)
+        out["cold"] = {"invocations": int(cold_n), "gb_s": round(counters.get("gb_s_cold", 0.0), 6),
+                       "per_million_usd": cold / cold_n * 1e6}
+        warm_n = n - cold_n
+        if warm_n:
+            out["warm"] = {"invocations": int(warm_n), "gb_s": round(counters.get("gb_s", 0.0) - counters.get("gb_s_cold", 0.0), 6),
+                           "per_million_usd": (compute - cold) / warm_n * 1e6}
+    return out
