@@ -158,20 +158,39 @@ def sleep_until(t: float) -> None:
 
 
 # -- nginx ---------------------------------------------------------------------------------
+# With --tls: the same server over TLS (a throw-away RSA-2048 certificate, TLS 1.2/1.3, session
+# tickets on as nginx has them by default, plus a session cache for TLS 1.2 ids).
+TLS_LISTEN = """listen 127.0.0.1:@PORT@ ssl backlog=4096;
+        ssl_certificate @PREFIX@/cert.pem;
+        ssl_certificate_key @PREFIX@/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:fnbench:1m;
+        ssl_session_tickets on;"""
+
+
 class Nginx:
-    def __init__(self, binary: str, core: int | None) -> None:
+    def __init__(self, binary: str, core: int | None, tls: bool = False) -> None:
         self.binary = binary
         self.core = core
+        self.tls = tls
         self.prefix = Path(tempfile.mkdtemp(prefix="fnbench-nginx-"))
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
+
     def start(self) -> None:
-        conf = (
-            TEMPLATE.read_text()
-            .replace("@PREFIX@", str(self.prefix))
-            .replace("@PORT@", str(self.port))
-        )
+        template = TEMPLATE.read_text()
+        if self.tls:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                 "-keyout", str(self.prefix / "key.pem"), "-out", str(self.prefix / "cert.pem")],
+                check=True, capture_output=True, timeout=60,
+            )
+            template = template.replace("listen 127.0.0.1:@PORT@ backlog=4096;", TLS_LISTEN)
+        conf = template.replace("@PREFIX@", str(self.prefix)).replace("@PORT@", str(self.port))
         (self.prefix / "nginx.conf").write_text(conf)
         (self.prefix / "logs").mkdir(exist_ok=True)  # nginx probes <prefix>/logs/error.log at start
         cmd = [
@@ -360,32 +379,43 @@ def _num(v: str | None) -> float | None:
 
 
 # -- fnbench -------------------------------------------------------------------------------
-# Runs in a child pinned to one core.  argv: port rate secs flush_interval [profile_path]
+# Runs in a child pinned to one core.  argv: a JSON config (port, rate, secs, flush, tls, warmup,
+# profile).  With warmup > 0 a warm-up shard of that many seconds at the same rate runs first on
+# the same target (as a spec's warmup: does); only the measured shard's intervals are reported.
 FNBENCH_CHILD = r"""
 import json, sys, time
-port, rate, secs, flush = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-profile = sys.argv[5] if len(sys.argv) > 5 else ""
+cfg = json.loads(sys.argv[1])
 from workers.contract import Shard, Target
-from workers.shard import run_shard
+from workers.shard import run_shards
 from workers.recorder import merge, summary_ms
-t = Target(name="nginx", runtime="other", platform="http", url=f"http://127.0.0.1:{port}/",
-           method="GET", timeout_s=5)
+scheme = "https" if cfg["tls"] else "http"
+t = Target(name="nginx", runtime="other", platform="http", url=f"{scheme}://127.0.0.1:{cfg['port']}/",
+           method="GET", timeout_s=5, tls_verify=False)
+rate, secs, flush, warm = cfg["rate"], cfg["secs"], cfg["flush"], cfg["warmup"]
 print("READY", flush=True)
-sh = Shard(run_id="bench", shard_id="s0", region="local", target=t, phase="warm",
-           arrival={"kind": "constant", "rps": str(rate)}, start_at=time.time() + 0.5, duration_s=secs,
-           flush_interval_s=flush, max_in_flight=64, queue_limit=100000)
+begin = time.time() + 0.5
+def shard(sid, start_at, duration, warmup):
+    return Shard(run_id="bench", shard_id=sid, region="local", target=t, phase="warm",
+                 arrival={"kind": "constant", "rps": str(rate)}, start_at=start_at, duration_s=duration,
+                 flush_interval_s=flush, max_in_flight=64, queue_limit=100000, warmup=warmup)
+shards = ([shard("w0", begin, warm, True)] if warm else []) + [shard("s0", begin + warm, secs, False)]
 out = []
 c0, w0 = time.process_time(), time.monotonic()
-if profile:
+if cfg["profile"]:
     import cProfile
-    cProfile.run("run_shard(sh, out.append)", profile)
+    cProfile.run("run_shards(shards, out.append)", cfg["profile"])
 else:
-    run_shard(sh, out.append)
+    run_shards(shards, out.append)
 cpu, wall = time.process_time() - c0, time.monotonic() - w0
-outcomes = {}
+warmed = [i for i in out if i.warmup]
+out = [i for i in out if not i.warmup]
+first = [i for i in out if i.seq == 0]  # the measured phase's first interval: its first flush_interval_s
+outcomes, counters = {}, {}
 for i in out:
     for k, v in i.outcomes.items():
         outcomes[k] = outcomes.get(k, 0) + v
+    for k, v in i.counters.items():
+        counters[k] = counters.get(k, 0) + v
 print(json.dumps({
     "intended": sum(i.intended for i in out),
     "sent": sum(i.sent for i in out),
@@ -398,6 +428,11 @@ print(json.dumps({
     "send_lag_ms": summary_ms(merge(i.send_lag_us for i in out)),
     "response_ms": summary_ms(merge(i.response_us for i in out)),
     "service_ms": summary_ms(merge(i.service_us for i in out)),
+    "connect_ms": summary_ms(merge(getattr(i, "connect_us", "") for i in out + warmed)),  # (older engines: none)
+    "first_s_send_lag_ms": summary_ms(merge(i.send_lag_us for i in first)),
+    "first_s_span_s": round(first[0].t1 - first[0].started, 3) if first and first[0].started else None,
+    "counters": counters,
+    "warmup_connections_opened": sum(i.counters.get("connections_opened", 0) for i in warmed),
     "cpu_s": cpu, "wall_s": wall, "intervals": len(out),
 }), flush=True)
 """
@@ -411,19 +446,12 @@ def run_fnbench_step(
     nginx: Nginx,
     flush: float = 1.0,
     profile: str = "",
+    tls: bool = False,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
-    cmd = [
-        *pin(core),
-        sys.executable,
-        "-c",
-        FNBENCH_CHILD,
-        str(port),
-        str(rate),
-        str(secs),
-        str(flush),
-    ]
-    if profile:
-        cmd.append(profile)
+    config = {"port": port, "rate": rate, "secs": secs, "flush": flush, "tls": tls, "warmup": warmup,
+              "profile": profile}
+    cmd = [*pin(core), sys.executable, "-c", FNBENCH_CHILD, json.dumps(config)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
@@ -434,10 +462,10 @@ def run_fnbench_step(
     assert proc.stdout is not None
     ready = proc.stdout.readline()  # blocks until imports are done (bounded by the child's life)
     if ready.strip() == "READY":
-        t_run = time.monotonic() + 0.5
+        t_run = time.monotonic() + 0.5 + warmup
         measure_steady(t_run, secs, gen, tgt)
     try:
-        rest, err = proc.communicate(timeout=secs + 60)
+        rest, err = proc.communicate(timeout=secs + warmup + 60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -451,12 +479,15 @@ def run_fnbench_step(
         }
     r = json.loads(lines[-1])
     r["rate"] = rate
+    r["tls"] = tls
+    r["warmup_s"] = warmup
     expected = max(r["intended"], int(rate * secs))
     r["expected"] = expected
     r["achieved_rps"] = r["completed"] / secs
-    r["rps_per_core"] = r["completed"] / r["cpu_s"] if r["cpu_s"] > 0 else None
+    # CPU over the child's life (a warm-up included): per-core figures only mean much without one.
+    r["rps_per_core"] = r["completed"] / r["cpu_s"] if r["cpu_s"] > 0 and not warmup else None
     r["cpu_util"] = (
-        r["cpu_s"] / secs
+        r["cpu_s"] / (secs + warmup)
     )  # CPU over the load window (start-up wait and drain add a little)
     r["target_cpu_util"] = tgt.util()
     r["foreign_cpu"] = gen.foreign()
@@ -473,13 +504,38 @@ def run_fnbench_step(
     return r
 
 
+def run_startup(
+    port: int, rates: list[int], secs: int, core: int | None, nginx: Nginx, flush: float, tls: bool,
+    warmup: float,
+) -> list[dict[str, Any]]:
+    """At each rate, without and with a warm-up: send-lag p99 over the whole measured phase and
+    over its first second (the first interval, flush_interval_s long)."""
+    rows = []
+    for rate in rates:
+        for warm in (0.0, warmup):
+            r = run_fnbench_step(port, rate, secs, core, nginx, flush, tls=tls, warmup=warm)
+            rows.append(r)
+            if "error" in r:
+                log(f"start-up {rate:>6}/s warm-up {warm:g}s: ERROR {r['error']}")
+                continue
+            log(
+                f"start-up {rate:>6}/s warm-up {warm:g}s: lag p99 {r['send_lag_ms']['p99']} ms, first second "
+                f"{r['first_s_send_lag_ms']['p99']} ms; resp p99 {r['response_ms']['p99']} ms; "
+                f"connections {r['counters'].get('connections_opened', 0)} "
+                f"({r['counters'].get('connections_before_start', 0)} before start, "
+                f"{r['counters'].get('tls_resumed', 0)} resumed; warm-up opened {r['warmup_connections_opened']}); "
+                f"{'HOLDS' if r['holds'] else 'FAILS: ' + r['why_not']}"
+            )
+    return rows
+
+
 def run_ladder(
-    port: int, ladder: list[int], secs: int, core: int | None, nginx: Nginx, flush: float
+    port: int, ladder: list[int], secs: int, core: int | None, nginx: Nginx, flush: float, tls: bool = False
 ) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     for rate in ladder:
-        r = run_fnbench_step(port, rate, secs, core, nginx, flush)
+        r = run_fnbench_step(port, rate, secs, core, nginx, flush, tls=tls)
         steps.append(r)
         if "error" in r:
             log(f"fnbench {rate:>6}/s: ERROR {r['error']}")
@@ -547,7 +603,7 @@ def build_report(res: dict[str, Any]) -> list[dict[str, Any]]:
 def print_table(res: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print()
     print(
-        f"target: nginx return 200 on {res['url']} (1 worker, core {res['cores']['target']}); "
+        f"target: nginx return 200 on {res['url']}{' (TLS)' if res.get('tls') else ''} (1 worker, core {res['cores']['target']}); "
         f"generators on core {res['cores']['generator']}; {res['seconds']} s per measurement"
     )
     hdr = f"{'tool':<22}{'model':<8}{'req/s':>10}{'req/s/core':>12}{'vs wrk':>8}{'per-core vs wrk':>17}"
@@ -584,6 +640,27 @@ def print_table(res: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             )
         best = fn.get("best")
         print(f"fnbench max sustained open-model rate: {best['rate'] if best else 'none'} req/s")
+    startup = res.get("startup")
+    if startup:
+        print()
+        print(
+            "start-up: send-lag p99 over the whole measured phase and over its first interval "
+            "(first s = the first flush_interval_s); conns = opened by the measured shard "
+            "(before its start / TLS resumed) + by the warm-up"
+        )
+        print(f"{'rate':>8}{'warm-up':>9}{'lag p99':>9}{'first s':>9}{'resp p99':>10}{'connect p99':>13}  conns")
+        for r in startup:
+            if "error" in r:
+                print(f"{r['rate']:>8}{r['warmup_s']:>8g}s  error: {r['error']}")
+                continue
+            c = r["counters"]
+            conns = (f"{c.get('connections_opened', 0)} ({c.get('connections_before_start', 0)} before, "
+                     f"{c.get('tls_resumed', 0)} resumed) + {r['warmup_connections_opened']}")
+            print(
+                f"{r['rate']:>8}{r['warmup_s']:>8g}s{_fmt(r['send_lag_ms']['p99'], '.2f'):>9}"
+                f"{_fmt(r['first_s_send_lag_ms']['p99'], '.2f'):>9}{_fmt(r['response_ms']['p99'], '.2f'):>10}"
+                f"{_fmt(r['connect_ms']['p99'], '.2f'):>13}  {conns}"
+            )
     for name in ("wrk", "locust"):
         if res.get(name) and "rps" in res[name]:
             d = res[name]
@@ -624,6 +701,22 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="only run fnbench once at RATE under cProfile and print the top functions",
     )
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="nginx over TLS: the same ladder beside wrk over TLS (Locust left out), plus the start-up figures",
+    )
+    ap.add_argument(
+        "--startup",
+        action="store_true",
+        help="also measure start-up (implied by --tls): send-lag p99 overall and over the first second",
+    )
+    ap.add_argument(
+        "--startup-rates", default="5000,20000", help="rates of the start-up figures (default 5000,20000)"
+    )
+    ap.add_argument(
+        "--warmup", type=float, default=2.0, help="warm-up seconds of the start-up figures' second run (default 2)"
+    )
     args = ap.parse_args(argv)
 
     secs = args.seconds or (2 if args.quick else 5)
@@ -634,6 +727,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     notes: list[str] = []
+    if args.tls:
+        skip.add("locust")
+        notes.append("--tls: Locust left out (wrk is the TLS peer)")
+        if not shutil.which("openssl"):
+            print("openssl not found: it makes the throw-away certificate (apt-get install openssl); skipping")
+            return 0
 
     ncpu = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -659,16 +758,17 @@ def main(argv: list[str] | None = None) -> int:
             print(msg)
         return 0
 
-    nginx = Nginx(nginx_bin, target_core)
+    nginx = Nginx(nginx_bin, target_core, tls=args.tls)
     try:
         nginx.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         nginx.stop()
         print(f"could not start nginx ({exc}); skipping the benchmark")
         return 0
-    url = f"http://127.0.0.1:{nginx.port}/"
+    url = nginx.url
     res: dict[str, Any] = {
         "url": url,
+        "tls": args.tls,
         "seconds": secs,
         "cores": {"target": target_core, "generator": gen_core},
         "connections": CONNECTIONS,
@@ -679,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             prof = tempfile.mktemp(prefix="fnbench-", suffix=".prof")
             r = run_fnbench_step(
-                nginx.port, args.profile, secs, gen_core, nginx, args.flush_interval, profile=prof
+                nginx.port, args.profile, secs, gen_core, nginx, args.flush_interval, profile=prof,
+                tls=args.tls,
             )
             print(json.dumps({k: v for k, v in r.items()}, indent=1, default=str))
             if os.path.exists(prof):
@@ -713,12 +814,17 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(fn())
         if "fnbench" not in skip:
             res["fnbench"] = run_ladder(
-                nginx.port, ladder, secs, gen_core, nginx, args.flush_interval
+                nginx.port, ladder, secs, gen_core, nginx, args.flush_interval, args.tls
             )
             best = res["fnbench"]["best"]
             if best and best is res["fnbench"]["steps"][-1]:
                 notes.append(
                     "fnbench held at the top of the ladder: the real maximum may be higher (--rates)"
+                )
+            if args.tls or args.startup:
+                rates = [int(x) for x in args.startup_rates.split(",") if x.strip()]
+                res["startup"] = run_startup(
+                    nginx.port, rates, secs, gen_core, nginx, args.flush_interval, args.tls, args.warmup
                 )
         if passes > 1:
             for name, fn in peers.items():

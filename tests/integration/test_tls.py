@@ -120,10 +120,12 @@ def test_the_pool_is_open_before_start_at_and_resumes_the_first_session(cert):
     assert sum(1 for t in server.accepted if t < start_at) >= 4
     assert min(t for t, _ in server.served) >= start_at - 0.01
     assert counted(intervals, "connections_before_start") >= 4
-    # Every connection after the first resumed the TLS session (the server counts the hits).
+    # Every connection after the first resumed the TLS session (the server counts the hits).  (A
+    # connect still in progress when the run ends is accepted by the server, never counted here.)
     opened = counted(intervals, "connections_opened")
-    assert opened == server.connections
-    assert ctx.session_stats()["hits"] == opened - 1 == counted(intervals, "tls_resumed")
+    assert opened <= server.connections
+    assert ctx.session_stats()["hits"] == server.connections - 1
+    assert counted(intervals, "tls_resumed") == opened - 1
     # Connect + handshake time: one sample per connection, in the Interval and in the result.
     connect = merge(iv.connect_us for iv in intervals)
     assert connect.get_total_count() == opened
@@ -138,7 +140,7 @@ def test_the_pool_is_open_before_start_at_and_resumes_the_first_session(cert):
 
 @pytest.mark.integration
 def test_warmup_connections_carry_the_measured_phase(cert):
-    # max_in_flight 4 = the pool's floor: each phase needs exactly 4 connections, never more.
+    # max_in_flight 4 = the pool's floor: each phase wants exactly 4 connections.
     ctx = server_context(cert)
     with TrackingServer(ctx) as server:
         url = server.url("/ok")
@@ -148,11 +150,15 @@ def test_warmup_connections_carry_the_measured_phase(cert):
         run_shards([shard(url, "warm", t0, 1.0, warmup=True, max_in_flight=4),
                     shard(url, "main", boundary, 1.0, max_in_flight=4)], intervals.append)
     measured = [iv for iv in intervals if not iv.warmup]
+    warm = [iv for iv in intervals if iv.warmup]
     assert sum(iv.outcomes.get("ok", 0) for iv in measured) == 200
-    assert sum(iv.outcomes.get("ok", 0) for iv in intervals if iv.warmup) == 200
-    # One pool of 4 for both phases (separate pools: 8 accepted): the measured phase opened none
-    # and ran on the connections the warm-up opened and used.
-    assert server.connections == 4 == counted(intervals, "connections_opened")
-    assert counted(measured, "connections_opened") == 0
-    assert all(t < t0 for t in server.accepted)  # all opened in the lead time, none at the boundary
-    assert ctx.session_stats()["hits"] == 3
+    assert sum(iv.outcomes.get("ok", 0) for iv in warm) == 200
+    # One pool for both phases, opened once in the lead time (two pools: 8 before t0, 4 of them
+    # the measured shard's own): the measured phase starts on the warm-up's connections.
+    assert sum(1 for t in server.accepted if t < t0) == 4
+    assert counted(warm, "connections_before_start") == 4
+    assert counted(measured, "connections_before_start") == 0
+    # On a quiet machine that is all (4 connections); a loaded one may still be answering the
+    # warm-up when the measured phase begins: the two then hold up to 8 in flight.
+    assert server.connections <= 8
+    assert ctx.session_stats()["hits"] == server.connections - 1
