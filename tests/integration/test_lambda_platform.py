@@ -186,3 +186,51 @@ def test_run_shard_records_the_three_clocks():
         price = cost.price_for("us-east-1", "arm64")
         assert g.cost["cost_usd"] == pytest.approx(cost.invocation_cost(billed_total, 128, price), rel=1e-9)
         assert g.reports_missing == g.reports_truncated == 0
+
+
+def test_forced_cold_starts_every_sample_has_init_duration():
+    from workers.recorder import decode
+    with lambda_local.Background(functions(["python"], reserved=2)) as lam:
+        c = client(lam.endpoint)
+        c.update_function_configuration(FunctionName="python", Environment={"Variables": {"KEEP": "me"}})
+        target = Target(name="py", runtime="python", platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
+                        address={"function": "python", "endpoint_url": lam.endpoint, "control_plane_interval_s": 0.02})
+        shard = Shard(run_id="r", shard_id="c", region="local", target=target, phase="cold",
+                      arrival={"kind": "constant", "rps": "4"}, start_at=time.time() + 0.3, duration_s=0.75,
+                      max_in_flight=3, flush_interval_s=5.0)
+        intervals = []
+        run_shard(shard, intervals.append)
+        ok = sum(iv.outcomes.get("ok", 0) for iv in intervals)
+        counters = {k: sum(iv.counters.get(k, 0) for iv in intervals) for k in ("cold_forced", "cold_reforced", "control_plane_calls")}
+        assert ok == 3 and set().union(*(iv.outcomes for iv in intervals)) == {"ok"}
+        assert sum(iv.cold_starts for iv in intervals) == 3 == counters["cold_forced"]
+        assert sum(decode(iv.init_duration_us).get_total_count() for iv in intervals) == 3
+        assert counters["cold_reforced"] == 0 and counters["control_plane_calls"] >= 9  # get, update, get per force
+        env = c.get_function_configuration(FunctionName="python")["Environment"]["Variables"]
+        assert env["KEEP"] == "me" and "FNBENCH_COLD_START" in env  # the function's own variables are kept
+
+
+def test_a_warm_sample_is_reforced_then_not_accepted():
+    from workers.platforms.aws_lambda import LambdaColdInvoker
+
+    class NoOpForce(LambdaColdInvoker):  # a "force" that changes nothing: the instance stays warm
+        def _force(self):
+            return True
+
+    with lambda_local.Background(functions(["rust"])) as lam:
+        ours(lam.endpoint, "rust", [HASH])  # an instance, warm now
+        target = Target(name="r", runtime="rust", platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
+                        address={"function": "rust", "endpoint_url": lam.endpoint, "max_forces": 3})
+
+        async def main():
+            inv = NoOpForce(target)
+            await inv.start()
+            fut = asyncio.get_running_loop().create_future()
+            inv.invoke(time.monotonic(), lambda *a: fut.set_result(a))
+            got = await fut
+            await inv.close()
+            return got, inv.counters()
+
+        (outcome, *_), counters = asyncio.run(main())
+        assert outcome == Outcome.other
+        assert counters["cold_reforced"] == 2 and counters["cold_not_forced"] == 1 and counters["cold_forced"] == 3

@@ -43,6 +43,7 @@ from workers.platforms.http import HttpInvoker, _Connection
 from workers.sigv4 import Credentials, Signer, canonical_query
 
 _time = time.time
+_monotonic = time.monotonic
 _OK = Outcome.ok
 _FUNCTION_ERROR = Outcome.function_error
 _THROTTLED = Outcome.throttled
@@ -267,6 +268,169 @@ class LambdaInvoker(HttpInvoker):
         return counts
 
 
+
+
+class LambdaColdInvoker(LambdaInvoker):
+    """Forced cold starts, the lambda-perf / SeBS way: before each invocation, bump an environment
+    variable (``FNBENCH_COLD_START``) with UpdateFunctionConfiguration, wait until the function's
+    LastUpdateStatus is Successful with the new RevisionId (every instance is then retired), and
+    invoke.  The sample is accepted only if its REPORT has Init Duration (or Restore Duration);
+    otherwise the function is forced again, at most ``max_forces`` times (``cold_reforced``), and a
+    sample never made cold is ``other`` (``cold_not_forced``).  A failed invoke (throttled, 5xx,
+    timeout) is accepted as the outcome it is.
+
+    The control plane (boto3, the standard credential chain, on a thread) is paced — at least
+    ``control_plane_interval_s`` (default 0.2 s) between calls — bounded (``update_timeout_s``,
+    default 60 s, per force) and never counted as load: forcings run one at a time, and the time
+    spent forcing moves the invocation's due time (response time is measured from when the
+    function was ready to be invoked cold, send lag from there too).  Only $LATEST can be forced.
+    """
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        address = target.address
+        qualifier = str(address.get("qualifier") or "")
+        if qualifier not in ("", "$LATEST"):
+            raise SetupError(f"target {target.name!r}: forced cold starts update $LATEST's configuration; "
+                             f"qualifier {qualifier!r} would stay warm")
+        self.function = str(address["function"])
+        self.endpoint_url = str(address.get("endpoint_url") or "") or None
+        self.pace_s = float(address.get("control_plane_interval_s", 0.2))
+        self.max_forces = max(1, int(address.get("max_forces", 3)))
+        self.update_timeout_s = float(address.get("update_timeout_s", 60.0))
+        self.control: Any = None
+        self.lock: Any = None
+        self.tasks: set[Any] = set()
+        self.last_control = 0.0
+        self.control_calls = self.forced = self.reforced = self.not_forced = self.force_failed = 0
+
+    async def start(self) -> None:
+        import asyncio
+
+        await super().start()
+        self.lock = asyncio.Lock()
+        if self.control is None:
+            self.control = await asyncio.get_running_loop().run_in_executor(None, self._client)
+
+    def _client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("lambda", region_name=self.region, endpoint_url=self.endpoint_url,
+                            config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
+                                          connect_timeout=5, read_timeout=30))
+
+    def invoke(self, due: float, done: Done) -> None:
+        import asyncio
+
+        task = asyncio.get_running_loop().create_task(self._cold(due, done))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _cold(self, due: float, done: Done) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        reported = False
+        try:
+            async with self.lock:
+                prep = 0.0
+                for attempt in range(self.max_forces):
+                    began = _monotonic()
+                    forced = await loop.run_in_executor(None, self._force)
+                    prep += _monotonic() - began
+                    if not forced:
+                        self.force_failed += 1
+                        now = _monotonic()
+                        reported = True
+                        done(Outcome.other, due + prep, now, now)
+                        return
+                    self.forced += 1
+                    fut: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+                    LambdaInvoker.invoke(self, due + prep, _resolver(fut))
+                    outcome, d, sent, end, *rest = await fut
+                    info = rest[0] if rest else None
+                    if outcome not in (_OK, _FUNCTION_ERROR) or (info is not None and info.cold):
+                        reported = True
+                        done(outcome, d, sent, end, info)
+                        return
+                    if attempt + 1 < self.max_forces:
+                        self.reforced += 1
+                        prep += end - sent  # the rejected warm invocation is preparation too
+                self.not_forced += 1
+                reported = True
+                done(Outcome.other, d, sent, end)
+        except asyncio.CancelledError:
+            if not reported:
+                now = _monotonic()
+                done(Outcome.other, due, now, now)
+            raise
+
+    def _paced(self, call: Any, **kwargs: Any) -> Any:
+        wait = self.last_control + self.pace_s - _monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.last_control = _monotonic()
+        self.control_calls += 1
+        return call(**kwargs)
+
+    def _force(self) -> bool:
+        """Bump FNBENCH_COLD_START and wait for the update to land (on a thread; bounded)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        c = self.control
+        deadline = _monotonic() + self.update_timeout_s
+        try:
+            cfg = self._paced(c.get_function_configuration, FunctionName=self.function)
+            variables = dict((cfg.get("Environment") or {}).get("Variables") or {})
+            variables["FNBENCH_COLD_START"] = str(time.time_ns())
+            while True:
+                try:
+                    updated = self._paced(c.update_function_configuration, FunctionName=self.function,
+                                          Environment={"Variables": variables})
+                    break
+                except c.exceptions.ResourceConflictException:  # an update in progress: wait for it
+                    if _monotonic() > deadline:
+                        return False
+            revision = updated["RevisionId"]
+            while _monotonic() < deadline:
+                cfg = self._paced(c.get_function_configuration, FunctionName=self.function)
+                status = cfg.get("LastUpdateStatus")
+                if status == "Successful" and cfg.get("RevisionId") == revision:
+                    return True
+                if status == "Failed":
+                    return False
+        except (BotoCoreError, ClientError):
+            return False
+        return False
+
+    async def close(self) -> None:
+        import asyncio
+
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await super().close()
+
+    def counters(self) -> dict[str, float]:
+        counts = super().counters()
+        for name, value in (("cold_forced", self.forced), ("cold_reforced", self.reforced),
+                            ("cold_not_forced", self.not_forced), ("cold_force_failed", self.force_failed),
+                            ("control_plane_calls", self.control_calls)):
+            if value:
+                counts[name] = value
+        return counts
+
+
+def _resolver(fut: Any) -> Done:
+    def done(outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
+        if not fut.done():
+            fut.set_result((outcome, due, sent, end, info))
+
+    return done
+
+
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> LambdaInvoker:
-    """The ``aws-lambda`` platform's factory (workers.platforms.PLATFORMS)."""
-    return LambdaInvoker(target)
+    """The ``aws-lambda`` platform's factory (workers.platforms.PLATFORMS): forced cold starts in the cold phase."""
+    return LambdaColdInvoker(target) if phase == "cold" else LambdaInvoker(target)
