@@ -1,0 +1,607 @@
+"""Recurring runs: schedules in Redis with celery-redbeat, fired by `fnbench scheduler`.
+
+A schedule is a name, the spec's text (stored, so a later edit of the file changes nothing until
+`fnbench schedule update`), a recurrence (a 5-field cron expression or an interval; UTC unless a
+timezone is given) and how to run (on the region workers through the broker, or on the scheduler's
+own machine with ``--local``).  The record is signed with the task key: a schedule written into Redis
+by anyone without the key is refused, as forged shards are.
+
+`fnbench scheduler` is one process: a Celery worker (thread pool) consuming the queue
+``fnbench.scheduled`` and, in a thread, Celery beat with the RedBeat scheduler.  Several may run;
+RedBeat's Redis lock lets one beat at a time, the others stand by, blocking on the lock, and take over
+once it expires (``lock_timeout`` after the holder died, or at once when it stopped cleanly).  Every
+scheduler's worker takes headless runs from the queue; each firing is claimed with SET NX, so a
+firing is run once even if two beats ever sent it.  A run is the one run loop (runner.run,
+interactive=False); afterwards it is recorded in the history, checked for a regression
+(history.check) and, on one, announced (history.notify).
+
+RedBeat pitfalls handled here: a lock timeout shorter than a few loop intervals makes beats lose the
+lock between ticks (refused at start); Redis with an ``allkeys-*`` eviction policy drops schedule keys
+silently (refused at start and at ``add``); DST: recurrences are computed here, not by celery's
+crontab: a wall-clock time skipped by a DST change fires once at the end of the gap, a repeated one
+fires at its first occurrence only, so no run is skipped or doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from orchestrator.errors import InputError, SetupError
+from workers import keys
+
+log = logging.getLogger("fnbench.scheduler")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+LOOP_INTERVAL_S = 1.0  # beat's longest sleep; also how often a standby retries the lock
+LOCK_TIMEOUT_S = 5.0  # a dead scheduler's lock is free after this long
+MIN_LOCK_LOOPS = 3  # lock timeout / loop interval at least this (or beats lose the lock between ticks)
+FIRE_CLAIM_TTL_S = 7 * 86400
+EXPIRES_S = 3600.0  # a firing nobody took within this long is dropped, not run late
+_DOMAIN = b"fnbench-schedule-v1\n"
+
+
+# -- recurrences -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recurrence:
+    """When a schedule fires: ``cron`` (5 fields, in ``tz``) or ``every`` seconds from ``anchor``."""
+
+    cron: str | None = None
+    every_s: float | None = None
+    tz: str = "UTC"
+    anchor: float = 0.0
+
+    @classmethod
+    def parse(cls, cron: str | None, every: str | None, tz: str | None, anchor: float | None = None) -> Recurrence:
+        if bool(cron) == bool(every):
+            raise InputError("give exactly one of --cron \"MIN HOUR DOM MON DOW\" or --every DURATION")
+        zone = tz or "UTC"
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InputError(f"--tz {zone!r}: not a known IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        if cron:
+            rec = cls(cron=" ".join(cron.split()), tz=zone, anchor=anchor or time.time())
+            rec.fields()  # validates
+            return rec
+        return cls(every_s=parse_every(every or ""), tz=zone, anchor=round(anchor or time.time(), 3))
+
+    def fields(self) -> tuple[set[int], set[int], set[int], set[int], set[int], bool, bool]:
+        """minutes, hours, days of month, months, days of week (0 = Sunday), dom restricted, dow restricted."""
+        from celery.schedules import crontab
+
+        parts = (self.cron or "").split()
+        if len(parts) != 5:
+            raise InputError(f"--cron {self.cron!r}: needs 5 fields (minute hour day-of-month month day-of-week)")
+        try:
+            c = crontab(minute=parts[0], hour=parts[1], day_of_month=parts[2], month_of_year=parts[3],
+                        day_of_week=parts[4])
+            sets = (set(c.minute), set(c.hour), set(c.day_of_month), set(c.month_of_year), set(c.day_of_week))
+        except Exception as exc:  # celery raises ValueError or its ParseException
+            raise InputError(f"--cron {self.cron!r}: {exc}") from None
+        if not all(sets):
+            raise InputError(f"--cron {self.cron!r}: a field matches nothing")
+        return (*sets, parts[2] != "*", parts[4] != "*")
+
+    def next_after(self, t: float) -> float:
+        """The first firing strictly after epoch second ``t``."""
+        if self.every_s:
+            if t < self.anchor:
+                return self.anchor + self.every_s if t >= self.anchor - self.every_s else self.anchor
+            return self.anchor + (int((t - self.anchor) // self.every_s) + 1) * self.every_s
+        tz = ZoneInfo(self.tz)
+        minutes, hours, doms, months, dows, dom_set, dow_set = self.fields()
+        day = datetime.fromtimestamp(t, tz).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+        for _ in range(366 * 8):  # every valid cron expression matches within a few years
+            cron_dow = (day.weekday() + 1) % 7
+            if day.month in months:
+                if dom_set and dow_set:
+                    match = day.day in doms or cron_dow in dows  # cron: either restricted field matches
+                else:
+                    match = day.day in doms and cron_dow in dows
+                if match:
+                    for h in sorted(hours):
+                        for m in sorted(minutes):
+                            u = first_instant(day.replace(hour=h, minute=m), tz)
+                            if u > t:
+                                return u
+            day += timedelta(days=1)
+        raise InputError(f"--cron {self.cron!r}: never fires")
+
+    def describe(self) -> str:
+        if self.every_s:
+            return f"every {format_seconds(self.every_s)}"
+        return f"cron '{self.cron}'" + ("" if self.tz == "UTC" else f" ({self.tz})") + (" UTC" if self.tz == "UTC" else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cron": self.cron, "every_s": self.every_s, "tz": self.tz, "anchor": self.anchor}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recurrence:
+        return cls(d.get("cron"), d.get("every_s"), d.get("tz") or "UTC", float(d.get("anchor") or 0.0))
+
+
+def first_instant(wall: datetime, tz: ZoneInfo) -> float:
+    """The first epoch second at which the wall clock of ``tz`` reads ``wall`` or later: ``wall`` itself
+    when it exists once, its first occurrence when a DST change repeats it, and the end of the gap
+    when a DST change skips it."""
+    found = []
+    candidates = []
+    for fold in (0, 1):
+        u = wall.replace(tzinfo=tz, fold=fold).timestamp()
+        candidates.append(u)
+        if datetime.fromtimestamp(u, tz).replace(tzinfo=None) == wall:
+            found.append(u)
+    if found:
+        return min(found)
+    lo, hi = int(min(candidates)), int(max(candidates)) + 1  # lo reads before wall, hi after it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def parse_every(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*", text)
+    if not m:
+        raise InputError(f"--every {text!r}: use a duration like 30s, 15m, 6h or 1d")
+    seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
+    if not 1 <= seconds <= 366 * 86400:
+        raise InputError(f"--every {text!r}: between 1 second and a year")
+    return seconds
+
+
+def format_seconds(s: float) -> str:
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n and s % n == 0:
+            return f"{s / n:g}{unit}"
+    return f"{s:g}s"
+
+
+# -- the Celery schedule, entry and scheduler RedBeat runs -------------------------------------------
+def _celery_schedule_class() -> type:
+    from celery.schedules import BaseSchedule, schedstate
+
+    class FnbenchSchedule(BaseSchedule):
+        """A Recurrence as a celery schedule (RedBeat asks it is_due / remaining_estimate)."""
+
+        def __init__(self, recurrence: Recurrence, app: Any = None) -> None:
+            super().__init__(app=app)
+            self.recurrence = recurrence
+
+        @staticmethod
+        def _ts(last_run_at: datetime | None) -> float:
+            if last_run_at is None:
+                return 0.0
+            if last_run_at.tzinfo is None:
+                last_run_at = last_run_at.replace(tzinfo=UTC)
+            return last_run_at.timestamp()
+
+        def _last(self, last_run_at: datetime | None) -> float:
+            return max(self._ts(last_run_at), self.recurrence.anchor)
+
+        def remaining_estimate(self, last_run_at: datetime) -> timedelta:
+            return timedelta(seconds=self.recurrence.next_after(self._last(last_run_at)) - time.time())
+
+        def is_due(self, last_run_at: datetime) -> Any:
+            now = time.time()
+            due = self.recurrence.next_after(self._last(last_run_at))
+            if due <= now:
+                return schedstate(True, max(0.05, self.recurrence.next_after(now) - now))
+            return schedstate(False, due - now)
+
+        def __reduce__(self) -> Any:
+            return (self.__class__, (self.recurrence,))
+
+        def __repr__(self) -> str:
+            return f"<fnbench {self.recurrence.describe()}>"
+
+    return FnbenchSchedule
+
+
+_classes: dict[str, Any] = {}
+
+
+def celery_classes() -> dict[str, Any]:
+    """FnbenchSchedule, Entry and Scheduler (built on first use: celery-redbeat is imported lazily)."""
+    if _classes:
+        return _classes
+    import json
+
+    from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
+    from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
+
+    schedule_cls: Any = _celery_schedule_class()
+
+    class Encoder(RedBeatJSONEncoder):
+        def default(self, obj: Any) -> Any:
+            if isinstance(obj, schedule_cls):
+                return {"__type__": "fnbench", **obj.recurrence.to_dict()}
+            return super().default(obj)
+
+    class Decoder(RedBeatJSONDecoder):
+        def dict_to_object(self, d: dict[str, Any]) -> Any:
+            if d.get("__type__") == "fnbench":
+                return schedule_cls(Recurrence.from_dict(d))
+            return super().dict_to_object(d)
+
+    class Entry(RedBeatSchedulerEntry):
+        @staticmethod
+        def decode_definition(definition: Any) -> Any:
+            return json.loads(definition, cls=Decoder)
+
+        def save(self) -> Any:
+            definition = {"name": self.name, "task": self.task, "args": self.args, "kwargs": self.kwargs,
+                          "options": self.options, "schedule": self.schedule, "enabled": self.enabled}
+            meta = {"last_run_at": self.last_run_at}
+            with get_redis(self.app).pipeline() as pipe:
+                pipe.hset(self.key, "definition", json.dumps(definition, cls=Encoder))
+                pipe.hsetnx(self.key, "meta", json.dumps(meta, cls=RedBeatJSONEncoder))
+                pipe.zadd(self.app.redbeat_conf.schedule_key, {self.key: self.score})
+                pipe.execute()
+            return self
+
+    class Scheduler(RedBeatScheduler):
+        """RedBeat, with each firing named by its due time (the claim that makes it run once)."""
+
+        Entry = Entry
+
+        def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+            slot = entry.schedule.recurrence.next_after(entry.schedule._last(entry.last_run_at)) \
+                if isinstance(entry.schedule, schedule_cls) else time.time()
+            entry = self.reserve(entry) if advance else entry
+            body = {**(entry.kwargs or {}), "fire": f"{slot:.3f}", "due": slot}
+            return self.send_task(entry.task, (), body, producer=producer, **(entry.options or {}))
+
+    _classes.update(schedule=schedule_cls, entry=Entry, scheduler=Scheduler)
+    return _classes
+
+
+def scheduler_app(broker: str, loop_interval_s: float = LOOP_INTERVAL_S, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Any:
+    """The Celery app of schedules: RedBeat on the broker's Redis under fnbench's prefix."""
+    from celery import Celery
+
+    app = Celery("fnbench-scheduler", broker=broker)
+    app.conf.update(
+        task_serializer="json", accept_content=["json"], result_serializer="json", task_ignore_result=True,
+        enable_utc=True, timezone="UTC", worker_prefetch_multiplier=1, worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True, worker_send_task_events=False,
+        task_routes={keys.SCHEDULED_TASK: {"queue": keys.SCHEDULED_QUEUE}},
+        task_default_queue=keys.SCHEDULED_QUEUE,
+        redbeat_redis_url=broker, redbeat_key_prefix=keys.REDBEAT_PREFIX, redbeat_lock_timeout=int(lock_timeout_s),
+        redbeat_redis_options={"retry_period": 30}, beat_max_loop_interval=loop_interval_s,
+        beat_scheduler="orchestrator.schedule:LazyScheduler",
+    )
+    return app
+
+
+# -- the store of schedule records ----------------------------------------------------------------
+def check_redis(r: Any) -> None:
+    """Refuse a Redis that evicts any key under memory pressure: schedules would vanish silently."""
+    try:
+        policy = str(r.info("memory").get("maxmemory_policy", ""))
+    except Exception as exc:  # noqa: BLE001
+        raise SetupError(f"cannot read Redis's maxmemory-policy: {exc}") from None
+    if policy.startswith("allkeys-"):
+        raise SetupError(f"Redis maxmemory-policy is {policy}: it may evict schedule entries silently; "
+                         "set `maxmemory-policy noeviction` (or a volatile-* policy) on this Redis")
+
+
+def _canonical(rec: dict[str, Any]) -> bytes:
+    signed = {k: rec.get(k) for k in ("name", "spec", "recurrence", "local", "workers", "retention_s")}
+    return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS)
+
+
+def sign(rec: dict[str, Any], key: bytes) -> str:
+    return hmac.new(key, _DOMAIN + _canonical(rec), hashlib.sha256).hexdigest()
+
+
+def verified(rec: dict[str, Any], key: bytes) -> bool:
+    return hmac.compare_digest(sign(rec, key).encode(), str(rec.get("sig", "")).encode())
+
+
+def runnable_spec(text: str, source: str) -> Any:
+    """The spec, valid and runnable by this fnbench's workers (SpecError, exit 2, otherwise)."""
+    from orchestrator import spec
+    from orchestrator.errors import SpecError
+
+    b = spec.load_text(text, source)
+    problems = spec.allow_list_problems(b)
+    problems += [f"targets[{i}].platform: aws-lambda has no invoker in this fnbench yet"
+                 for i, t in enumerate(b.targets) if t.platform == "aws-lambda"]
+    if problems:
+        raise SpecError(source, problems)
+    return b
+
+
+class Schedules:
+    """Schedule records (keys.schedule) and their RedBeat entries on one Redis."""
+
+    def __init__(self, broker: str, key: bytes | None = None) -> None:
+        from orchestrator.store import Store
+
+        self.broker = broker
+        self.r: Any = Store(broker).r
+        self.app = scheduler_app(broker)
+        self._key = key
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            from workers import auth
+
+            self._key = auth.load_key()
+        return self._key
+
+    def _entry(self, name: str, rec: Recurrence, enabled: bool = True) -> Any:
+        c = celery_classes()
+        return c["entry"](name=name, task=keys.SCHEDULED_TASK, schedule=c["schedule"](rec), args=(),
+                          kwargs={"name": name}, enabled=enabled,
+                          options={"queue": keys.SCHEDULED_QUEUE, "expires": min(EXPIRES_S, max(30.0, _period(rec)))}, app=self.app)
+
+    def _redbeat_key(self, name: str) -> str:
+        return f"{keys.REDBEAT_PREFIX}{name}"
+
+    def get(self, name: str) -> dict[str, Any]:
+        raw = self.r.hget(keys.schedule(name), "record")
+        if not raw:
+            raise InputError(f"no schedule named {name!r} (see `fnbench schedule list`)")
+        return dict(orjson.loads(raw))
+
+    def _put(self, rec: dict[str, Any]) -> None:
+        rec["sig"] = sign(rec, self.key)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(keys.schedule(rec["name"]), "record", orjson.dumps(rec))
+        pipe.sadd(keys.SCHEDULES, rec["name"])
+        pipe.execute()
+
+    def add(self, name: str, spec_path: Path, cron: str | None = None, every: str | None = None,
+            tz: str | None = None, local: bool = False, workers: int | None = None,
+            retention_s: float | None = None) -> dict[str, Any]:
+        from orchestrator import spec
+        from orchestrator.history import git_describe
+
+        if not NAME_RE.fullmatch(name):
+            raise InputError(f"schedule name {name!r}: use 1-100 letters, digits, '.', '_' or '-'")
+        text = spec.read_text(spec_path)
+        b = runnable_spec(text, str(spec_path))
+        recurrence = Recurrence.parse(cron, every, tz)
+        check_redis(self.r)
+        _ = self.key  # a schedule cannot be signed without it
+        if self.r.hexists(keys.schedule(name), "record"):
+            raise InputError(f"a schedule named {name!r} exists; `fnbench schedule update {name}` changes it")
+        rec = {"name": name, "spec": text, "spec_path": str(spec_path.resolve()), "spec_name": b.name,
+               "git": git_describe(spec_path), "recurrence": recurrence.to_dict(), "local": local,
+               "workers": workers, "retention_s": retention_s, "created": time.time(), "paused": False,
+               "runs": 0, "last_run": None, "last_verdict": None}
+        self._put(rec)
+        entry = self._entry(name, recurrence)
+        entry.last_run_at = datetime.fromtimestamp(recurrence.anchor, UTC)
+        entry.save()
+        return rec
+
+    def update(self, name: str, spec_path: Path | None = None, cron: str | None = None, every: str | None = None,
+               tz: str | None = None) -> dict[str, Any]:
+        """Re-read the spec file (its text is stored again) and/or change the recurrence."""
+        from orchestrator import spec
+        from orchestrator.history import git_describe
+
+        rec = self.get(name)
+        path = spec_path or Path(rec["spec_path"])
+        text = spec.read_text(path)
+        b = runnable_spec(text, str(path))
+        rec.update(spec=text, spec_path=str(path.resolve()), spec_name=b.name, git=git_describe(path),
+                   updated=time.time())
+        if cron or every:
+            recurrence = Recurrence.parse(cron, every, tz or rec["recurrence"].get("tz"))
+            rec["recurrence"] = recurrence.to_dict()
+            entry = self._entry(name, recurrence, enabled=not rec.get("paused"))
+            entry.save()
+            entry.reschedule(datetime.now(UTC))
+        self._put(rec)
+        return rec
+
+    def names(self) -> list[str]:
+        return sorted(n.decode() for n in self.r.smembers(keys.SCHEDULES))
+
+    def last_run_at(self, name: str) -> float | None:
+        from redbeat.schedulers import RedBeatSchedulerEntry
+
+        meta = self.r.hget(self._redbeat_key(name), "meta")
+        last = RedBeatSchedulerEntry.decode_meta(meta).get("last_run_at") if meta else None
+        return last.timestamp() if isinstance(last, datetime) else None
+
+    def status(self, name: str) -> dict[str, Any]:
+        """The record with its next due time (None when paused) and beat's last firing."""
+        rec = self.get(name)
+        recurrence = Recurrence.from_dict(rec["recurrence"])
+        last = self.last_run_at(name)
+        due = None if rec.get("paused") else recurrence.next_after(max(last or 0.0, recurrence.anchor))
+        return {**rec, "next_due": due, "last_fired": last, "describe": recurrence.describe(),
+                "verified": verified(rec, self.key)}
+
+    def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
+        rec = self.get(name)
+        recurrence = Recurrence.from_dict(rec["recurrence"])
+        rec["paused"] = paused
+        self._put(rec)
+        entry = self._entry(name, recurrence, enabled=not paused)
+        entry.save()
+        if not paused:  # the next firing after now, not a catch-up of the paused time
+            entry.reschedule(datetime.now(UTC))
+        return rec
+
+    def remove(self, name: str) -> None:
+        rec = self.get(name)
+        self._entry(name, Recurrence.from_dict(rec["recurrence"])).delete()
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(keys.schedule(name))
+        pipe.srem(keys.SCHEDULES, name)
+        pipe.execute()
+
+    def run_now(self, name: str) -> str:
+        self.get(name)
+        fire = f"manual-{uuid.uuid4().hex[:12]}"
+        self.app.send_task(keys.SCHEDULED_TASK, (), {"name": name, "fire": fire, "due": time.time()},
+                           queue=keys.SCHEDULED_QUEUE, expires=EXPIRES_S)
+        return fire
+
+    def note(self, name: str, **fields: Any) -> None:
+        """Record a run's outcome in the schedule (last run, verdict, count); not part of the signature."""
+        try:
+            rec = self.get(name)
+        except InputError:
+            return
+        rec.update(fields)
+        rec["runs"] = int(rec.get("runs") or 0) + (1 if "last_run" in fields else 0)
+        self.r.hset(keys.schedule(name), "record", orjson.dumps(rec))
+
+
+def _period(rec: Recurrence) -> float:
+    if rec.every_s:
+        return rec.every_s
+    first = rec.next_after(time.time())
+    return max(60.0, rec.next_after(first) - first)
+
+
+def LazyScheduler(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - celery imports it by name
+    return celery_classes()["scheduler"](*args, **kwargs)
+
+
+# -- running a firing ---------------------------------------------------------------------------------
+@dataclass
+class SchedulerConfig:
+    broker: str
+    results_root: Path = Path("results")
+    concurrency: int = 1
+    loop_interval_s: float = LOOP_INTERVAL_S
+    lock_timeout_s: float = LOCK_TIMEOUT_S
+    loglevel: str = "WARNING"
+    html: bool = False
+
+
+_config: SchedulerConfig | None = None
+
+
+def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]:
+    """Run one firing of a schedule headless, once: claim it, verify the record, run, record, check."""
+    from rich.console import Console
+
+    from orchestrator import history, runner
+    from orchestrator.dispatch.local import LocalDispatcher
+
+    assert _config is not None, "run_firing runs inside `fnbench scheduler`"
+    cfg = _config
+    schedules = Schedules(cfg.broker)
+    if not schedules.r.set(keys.schedule_fire(name, fire), f"{socket.gethostname()}:{os.getpid()}", nx=True,
+                           ex=FIRE_CLAIM_TTL_S):
+        log.warning("schedule %s: firing %s was already claimed; not running it twice", name, fire)
+        return {"state": "duplicate"}
+    try:
+        rec = schedules.get(name)
+    except InputError:
+        log.warning("schedule %s is gone; firing %s dropped", name, fire)
+        return {"state": "gone"}
+    if not verified(rec, schedules.key):
+        log.error("schedule %s: the record's signature does not match the task key; refusing to run it", name)
+        schedules.note(name, last_verdict="refused: bad signature")
+        return {"state": "refused"}
+    if rec.get("paused") and not fire.startswith("manual-"):
+        return {"state": "paused"}
+    b = runnable_spec(rec["spec"], f"schedule {name}")
+    console = Console(stderr=True, quiet=cfg.loglevel.upper() not in ("INFO", "DEBUG"))
+    if rec.get("local"):
+        dispatcher: Any = LocalDispatcher(rec.get("workers") or 1)
+    else:
+        from orchestrator.dispatch.celery import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(cfg.broker, processes=rec.get("workers"), warn=log.warning,
+                                      **({"retention_s": rec["retention_s"]} if rec.get("retention_s") else {}))
+    started = time.time()
+    outcome = runner.run(b, rec["spec"], dispatcher, cfg.results_root, console=console, interactive=False,
+                         html=cfg.html)
+
+    def say(message: str) -> None:
+        log.warning("%s", message)
+
+    history.record(outcome.result, outcome.folder, broker=cfg.broker, results_root=cfg.results_root,
+                   git=rec.get("git") or "", schedule=name, exit_code=outcome.exit_code, say=say,
+                   extra={"fire": fire, "due": due})
+    verdict = "not checked"
+    try:
+        entries = history.RedisHistory(schedules.r).entries(rec["spec_name"], limit=history.WINDOW * 4)
+        result = history.check(rec["spec_name"], entries)
+        verdict = result.verdict
+        if result.regressed:
+            log.warning("%s", result.message())
+            history.notify(result, say)
+    except Exception as exc:  # noqa: BLE001 - the run is recorded; say why it was not judged
+        log.warning("schedule %s: regression check failed: %s", name, exc)
+    schedules.note(name, last_run=outcome.result.run_id, last_started=started, last_exit=outcome.exit_code,
+                   last_verdict=verdict, last_due=due)
+    return {"state": "done", "run_id": outcome.result.run_id, "exit_code": outcome.exit_code, "verdict": verdict}
+
+
+def _register_task(app: Any) -> None:
+    @app.task(name=keys.SCHEDULED_TASK)
+    def scheduled_run(name: str = "", fire: str = "", due: float | None = None, **_: Any) -> dict[str, Any]:
+        try:
+            return run_firing(name, fire or f"{time.time():.3f}", due)
+        except Exception as exc:  # logged; the next firing runs as planned
+            log.exception("schedule %s: firing %s failed: %s", name, fire, exc)
+            return {"state": "failed", "error": str(exc)[:300]}
+
+
+def serve(cfg: SchedulerConfig) -> None:
+    """`fnbench scheduler`: beat (RedBeat; one active, the others standing by) and a worker for runs."""
+    from celery import beat
+
+    from workers import auth
+
+    global _config
+    if cfg.lock_timeout_s < MIN_LOCK_LOOPS * cfg.loop_interval_s:
+        raise InputError(f"--lock-timeout {cfg.lock_timeout_s:g}s must be at least {MIN_LOCK_LOOPS} x the loop "
+                         f"interval ({cfg.loop_interval_s:g}s), or beat loses its lock between ticks")
+    from orchestrator.store import Store
+
+    check_redis(Store(cfg.broker).r)
+    auth.load_key()  # records are verified and shards signed with it
+    _config = cfg
+    logging.basicConfig(level=getattr(logging, cfg.loglevel.upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = scheduler_app(cfg.broker, cfg.loop_interval_s, cfg.lock_timeout_s)
+    _register_task(app)
+    service = beat.Service(app, max_interval=cfg.loop_interval_s, scheduler_cls=celery_classes()["scheduler"])
+
+    def beat_main() -> None:
+        try:
+            service.start()  # beat_init → RedBeat takes the lock (a standby blocks here until it can)
+        except Exception:  # noqa: BLE001
+            log.exception("beat stopped")
+
+    thread = threading.Thread(target=beat_main, name="fnbench-beat", daemon=True)
+    thread.start()
+    worker = app.Worker(queues=[keys.SCHEDULED_QUEUE], pool="threads", concurrency=max(1, cfg.concurrency),
+                        loglevel=cfg.loglevel.upper(), hostname=f"fnbench-scheduler-{os.getpid()}@{socket.gethostname()}",
+                        without_mingle=True, without_gossip=True, without_heartbeat=True, quiet=True)
+    try:
+        worker.start()
+    finally:
+        service.stop()  # releases the lock: a standby takes over at once
+        thread.join(5.0)
