@@ -184,8 +184,7 @@ def test_rate_over_any_window_inside_the_run_is_the_achieved_rate(scraped_run):
         sel = f'run="{run_id}", target="{target}", phase="warm"'
         for metric, field in ((f'fnbench_requests_total{{{sel}, outcome="ok"}}', "achieved_rps"),
                               (f"fnbench_intended_requests_total{{{sel}}}", "intended_rps")):
-            mean = sum(g[field] for g in groups)
-            assert recorded(intervals, field, begin, end) == pytest.approx(mean, rel=0.02), (target, field)
+            mean = sum(g[field] for g in groups)  # (over each group's own seconds: not `begin`)
             for w in WINDOWS_S:
                 values = prom.query_range(f"sum(rate({metric}[{w}s]))", begin + w, end, step=0.5)
                 if mean == 0:  # python-bad never answers 200
