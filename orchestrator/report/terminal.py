@@ -71,12 +71,40 @@ def relative_table(rows: Sequence[TargetRow]) -> Table:
     return t
 
 
+def _usd(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def platform_table(groups: Sequence[Group]) -> Table | None:
+    """The platform's own clocks (Lambda REPORT lines), memory and cost; None when no group has them."""
+    rows = [g for g in groups if g.platform_ms is not None]
+    if not rows:
+        return None
+    table = Table(title="platform (Lambda REPORT): Duration, Billed, Init Duration p50/p99 ms; cost at the target region's prices", header_style="bold")
+    for col in ("target", "phase", "dur p50", "dur p99", "billed p50", "billed p99", "init p50", "init p99",
+                "max mem MB", "GB-s", "$/1M", "$/1M +req", "REPORT missing"):
+        table.add_column(col, justify="left" if col in ("target", "phase") else "right")
+    for g in rows:
+        p, b, i, c = g.platform_ms, g.billed_ms, g.init_duration_ms, g.cost or {}
+        table.add_row(
+            g.target, g.phase, _ms(p.p50 if p else None), _ms(p.p99 if p else None), _ms(b.p50 if b else None),
+            _ms(b.p99 if b else None), _ms(i.p50 if i else None), _ms(i.p99 if i else None),
+            "-" if g.max_memory_used_mb is None else f"{g.max_memory_used_mb:g}",
+            f"{c['gb_s']:.4g}" if c else "-", _usd(c.get("per_million_usd")), _usd(c.get("per_million_with_requests_usd")),
+            str(g.reports_missing + g.reports_truncated),
+        )
+    return table
+
+
 def render(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     if result.groups:
         console.print(groups_table(result.groups, title=f"fnbench run {result.run_id}"))
     else:
         console.print(f"fnbench run {result.run_id}: nothing was measured", highlight=False)
+    platform = platform_table(result.groups)
+    if platform is not None:
+        console.print(platform)
     ratios = relative_to(result.groups)
     if len(ratios) > 1:
         console.print(relative_table(ratios))
