@@ -464,6 +464,35 @@ def functions_build(
     out.print(_functions_table(built, "built functions"))
 
 
+@functions_app.command("package")
+def functions_package(
+    runtime: Annotated[str | None, typer.Argument(help="one runtime (default: rust, go, python, node, java)")] = None,
+    lambda_zip: Annotated[bool, typer.Option("--lambda", help="AWS Lambda ZIP packages (the only kind so far)")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="where the packages go (default: build/lambda)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Package built functions for deployment: one reproducible ZIP per runtime plus its runtime/handler."""
+    from orchestrator import lambda_package
+
+    if not lambda_zip:
+        raise _fail(InputError("say which kind of package: --lambda"))
+    runtimes = [runtime] if runtime else list(lambda_package.RUNTIMES)
+    made = []
+    for r in runtimes:
+        try:
+            made.append(lambda_package.package(r, out_dir or lambda_package.DEFAULT_PACKAGE_DIR))
+        except FileNotFoundError as exc:
+            raise _fail(SetupError(f"{r}: {exc}; build it with `fnbench functions build {r}`")) from None
+        except ValueError as exc:
+            raise _fail(InputError(str(exc))) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps(made, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    for m in made:
+        out.print(f"{m['runtime']:7} {m['zip']}  {m['size_bytes']} bytes  {m['lambda_runtime']} {m['handler']} "
+                  f"{','.join(m['architectures'])}", highlight=False)
+
+
 @functions_app.command("list")
 def functions_list(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
