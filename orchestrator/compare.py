@@ -393,6 +393,7 @@ class Comparison:
     relative: bool
     verdict: str
     band: float
+    subject_run: str = ""  # run against run: the subject's run (the reference is the other run)
 
     @property
     def sentence(self) -> str:
@@ -403,7 +404,7 @@ class Comparison:
                 "reference_value": self.reference_value, "subject_value": self.subject_value, "ratio": self.ratio,
                 "change": self.change, "ci_low": self.low, "ci_high": self.high,
                 "unit": "relative" if self.relative else "pp", "verdict": self.verdict, "band": self.band,
-                "sentence": self.sentence}
+                "subject_run": self.subject_run or None, "sentence": self.sentence}
 
 
 def _pct(x: float) -> str:
@@ -412,7 +413,8 @@ def _pct(x: float) -> str:
 
 def sentence(c: Comparison) -> str:
     """'rust p99 is 27 % lower than go (95 % CI 22–31 %) in eu-west-1'."""
-    what = f"{c.subject} {METRIC_LABEL.get(c.metric, c.metric)}"
+    what = f"{c.subject} {METRIC_LABEL.get(c.metric, c.metric)}" + (f" in {c.subject_run}" if c.subject_run else "")
+    than = f"in {c.reference}" if c.subject_run else c.reference
     where = f" in {c.region}" if c.region else ""
     if c.verdict == "no data" or c.change is None or c.low is None or c.high is None:
         return f"{what}: no data to compare with {c.reference}{where}"
@@ -431,14 +433,14 @@ def sentence(c: Comparison) -> str:
         return f"{what} is within {band} of {c.reference} (no change; 95 % CI {signed}){where}"
     if c.verdict in ("higher", "lower"):
         lo, hi = sorted((abs(c.low), abs(c.high)))
-        return (f"{what} is {fmt(c.change)}{unit} {c.verdict} than {c.reference} "
+        return (f"{what} is {fmt(c.change)}{unit} {c.verdict} than {than} "
                 f"(95 % CI {fmt(lo)}–{fmt(hi)}{unit}){where}")
     return f"{what} against {c.reference}: {c.change * (100 if c.relative else 1):+.1f}{unit} (95 % CI {signed}; inconclusive){where}"
 
 
 def _compare(reference: Sample | None, subject: Sample | None, cold_ref: Sample | None, cold_sub: Sample | None,
              region: str, subject_name: str, reference_name: str, metrics: Sequence[str], band: float,
-             error_band_pp: float, replicates: int, seed: int | None) -> list[Comparison]:
+             error_band_pp: float, replicates: int, seed: int | None, subject_run: str = "") -> list[Comparison]:
     warm = [m for m in metrics if not m.startswith("init")]
     cold = [m for m in metrics if m.startswith("init")]
     found: dict[str, Interval95] = {}
@@ -451,21 +453,21 @@ def _compare(reference: Sample | None, subject: Sample | None, cold_ref: Sample 
         ratio = iv.other / iv.base if iv.base and iv.other is not None else None
         out.append(Comparison(region, metric, subject_name, reference_name, iv.base, iv.other, ratio, iv.change,
                               iv.low, iv.high, iv.relative, verdict_of(iv, band, error_band_pp),
-                              band if iv.relative else error_band_pp))
+                              band if iv.relative else error_band_pp, subject_run))
     return out
 
 
 def compare_runs(a: Sequence[Sample], b: Sequence[Sample], label_a: str, label_b: str, *,
                  metrics: Sequence[str] = METRICS, band: float = BAND, error_band_pp: float = ERROR_BAND_PP,
                  replicates: int = REPLICATES, seed: int | None = 0) -> list[Comparison]:
-    """Run B against run A, per target × region: 'go p99 in RUN_B is 5 % higher than in RUN_A …'."""
+    """Run B against run A, per target × region: 'go p99 in RUN_B is 5 % higher than in RUN_A (…) in eu-west-1'."""
     index_a = {(s.region, s.target, s.phase): s for s in a}
     index_b = {(s.region, s.target, s.phase): s for s in b}
     out = []
     for region, target in sorted({(r, t) for r, t, _ in index_a} & {(r, t) for r, t, _ in index_b}):
         out += _compare(index_a.get((region, target, "warm")), index_b.get((region, target, "warm")),
                         index_a.get((region, target, "cold")), index_b.get((region, target, "cold")),
-                        region, f"{target} in {label_b}", label_a, metrics, band, error_band_pp, replicates, seed)
+                        region, target, label_a, metrics, band, error_band_pp, replicates, seed, label_b)
     return out
 
 

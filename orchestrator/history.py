@@ -405,10 +405,9 @@ def check(name: str, entries: Sequence[dict[str, Any]], *, band: float = compare
             width = band if iv.relative else error_band_pp
             verdict = compare.verdict_of(iv, band, error_band_pp)
             window_ids = tuple(ordered[i]["run_id"] for i in stable)
-            c = compare.Comparison(region, metric, f"{target} in {newest['run_id']}",
-                                   f"its previous {len(stable)} run(s)", iv.base, iv.other,
+            c = compare.Comparison(region, metric, target, f"the previous {len(stable)} run(s)", iv.base, iv.other,
                                    iv.other / iv.base if iv.base and iv.other is not None else None,
-                                   iv.change, iv.low, iv.high, iv.relative, verdict, width)
+                                   iv.change, iv.low, iv.high, iv.relative, verdict, width, newest["run_id"])
             regressed = iv.low is not None and iv.low > width
             findings.append(Finding(target, region, metric, c, window_ids, at_newest, regressed))
     return Check(name, newest["run_id"], tuple(findings),
