@@ -182,6 +182,7 @@ def run(
                                  metrics_port=metrics_port, console=err, html=not no_html)
     except FnbenchError as exc:
         raise _fail(exc) from None
+    _record_history(outcome, broker, results, spec_path)  # the run's summary and intervals under its spec name
     _show(outcome.result, json_out)
     for e in outcome.result.errors:
         err.print(f"[red]error[/]: {escape(e)}", highlight=False)
@@ -677,6 +678,296 @@ def gc(
               f"{report['used_memory_before'] / 1e6:.1f} MB → {report['used_memory_after'] / 1e6:.1f} MB", highlight=False)
     for run_id in report["runs"]:
         out.print(f"  {run_id}", highlight=False)
+
+
+# -- schedules, history and comparisons (orchestrator/schedule.py, history.py, compare.py) ---------
+schedule_app = typer.Typer(help="Recurring runs in Redis (celery-redbeat), fired by `fnbench scheduler`.",
+                           no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(schedule_app, name="schedule")
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="the schedule's name")]
+BrokerOpt = Annotated[str | None, typer.Option(envvar=BROKER_ENV, help="redis://… broker and store")]
+
+
+def _schedules(broker: str | None, broker_file: Path | None) -> Any:
+    from orchestrator.schedule import Schedules
+
+    return Schedules(_require_broker(broker, broker_file))
+
+
+def _when(ts: float | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "-"
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: NameArg,
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML; its text is stored with the schedule")],
+    cron: Annotated[str | None, typer.Option(help='cron expression, e.g. "0 */6 * * *" (UTC unless --tz)')] = None,
+    every: Annotated[str | None, typer.Option(help="an interval instead of --cron: 30s, 15m, 6h, 1d")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone of the cron expression [default: UTC]")] = None,
+    local: Annotated[bool, typer.Option("--local", help="run on the scheduler's machine (local pool) instead of the region workers")] = False,
+    workers: Annotated[int | None, typer.Option(min=1, max=4096, help="local processes, or processes per region the rate is split over")] = None,
+    broker: BrokerOpt = None,
+    broker_file: BrokerFileOpt = None,
+) -> None:
+    """Add a schedule; a bad spec or cron expression is rejected (exit 2)."""
+    try:
+        rec = _schedules(broker, broker_file).add(name, spec_path, cron, every, tz, local, workers)
+        from orchestrator.schedule import Recurrence
+
+        rec_ = Recurrence.from_dict(rec["recurrence"])
+        err.print(f"schedule {name}: {rec_.describe()}, spec {rec['spec_name']!r} ({'local' if local else 'region workers'}); "
+                  f"next run {_when(rec_.next_after(rec_.anchor))}", highlight=False)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+
+
+@schedule_app.command("update")
+def schedule_update(
+    name: NameArg,
+    spec_path: Annotated[Path | None, typer.Argument(metavar="SPEC", help="the spec file [default: the one it was added from]")] = None,
+    cron: Annotated[str | None, typer.Option(help="a new cron expression")] = None,
+    every: Annotated[str | None, typer.Option(help="a new interval")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="time zone of the cron expression")] = None,
+    broker: BrokerOpt = None,
+    broker_file: BrokerFileOpt = None,
+) -> None:
+    """Store the spec file's current text again (and change the recurrence if given)."""
+    try:
+        rec = _schedules(broker, broker_file).update(name, spec_path, cron, every, tz)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    err.print(f"schedule {name} updated from {rec['spec_path']}", highlight=False)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    broker: BrokerOpt = None,
+    broker_file: BrokerFileOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Schedules with their next due time, last run and its verdict."""
+    try:
+        s = _schedules(broker, broker_file)
+        rows = [s.status(n) for n in s.names()]
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps([{k: v for k, v in r.items() if k != "spec"} for r in rows],
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table("name", "when", "spec", "next due", "last run", "verdict", "runs", title="schedules")
+    for r in rows:
+        table.add_row(r["name"], r["describe"] + (" (paused)" if r.get("paused") else ""), r["spec_name"],
+                      _when(r["next_due"]), str(r.get("last_run") or "-"), str(r.get("last_verdict") or "-"), str(r.get("runs", 0)))
+    out.print(table)
+
+
+@schedule_app.command("show")
+def schedule_show(name: NameArg, broker: BrokerOpt = None, broker_file: BrokerFileOpt = None,
+                  json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """A schedule's record and the spec text it runs."""
+    try:
+        r = _schedules(broker, broker_file).status(name)
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    for k in ("name", "describe", "spec_name", "spec_path", "git", "local", "workers", "paused", "runs", "last_run",
+              "last_verdict", "verified"):
+        out.print(f"{k}: {r.get(k)}", highlight=False, markup=False)
+    out.print(f"next due: {_when(r['next_due'])}\nlast fired: {_when(r['last_fired'])}\n--- spec ---", highlight=False)
+    out.print(r["spec"], highlight=False, markup=False)
+
+
+def _schedule_simple(name: str, broker: str | None, broker_file: Path | None, action: str) -> None:
+    try:
+        s = _schedules(broker, broker_file)
+        if action == "pause":
+            s.set_paused(name, True)
+        elif action == "resume":
+            s.set_paused(name, False)
+        elif action == "remove":
+            s.remove(name)
+        else:
+            fire = s.run_now(name)
+            err.print(f"schedule {name}: firing {fire} queued for `fnbench scheduler`", highlight=False)
+            return
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    err.print(f"schedule {name}: {action}d" if action != "remove" else f"schedule {name} removed", highlight=False)
+
+
+@schedule_app.command("pause")
+def schedule_pause(name: NameArg, broker: BrokerOpt = None, broker_file: BrokerFileOpt = None) -> None:
+    """Stop firing until `resume`."""
+    _schedule_simple(name, broker, broker_file, "pause")
+
+
+@schedule_app.command("resume")
+def schedule_resume(name: NameArg, broker: BrokerOpt = None, broker_file: BrokerFileOpt = None) -> None:
+    """Fire again from the next due time (no catch-up of the paused time)."""
+    _schedule_simple(name, broker, broker_file, "resume")
+
+
+@schedule_app.command("remove")
+def schedule_remove(name: NameArg, broker: BrokerOpt = None, broker_file: BrokerFileOpt = None) -> None:
+    """Delete a schedule (its history stays)."""
+    _schedule_simple(name, broker, broker_file, "remove")
+
+
+@schedule_app.command("run-now")
+def schedule_run_now(name: NameArg, broker: BrokerOpt = None, broker_file: BrokerFileOpt = None) -> None:
+    """Queue one run of the schedule now (a running `fnbench scheduler` takes it)."""
+    _schedule_simple(name, broker, broker_file, "run-now")
+
+
+@app.command()
+def scheduler(
+    broker: BrokerOpt = None,
+    broker_file: BrokerFileOpt = None,
+    results: Annotated[Path, typer.Option(help="results root of the scheduled runs")] = Path("results"),
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="scheduled runs at once")] = 1,
+    lock_timeout: Annotated[float, typer.Option(min=1, help="seconds a dead scheduler's lock lasts before a standby takes over")] = 5.0,
+    loop_interval: Annotated[float, typer.Option(min=0.1, help="beat's longest sleep (seconds); the lock timeout must be at least 3x this")] = 1.0,
+    loglevel: Annotated[str, typer.Option(help="log level")] = "WARNING",
+) -> None:
+    """Run Celery beat with RedBeat and a worker for headless scheduled runs (queue fnbench.scheduled).
+
+    Start one on each of two hosts: one beats, the other stands by and takes over when it dies."""
+    from orchestrator.schedule import SchedulerConfig, serve
+
+    url = _require_broker(broker, broker_file)
+    try:
+        serve(SchedulerConfig(url, results, concurrency, loop_interval, lock_timeout, loglevel))
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+
+
+def _record_history(outcome: Any, broker: str | None, results: Path, spec_path: Path) -> None:
+    from orchestrator import history
+
+    history.record_outcome(outcome, broker=broker, results_root=results, spec_path=spec_path, say=_warn)
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the spec's name (`name:` in the YAML)")],
+    limit: Annotated[int, typer.Option(min=1, help="runs shown")] = 20,
+    check: Annotated[bool, typer.Option("--check", help="judge the newest run against its recent history; exit 1 on a regression")] = False,
+    notify: Annotated[bool, typer.Option("--notify", help="with --check: announce a regression (Grafana annotation, FNBENCH_WEBHOOK_URL)")] = False,
+    band: Annotated[float, typer.Option(help="noise band: relative differences within ± this are 'no change'")] = 0.03,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    broker: BrokerOpt = None,
+    broker_file: BrokerFileOpt = None,
+    results: Annotated[Path, typer.Option(help="results root (history without a broker is in RESULTS/history/)")] = Path("results"),
+) -> None:
+    """Runs of a spec per target × region, newest first, with a trend glyph per column."""
+    from orchestrator import history as hist
+
+    try:
+        entries = hist.open_history(_broker(broker, broker_file), results).entries(name)
+        verdict = hist.check(name, entries, band=band) if check else None
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    if not entries:
+        raise _fail(InputError(f"no runs recorded for {name!r}"))
+    if json_out:
+        doc: dict[str, Any] = {"name": name, "runs": [{k: v for k, v in e.items() if k != "samples"} for e in entries[:limit]]}
+        if verdict is not None:
+            doc["check"] = verdict.to_dict()
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for (target, region), rows in sorted(hist.rows(entries[:limit + 1]).items()):
+            table = Table("run", "start", "git", *[label for _, label in hist.COLUMNS], title=f"{name}: {target} in {region}")
+            for i, row in enumerate(rows[:limit]):
+                older = rows[i + 1] if i + 1 < len(rows) else None
+                cells = []
+                for column, _ in hist.COLUMNS:
+                    v = row.get(column)
+                    arrow = hist.glyph(v, older.get(column) if older else None, column, band)
+                    text = "-" if v is None else (f"{v * 100:.2f}%" if column == "error_rate" else f"{v:g}")
+                    bad = hist.worse(arrow, column)
+                    style = "red" if bad else "green" if bad is False else ""
+                    cells.append(f"[{style}]{text} {arrow}[/]" if style else f"{text} {arrow}".strip())
+                table.add_row(row["run_id"], _when(row["start"]), str(row.get("git") or "-"), *cells)
+            out.print(table)
+        if verdict is not None:
+            out.print(verdict.message(), highlight=False, markup=False)
+            for f in verdict.findings:
+                if not f.regressed:
+                    out.print(f"  {f.comparison.sentence}", highlight=False, markup=False)
+    if verdict is not None and notify:
+        hist.notify(verdict, _warn)
+    raise typer.Exit(1 if verdict is not None and verdict.regressed else 0)
+
+
+def _samples_of_run(ref: str, broker: str | None, results: Path) -> tuple[str, list[Any]]:
+    """A run's interval blocks: from its folder's intervals.jsonl, else from its history entry."""
+    from orchestrator import compare as cmp
+    from orchestrator import history as hist
+
+    path = Path(ref)
+    folder = path if path.is_dir() else results / ref
+    if (folder / "intervals.jsonl").exists():
+        return folder.name, cmp.samples_from_intervals(read_intervals(folder / "intervals.jsonl"))
+    entry = hist.open_history(broker, results).find(ref)
+    if entry is None:
+        raise InputError(f"{ref}: no results/<run>/intervals.jsonl and no history entry for this run")
+    return ref, hist.samples_of(entry)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(metavar="RUN [RUN_B]", help="one run (every target against the Rust one) or two (RUN_B against RUN_A)")],
+    band: Annotated[float, typer.Option(help="noise band: a difference whose 95 % interval lies within ± this is 'no change'")] = 0.03,
+    baseline: Annotated[str, typer.Option(help="with one run: the runtime the others are compared with")] = "rust",
+    replicates: Annotated[int, typer.Option(min=200, max=100000, help="bootstrap replicates")] = 2000,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    broker: BrokerOpt = None,
+    broker_file: BrokerFileOpt = None,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+) -> None:
+    """Compare with 95 % confidence intervals from a block bootstrap over the runs' interval histograms."""
+    from orchestrator import compare as cmp
+
+    if len(runs) > 2:
+        raise _fail(InputError("give one run (baselines against Rust) or two runs (RUN_B against RUN_A)"))
+    try:
+        url = _broker(broker, broker_file)
+        loaded = [_samples_of_run(r, url, results) for r in runs]
+        if len(loaded) == 1:
+            found = cmp.compare_within(loaded[0][1], baseline, band=band, replicates=replicates)
+            if not found:
+                raise InputError(f"{runs[0]}: no target of runtime {baseline!r} beside another target of the same "
+                                 "workload and region")
+        else:
+            (label_a, a), (label_b, b) = loaded
+            found = cmp.compare_runs(a, b, label_a, label_b, band=band, replicates=replicates)
+            if not found:
+                raise InputError(f"{label_a} and {label_b} have no target × region in common")
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps([c.to_dict() for c in found], option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table("region", "subject", "vs", "metric", "vs value", "subject value", "ratio", "change (95 % CI)", "verdict")
+    for c in found:
+        def num(v: float | None, metric: str = c.metric) -> str:
+            return "-" if v is None else f"{v * 100:.3f}%" if metric == "error_rate" else f"{v:g}"
+
+        ci = "-" if c.low is None or c.high is None or c.change is None else (
+            f"{c.change * 100:+.1f}% ({c.low * 100:+.1f}…{c.high * 100:+.1f})" if c.relative
+            else f"{c.change:+.2f}pp ({c.low:+.2f}…{c.high:+.2f})")
+        table.add_row(c.region, c.subject, c.reference, cmp.METRIC_LABEL.get(c.metric, c.metric), num(c.reference_value),
+                      num(c.subject_value), "-" if c.ratio is None else f"{c.ratio:.3f}", ci, c.verdict)
+    out.print(table)
+    for c in found:
+        if c.verdict in ("higher", "lower"):
+            out.print(f"• {c.sentence}", highlight=False, markup=False)
 
 
 def _duration(text: str, option: str) -> float:
