@@ -90,3 +90,43 @@ def test_aws_documented_signing_key():
     # AWS's published example (IAM docs, "Examples of how to derive a signing key for Signature Version 4").
     key = derive_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215", "us-east-1", "iam")
     assert key.hex() == "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+
+
+def test_expiring_credentials_are_refreshed_off_the_loop():
+    import asyncio
+    import threading
+
+    from botocore.credentials import RefreshableCredentials
+
+    threads = []
+
+    def fetch():  # what an STS/IMDS provider returns; records the thread it ran on
+        threads.append(threading.current_thread())
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        return {"access_key": f"AKID{len(threads)}", "secret_key": "s", "token": "t", "expiry_time": later.isoformat()}
+
+    creds = RefreshableCredentials.create_from_metadata(fetch(), fetch, "test")
+    target = Target(name="t", runtime="rust", platform="aws-lambda", body="{}",
+                    address={"function": "f", "endpoint_url": "http://127.0.0.1:9"})
+
+    async def main():
+        inv = LambdaInvoker(target)
+        inv.credentials = creds
+        await inv.start()
+        first = inv.signed()
+        # Now they near expiry (botocore's advisory window): the next signing asks for a refresh.
+        creds._expiry_time = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+        inv._next_sign = 0.0
+        during = inv.signed()  # still the old ones: signing never waits for the refresh
+        for _ in range(200):  # bounded: the refresh runs on the executor
+            if inv._latest.access_key == "AKID2":
+                break
+            await asyncio.sleep(0.01)
+        after = inv.signed()
+        await inv.close()
+        return first, during, after, threading.current_thread()
+
+    first, during, after, loop_thread = asyncio.run(main())
+    assert b"Credential=AKID1/" in first and b"Credential=AKID1/" in during
+    assert b"Credential=AKID2/" in after
+    assert len(threads) == 2 and threads[1] is not loop_thread

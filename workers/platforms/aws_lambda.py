@@ -5,8 +5,9 @@ workers.platforms.http's pool, as bytes signed with ``workers.sigv4``.  The sign
 X-Amz-Date (one-second resolution), so the signed request is rebuilt once per second (and when
 the credentials change): requests within a second carry the same, valid, signature.  The key is
 derived once per date/region/service.  Credentials come from the standard botocore chain (env,
-shared files, SSO, container/instance roles); refreshable ones are re-read as they near expiry
-(botocore's own advisory/mandatory windows), never written anywhere.
+shared files, SSO, container/instance roles), looked up off the event loop; refreshable ones are
+refreshed on a thread once they enter botocore's advisory window (requests are signed with the
+current ones meanwhile), never written anywhere.
 
 Outcomes (DESIGN.md §4.7): ``X-Amz-Function-Error`` → function_error; 429 (TooManyRequests,
 its Reason in the body) → throttled; other 4xx → http_4xx; 5xx (service errors) → http_5xx;
@@ -132,6 +133,10 @@ class LambdaInvoker(HttpInvoker):
         self.signer = Signer(self.region, "lambda")
         self.credentials: Any = None  # botocore's (refreshable) credentials
         self._frozen: Credentials | None = None
+        self._latest: Credentials | None = None  # the credentials requests are signed with
+        self._refreshing = False
+        self._loop: Any = None
+        self.credential_refresh_failures = 0
         self._signed = b""
         self._next_sign = 0.0  # epoch second at which the signed request is rebuilt
         self.function_errors = 0
@@ -156,14 +161,16 @@ class LambdaInvoker(HttpInvoker):
         return ("aws-lambda", *super().key)
 
     async def start(self) -> None:
-        if self.credentials is None:
-            import botocore.session  # the standard chain; imported here, off the workers' import path
+        import asyncio
 
-            creds = botocore.session.get_session().get_credentials()
+        loop = self._loop = asyncio.get_running_loop()
+        if self.credentials is None:  # the chain may ask a metadata endpoint: off the loop
+            creds = await loop.run_in_executor(None, _chain_credentials)
             if creds is None:
                 raise SetupError(f"target {self.target.name!r}: no AWS credentials in the standard chain "
                                  "(environment, shared files, SSO, container or instance role)")
             self.credentials = creds
+        self._latest = await loop.run_in_executor(None, self._freeze)
         self._resign(_time())
         await super().start()
 
@@ -174,9 +181,28 @@ class LambdaInvoker(HttpInvoker):
             self._resign(now)
         return self._signed
 
+    def _freeze(self) -> Credentials:
+        """On a thread: botocore refreshes expiring credentials here (STS, SSO, IMDS…)."""
+        frozen = self.credentials.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def _refreshed(self, fut: Any) -> None:
+        self._refreshing = False
+        if fut.cancelled() or fut.exception() is not None:
+            self.credential_refresh_failures += 1  # signed with the old ones until botocore succeeds
+            return
+        self._latest = fut.result()
+        self._next_sign = 0.0  # sign with the new credentials from the next request on
+
     def _resign(self, now: float) -> None:
-        frozen = self.credentials.get_frozen_credentials()  # refreshes near expiry
-        creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        # Refreshable credentials nearing expiry (botocore's advisory window) are refreshed on a
+        # thread; requests keep being signed with the current ones meanwhile.
+        needed = getattr(self.credentials, "refresh_needed", None)
+        if needed is not None and not self._refreshing and self._loop is not None and needed():
+            self._refreshing = True
+            self._loop.run_in_executor(None, self._freeze).add_done_callback(self._refreshed)
+        creds = self._latest
+        assert creds is not None, "start() first"
         second = int(now)
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
         self._signed = self.request_bytes(amz_date, creds)
@@ -245,7 +271,8 @@ class LambdaInvoker(HttpInvoker):
 
     def counters(self) -> dict[str, float]:
         counts = super().counters()
-        for name in ("function_errors", "report_missing", "report_truncated", "billed_requests"):
+        for name in ("function_errors", "report_missing", "report_truncated", "billed_requests",
+                     "credential_refresh_failures"):
             value = getattr(self, name)
             if value:
                 counts[name] = value
@@ -421,6 +448,12 @@ class LambdaColdInvoker(LambdaInvoker):
             if value:
                 counts[name] = value
         return counts
+
+
+def _chain_credentials() -> Any:
+    import botocore.session  # the standard chain; imported here, off the workers' import path
+
+    return botocore.session.get_session().get_credentials()
 
 
 def _resolver(fut: Any) -> Done:
