@@ -234,3 +234,15 @@ def test_a_warm_sample_is_reforced_then_not_accepted():
         (outcome, *_), counters = asyncio.run(main())
         assert outcome == Outcome.other
         assert counters["cold_reforced"] == 2 and counters["cold_not_forced"] == 1 and counters["cold_forced"] == 3
+
+
+def test_function_timeout_ends_the_instance():
+    with lambda_local.Background(functions(["rust"], timeout_s=0.3)) as lam:
+        c = client(lam.endpoint)
+        assert boto3_outcome(c, "rust", HASH)[0] == Outcome.ok
+        r = c.invoke(FunctionName="rust", LogType="Tail", Payload=json.dumps({"workload": "sleep", "params": {"ms": 2000}}))
+        assert r["FunctionError"] == "Unhandled" and "Task timed out after 0.30 seconds" in r["Payload"].read().decode()
+        report = from_log_result(r["LogResult"])
+        assert isinstance(report, Report) and report.status == "timeout" and report.duration_ms >= 300
+        got = ours(lam.endpoint, "rust", [HASH])[0]
+        assert got[0][0] == Outcome.ok and got[0][1].cold  # the timed-out sandbox was replaced
