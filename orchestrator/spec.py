@@ -196,6 +196,9 @@ def _semantic_problems(b: Benchmark) -> list[str]:
                 problems.append(f"targets[{i}].workload: one of {', '.join(WORKLOADS)} (functions/CONTRACT.md), got {t.workload!r}")
         if t.platform == "aws-lambda" and not t.function:
             problems.append(f"targets[{i}].function: the aws-lambda platform needs a function name")
+        if b.cold_start.enabled and t.platform == "aws-lambda" and t.qualifier not in ("", "$LATEST"):
+            problems.append(f"targets[{i}].qualifier: forced cold starts update $LATEST's configuration; "
+                            f"{t.qualifier!r} would stay warm (leave qualifier empty or turn cold_start off)")
         if t.timeout <= 0:
             problems.append(f"targets[{i}].timeout: must be > 0")
         if b.cold_start.enabled and t.platform == "http":
