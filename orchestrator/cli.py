@@ -104,7 +104,7 @@ def _runnable_spec(path: Path) -> tuple[spec.Benchmark, str]:
 @app.command()
 def validate(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML")],
-    json_out: Annotated[bool, typer.Option("--json", help="print {ok, problems | summary} as JSON")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print ok with the problems or a summary as JSON")] = False,
 ) -> None:
     """Check a spec; lists every problem with its YAML path (exit 2) or prints a summary.
 
