@@ -79,8 +79,9 @@ class Recurrence:
             return rec
         return cls(every_s=parse_every(every or ""), tz=zone, anchor=round(anchor or time.time(), 3))
 
-    def fields(self) -> tuple[set[int], set[int], set[int], set[int], set[int], bool, bool]:
-        """minutes, hours, days of month, months, days of week (0 = Sunday), dom restricted, dow restricted."""
+    def fields(self) -> tuple[set[int], set[int], set[int], set[int], set[int], bool, bool, bool]:
+        """minutes, hours, days of month, months, days of week (0 = Sunday), dom restricted, dow restricted,
+        and whether the hour field is a wildcard (``*``, ``*/6``)."""
         from celery.schedules import crontab
 
         parts = (self.cron or "").split()
@@ -94,32 +95,48 @@ class Recurrence:
             raise InputError(f"--cron {self.cron!r}: {exc}") from None
         if not all(sets):
             raise InputError(f"--cron {self.cron!r}: a field matches nothing")
-        return (*sets, parts[2] != "*", parts[4] != "*")
+        return (*sets, parts[2] != "*", parts[4] != "*", parts[1].startswith("*"))
 
     def next_after(self, t: float) -> float:
-        """The first firing strictly after epoch second ``t``."""
+        """The first firing strictly after epoch second ``t``.
+
+        Across DST changes cron's own rule holds: a schedule with a fixed hour runs once per wall-clock
+        time (a time skipped by the change runs at the end of the gap, a repeated one at its first
+        occurrence); a schedule whose hour is a wildcard (``*``, ``*/2``) follows real time (it runs in
+        both occurrences of a repeated hour and has nothing to make up in a skipped one)."""
         if self.every_s:
             if t < self.anchor:
                 return self.anchor + self.every_s if t >= self.anchor - self.every_s else self.anchor
             return self.anchor + (int((t - self.anchor) // self.every_s) + 1) * self.every_s
         tz = ZoneInfo(self.tz)
-        minutes, hours, doms, months, dows, dom_set, dow_set = self.fields()
+        fields = self.fields()
         day = datetime.fromtimestamp(t, tz).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
         for _ in range(366 * 8):  # every valid cron expression matches within a few years
-            cron_dow = (day.weekday() + 1) % 7
-            if day.month in months:
-                if dom_set and dow_set:
-                    match = day.day in doms or cron_dow in dows  # cron: either restricted field matches
-                else:
-                    match = day.day in doms and cron_dow in dows
-                if match:
-                    for h in sorted(hours):
-                        for m in sorted(minutes):
-                            u = first_instant(day.replace(hour=h, minute=m), tz)
-                            if u > t:
-                                return u
+            # This day's and the next day's firings: a DST change at midnight can reorder the two.
+            found = [u for d in (day, day + timedelta(days=1)) for u in self._instants(d, tz, fields) if u > t]
+            if found:
+                return min(found)
             day += timedelta(days=1)
         raise InputError(f"--cron {self.cron!r}: never fires")
+
+    @staticmethod
+    def _instants(day: datetime, tz: ZoneInfo, fields: tuple[Any, ...]) -> list[float]:
+        minutes, hours, doms, months, dows, dom_set, dow_set, hour_star = fields
+        cron_dow = (day.weekday() + 1) % 7
+        if day.month not in months:
+            return []
+        if dom_set and dow_set:
+            match = day.day in doms or cron_dow in dows  # cron: either restricted field matches
+        else:
+            match = day.day in doms and cron_dow in dows
+        if not match:
+            return []
+        out: list[float] = []
+        for h in sorted(hours):
+            for m in sorted(minutes):
+                wall = day.replace(hour=h, minute=m)
+                out += every_instant(wall, tz) if hour_star else [first_instant(wall, tz)]
+        return out
 
     def describe(self) -> str:
         if self.every_s:
@@ -132,6 +149,17 @@ class Recurrence:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recurrence:
         return cls(d.get("cron"), d.get("every_s"), d.get("tz") or "UTC", float(d.get("anchor") or 0.0))
+
+
+def every_instant(wall: datetime, tz: ZoneInfo) -> list[float]:
+    """Every epoch second at which the wall clock of ``tz`` reads ``wall`` (two in a repeated hour,
+    none in a skipped one)."""
+    out = set()
+    for fold in (0, 1):
+        u = wall.replace(tzinfo=tz, fold=fold).timestamp()
+        if datetime.fromtimestamp(u, tz).replace(tzinfo=None) == wall:
+            out.add(u)
+    return sorted(out)
 
 
 def first_instant(wall: datetime, tz: ZoneInfo) -> float:
@@ -509,8 +537,8 @@ def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]
     assert _config is not None, "run_firing runs inside `fnbench scheduler`"
     cfg = _config
     schedules = Schedules(cfg.broker)
-    if not schedules.r.set(keys.schedule_fire(name, fire), f"{socket.gethostname()}:{os.getpid()}", nx=True,
-                           ex=FIRE_CLAIM_TTL_S):
+    claim = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "due": due})
+    if not schedules.r.set(keys.schedule_fire(name, fire), claim, nx=True, ex=FIRE_CLAIM_TTL_S):
         log.warning("schedule %s: firing %s was already claimed; not running it twice", name, fire)
         return {"state": "duplicate"}
     try:
