@@ -46,6 +46,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 DEFAULT_LADDER = [5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000, 60000, 80000]
 QUICK_LADDER = [5000, 10000, 20000, 30000]
 CONNECTIONS = 64
+LEAD_S = 1.5  # fnbench: from READY to start_at (orchestrator/dispatch/local.py LEAD_S): connections open in it
 HOLD_COMPLETED = 0.99
 HOLD_LAG_P99_MS = 10.0
 CRITERION = (
@@ -393,7 +394,7 @@ t = Target(name="nginx", runtime="other", platform="http", url=f"{scheme}://127.
            method="GET", timeout_s=5, tls_verify=False)
 rate, secs, flush, warm = cfg["rate"], cfg["secs"], cfg["flush"], cfg["warmup"]
 print("READY", flush=True)
-begin = time.time() + 0.5
+begin = time.time() + cfg["lead"]  # the lead time before start_at, as the local dispatcher gives
 def shard(sid, start_at, duration, warmup):
     return Shard(run_id="bench", shard_id=sid, region="local", target=t, phase="warm",
                  arrival={"kind": "constant", "rps": str(rate)}, start_at=start_at, duration_s=duration,
@@ -450,7 +451,7 @@ def run_fnbench_step(
     warmup: float = 0.0,
 ) -> dict[str, Any]:
     config = {"port": port, "rate": rate, "secs": secs, "flush": flush, "tls": tls, "warmup": warmup,
-              "profile": profile}
+              "profile": profile, "lead": LEAD_S}
     cmd = [*pin(core), sys.executable, "-c", FNBENCH_CHILD, json.dumps(config)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
@@ -462,7 +463,7 @@ def run_fnbench_step(
     assert proc.stdout is not None
     ready = proc.stdout.readline()  # blocks until imports are done (bounded by the child's life)
     if ready.strip() == "READY":
-        t_run = time.monotonic() + 0.5 + warmup
+        t_run = time.monotonic() + LEAD_S + warmup
         measure_steady(t_run, secs, gen, tgt)
     try:
         rest, err = proc.communicate(timeout=secs + warmup + 60)
