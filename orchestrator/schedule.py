@@ -269,7 +269,7 @@ def celery_classes() -> dict[str, Any]:
                 return schedule_cls(Recurrence.from_dict(d))
             return super().dict_to_object(d)
 
-    class Entry(RedBeatSchedulerEntry):
+    class FnbenchEntry(RedBeatSchedulerEntry):
         @staticmethod
         def decode_definition(definition: Any) -> Any:
             return json.loads(definition, cls=Decoder)
@@ -288,7 +288,7 @@ def celery_classes() -> dict[str, Any]:
     class Scheduler(RedBeatScheduler):
         """RedBeat, with each firing named by its due time (the claim that makes it run once)."""
 
-        Entry = Entry
+        Entry = FnbenchEntry
 
         def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
             slot = entry.schedule.recurrence.next_after(entry.schedule._last(entry.last_run_at)) \
@@ -297,7 +297,7 @@ def celery_classes() -> dict[str, Any]:
             body = {**(entry.kwargs or {}), "fire": f"{slot:.3f}", "due": slot}
             return self.send_task(entry.task, (), body, producer=producer, **(entry.options or {}))
 
-    _classes.update(schedule=schedule_cls, entry=Entry, scheduler=Scheduler)
+    _classes.update(schedule=schedule_cls, entry=FnbenchEntry, scheduler=Scheduler)
     return _classes
 
 

@@ -1,0 +1,310 @@
+"""Schedules, history and regression verdicts on real Redis with real `fnbench scheduler` processes.
+
+Nothing is mocked: redis-server on loopback, `fnbench synthetic` as the target, schedulers as
+subprocesses (Celery beat with RedBeat + a thread-pool worker), a loopback webhook server.
+Timing assertions are bounds relative to the schedule's period, never absolute latencies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from bench.bootstrap_coverage import synthetic_run
+from orchestrator import compare, history
+from tests.integration.distributed_fixtures import RedisServer
+from tests.servers import closed_port, free_port, need, wait_for
+from workers import keys
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+FNBENCH = [sys.executable, "-m", "orchestrator.cli"]
+PERIOD_S = 6.0
+
+
+class Webhook:
+    """A loopback HTTP server that keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        received: list[dict] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    import shutil
+
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(redis_server, tmp_path):
+    return {**os.environ, "FNBENCH_BROKER": redis_server.url, "FNBENCH_TASK_KEY": secrets.token_urlsafe(32),
+            "FNBENCH_GRAFANA_URL": "", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def fnbench(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*FNBENCH, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def _spec(tmp_path: Path, port: int, name: str = "sched-int", rps: int = 40) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""name: {name}
+regions: [local]
+targets:
+  - {{name: synthetic, runtime: other, platform: http, url: "http://127.0.0.1:{port}/echo", method: POST,
+      body: {{payload: {{a: 1}}}}, timeout: 5s}}
+load: {{executor: constant, rps: {rps}}}
+duration: 1s
+flush_interval: 250ms
+""")
+    return path
+
+
+def _planted(name: str, run_id: str, start: float, blocks: list[compare.Block], target: str = "synthetic",
+             runtime: str = "other") -> dict:
+    """A history entry made of synthetic interval blocks (what `fnbench run` records, minus the run)."""
+    point = compare.bootstrap_all(blocks, blocks, ("p50", "p99", "p999"), replicates=200)
+    total, errors = sum(b.total for b in blocks), sum(b.errors for b in blocks)
+    return {"version": 1, "run_id": run_id, "name": name, "start": start, "recorded": start, "regions": ["local"],
+            "git": "planted", "schedule": None, "exit_code": 0,
+            "groups": [{"region": "local", "target": target, "runtime": runtime, "phase": "warm", "workload": "echo",
+                        "p50": point["p50"].base, "p90": None, "p99": point["p99"].base, "p999": point["p999"].base,
+                        "error_rate": errors / total, "achieved_rps": 100.0, "cold_starts": 0}],
+            "samples": [{"region": "local", "target": target, "runtime": runtime, "workload": "echo", "phase": "warm",
+                         "blocks": [b.to_dict() for b in blocks]}]}
+
+
+class Scheduler:
+    def __init__(self, env: dict, tmp_path: Path, label: str) -> None:
+        self.log = tmp_path / f"scheduler-{label}.log"
+        self.proc = subprocess.Popen(
+            [*FNBENCH, "scheduler", "--results", str(tmp_path / "results"), "--lock-timeout", "3",
+             "--loop-interval", "1", "--concurrency", "2", "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def synthetic_target(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([*FNBENCH, "synthetic", "--port", str(port), "--median-ms", "5", "--sigma", "0.2"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 15, "synthetic target")
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def _scheduled(r, name: str) -> list[dict]:
+    return [e for e in history.RedisHistory(r).entries(name) if e.get("schedule")]
+
+
+def test_schedule_fires_on_time_and_a_standby_takes_over_after_sigkill(env, redis_server, tmp_path, webhook,
+                                                                         synthetic_target):
+    r = redis_server.client()
+    env = {**env, "FNBENCH_WEBHOOK_URL": webhook.url}
+    # A fast planted past: the first scheduled run (5 ms median) is a regression against it.
+    rng = np.random.default_rng(1)
+    store = history.RedisHistory(r)
+    for i in range(4):
+        store.add(_planted("sched-int", f"planted-{i}", time.time() - 600 + 60 * i,
+                           synthetic_run(rng, 8, 400, median_ms=0.5)), history.Retention())
+    spec = _spec(tmp_path, synthetic_target)
+    added = fnbench(env, "schedule", "add", "every6", str(spec), "--every", f"{PERIOD_S:g}s", "--local", "--workers", "1")
+    assert added.returncode == 0, added.stderr
+    first = Scheduler(env, tmp_path, "a")
+    second = None
+    try:
+        wait_for(lambda: len(_scheduled(r, "sched-int")) >= 2, 8 * PERIOD_S + 30, "two scheduled runs")
+        runs = sorted(_scheduled(r, "sched-int"), key=lambda e: e["due"])[:2]
+        assert runs[1]["due"] - runs[0]["due"] == pytest.approx(PERIOD_S)
+        for e in runs:  # fired on time: claimed within half a period of its due time
+            claim = orjson.loads(r.get(keys.schedule_fire("every6", e["fire"])))
+            assert 0 <= claim["at"] - e["due"] < PERIOD_S / 2, (claim, e["due"])
+        # The first scheduled run regressed against the planted past: the webhook heard of it.
+        wait_for(lambda: webhook.received, 10, "regression webhook")
+        assert "regressed" in webhook.received[0]["text"] and webhook.received[0]["fnbench"]["regressed"]
+
+        second = Scheduler(env, tmp_path, "b")  # stands by: the lock is held by the first
+        before = len(_scheduled(r, "sched-int"))
+        wait_for(lambda: len(_scheduled(r, "sched-int")) > before, 3 * PERIOD_S + 30, "another run")
+        first.kill()  # SIGKILL between firings: the lock expires, the standby's beat takes it
+        killed_at = time.time()
+        count = len(_scheduled(r, "sched-int"))
+        wait_for(lambda: len(_scheduled(r, "sched-int")) >= count + 3, 6 * PERIOD_S + 40, "runs after the kill")
+        assert second.proc.poll() is None
+        runs = sorted(_scheduled(r, "sched-int"), key=lambda e: e["due"])
+        dues = [e["due"] for e in runs]
+        assert len(set(dues)) == len(dues), "a firing ran twice"
+        gaps = [b - a for a, b in zip(dues, dues[1:], strict=False)]
+        assert all(g == pytest.approx(PERIOD_S) for g in gaps), f"a firing was skipped: {gaps}"
+        assert any(d > killed_at for d in dues)
+        fired = list(r.scan_iter(match=keys.schedule_fire("every6", "*").encode()))
+        assert len(fired) == len(runs)  # every claimed firing ran and was recorded once
+        listed = fnbench(env, "schedule", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        (row,) = json.loads(listed.stdout)
+        assert row["runs"] >= len(runs) and row["last_run"] and row["last_verdict"] and row["next_due"] > time.time() - 1
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+
+def test_add_rejects_bad_spec_cron_and_evicting_redis(env, redis_server, tmp_path):
+    good = _spec(tmp_path, 18999)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntargets: []\nduration: -1s\n")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(good.read_text().replace("127.0.0.1", "example.com"))
+    for args in ((str(bad), "--every", "1h"), (str(outside), "--every", "1h"), (str(good), "--cron", "61 * * * *"),
+                 (str(good), "--cron", "* * *"), (str(good), "--every", "0s"), (str(good),),
+                 (str(good), "--cron", "0 * * * *", "--tz", "Nowhere/Land")):
+        done = fnbench(env, "schedule", "add", "s1", *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+    assert not redis_server.client().exists(keys.schedule("s1"))
+
+    assert fnbench(env, "schedule", "add", "s1", str(good), "--cron", "0 */6 * * *").returncode == 0
+    assert fnbench(env, "schedule", "add", "s1", str(good), "--cron", "0 */6 * * *").returncode == 2  # exists
+    good.write_text(good.read_text().replace("rps: 40", "rps: 41"))  # a later edit changes nothing silently
+    shown = json.loads(fnbench(env, "schedule", "show", "s1", "--json").stdout)
+    assert "rps: 40" in shown["spec"] and shown["verified"] and shown["describe"] == "cron '0 */6 * * *' UTC"
+    assert fnbench(env, "schedule", "update", "s1").returncode == 0
+    assert "rps: 41" in json.loads(fnbench(env, "schedule", "show", "s1", "--json").stdout)["spec"]
+    assert fnbench(env, "schedule", "pause", "s1").returncode == 0
+    assert json.loads(fnbench(env, "schedule", "list", "--json").stdout)[0]["next_due"] is None
+    assert fnbench(env, "schedule", "resume", "s1").returncode == 0
+    due = json.loads(fnbench(env, "schedule", "list", "--json").stdout)[0]["next_due"]
+    assert due > time.time() and int(due) % (6 * 3600) == 0
+    assert fnbench(env, "schedule", "remove", "s1").returncode == 0
+    r = redis_server.client()
+    assert not r.exists(keys.schedule("s1")) and not r.exists(f"{keys.REDBEAT_PREFIX}s1")
+
+    r.config_set("maxmemory-policy", "allkeys-lru")  # RedBeat's entries would be evicted silently
+    done = fnbench(env, "schedule", "add", "s2", str(good), "--every", "1h")
+    assert done.returncode == 2 and "maxmemory-policy" in done.stderr
+    started = subprocess.run([*FNBENCH, "scheduler"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert started.returncode == 2 and "allkeys-lru" in started.stderr
+
+
+def test_scheduler_refuses_a_lock_timeout_below_three_loops(env, redis_server, tmp_path):
+    done = subprocess.run([*FNBENCH, "scheduler", "--lock-timeout", "2", "--loop-interval", "1"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=60)
+    assert done.returncode == 2 and "lock-timeout" in done.stderr
+
+
+def test_history_retention_removes_old_entries_and_keys(redis_server, tmp_path):
+    r = redis_server.client()
+    store = history.RedisHistory(r)
+    rng = np.random.default_rng(4)
+    now = time.time()
+    keep = history.Retention(keep=3, max_age_s=7 * 86400)
+    removed = []
+    for i in range(5):
+        removed += store.add(_planted("ret", f"run-{i}", now - 100 + i, synthetic_run(rng, 2, 50)), keep)
+    assert removed == ["run-0", "run-1"]
+    assert [e["run_id"] for e in store.entries("ret")] == ["run-4", "run-3", "run-2"]
+    for gone in ("run-0", "run-1"):
+        assert not r.exists(keys.history_entry("ret", gone)) and not r.hexists(keys.HISTORY_RUNS, gone)
+    assert store.find("run-3")["run_id"] == "run-3"
+    assert 0 < r.ttl(keys.history_entry("ret", "run-4")) <= 7 * 86400 + 1
+    old = store.add(_planted("ret", "ancient", now - 8 * 86400, synthetic_run(rng, 2, 50)), keep)
+    assert old == ["ancient"] and not r.exists(keys.history_entry("ret", "ancient"))
+    assert r.zcard(keys.history("ret")) == 3
+
+    files = history.FileHistory(tmp_path / "results")
+    for i in range(4):
+        files.add(_planted("ret", f"f-{i}", now - 10 + i, synthetic_run(rng, 2, 50)), history.Retention(keep=2))
+    assert sorted(p.name for p in (tmp_path / "results" / "history" / "ret").iterdir()) == ["f-2.json", "f-3.json"]
+
+
+def test_planted_regression_fails_check_and_reaches_the_webhook(env, redis_server, webhook):
+    r = redis_server.client()
+    store = history.RedisHistory(r)
+    rng = np.random.default_rng(6)
+    now = time.time()
+    for i in range(6):
+        store.add(_planted("svc", f"ok-{i}", now - 600 + 60 * i, synthetic_run(rng, 12, 1500)), history.Retention())
+    calm = fnbench(env, "history", "svc", "--check")
+    assert calm.returncode == 0, calm.stdout + calm.stderr
+    assert "synthetic in local" in calm.stdout and "→" in calm.stdout
+    store.add(_planted("svc", "slow-1", now, synthetic_run(rng, 12, 1500, scale=1.4)), history.Retention())
+    flagged = fnbench({**env, "FNBENCH_WEBHOOK_URL": webhook.url}, "history", "svc", "--check", "--notify", "--json")
+    assert flagged.returncode == 1, flagged.stdout + flagged.stderr
+    doc = json.loads(flagged.stdout)
+    assert doc["check"]["regressed"] and doc["check"]["newest"] == "slow-1" and doc["runs"][0]["run_id"] == "slow-1"
+    (message,) = webhook.received
+    assert message["text"].startswith("fnbench svc: run slow-1 regressed") and "p99 in slow-1 is" in message["text"]
+    # A webhook that fails is a warning; the verdict stands.
+    broken = fnbench({**env, "FNBENCH_WEBHOOK_URL": f"http://127.0.0.1:{closed_port()}/"}, "history", "svc",
+                     "--check", "--notify")
+    assert broken.returncode == 1 and "warning: regression webhook failed" in broken.stderr
+    compared = fnbench(env, "compare", "ok-5", "slow-1", "--json")
+    assert compared.returncode == 0, compared.stderr
+    p99 = next(c for c in json.loads(compared.stdout) if c["metric"] == "p99")
+    assert p99["verdict"] == "higher" and 0.2 < p99["ci_low"] < 0.4 < p99["ci_high"] < 0.7
