@@ -404,7 +404,7 @@ class _Pool:
 
     Sizing: each invoker ``prepare``s its window (peak rate, max_in_flight); the pool wants
     ``rate × latency × 2 + 4`` connections for the heaviest overlap of windows (latency: the
-    first connection's connect time, at least 1 ms), never more than the sum of their
+    first connection's connect time, halved over TLS, at least 1 ms), never more than the sum of their
     max_in_flight.  It opens them in the background, at most ``limit`` connects at once (one
     at a time until a TLS session can be resumed), grows by one whenever the last idle
     connection is taken, replaces connections the server closed after use, and opens one for
@@ -431,7 +431,7 @@ class _Pool:
         self.cap = 0  # most it opens for its own sake (sum of overlapping max_in_flight)
         self.limit = _TLS_HANDSHAKES if self.ssl is not None else _TCP_CONNECTS
         self.session_pending = self.ssl is not None  # no TLS session yet: one connect at a time
-        self.latency_s = 0.0  # the first connection's connect (+ handshake) time
+        self.latency_s = 0.0  # a request's expected latency, from the first connection's connect time
         self.closed = False
         self.sweeper = loop.create_task(self._sweep())
 
@@ -550,7 +550,8 @@ class _Pool:
                 user.resumed += 1
             self._capture(conn, ready + max(_SESSION_WAIT_S, 2 * (ready - began)))
         if not self.latency_s:
-            self.latency_s = ready - began
+            # A request takes about one round trip; a TCP connect one, a full TLS 1.3 handshake two.
+            self.latency_s = (ready - began) / (2 if self.ssl is not None else 1)
             self._size()
         entry = self.retrying.pop(retry, None) if retry else None
         if entry is not None:
