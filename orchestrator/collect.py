@@ -12,19 +12,16 @@ of a group are computed once per change, in one pass, from a cumulative sum and 
 
 from __future__ import annotations
 
-import base64
 import bisect
 import ctypes
 import itertools
-import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from ctypes import addressof
 from typing import Any
 
-from hdrh.codec import PayloadHeader, payload_header_size
 from hdrh.histogram import HdrHistogram
-from pyhdrh import add_array, decode  # the C core of the hdrhistogram package
+from pyhdrh import add_array  # the C core of the hdrhistogram package
 
 from orchestrator.result import Gap, Group, RunResult, SloVerdict, Summary
 from orchestrator.rollup import Rollup
@@ -33,7 +30,6 @@ from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval
 
 GroupKey = tuple[str, str, str, str]  # region, target, runtime, phase
 HISTS = tuple((result, field) for _, field, result in HISTOGRAMS)  # result name, Interval field
-_EXT_HEADER = 8  # cookie + length in front of the zlib payload (HdrHistogram V2 "compressed" encoding)
 
 
 class _Layout:
@@ -50,7 +46,6 @@ class _Layout:
         h = recorder.new_histogram()
         self.template = h
         self.counts_len = h.counts_len
-        self.settings = (recorder.LOWEST_US, recorder.HIGHEST_US, recorder.SIGNIFICANT_DIGITS)
         # Index → lowest value and bucket width, by the layout's arithmetic (hdrh's own per-value
         # methods take ~0.3 s for the 23k indices; checked against them on a sample below).
         half, unit = h.sub_bucket_half_count_magnitude, h.unit_magnitude
@@ -77,7 +72,6 @@ class _Layout:
             if any(median[i] != median[a] + slope * (i - a) for i in range(a, b + 1)):
                 raise AssertionError(f"HDR layout changed: median values of indices {a}..{b} are not linear")
             self.lines.append((median[a], slope))
-        self.scratch = (ctypes.c_ulonglong * h.counts_len)()
 
 
 _layout: _Layout | None = None
@@ -102,25 +96,16 @@ class MergedHistogram:
         self.hi = -1
 
     def add_encoded(self, encoded: str) -> None:
-        t = _tables()
-        raw = base64.b64decode(encoded)
-        data = zlib.decompress(raw[_EXT_HEADER:])
-        header = PayloadHeader.from_buffer_copy(data)
-        if (header.lowest_trackable_value, header.highest_trackable_value, header.significant_figures) != t.settings:
-            self._add_foreign(encoded)
-            return
-        scratch = t.scratch
-        res = decode(data, payload_header_size, addressof(scratch), t.counts_len, 8)
-        total, lo, hi = res["total"], res["min_nonzero_index"], res["max_nonzero_index"]
-        if not total or hi < 0:
-            return
-        width = hi + 1 - lo
-        # Add only the populated span, then zero it again for the next decode.
-        add_array(addressof(self.counts) + 8 * lo, addressof(scratch) + 8 * lo, width, 8)
-        ctypes.memset(addressof(scratch) + 8 * lo, 0, 8 * width)
-        self.total += total
-        self.lo = lo if self.lo < 0 else min(self.lo, lo)
-        self.hi = max(self.hi, hi)
+        with recorder.decoded(encoded) as d:
+            if d is None:  # empty, or another layout (another fnbench version): value by value
+                self._add_foreign(encoded)
+                return
+            width = d.hi + 1 - d.lo
+            # Add only the populated span (recorder.decoded zeroes it again for the next decode).
+            add_array(addressof(self.counts) + 8 * d.lo, addressof(d.counts) + 8 * d.lo, width, 8)
+            self.total += d.total
+            self.lo = d.lo if self.lo < 0 else min(self.lo, d.lo)
+            self.hi = max(self.hi, d.hi)
 
     def _add_foreign(self, encoded: str) -> None:
         """A histogram of another layout (another fnbench version): value by value, slowly."""

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from workers import recorder
 from workers.contract import Interval
 
 LABELS = ("run", "region", "target", "runtime", "phase")
@@ -86,6 +87,9 @@ LINGER_MAX_S = 10.0  # at exit, the longest wait for Prometheus to scrape a run'
 _INDEX_BUCKETS: dict[tuple[int, int, int], dict[int, tuple[int, float]]] = {}  # layout → index → (bucket, s)
 
 
+_TEMPLATE = recorder.new_histogram()  # index → value of fnbench's layout
+
+
 def _counts_of(hist: HdrHistogram) -> Sequence[int]:
     view = memoryview(hist.counts)
     if view.itemsize != 8:
@@ -107,17 +111,25 @@ class _Hist:
         """Re-bucket an encoded HDR histogram (µs).  Scans the counts array at C speed and maps each
         recorded index once per histogram layout (hdrh's recorded iterator took ~35 ms a histogram,
         which kept the metrics seconds behind the run under load)."""
-        hist = HdrHistogram.decode(encoded)
-        counts = _counts_of(hist)
+        with recorder.decoded(encoded) as d:  # fnbench's layout, in C, no histogram object (no garbage)
+            if d is not None:
+                counts: Sequence[int] = d.counts[d.lo:d.hi + 1]
+                self._add_counts(counts, d.lo, _TEMPLATE)
+                return
+        hist = HdrHistogram.decode(encoded)  # another layout: rare
+        self._add_counts(_counts_of(hist), 0, hist)
+
+    def _add_counts(self, counts: Sequence[int], first: int, hist: HdrHistogram) -> None:
         layout = (hist.lowest_trackable_value, hist.highest_trackable_value, hist.significant_figures)
         where = _INDEX_BUCKETS.setdefault(layout, {})
         buckets = self.buckets
-        for i in compress(range(len(counts)), counts):
+        for j in compress(range(len(counts)), counts):
+            i = j + first
             hit = where.get(i)
             if hit is None:
                 seconds = hist.get_highest_equivalent_value(hist.get_value_from_index(i)) / 1e6
                 hit = where[i] = (bisect.bisect_left(BUCKETS_S, seconds), seconds)
-            n = counts[i]
+            n = counts[j]
             buckets[hit[0]] += n
             self.sum_s += hit[1] * n
             self.count += n

@@ -95,12 +95,8 @@ def concurrent_shards(shards: list[Shard]) -> dict[str, int]:
     return out
 
 
-def region_starts(intervals: list[Interval]) -> tuple[dict[str, RegionStart], float | None]:
+def region_starts(first: dict[str, float]) -> tuple[dict[str, RegionStart], float | None]:
     """Per region the first moment load began (first attempts), and the skew between regions."""
-    first: dict[str, float] = {}
-    for iv in intervals:
-        if iv.started > 0 and iv.attempt == 0:
-            first[iv.region] = min(first.get(iv.region, iv.started), iv.started)
     if not first:
         return {}, None
     earliest = min(first.values())
@@ -133,7 +129,7 @@ class CeleryDispatcher:
         self.after = "0-0"
         self.last_t1: dict[str, float] = {}
         self.finished: set[str] = set()
-        self.first_starts: list[Interval] = []
+        self.first_starts: dict[str, float] = {}  # region → earliest start of a first attempt
         self._gaps: list[Gap] = []
         self.redispatched = 0
         self.next_check = 0.0
@@ -269,8 +265,8 @@ class CeleryDispatcher:
         self._seen(iv)
 
     def _seen(self, iv: Interval) -> None:
-        if iv.started > 0 and iv.attempt == 0:
-            self.first_starts.append(iv)
+        if iv.started > 0 and iv.attempt == 0:  # only the earliest per region is kept (not the intervals)
+            self.first_starts[iv.region] = min(self.first_starts.get(iv.region, iv.started), iv.started)
         self.last_t1[iv.shard_id] = max(self.last_t1.get(iv.shard_id, 0.0), iv.t1)
         current = self.shards.get(iv.shard_id)
         if iv.final and current is not None and iv.attempt >= current.attempt:
