@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from orchestrator.errors import exit_code
 from orchestrator.result import Group, RunResult, SloVerdict
+from workers.contract import Interval
 
 
 class Slo(Protocol):
@@ -143,17 +145,14 @@ class Sample:
     blocks: tuple[Block, ...]
 
 
-def samples_from_intervals(intervals: Iterable[object], max_blocks: int | None = None) -> list[Sample]:
+def samples_from_intervals(intervals: Iterable[Interval], max_blocks: int | None = None) -> list[Sample]:
     """The measured (not warm-up) intervals of a run as blocks per group: intervals of one group that
     start in the same flush slot (one per shard) form one block; at most ``max_blocks`` per group
     (adjacent slots merged)."""
-    from workers.contract import Interval
-
     by_group: dict[tuple[str, str, str, str], list[Interval]] = {}
     workloads: dict[tuple[str, str, str, str], str] = {}
     seen: set[tuple[str, int, int]] = set()
     for iv in intervals:
-        assert isinstance(iv, Interval)
         if iv.warmup or iv.key in seen or not (iv.completed or sum(iv.outcomes.values())):
             continue
         seen.add(iv.key)
@@ -488,3 +487,101 @@ def compare_within(samples: Sequence[Sample], baseline_runtime: str = "rust", *,
                                 index.get((region, target, "cold")), index.get((region, bt, "cold")),
                                 region, bt, target, metrics, band, error_band_pp, replicates, seed)
     return out
+
+
+# -- SLOs evaluated during a run: abort_on_fail ------------------------------------------------------
+@dataclass(frozen=True)
+class SloAbort:
+    """The SLO that stopped a run: its metric over the trailing window when it failed."""
+
+    target: str
+    region: str
+    phase: str
+    metric: str
+    max: float | None
+    min: float | None
+    value: float
+    window_s: float
+    at: float  # epoch seconds the orchestrator saw it fail (and stopped every region)
+    measured_until: float  # the end of the newest interval in the window
+
+    @property
+    def message(self) -> str:
+        bound = f"<= {self.max:g}" if self.max is not None and self.value > self.max else f">= {self.min:g}"
+        return (f"SLO {self.metric} {bound} failed for {self.target} in {self.region} ({self.phase}) over the last "
+                f"{self.window_s:g}s: {self.value:g}; every region stopped")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "region": self.region, "phase": self.phase, "metric": self.metric,
+                "max": self.max, "min": self.min, "value": self.value, "window_s": self.window_s, "at": self.at,
+                "measured_until": self.measured_until}
+
+    def verdict(self) -> SloVerdict:
+        return SloVerdict(self.target, self.region, self.phase, self.metric, self.max, self.min, self.value, False)
+
+
+class SloWatch:
+    """Evaluates the ``abort_on_fail`` SLOs over the trailing ``after`` seconds of each group's intervals
+    as they arrive; ``check()`` returns the first SLO that fails (a group needs ``after`` seconds of
+    measurement first, and a request in the window)."""
+
+    def __init__(self, slos: Iterable[object]) -> None:
+        self.slos = [s for s in slos if getattr(s, "abort_on_fail", False)]
+        self.recent: dict[tuple[str, str, str], list[Interval]] = {}
+        self.first: dict[tuple[str, str, str], float] = {}
+        self.changed = False
+
+    def observe(self, iv: Interval) -> None:
+        if not self.slos or iv.warmup or not (iv.intended or iv.completed):
+            return
+        key = (iv.region, iv.target, iv.phase)
+        self.recent.setdefault(key, []).append(iv)
+        self.first[key] = min(self.first.get(key, iv.t0), iv.t0)
+        self.changed = True
+
+    def check(self, now: float | None = None) -> SloAbort | None:
+        if not self.changed:
+            return None
+        self.changed = False
+        longest = max((float(getattr(s, "after", 0.0)) for s in self.slos), default=0.0)
+        for key, ivs in self.recent.items():
+            newest = max(iv.t1 for iv in ivs)
+            ivs[:] = [iv for iv in ivs if iv.t1 > newest - longest]
+            region, target, phase = key
+            for slo in self.slos:
+                if getattr(slo, "target", "*") not in ("*", target):
+                    continue
+                window = float(getattr(slo, "after", 0.0))
+                if newest - self.first[key] < window - 1e-6:
+                    continue
+                inside = [iv for iv in ivs if iv.t1 > newest - window + 1e-6]
+                value = _window_metric(inside, str(getattr(slo, "metric", "")), window)
+                if value is None:
+                    continue
+                high, low = getattr(slo, "max", None), getattr(slo, "min", None)
+                if (high is not None and value > high) or (low is not None and value < low):
+                    return SloAbort(target, region, phase, str(getattr(slo, "metric", "")), high, low, value, window,
+                                    time.time() if now is None else now, newest)
+        return None
+
+
+def _window_metric(intervals: Sequence[Interval], metric: str, window_s: float) -> float | None:
+    """An SLO metric over some intervals of one group (histograms merged, never averaged)."""
+    from orchestrator.collect import HISTS, MergedHistogram
+
+    total = sum(sum(iv.outcomes.values()) for iv in intervals)
+    ok = sum(iv.outcomes.get("ok", 0) for iv in intervals)
+    if metric == "error_rate":
+        return (total - ok) / total if total else None
+    if metric == "achieved_rps":
+        return ok / window_s if window_s > 0 else None
+    kind, _, stat = metric.partition(".")
+    field_name = dict(HISTS).get(kind)
+    if field_name is None:
+        return None
+    merged = MergedHistogram()
+    for iv in intervals:
+        encoded = getattr(iv, field_name)
+        if encoded:
+            merged.add_encoded(encoded)
+    return merged.summary().stat(stat) if merged.total else None

@@ -241,6 +241,7 @@ class RunResult:
     dispatch_s: float | None = None
     redispatched: int | None = None
     state: str | None = None
+    aborted_by: dict[str, Any] | None = None  # the abort_on_fail SLO that stopped the run, and when (compare.SloAbort)
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -277,6 +278,8 @@ class RunResult:
         }
         if self.incomplete:
             d["incomplete"] = True
+        if self.aborted_by is not None:
+            d["aborted_by"] = dict(self.aborted_by)
         for name in ("name", "start_at", "shards", "workers", "processes", "start_skew_s", "dispatch_s",
                      "redispatched", "state"):
             value = getattr(self, name)
@@ -323,6 +326,7 @@ class RunResult:
                 dispatch_s=d.get("dispatch_s"),
                 redispatched=d.get("redispatched"),
                 state=d.get("state"),
+                aborted_by=d.get("aborted_by"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: not a result of schema_version {version}: {exc!r}") from None

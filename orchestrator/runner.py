@@ -11,6 +11,7 @@ stop the run and still write the partial result) and headless callers such as sc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -27,7 +28,7 @@ from orchestrator import plan as planner
 from orchestrator import spec as specs
 from orchestrator.collect import Collector
 from orchestrator.dispatch import Dispatcher
-from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SLO
 from orchestrator.grafana import RunAnnotations
 from orchestrator.result import Gap, RunResult
 from orchestrator.results import RunFolder
@@ -78,6 +79,8 @@ def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), c
 def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metrics_port: int, console: Console,
             interactive: bool, stop_event: StopEvent | None, html: bool = True) -> RunOutcome:
     collector = Collector(plan.run_id, plan.phase_seconds)
+    slo_watch = compare.SloWatch(plan.slos)  # abort_on_fail SLOs, over their trailing window
+    aborted: compare.SloAbort | None = None
     metrics = IntervalMetrics()
     if metrics_port:
         try:
@@ -89,6 +92,7 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
         if collector.add(iv):
             folder.append(iv)
             metrics.observe(iv)
+            slo_watch.observe(iv)
 
     for rollup in dispatcher.backlog():  # an attached run's compacted intervals come first
         if collector.add_rollup(rollup):
@@ -103,6 +107,9 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
                 if not dispatcher.poll(on_interval):
                     break
                 view.update()
+                if aborted is None and not interrupted and (aborted := slo_watch.check()) is not None:
+                    console.print(f"[red]abort[/]: {escape(aborted.message)}", highlight=False)
+                    dispatcher.stop()  # every region, within about a second
                 if stop_event is not None and stop_event.is_set() and not interrupted:
                     interrupted = True
                     dispatcher.stop()
@@ -115,12 +122,15 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     dispatcher.join()
     folder.close()
     fields = dispatcher.fields()
-    interrupted = interrupted or fields.get("state") == "stopped"
+    interrupted = interrupted or (fields.get("state") == "stopped" and aborted is None)
     # One line per distinct error: every shard of a worker meets the same setup error.
     errors = tuple(dict.fromkeys([*dispatcher.errors(), *folder.errors]))
     result = collector.result(gaps=dispatcher.gaps(), errors=errors, name=plan.name, interrupted=interrupted,
                               incomplete=bool(folder.errors), **fields)
     result, code = compare.judge(result, plan.slos)
+    if aborted is not None:  # stopped by its SLO: a failed SLO (exit 1), not an interruption
+        result = dataclasses.replace(result, aborted_by=aborted.to_dict(), slo=(*result.slo, aborted.verdict()))
+        code = max(code, EXIT_SLO) if code != EXIT_INTERRUPTED else code
     saved = folder.save(result, lambda message: console.print(f"[red]error[/]: {escape(message)}", highlight=False))
     if saved != folder.path and code != EXIT_INTERRUPTED:
         code = max(code, EXIT_INPUT)  # the result is safe, but not where it belongs

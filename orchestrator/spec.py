@@ -122,6 +122,8 @@ class SloSpec(_Model):
     metric: str
     max: float | None = Field(default=None, allow_inf_nan=False)
     min: float | None = Field(default=None, allow_inf_nan=False)
+    abort_on_fail: bool = False  # stop every region once the SLO fails over the trailing `after` window
+    after: Duration = 30.0  # the window an abort_on_fail SLO is evaluated over, during the run
 
 
 class ShardingSpec(_Model):
@@ -221,6 +223,9 @@ def _semantic_problems(b: Benchmark) -> list[str]:
             problems.append(f"slos[{i}].metric: unknown metric {slo.metric!r}; one of {', '.join(sorted(SLO_METRICS))}")
         if slo.max is None and slo.min is None:
             problems.append(f"slos[{i}]: give max or min")
+        if slo.abort_on_fail and slo.after < max(b.flush_interval, 0.1):
+            problems.append(f"slos[{i}].after: must be at least the flush_interval ({b.flush_interval:g}s): "
+                            "the SLO is evaluated over whole intervals")
     if not problems:  # the plan's limits (run length, shards), once the rest makes sense
         from orchestrator.plan import limit_problems  # plan imports this module
 

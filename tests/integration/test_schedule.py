@@ -308,3 +308,41 @@ def test_planted_regression_fails_check_and_reaches_the_webhook(env, redis_serve
     assert compared.returncode == 0, compared.stderr
     p99 = next(c for c in json.loads(compared.stdout) if c["metric"] == "p99")
     assert p99["verdict"] == "higher" and 0.2 < p99["ci_low"] < 0.4 < p99["ci_high"] < 0.7
+
+
+# -- SLOs with abort_on_fail (evaluated centrally, during the run) ----------------------------------------
+def test_abort_on_fail_slo_stops_every_region_and_says_which(tmp_path, synthetic_target):
+    spec = tmp_path / "abort.yaml"
+    spec.write_text(f"""name: abort
+regions: [a, b]
+targets:
+  - {{name: synthetic, runtime: other, platform: http, url: "http://127.0.0.1:{synthetic_target}/echo", method: POST,
+      body: {{payload: {{a: 1}}}}, timeout: 5s}}
+load: {{executor: constant, rps: 40}}
+duration: 60s
+flush_interval: 250ms
+slos:
+  - {{target: synthetic, metric: response_ms.p50, max: 1, abort_on_fail: true, after: 1s}}   # the target's median is 5 ms
+  - {{target: "*", metric: error_rate, max: 0.5}}
+""")
+    started = time.time()
+    done = subprocess.run([*FNBENCH, "run", str(spec), "--workers", "2", "--metrics-port", "0", "--no-html",
+                           "--results", str(tmp_path / "results"), "--json"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "FNBENCH_GRAFANA_URL": ""}, timeout=120)
+    assert done.returncode == 1, done.stderr  # a failed SLO, not an interruption
+    result = json.loads(done.stdout)
+    abort = result["aborted_by"]
+    assert abort["metric"] == "response_ms.p50" and abort["target"] == "synthetic" and abort["window_s"] == 1.0
+    assert abort["value"] > 1 and started < abort["at"] < time.time()
+    assert not result["interrupted"] and "SLO response_ms.p50 <= 1 failed" in done.stderr
+    assert any(v["metric"] == "response_ms.p50" and not v["pass"] for v in result["slo"])
+    # Every region stopped soon after the abort: no region measured on for more than about a second.
+    from orchestrator.results import read_intervals
+
+    folder = tmp_path / "results" / result["run_id"]
+    ivs = read_intervals(folder / "intervals.jsonl")
+    assert {iv.region for iv in ivs} == {"a", "b"}
+    for region in ("a", "b"):
+        last = max(iv.t1 for iv in ivs if iv.region == region)
+        assert last - abort["at"] < 1.5, (region, last - abort["at"])
+    assert max(g["seconds"] for g in result["groups"]) < 30  # far short of the planned 60 s
