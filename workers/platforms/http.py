@@ -356,9 +356,11 @@ class _HeadConnection(_Connection):
 
 # Pool sizing and pacing.  A TLS handshake costs the event loop a few hundred µs of CPU; a
 # bounded number in progress at once keeps them from stalling due requests together.
-_TLS_HANDSHAKES = 8  # TLS connects (TCP + handshake) in progress at once, per pool
+_TLS_HANDSHAKES = 8  # TLS connects (TCP + handshake) in progress at once, per pool, before the start
+_TLS_HANDSHAKES_RUNNING = 2  # … once requests are due (growth, replacements)
 _TCP_CONNECTS = 32  # plain TCP connects in progress at once, per pool
-_POOL_FLOOR = 4  # a prepared pool opens at least this many (and the estimate's headroom)
+_POOL_FLOOR = 4  # a prepared pool opens at least this many
+_HEADROOM = 8  # … and this many beyond rate × latency × 3 (bursts after a stall)
 _LATENCY_FLOOR_S = 0.001  # the least latency the estimate assumes: loop batching keeps requests in flight too
 _SESSION_POLL_S = 0.005  # a TLS 1.3 session ticket arrives just after the handshake: looked for this often
 _SESSION_WAIT_S = 0.2  # … for this long, or twice the handshake if longer (a slow server), per connection
@@ -403,7 +405,7 @@ class _Pool:
     connections carry the measured shard, which starts on warm connections.
 
     Sizing: each invoker ``prepare``s its window (peak rate, max_in_flight); the pool wants
-    ``rate × latency × 2 + 4`` connections for the heaviest overlap of windows (latency: the
+    ``rate × latency × 3 + 8`` connections for the heaviest overlap of windows (latency: the
     first connection's connect time, halved over TLS, at least 1 ms), never more than the sum of their
     max_in_flight.  It opens them in the background, at most ``limit`` connects at once (one
     at a time until a TLS session can be resumed), grows by one whenever the last idle
@@ -474,7 +476,7 @@ class _Pool:
             rate = sum(p[0] for p in over)
             most = sum(p[1] for p in over)
             cap = max(cap, most)
-            want = max(want, min(most, max(_POOL_FLOOR, math.ceil(rate * latency * 2) + _POOL_FLOOR)))
+            want = max(want, min(most, max(_POOL_FLOOR, math.ceil(rate * latency * 3) + _HEADROOM)))
         self.cap = cap
         self.want = max(self.want, want)
 
@@ -486,7 +488,13 @@ class _Pool:
         if self.closed:
             return
         # Until the first TLS session can be resumed: one connect, then none while it is awaited.
-        limit = (0 if self.conns else 1) if self.session_pending else self.limit
+        # Once a user's requests are due, handshakes compete with them: fewer at once.
+        if self.session_pending:
+            limit = 0 if self.conns else 1
+        elif self.ssl is not None and any(u.start_mono <= _monotonic() for u in self.users):
+            limit = _TLS_HANDSHAKES_RUNNING
+        else:
+            limit = self.limit
         while self.connecting < limit and (
             self.connecting < len(self.waiting) or len(self.conns) + self.connecting < self.want
         ):
