@@ -863,7 +863,7 @@ def history(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     broker: BrokerOpt = None,
     broker_file: BrokerFileOpt = None,
-    results: Annotated[Path, typer.Option(help="results root (history without a broker is in RESULTS/history/)")] = Path("results"),
+    results: Annotated[Path, typer.Option(help="results root (without a broker, history entries are RESULTS/<run>/history.json)")] = Path("results"),
 ) -> None:
     """Runs of a spec per target × region, newest first, with a trend glyph per column."""
     from orchestrator import history as hist

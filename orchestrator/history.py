@@ -5,7 +5,7 @@ id, start, regions, the spec's ``git describe`` when known, the per-group summar
 result, and the run's interval blocks (each group's measured intervals, merged into at most
 ``MAX_BLOCKS`` encoded HDR histograms with their counts) so later comparisons can bootstrap over
 runs whose folders and Redis records are gone.  Entries live in Redis when a broker is configured
-(keys in workers/keys.py) and in ``results/history/<name>/`` otherwise; retention keeps the newest
+(keys in workers/keys.py) and in each run's folder (``results/<run>/history.json``) otherwise; retention keeps the newest
 ``keep`` entries and drops those older than ``max_age_s``, keys and files included.
 
 ``check`` judges the newest run against its recent history: Apache Otava's change point detection
@@ -174,18 +174,20 @@ class RedisHistory:
 
 
 class FileHistory:
-    """History without a broker: results/history/<name>/<run_id>.json."""
+    """History without a broker: one ``history.json`` in each run's folder (results/<run_id>/), so the
+    results root holds nothing but run folders; retention deletes the entries, never the runs."""
+
+    FILE = "history.json"
 
     def __init__(self, results_root: Path) -> None:
-        self.root = results_root / "history"
+        self.root = results_root
 
-    def _dir(self, name: str) -> Path:
-        return self.root / quote(name, safe="")
+    def _path(self, run_id: str) -> Path:
+        return self.root / quote(run_id, safe="") / self.FILE
 
     def add(self, entry: dict[str, Any], retention: Retention) -> list[str]:
-        folder = self._dir(entry["name"])
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{quote(entry['run_id'], safe='')}.json"
+        path = self._path(entry["run_id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_bytes(orjson.dumps(entry))
         os.replace(tmp, path)
@@ -198,31 +200,31 @@ class FileHistory:
         if retention.max_age_s is not None:
             drop += [e for e in entries if float(e["start"]) < now - retention.max_age_s and e not in drop]
         for e in drop:
-            (self._dir(name) / f"{quote(e['run_id'], safe='')}.json").unlink(missing_ok=True)
+            self._path(e["run_id"]).unlink(missing_ok=True)
         return sorted(e["run_id"] for e in drop)
 
-    def entries(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def _all(self) -> list[dict[str, Any]]:
         found = []
-        for path in self._dir(name).glob("*.json"):
+        for path in self.root.glob(f"*/{self.FILE}"):
             try:
                 found.append(orjson.loads(path.read_bytes()))
             except (OSError, orjson.JSONDecodeError):
                 continue
+        return found
+
+    def entries(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        found = [e for e in self._all() if e.get("name") == name]
         found.sort(key=lambda e: (float(e["start"]), e["run_id"]), reverse=True)
         return found[:limit] if limit is not None else found
 
     def find(self, run_id: str) -> dict[str, Any] | None:
-        for path in self.root.glob(f"*/{quote(run_id, safe='')}.json"):
-            try:
-                return dict(orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError):
-                return None
-        return None
+        try:
+            return dict(orjson.loads(self._path(run_id).read_bytes()))
+        except (OSError, orjson.JSONDecodeError):
+            return None
 
     def names(self) -> list[str]:
-        from urllib.parse import unquote
-
-        return sorted(unquote(p.name) for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        return sorted({str(e.get("name")) for e in self._all()})
 
 
 def open_history(broker: str | None, results_root: Path = Path("results")) -> History:

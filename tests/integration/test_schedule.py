@@ -280,7 +280,8 @@ def test_history_retention_removes_old_entries_and_keys(redis_server, tmp_path):
     files = history.FileHistory(tmp_path / "results")
     for i in range(4):
         files.add(_planted("ret", f"f-{i}", now - 10 + i, synthetic_run(rng, 2, 50)), history.Retention(keep=2))
-    assert sorted(p.name for p in (tmp_path / "results" / "history" / "ret").iterdir()) == ["f-2.json", "f-3.json"]
+    kept = sorted(p.parent.name for p in (tmp_path / "results").glob("*/history.json"))
+    assert kept == ["f-2", "f-3"] and (tmp_path / "results" / "f-0").is_dir()  # the entry goes, never the run
 
 
 def test_planted_regression_fails_check_and_reaches_the_webhook(env, redis_server, webhook):
