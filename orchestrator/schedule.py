@@ -615,13 +615,21 @@ def serve(cfg: SchedulerConfig) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = scheduler_app(cfg.broker, cfg.loop_interval_s, cfg.lock_timeout_s)
     _register_task(app)
-    service = beat.Service(app, max_interval=cfg.loop_interval_s, scheduler_cls=celery_classes()["scheduler"])
+    stopping = threading.Event()
+    current: list[Any] = []
 
     def beat_main() -> None:
-        try:
-            service.start()  # beat_init → RedBeat takes the lock (a standby blocks here until it can)
-        except Exception:  # noqa: BLE001
-            log.exception("beat stopped")
+        # RedBeat's tick raises LockNotOwnedError when its lock expired under it (sibson/redbeat#230): a
+        # beat that dies must not leave this scheduler running as a worker only.  A fresh beat takes
+        # the lock again (or stands by while another scheduler holds it).
+        while not stopping.is_set():
+            service = beat.Service(app, max_interval=cfg.loop_interval_s, scheduler_cls=celery_classes()["scheduler"])
+            current[:] = [service]
+            try:
+                service.start()  # beat_init → RedBeat takes the lock (a standby blocks here until it can)
+            except Exception:  # noqa: BLE001
+                log.exception("beat stopped; starting it again")
+            stopping.wait(cfg.loop_interval_s)
 
     thread = threading.Thread(target=beat_main, name="fnbench-beat", daemon=True)
     thread.start()
@@ -631,5 +639,7 @@ def serve(cfg: SchedulerConfig) -> None:
     try:
         worker.start()
     finally:
-        service.stop()  # releases the lock: a standby takes over at once
+        stopping.set()
+        for service in current:
+            service.stop()  # releases the lock: a standby takes over at once
         thread.join(5.0)

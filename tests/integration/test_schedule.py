@@ -347,3 +347,25 @@ slos:
         last = max(iv.t1 for iv in ivs if iv.region == region)
         assert last - abort["at"] < 1.5, (region, last - abort["at"])
     assert max(g["seconds"] for g in result["groups"]) < 30  # far short of the planned 60 s
+
+
+def test_a_beat_that_loses_its_lock_takes_it_again_and_keeps_firing(env, redis_server, tmp_path, synthetic_target):
+    """RedBeat's tick raises LockNotOwnedError when the lock vanished under it (sibson/redbeat#230); the
+    scheduler starts a fresh beat, which takes the lock again, instead of running on as a worker only."""
+    r = redis_server.client()
+    spec = _spec(tmp_path, synthetic_target, name="relock")
+    assert fnbench(env, "schedule", "add", "relock", str(spec), "--every", "4s", "--local").returncode == 0
+    scheduler = Scheduler(env, tmp_path, "relock")
+    lock = f"{keys.REDBEAT_PREFIX}:lock"
+    try:
+        wait_for(lambda: r.exists(lock), 30, "the beat lock")
+        wait_for(lambda: len(_scheduled(r, "relock")) >= 1, 40, "a first run")
+        r.delete(lock)  # as if it expired under a stalled beat
+        count = len(_scheduled(r, "relock"))
+        wait_for(lambda: len(_scheduled(r, "relock")) >= count + 2, 60, "runs after the lock was lost")
+        assert r.exists(lock) and scheduler.proc.poll() is None
+        assert "beat stopped; starting it again" in scheduler.log.read_text()
+        dues = sorted(e["due"] for e in _scheduled(r, "relock"))
+        assert len(set(dues)) == len(dues)
+    finally:
+        scheduler.stop()
