@@ -91,7 +91,8 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     def on_interval(iv: Interval) -> None:
         if collector.add(iv):
             folder.append(iv)
-            metrics.observe(iv)
+            if metrics_port:  # nothing serves them otherwise: do not build them
+                metrics.observe(iv)
             slo_watch.observe(iv)
 
     for rollup in dispatcher.backlog():  # an attached run's compacted intervals come first
@@ -135,7 +136,8 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     if saved != folder.path and code != EXIT_INTERRUPTED:
         code = max(code, EXIT_INPUT)  # the result is safe, but not where it belongs
     annotations.stopped(time.time(), "interrupted" if interrupted else f"{len(errors)} error(s)" if errors else "")
-    report = _write_html(result, folder.path, console) if html else None
+    # The report reads the folder's intervals: not when they could not all be written (a full disk).
+    report = _write_html(result, folder.path, console) if html and not folder.errors and saved == folder.path else None
     return RunOutcome(result, saved, code, report)
 
 

@@ -16,6 +16,7 @@ key (workers/auth.py; workers run only signed tasks); the worker derives every k
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -371,6 +372,7 @@ class CeleryDispatcher:
         last_ms, last_seq = entries[-1][0].split("-")
         trim_before = before if len(entries) < COMPACT_MAX else f"{last_ms}-{int(last_seq) + 1}"
         trimmed = self.store.compact(self.run_id, [self.rollups[k] for k in changed], trim_before)
+        gc.collect()  # merging made hdrh histograms (reference cycles): free them now, not at some later collection
         self.trimmed += trimmed
         return trimmed
 

@@ -202,7 +202,7 @@ def test_a_broker_url_of_another_scheme_and_a_busy_worker_metrics_port_are_clear
         port = busy.getsockname()[1]
         env = {**os.environ, "FNBENCH_TASK_KEY": "k" * 40}
         r = fnbench("worker", "--region", "a", "--broker", "redis://127.0.0.1:1/0", "--metrics-port", str(port),
-                    env=env, timeout=60)
+                    env=env)
     assert r.returncode == 2 and f"--metrics-port {port}" in r.stderr and "Traceback" not in r.stderr
 
 
