@@ -452,3 +452,10 @@ def test_a_stopped_shard_counts_unanswered_requests_as_timeouts(fault_server):
     assert set(totals) == {"timeout"} and totals["timeout"] > 10
 
 
+
+@pytest.mark.integration
+def test_a_shard_reports_its_retries_per_interval_and_every_request_is_ok():
+    intervals: list[Any] = []
+    with ThreadServer(closes_on_second_request(rst=False)) as server:
+        assert drive_shard(f"http://127.0.0.1:{server.port}/", intervals=intervals) == {"ok": 40}
+    assert sum(iv.retries for iv in intervals) > 0  # reused connections were each closed by the server
