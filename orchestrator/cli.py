@@ -117,14 +117,21 @@ def validate(
             problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
             sys.stdout.write(orjson.dumps({"spec": str(spec_path), "ok": False, "problems": problems}).decode() + "\n")
         raise _fail(exc) from None
+    from orchestrator import sweep
+
+    steps = sweep.sizes(b)
+    total = planner.total_length(b) * max(1, len(steps))
     if json_out:
         summary = {"spec": str(spec_path), "ok": True, "name": b.name, "targets": len(b.targets),
-                   "regions": list(b.regions), "total_s": planner.total_length(b), "shards_at_one_worker": len(shards)}
+                   "regions": list(b.regions), "total_s": total, "shards_at_one_worker": len(shards) * max(1, len(steps))}
+        if steps:
+            summary["memory_sizes_mb"] = steps
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
         return
+    sweeping = f", a memory sweep in {len(steps)} steps ({', '.join(map(str, steps))} MB)" if steps else ""
     out.print(
-        f"{spec_path}: ok — {len(b.targets)} target(s) × {len(b.regions)} region(s), "
-        f"{planner.total_length(b):.0f}s, {len(shards)} shard(s) at one worker"
+        f"{spec_path}: ok — {len(b.targets)} target(s) × {len(b.regions)} region(s){sweeping}, "
+        f"{total:.0f}s of load, {len(shards) * max(1, len(steps))} shard(s) at one worker"
     )
 
 
@@ -134,16 +141,22 @@ def plan(
     workers: Annotated[int, typer.Option(min=1, max=4096, help="worker processes the rate is split over")] = 1,
 ) -> None:
     """Show the shards a spec splits into (rates as exact fractions)."""
+    from orchestrator import sweep
+
     try:
         b, _ = _read_spec(spec_path)
-        shards = planner.split(b, "plan", 0.0, min_parts=workers)
+        steps = [(f"memory sweep step {n}/{len(sweep.sizes(b))}: {m} MB (set by the control plane first; "
+                  "start times are from the step's start)", sweep.step_spec(b, m))
+                 for n, m in enumerate(sweep.sizes(b), 1)] or [("", b)]
+        plans = [(title, planner.split(step, "plan", 0.0, min_parts=workers)) for title, step in steps]
     except FnbenchError as exc:
         raise _fail(exc) from None
-    table = Table("shard", "start +s", "duration s", "arrival", "max in flight")
-    for s in shards:
-        arrival = ", ".join(f"{k}={v}" for k, v in s.arrival.items() if k != "kind")
-        table.add_row(s.shard_id, f"{s.start_at:.1f}", f"{s.duration_s:.1f}", f"{s.arrival['kind']} {arrival}", str(s.max_in_flight))
-    out.print(table)
+    for title, shards in plans:
+        table = Table("shard", "start +s", "duration s", "arrival", "max in flight", title=title or None)
+        for s in shards:
+            arrival = ", ".join(f"{k}={v}" for k, v in s.arrival.items() if k != "kind")
+            table.add_row(s.shard_id, f"{s.start_at:.1f}", f"{s.duration_s:.1f}", f"{s.arrival['kind']} {arrival}", str(s.max_in_flight))
+        out.print(table)
 
 
 @app.command()
@@ -174,12 +187,14 @@ def run(
             from workers import auth
 
             auth.load_key()  # before anything is written: workers run only tasks signed with it
-            dispatcher: runner.Dispatcher = CeleryDispatcher(broker, processes=workers or None, warn=_warn,
-                                                             retention_s=retention_s)
-            outcome = runner.run(b, text, dispatcher, results, run_id=run_id, console=err, html=not no_html)
+            dispatcher: runner.Dispatcher | None = CeleryDispatcher(broker, processes=workers or None, warn=_warn,
+                                                                    retention_s=retention_s)
+            outcome = _run(b, text, lambda: CeleryDispatcher(broker, processes=workers or None, warn=_warn,
+                                                             retention_s=retention_s),
+                           dispatcher, results, run_id, 0, not no_html)
         else:
-            outcome = runner.run(b, text, LocalDispatcher(workers or None), results, run_id=run_id,
-                                 metrics_port=metrics_port, console=err, html=not no_html)
+            outcome = _run(b, text, lambda: LocalDispatcher(workers or None), None, results, run_id,
+                           metrics_port, not no_html)
     except FnbenchError as exc:
         raise _fail(exc) from None
     _record_history(outcome, broker, results, spec_path)  # the run's summary and intervals under its spec name
@@ -190,6 +205,17 @@ def run(
     if outcome.report is not None:
         err.print(f"report: {outcome.report}", highlight=False)
     raise typer.Exit(outcome.exit_code)
+
+
+def _run(b: spec.Benchmark, text: str, make: Any, first: Any, results: Path, run_id: str | None, metrics_port: int,
+         html: bool) -> runner.RunOutcome:
+    """One run, or a memory sweep's runs (orchestrator/sweep.py) one after another."""
+    from orchestrator import sweep
+
+    if sweep.sizes(b):
+        return sweep.run(b, text, make, results, run_id=run_id, metrics_port=metrics_port, console=err, html=html)
+    return runner.run(b, text, first or make(), results, run_id=run_id, metrics_port=metrics_port, console=err,
+                      html=html)
 
 
 @app.command()
@@ -251,6 +277,14 @@ def _report_from_folder(path: Path) -> tuple[RunResult, int]:
     b = spec.load(spec_file) if spec_file.exists() else None
     saved_file = folder / "result.json"
     saved = RunResult.load(saved_file) if saved_file.exists() else None
+    from orchestrator import sweep
+
+    if b is not None and sweep.sizes(b):  # a memory sweep: every step's intervals, one result
+        saved = RunResult.load(folder / "result.json") if (folder / "result.json").exists() else None
+        return sweep.conclude(b, folder.name, intervals, saved.gaps if saved else (),
+                              list(saved.errors) if saved else [f"{folder}/result.json: missing; the sweep did not finish"],
+                              name=b.name, interrupted=saved.interrupted if saved else False,
+                              incomplete=saved is None or saved.incomplete, start_at=saved.start_at if saved else None)
     collector = Collector(intervals[0].run_id if intervals else folder.name, planner.phase_seconds(b) if b else None)
     collector.add_all(intervals)
     if saved is None:

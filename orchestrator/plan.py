@@ -74,11 +74,13 @@ def shard_count(b: Benchmark, min_parts: int = 1) -> int:
     return per_group * len(b.regions) * len(b.targets)
 
 
-def limit_problems(b: Benchmark) -> list[str]:
-    """The plan's limits on a spec that is otherwise valid, each with its YAML path."""
-    total = total_length(b)
+def limit_problems(b: Benchmark, steps: int = 1) -> list[str]:
+    """The plan's limits on a spec that is otherwise valid, each with its YAML path (``steps``: a
+    memory sweep runs the plan once per memory size)."""
+    total = total_length(b) * steps
     if total > arrivals.MAX_DURATION_S:
-        return [f"duration: the whole run (warmup + duration + cold_start) lasts {total:,.0f}s; "
+        each = f" at each of {steps} memory sizes" if steps > 1 else ""
+        return [f"duration: the whole run (warmup + duration + cold_start{each}) lasts {total:,.0f}s; "
                 f"at most {arrivals.MAX_DURATION_S:,}s (31 days)"]
     n = shard_count(b)
     if n > MAX_SHARDS:

@@ -111,9 +111,12 @@ class Group:
         return {k: n for k, n in self.outcomes.items() if k in ERROR_OUTCOMES}
 
     def metric(self, name: str) -> float | None:
-        """An SLO metric: ``error_rate``, ``achieved_rps`` or ``<histogram>.<stat>`` (response_ms.p99)."""
+        """An SLO metric: ``error_rate``, ``achieved_rps``, ``cost_per_million_usd`` or
+        ``<histogram>.<stat>`` (response_ms.p99, platform_ms.p99); None where the group has none."""
         if name in ("error_rate", "achieved_rps"):
             return float(getattr(self, name))
+        if name == "cost_per_million_usd":
+            return self.cost_per_million_usd
         kind, _, stat = name.partition(".")
         summary = getattr(self, kind, None)
         if not isinstance(summary, Summary):
@@ -242,6 +245,7 @@ class RunResult:
     redispatched: int | None = None
     state: str | None = None
     aborted_by: dict[str, Any] | None = None  # the abort_on_fail SLO that stopped the run, and when (compare.SloAbort)
+    sweep: dict[str, Any] | None = None  # a memory sweep's curves and cheapest sizes (orchestrator/sweep.py)
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -280,6 +284,8 @@ class RunResult:
             d["incomplete"] = True
         if self.aborted_by is not None:
             d["aborted_by"] = dict(self.aborted_by)
+        if self.sweep is not None:
+            d["sweep"] = self.sweep
         for name in ("name", "start_at", "shards", "workers", "processes", "start_skew_s", "dispatch_s",
                      "redispatched", "state"):
             value = getattr(self, name)
@@ -327,6 +333,7 @@ class RunResult:
                 redispatched=d.get("redispatched"),
                 state=d.get("state"),
                 aborted_by=d.get("aborted_by"),
+                sweep=d.get("sweep"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: not a result of schema_version {version}: {exc!r}") from None

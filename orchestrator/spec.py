@@ -49,7 +49,7 @@ class _Model(BaseModel):
 
 
 class TargetSpec(_Model):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$")
     runtime: Runtime = "other"
     platform: Platform = "http"
     url: str = ""
@@ -66,6 +66,8 @@ class TargetSpec(_Model):
     log_type: Literal["Tail", "None"] = "Tail"  # aws-lambda: Tail returns the REPORT line (platform clocks)
     architecture: Literal["x86_64", "arm64"] = "x86_64"  # aws-lambda: which price applies
     instances: int = Field(default=1, ge=1, le=256)  # local: warm processes to spread requests over
+    # aws-lambda: a memory sweep (orchestrator/sweep.py) runs the load at each Memory Size in turn
+    memory_sizes: list[Annotated[int, Field(ge=128, le=10240)]] = Field(default=[], max_length=64)
 
     @field_validator("body")
     @classmethod
@@ -153,7 +155,11 @@ SLO_METRICS = {
     f"{kind}.{stat}"
     for kind in ("response_ms", "service_ms", "send_lag_ms")
     for stat in ("p50", "p90", "p99", "p999", "max", "mean")
-} | {"error_rate", "achieved_rps"}
+} | {
+    f"{kind}.{stat}"  # the platform's clocks (AWS Lambda REPORT lines)
+    for kind in ("platform_ms", "billed_ms", "init_duration_ms")
+    for stat in ("p50", "p90", "p99", "p999", "max", "mean")
+} | {"error_rate", "achieved_rps", "cost_per_million_usd"}
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -203,6 +209,10 @@ def _semantic_problems(b: Benchmark) -> list[str]:
                             f"{t.qualifier!r} would stay warm (leave qualifier empty or turn cold_start off)")
         if t.timeout <= 0:
             problems.append(f"targets[{i}].timeout: must be > 0")
+        if t.memory_sizes:
+            from orchestrator.sweep import target_problems  # sweep imports this module
+
+            problems += [f"targets[{i}].{field}: {msg}" for field, msg in target_problems(b, t)]
         if b.cold_start.enabled and t.platform == "http":
             problems.append(
                 f"targets[{i}].platform: cold_start needs a platform that can make cold starts "
@@ -228,8 +238,9 @@ def _semantic_problems(b: Benchmark) -> list[str]:
                             "the SLO is evaluated over whole intervals")
     if not problems:  # the plan's limits (run length, shards), once the rest makes sense
         from orchestrator.plan import limit_problems  # plan imports this module
+        from orchestrator.sweep import sizes
 
-        problems += limit_problems(b)
+        problems += limit_problems(b, steps=max(1, len(sizes(b))))
     return problems
 
 

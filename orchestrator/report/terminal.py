@@ -108,6 +108,10 @@ def render(result: RunResult, console: Console | None = None) -> None:
     ratios = relative_to(result.groups)
     if len(ratios) > 1:
         console.print(relative_table(ratios))
+    if result.sweep:
+        from orchestrator import sweep
+
+        console.print(sweep.table(result.sweep))
     for gap in result.gaps:
         console.print(f"[yellow]gap[/]: {gap.region} {gap.shard} {gap.seconds:.2f}s ({gap.reason})")
     regions = len({v.region for v in result.slo}) > 1

@@ -325,11 +325,10 @@ class LambdaColdInvoker(LambdaInvoker):
         self.pace_s = float(address.get("control_plane_interval_s", 0.2))
         self.max_forces = max(1, int(address.get("max_forces", 3)))
         self.update_timeout_s = float(address.get("update_timeout_s", 60.0))
-        self.control: Any = None
+        self.control: Any = None  # workers.lambda_control.ControlPlane
         self.lock: Any = None
         self.tasks: set[Any] = set()
-        self.last_control = 0.0
-        self.control_calls = self.forced = self.reforced = self.not_forced = self.force_failed = 0
+        self.forced = self.reforced = self.not_forced = self.force_failed = 0
 
     async def start(self) -> None:
         import asyncio
@@ -340,12 +339,10 @@ class LambdaColdInvoker(LambdaInvoker):
             self.control = await asyncio.get_running_loop().run_in_executor(None, self._client)
 
     def _client(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        from workers import lambda_control
 
-        return boto3.client("lambda", region_name=self.region, endpoint_url=self.endpoint_url,
-                            config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
-                                          connect_timeout=5, read_timeout=30))
+        return lambda_control.ControlPlane(lambda_control.client(self.region, self.endpoint_url), self.function,
+                                           pace_s=self.pace_s)
 
     def invoke(self, due: float, done: Done) -> None:
         import asyncio
@@ -359,9 +356,11 @@ class LambdaColdInvoker(LambdaInvoker):
 
         loop = asyncio.get_running_loop()
         reported = False
+        queued = _monotonic()
         try:
             async with self.lock:
-                prep = 0.0
+                # Waiting for the previous sample's forcing is preparation too: it is not load.
+                prep = max(0.0, _monotonic() - max(queued, due))
                 for attempt in range(self.max_forces):
                     began = _monotonic()
                     forced = await loop.run_in_executor(None, self._force)
@@ -393,43 +392,15 @@ class LambdaColdInvoker(LambdaInvoker):
                 done(Outcome.other, due, now, now)
             raise
 
-    def _paced(self, call: Any, **kwargs: Any) -> Any:
-        wait = self.last_control + self.pace_s - _monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self.last_control = _monotonic()
-        self.control_calls += 1
-        return call(**kwargs)
-
     def _force(self) -> bool:
         """Bump FNBENCH_COLD_START and wait for the update to land (on a thread; bounded)."""
-        from botocore.exceptions import BotoCoreError, ClientError
 
-        c = self.control
-        deadline = _monotonic() + self.update_timeout_s
-        try:
-            cfg = self._paced(c.get_function_configuration, FunctionName=self.function)
+        def bump(cfg: dict[str, Any]) -> dict[str, Any]:
             variables = dict((cfg.get("Environment") or {}).get("Variables") or {})
             variables["FNBENCH_COLD_START"] = str(time.time_ns())
-            while True:
-                try:
-                    updated = self._paced(c.update_function_configuration, FunctionName=self.function,
-                                          Environment={"Variables": variables})
-                    break
-                except c.exceptions.ResourceConflictException:  # an update in progress: wait for it
-                    if _monotonic() > deadline:
-                        return False
-            revision = updated["RevisionId"]
-            while _monotonic() < deadline:
-                cfg = self._paced(c.get_function_configuration, FunctionName=self.function)
-                status = cfg.get("LastUpdateStatus")
-                if status == "Successful" and cfg.get("RevisionId") == revision:
-                    return True
-                if status == "Failed":
-                    return False
-        except (BotoCoreError, ClientError):
-            return False
-        return False
+            return {"Environment": {"Variables": variables}}
+
+        return self.control.update(bump, self.update_timeout_s) is None
 
     async def close(self) -> None:
         import asyncio
@@ -444,7 +415,7 @@ class LambdaColdInvoker(LambdaInvoker):
         counts = super().counters()
         for name, value in (("cold_forced", self.forced), ("cold_reforced", self.reforced),
                             ("cold_not_forced", self.not_forced), ("cold_force_failed", self.force_failed),
-                            ("control_plane_calls", self.control_calls)):
+                            ("control_plane_calls", self.control.calls if self.control else 0)):
             if value:
                 counts[name] = value
         return counts

@@ -1,0 +1,307 @@
+"""Memory sweeps: the same load at each Lambda Memory Size, in turn (AWS Lambda Power Tuning inside a
+load test).
+
+A spec whose ``aws-lambda`` targets list ``memory_sizes: [128, 512, 1024, 1769]`` runs in steps, one
+per size (ascending).  Before a step, the control plane sets MemorySize on every function of the
+step (UpdateFunctionConfiguration, waited for until LastUpdateStatus is Successful with the new
+RevisionId: workers/lambda_control.py) — that time is never load.  The step is then an ordinary run
+of the one run loop (orchestrator/runner.py: warm-up, measured phase, forced cold starts if the spec
+asks) in which each swept target is named ``<target>@<size>MB`` and its workload
+``<workload>@<size>MB``, so Rust at 512 MB stands beside Go at 512 MB in every table.  A step's run
+is kept under ``<run>/steps/<run>.m<size>/``; the sweep's own folder holds every step's intervals,
+one result.json (every group, SLO verdicts per size, ``sweep``: the curve per target and the
+cheapest size that meets the SLOs) and the HTML report.  The functions' Memory Size is set back to
+what it was when the sweep began, also after an interrupted or failed step.
+
+The cheapest size of a target is the lowest cost per million invocations (compute, Power Tuning's
+formula; GB-s per invocation where the region has no price) among the sizes at which every SLO
+of the target passed; with no SLOs, the cheapest of all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator import compare
+from orchestrator import plan as planner
+from orchestrator.collect import Collector
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED
+from orchestrator.result import Gap, Group, RunResult
+from orchestrator.results import RunFolder, read_intervals
+from orchestrator.spec import Benchmark, SloSpec, TargetSpec
+
+UPDATE_TIMEOUT_S = 120.0
+
+
+def sizes(b: Benchmark) -> list[int]:
+    """The sweep's memory sizes, ascending (empty: not a sweep)."""
+    return sorted({m for t in b.targets for m in t.memory_sizes})
+
+
+def step_name(name: str, size: int) -> str:
+    return f"{name}@{size}MB"
+
+
+def target_problems(b: Benchmark, t: TargetSpec) -> list[tuple[str, str]]:
+    """(field, message) for one target with memory_sizes (spec validation)."""
+    out = []
+    if t.platform != "aws-lambda":
+        out.append(("memory_sizes", f"a memory sweep sets a Lambda function's Memory Size; platform {t.platform!r} has none"))
+    if len(set(t.memory_sizes)) != len(t.memory_sizes):
+        out.append(("memory_sizes", "each size once"))
+    if t.qualifier not in ("", "$LATEST"):
+        out.append(("qualifier", f"a memory sweep updates $LATEST's configuration; {t.qualifier!r} would not change"))
+    names = {x.name for x in b.targets}
+    for m in t.memory_sizes:
+        if step_name(t.name, m) in names:
+            out.append(("name", f"{step_name(t.name, m)!r} is the name this target takes at {m} MB; another target has it"))
+    if "@" in t.name:
+        out.append(("name", "'@' is reserved for the sizes of a memory sweep"))
+    others = [i for i, x in enumerate(b.targets) if not x.memory_sizes]
+    if others and t is next(x for x in b.targets if x.memory_sizes):
+        out.append(("memory_sizes", f"a memory sweep runs every target at each size: targets{others} have no "
+                                    "memory_sizes (give them the same list, or run them in a spec of their own)"))
+    return out
+
+
+def _renamed(b: Benchmark) -> dict[str, list[str]]:
+    return {t.name: [step_name(t.name, m) for m in sorted(t.memory_sizes)] for t in b.targets if t.memory_sizes}
+
+
+def expanded_slos(b: Benchmark) -> list[SloSpec]:
+    """The spec's SLOs over the sweep's groups: one naming a swept target applies at every size."""
+    names = _renamed(b)
+    out: list[SloSpec] = []
+    for slo in b.slos:
+        if slo.target in names:
+            out += [slo.model_copy(update={"target": n}) for n in names[slo.target]]
+        else:
+            out.append(slo)
+    return out
+
+
+def step_spec(b: Benchmark, size: int) -> Benchmark:
+    """The plain (sweep-less) benchmark of one step: the targets that list ``size``, renamed."""
+    targets = [t.model_copy(update={"name": step_name(t.name, size), "memory_sizes": [],
+                                    "workload": step_name(t.workload or "invoke", size)})
+               for t in b.targets if size in t.memory_sizes]
+    kept = {t.name for t in b.targets if size in t.memory_sizes}
+    slos = [s.model_copy(update={"target": step_name(s.target, size)}) if s.target in kept else s
+            for s in b.slos if s.target == "*" or s.target in kept]
+    return b.model_copy(update={"targets": targets, "slos": slos, "name": f"{b.name}@{size}MB"})
+
+
+def spec_text(b: Benchmark) -> str:
+    return yaml.safe_dump(b.model_dump(mode="json"), sort_keys=False)
+
+
+def _functions(b: Benchmark, size: int) -> list[tuple[str, str, str]]:
+    """(function, region, endpoint_url) of the step, each once."""
+    return list(dict.fromkeys((t.function, t.region or "us-east-1", t.endpoint_url)
+                              for t in b.targets if size in t.memory_sizes))
+
+
+@dataclasses.dataclass
+class _Controls:
+    """One ControlPlane per function, made on first use; the Memory Size each had before the sweep."""
+
+    made: dict[tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
+    original: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+
+    def get(self, key: tuple[str, str, str]) -> Any:
+        if key not in self.made:
+            from workers import lambda_control
+
+            function, region, endpoint = key
+            self.made[key] = lambda_control.ControlPlane(lambda_control.client(region, endpoint or None), function)
+        return self.made[key]
+
+    def set_memory(self, key: tuple[str, str, str], size: int) -> str | None:
+        control = self.get(key)
+
+        def memory(cfg: dict[str, Any]) -> dict[str, Any]:
+            self.original.setdefault(key, int(cfg.get("MemorySize") or 128))
+            return {"MemorySize": size}
+
+        return control.update(memory, UPDATE_TIMEOUT_S)
+
+
+def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_root: Path = Path("results"), *,
+        run_id: str | None = None, metrics_port: int = 0, console: Console | None = None,
+        interactive: bool = True, stop_event: Any = None, html: bool = True) -> Any:
+    """Run the sweep step by step through the one run loop; returns the merged RunOutcome."""
+    from orchestrator import runner
+
+    console = console or Console(stderr=True)
+    run_id = run_id or planner.new_run_id(b.name)
+    folder = RunFolder.create(results_root, run_id, text)
+    steps = sizes(b)
+    controls = _Controls()
+    errors: list[str] = []
+    gaps: list[Gap] = []
+    interrupted = False
+    start_at: float | None = None
+    codes: list[int] = []
+    measured: list[Any] = []  # every step's intervals, in order
+    try:
+        for n, size in enumerate(steps, 1):
+            if stop_event is not None and stop_event.is_set():
+                interrupted = True
+                break
+            console.print(f"memory sweep [bold]{run_id}[/]: step {n}/{len(steps)}, {size} MB — "
+                          "setting Memory Size (control plane, not load)", highlight=False)
+            began = time.monotonic()
+            failed = [m for key in _functions(b, size) if (m := controls.set_memory(key, size)) is not None]
+            if failed:
+                errors += [f"memory sweep at {size} MB: {m}" for m in failed]
+                console.print(f"[red]error[/]: {escape('; '.join(failed))}; the sweep stops here", highlight=False)
+                break
+            console.print(f"  Memory Size {size} MB on {len(_functions(b, size))} function(s) after "
+                          f"{time.monotonic() - began:.1f} s", highlight=False)
+            step = step_spec(b, size)
+            try:
+                outcome = runner.run(step, spec_text(step), make_dispatcher(), folder.path / "steps",
+                                     run_id=f"{run_id}.m{size}", metrics_port=metrics_port, console=console,
+                                     interactive=interactive, stop_event=stop_event, html=False)
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+            codes.append(outcome.exit_code)
+            r = outcome.result
+            start_at = start_at if start_at is not None else r.start_at
+            gaps += list(r.gaps)
+            errors += list(r.errors)
+            step_file = outcome.folder / "intervals.jsonl"
+            for iv in read_intervals(step_file) if step_file.exists() else ():
+                folder.append(iv)
+                measured.append(iv)
+            if r.interrupted or outcome.exit_code == EXIT_INTERRUPTED:
+                interrupted = True
+                break
+    finally:
+        restored = _restore(controls, console)
+        errors += restored
+    folder.close()
+    result, code = conclude(b, run_id, measured, gaps, errors, name=b.name, interrupted=interrupted,
+                            incomplete=bool(folder.errors), start_at=start_at)
+    if interrupted:
+        code = EXIT_INTERRUPTED
+    elif any(c == EXIT_INPUT for c in codes):
+        code = max(code, EXIT_INPUT)
+    saved = folder.save(result, lambda message: console.print(f"[red]error[/]: {escape(message)}", highlight=False))
+    report = runner._write_html(result, folder.path, console) if html and not folder.errors and saved == folder.path else None
+    return runner.RunOutcome(result, saved, code, report)
+
+
+def _restore(controls: _Controls, console: Console) -> list[str]:
+    """Set every function back to the Memory Size it had before the sweep."""
+    problems = []
+    for key, size in controls.original.items():
+        if (m := controls.get(key).update(lambda cfg, s=size: {"MemorySize": s}, UPDATE_TIMEOUT_S)) is not None:
+            problems.append(f"memory sweep: could not set {key[0]} back to {size} MB: {m}")
+            console.print(f"[red]error[/]: {escape(problems[-1])}", highlight=False)
+        else:
+            console.print(f"memory sweep: {key[0]} back at {size} MB", highlight=False)
+    return problems
+
+
+def conclude(b: Benchmark, run_id: str, intervals: Sequence[Any], gaps: Sequence[Gap], errors: Sequence[str],
+             **fields: Any) -> tuple[RunResult, int]:
+    """The sweep's RunResult from every step's intervals: judged by the expanded SLOs, with ``sweep``
+    (also ``fnbench report`` of a sweep's folder)."""
+    collector = Collector(run_id, planner.phase_seconds(b))
+    collector.add_all(intervals)
+    result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys(errors)), **fields)
+    result, code = compare.judge(result, expanded_slos(b))
+    return dataclasses.replace(result, sweep=summary(b, result)), code
+
+
+def _point(g: Group | None, cold: Group | None, verdicts: list[Any]) -> dict[str, Any]:
+    point: dict[str, Any] = {}
+    if g is not None:
+        cost = g.cost or {}
+        point.update({
+            "p50_ms": g.response_ms.p50, "p99_ms": g.response_ms.p99, "achieved_rps": g.achieved_rps,
+            "error_rate": g.error_rate,
+            "duration_p50_ms": g.platform_ms.p50 if g.platform_ms else None,
+            "duration_p99_ms": g.platform_ms.p99 if g.platform_ms else None,
+            "billed_p50_ms": g.billed_ms.p50 if g.billed_ms else None,
+            "max_memory_used_mb": g.max_memory_used_mb,
+            "per_million_usd": cost.get("per_million_usd"),
+            "per_million_with_requests_usd": cost.get("per_million_with_requests_usd"),
+            "gb_s_per_invocation": cost["gb_s"] / cost["invocations"] if cost.get("invocations") else None,
+        })
+    if cold is not None and cold.init_duration_ms is not None:
+        point["init_duration_p50_ms"] = cold.init_duration_ms.p50
+    point["slo_passed"] = all(v.passed for v in verdicts) if verdicts else None
+    point["measured"] = g is not None and g.completed > 0
+    return point
+
+
+def summary(b: Benchmark, result: RunResult) -> dict[str, Any]:
+    """Per swept target and region: the curve (one point per size) and the cheapest size meeting the SLOs."""
+    out: dict[str, Any] = {"sizes_mb": sizes(b), "targets": {}}
+    regions = sorted({g.region for g in result.groups}) or list(b.regions)
+    for t in b.targets:
+        if not t.memory_sizes:
+            continue
+        for region in regions:
+            curve: dict[str, Any] = {}
+            for m in sorted(t.memory_sizes):
+                name = step_name(t.name, m)
+                warm = next((g for g in result.groups if g.target == name and g.region == region and g.phase == "warm"), None)
+                cold = next((g for g in result.groups if g.target == name and g.region == region and g.phase == "cold"), None)
+                verdicts = [v for v in result.slo if v.target == name and v.region == region]
+                curve[str(m)] = _point(warm, cold, verdicts)
+            key = t.name if len(regions) == 1 else f"{region}/{t.name}"
+            out["targets"][key] = {"runtime": t.runtime, "region": region, "function": t.function,
+                                   "curve": curve, "cheapest_mb": _cheapest(curve, bool(b.slos)),
+                                   "rule": "lowest cost per million among sizes whose SLOs all pass" if b.slos
+                                   else "lowest cost per million (the spec has no SLOs)"}
+    return out
+
+
+def _cheapest(curve: dict[str, Any], with_slos: bool) -> int | None:
+    ok = [(m, p) for m, p in curve.items() if p.get("measured") and (p.get("slo_passed") or not with_slos)]
+
+    def price(item: tuple[str, Any]) -> tuple[float, int]:
+        p = item[1]
+        value = p.get("per_million_usd")
+        if value is None:
+            value = p.get("gb_s_per_invocation")
+        return (float("inf") if value is None else value, int(item[0]))
+
+    ok = [x for x in ok if price(x)[0] != float("inf")]
+    return int(min(ok, key=price)[0]) if ok else None
+
+
+def table(sweep: dict[str, Any]) -> Table:
+    """The sweep's curves: one row per target and size; the cheapest size meeting the SLOs marked."""
+    t = Table(title="memory sweep: the same load at each Memory Size (cheapest that meets the SLOs: *)",
+              header_style="bold")
+    for col in ("target", "runtime", "MB", "p50 ms", "p99 ms", "dur p99 ms", "init p50 ms", "max mem MB",
+                "$/1M", "SLOs"):
+        t.add_column(col, justify="left" if col in ("target", "runtime") else "right")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
+
+    for name, entry in sweep.get("targets", {}).items():
+        for m, p in entry["curve"].items():
+            mark = " *" if entry.get("cheapest_mb") == int(m) else ""
+            slo = {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]
+            usd = p.get("per_million_usd")
+            t.add_row(name, entry["runtime"], f"{m}{mark}", ms(p.get("p50_ms")), ms(p.get("p99_ms")),
+                      ms(p.get("duration_p99_ms")), ms(p.get("init_duration_p50_ms")),
+                      "-" if p.get("max_memory_used_mb") is None else f"{p['max_memory_used_mb']:g}",
+                      "-" if usd is None else f"{usd:.4g}", slo)
+    return t
