@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from orchestrator import functions as fn
-from tests.lambda_api import LoopbackLambda
+from orchestrator import lambda_local
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -388,8 +388,8 @@ def test_java_without_maven_or_java_is_toolchain_missing(tmp_path: Path, monkeyp
 # ------------------------------------------------------------------ Lambda entry points
 #
 # Rust and Go run their real Lambda mode (lambda_runtime / aws-lambda-go), and Java its
-# handler under AWS's aws-lambda-java-runtime-interface-client, against
-# a minimal in-test AWS Lambda Runtime API (2018-06-01) on loopback. Node and
+# handler under AWS's aws-lambda-java-runtime-interface-client, hosted by fnbench's local
+# Lambda (orchestrator/lambda_local.py: the Runtime API 2018-06-01 to the function). Node and
 # Python call their exported `handler` through a tiny driver process, exactly
 # as the Lambda runtime would.
 
@@ -423,48 +423,42 @@ class LambdaInvoker:
     """invoke(event) -> ("response", envelope) | ("error", {errorType, errorMessage})."""
 
     def __init__(self, artifact: fn.Artifact) -> None:
-        self.api: LoopbackLambda | None = None
+        self.lam: lambda_local.Background | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         env = dict(os.environ)
         if artifact.runtime in ("rust", "go", *JAVA):
-            self.api = LoopbackLambda()
-            env.update(
-                {
-                    "AWS_LAMBDA_RUNTIME_API": self.api.address,
-                    "AWS_LAMBDA_FUNCTION_NAME": "fnbench",
-                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-                    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                    "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fnbench",
-                    "AWS_LAMBDA_LOG_STREAM_NAME": "test",
-                    "AWS_REGION": "us-east-1",
-                }
-            )
-            cmd = artifact.command
-            stdin = subprocess.DEVNULL
-        elif artifact.runtime == "node":
-            cmd = [
-                artifact.command[0],
-                "--input-type=module",
-                "-e",
-                _NODE_DRIVER,
-                str(artifact.path / "index.mjs"),
-            ]
-            stdin = subprocess.PIPE
+            source = "java" if artifact.runtime in JAVA else artifact.runtime
+            self.lam = lambda_local.Background([lambda_local.Function(
+                name="fnbench", runtime=artifact.runtime, command=list(artifact.command),
+                cwd=str(artifact.cwd or fn.FUNCTIONS_DIR / source), env=dict(artifact.env), memory_mb=512)])
+            self.lam.__enter__()
+            return
+        if artifact.runtime == "node":
+            cmd = [artifact.command[0], "--input-type=module", "-e", _NODE_DRIVER, str(artifact.path / "index.mjs")]
         else:
             cmd = [artifact.command[0], "-I", "-B", "-c", _PYTHON_DRIVER, str(artifact.path)]
-            stdin = subprocess.PIPE
         self.proc = subprocess.Popen(
             cmd,
             env=env,
-            stdin=stdin,
-            stdout=subprocess.PIPE if stdin == subprocess.PIPE else subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
 
     def invoke(self, event: Any) -> tuple[str, Any]:
-        if self.api is not None:
-            return self.api.invoke(event)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if self.lam is not None:
+            host, port = self.lam.endpoint.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            try:
+                conn.request("POST", "/2015-03-31/functions/fnbench/invocations", json.dumps(event))
+                r = conn.getresponse()
+                body = json.loads(r.read())
+                assert r.status == 200, body
+                return ("error" if r.getheader("X-Amz-Function-Error") else "response"), body
+            finally:
+                conn.close()
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(event).encode() + b"\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -473,13 +467,15 @@ class LambdaInvoker:
         return out["kind"], out["body"]
 
     def close(self) -> None:
+        if self.lam is not None:
+            self.lam.__exit__(None, None, None)
+            return
+        assert self.proc is not None
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         fn.stop_server(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        if self.api is not None:
-            self.api.close()
 
 
 @pytest.mark.parametrize("runtime", fn.RUNTIMES)
