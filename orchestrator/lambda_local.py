@@ -17,8 +17,17 @@ As Lambda does, per function:
   log — START, what the function wrote, END and a REPORT line in AWS's text format: Duration
   (event handed to the instance → its response), Billed Duration (per 1 ms; on a cold start
   Init Duration is billed too, as for custom runtimes, and since 1 Aug 2025 for managed ones),
-  Memory Size, Max Memory Used (the instance's real peak RSS, /proc VmHWM) and, on an
-  instance's first invocation, Init Duration (spawn → its first /invocation/next);
+  Memory Size, Max Memory Used (the sandbox's cgroup peak; without cgroups the process's peak
+  RSS, /proc VmHWM) and, on an instance's first invocation, Init Duration (spawn → its first
+  /invocation/next);
+* where cgroups can be used (orchestrator/sandbox.py: v2, else v1), each instance runs in its own
+  cgroup, joined before the runtime's first instruction: memory capped at Memory Size (no swap)
+  and CPU at Memory Size / 1,769 MB of one CPU per 100 ms (more than one above 1,769 MB, at most
+  6 and at most this machine's).  An instance the OOM killer ends answers its invocation as
+  Lambda does: ``Unhandled``, ``Runtime.OutOfMemory`` "Runtime exited with error: signal:
+  killed", REPORT ``Status: error`` ``Error Type: Runtime.OutOfMemory``, and is replaced.  Where
+  they cannot (or ``FNBENCH_LAMBDA_CGROUPS=off``, ``cgroups=False``) instances run uncapped and
+  ``LocalLambda.sandbox.describe()`` (said once by ``fnbench lambda serve``) tells why;
 * a handler error is 200 with ``X-Amz-Function-Error: Unhandled`` and the runtime's error
   document; a crash or init failure is ``Runtime.ExitError``; a timeout ends the instance;
 * GetFunctionConfiguration and UpdateFunctionConfiguration (Environment, MemorySize, Timeout):
@@ -27,9 +36,10 @@ As Lambda does, per function:
   an update while one is in progress is 409 ResourceConflictException.  PutFunctionConcurrency
   sets ``reserved``.
 
-Not modelled: memory limits (no cgroup caps: Max Memory Used may exceed Memory Size here),
-CPU share proportional to memory, Event (async) invocations, aliases/versions (a Qualifier is
-accepted and ignored), SnapStart.  Loopback only; requests are not authenticated.
+Not modelled: any CPU beyond the memory share that Lambda may allow the init phase (init runs
+at the instance's share here), network and disk limits, Event (async) invocations,
+aliases/versions (a Qualifier is accepted and ignored), SnapStart.  Loopback only; requests are
+not authenticated.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import contextlib
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -53,6 +64,7 @@ import httptools
 import orjson
 
 from orchestrator.cost import init_billed
+from orchestrator.sandbox import Cell, Sandbox, peak_mb
 from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
 
 _monotonic = time.monotonic
@@ -159,6 +171,7 @@ class Instance:
         self.dead = False
         self.retiring = False
         self.output: deque[bytes] = deque(maxlen=256)  # lines written outside an invocation
+        self.cell: Cell | None = None  # its cgroup(s), when the sandbox has a backend
 
     async def start(self, first: Invocation) -> None:
         loop = asyncio.get_running_loop()
@@ -176,13 +189,16 @@ class Instance:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
         })
+        self.cell = self.lam.sandbox.cell(f"{fn.name}-{uuid.uuid4().hex[:12]}", fn.memory_mb)
         self.spawned = _monotonic()
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *fn.command, cwd=fn.cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                preexec_fn=self.cell.preexec if self.cell is not None else None)
+        except (OSError, subprocess.SubprocessError) as exc:
             self.lam.exit_error(self, first, f"Runtime.InvalidEntrypoint: {exc}")
+            self.lam.discard_cell(self)
             return
         loop.create_task(self._read_output())
 
@@ -205,6 +221,14 @@ class Instance:
         code = await self.proc.wait()
         self.lam.instance_exited(self, code)
 
+    def max_memory_mb(self) -> int:
+        """Max Memory Used: the cgroup's peak where there is one, else the process's VmHWM."""
+        if self.cell is not None:
+            peak = self.cell.peak_bytes()
+            if peak is not None:
+                return peak_mb(peak)
+        return self.peak_rss_mb()
+
     def peak_rss_mb(self) -> int:
         """VmHWM of the instance's process (its peak resident set), MiB rounded up; 0 if gone."""
         if self.proc is None:
@@ -223,6 +247,8 @@ class Instance:
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.cell is not None:
+            self.cell.kill()
         if self.api is not None:
             self.api.close()
         if self.poll is not None:
@@ -313,8 +339,11 @@ class LocalLambda:
     """The service: functions by name, the Invoke API port, the reaper."""
 
     def __init__(self, functions: list[Function], *, idle_s: float = 300.0, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, cgroups: bool = True) -> None:
         self.functions = {f.name: f for f in functions}
+        self.cgroups = cgroups
+        # Detected (and its parent cgroup made) by start(); removed by close().
+        self.sandbox = Sandbox("none", "not started")
         self.idle_s = idle_s
         self.host, self.port = host, port
         self.server: asyncio.Server | None = None
@@ -327,6 +356,7 @@ class LocalLambda:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.sandbox = Sandbox.detect(self.cgroups)
         self.server = await loop.create_server(lambda: _HttpConn(self, None), self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
         self.reaper = loop.create_task(self._reap())
@@ -348,6 +378,7 @@ class LocalLambda:
             with contextlib.suppress(TimeoutError, ProcessLookupError):
                 await asyncio.wait_for(proc.wait(), 5.0)
         await asyncio.sleep(0)
+        await self.sandbox.close()  # every cell left, then the parent(s)
 
     # -- Invoke API (clients) -------------------------------------------------------------------
     def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
@@ -509,7 +540,7 @@ class LocalLambda:
         billed_init = init if init is not None and init_billed(LAMBDA_RUNTIME.get(fn.runtime, "provided")) else 0.0
         billed = math.ceil(duration + billed_init) or 1  # per 1 ms (orchestrator/cost.py: when INIT is billed)
         report = (f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {billed} ms\t"
-                  f"Memory Size: {fn.memory_mb} MB\tMax Memory Used: {inst.peak_rss_mb()} MB\t")
+                  f"Memory Size: {fn.memory_mb} MB\tMax Memory Used: {inst.max_memory_mb()} MB\t")
         if init is not None:
             report += f"Init Duration: {init:.2f} ms\t"
         if status:
@@ -520,17 +551,28 @@ class LocalLambda:
                         f"END RequestId: {inv.request_id}\n".encode(), report.encode(), b"\n"])
         return base64.b64encode(log[-TAIL_BYTES:]).decode()
 
-    def exit_error(self, inst: Instance, inv: Invocation, message: str, status: str = "error") -> None:
-        doc = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {inv.request_id} Error: {message}"}
-        self._finish(inst, inv, orjson.dumps(doc), error=True, status=status, error_type="Runtime.ExitError")
+    def exit_error(self, inst: Instance, inv: Invocation, message: str, status: str = "error",
+                   error_type: str = "Runtime.ExitError") -> None:
+        doc = {"errorType": error_type, "errorMessage": f"RequestId: {inv.request_id} Error: {message}"}
+        self._finish(inst, inv, orjson.dumps(doc), error=True, status=status, error_type=error_type)
         self._retire(inst)
 
     def instance_exited(self, inst: Instance, code: int) -> None:
         inv = inst.current
         if inv is not None and not inst.dead:
             inst.dead = True
-            self.exit_error(inst, inv, f"Runtime exited with error: exit status {code}")
+            if inst.cell is not None and inst.cell.out_of_memory(code):
+                self.exit_error(inst, inv, "Runtime exited with error: signal: killed", error_type="Runtime.OutOfMemory")
+            else:
+                self.exit_error(inst, inv, f"Runtime exited with error: exit status {code}")
         self._retire(inst)
+        self.discard_cell(inst)
+
+    def discard_cell(self, inst: Instance) -> None:
+        """The instance's process is gone: remove its cgroup(s) (retried while the kernel is busy)."""
+        cell, inst.cell = inst.cell, None
+        if cell is not None:
+            asyncio.get_running_loop().create_task(self.sandbox.remove(cell))
 
     def _retire(self, inst: Instance) -> None:
         fn = inst.fn
@@ -616,8 +658,8 @@ def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: floa
 
 
 async def serve(functions: list[Function], *, port: int, idle_s: float, ready: Any = None,
-                stop: asyncio.Event | None = None) -> None:
-    lam = LocalLambda(functions, idle_s=idle_s, port=port)
+                stop: asyncio.Event | None = None, cgroups: bool = True) -> None:
+    lam = LocalLambda(functions, idle_s=idle_s, port=port, cgroups=cgroups)
     await lam.start()
     if ready is not None:
         ready(lam)
@@ -633,10 +675,12 @@ async def serve(functions: list[Function], *, port: int, idle_s: float, ready: A
 class Background:
     """The local Lambda on its own event loop in a daemon thread (tests, benches, demos)."""
 
-    def __init__(self, functions: list[Function], *, idle_s: float = 300.0, port: int = 0) -> None:
+    def __init__(self, functions: list[Function], *, idle_s: float = 300.0, port: int = 0,
+                 cgroups: bool = True) -> None:
         import threading
 
         self.functions = functions
+        self.cgroups = cgroups
         self.idle_s = idle_s
         self.port = port
         self.lam: LocalLambda | None = None
@@ -655,7 +699,8 @@ class Background:
                 self.lam = lam
                 self._ready.set()
 
-            await serve(self.functions, port=self.port, idle_s=self.idle_s, ready=ready, stop=self._stop)
+            await serve(self.functions, port=self.port, idle_s=self.idle_s, ready=ready, stop=self._stop,
+                        cgroups=self.cgroups)
 
         try:
             asyncio.run(main())
@@ -675,6 +720,12 @@ class Background:
         assert self.lam is not None
         return self.lam.endpoint
 
+    @property
+    def sandbox(self) -> Sandbox:
+        """How instances are capped here (``describe()`` says it in words)."""
+        assert self.lam is not None
+        return self.lam.sandbox
+
     def call(self, fn: Any) -> Any:
         """Run ``fn(lam)`` on the service's loop and return its result."""
         assert self.loop is not None and self.lam is not None
@@ -692,20 +743,22 @@ class Background:
 
 
 def run_cli(runtimes: list[str], *, port: int, idle_s: float, memory_mb: int, timeout_s: float, reserved: int,
-            region: str, announce: Any) -> None:
-    """``fnbench lambda serve``: serve until interrupted; ``announce(line)`` says where."""
+            region: str, announce: Any, cgroups: bool = True) -> None:
+    """``fnbench lambda serve``: serve until interrupted; ``announce(line)`` says where and how
+    instances are sandboxed (cgroups, or why not)."""
     functions = make_functions(runtimes, memory_mb=memory_mb, timeout_s=timeout_s, reserved=reserved, region=region)
 
     def ready(lam: LocalLambda) -> None:
         announce(f"local Lambda on {lam.endpoint} (Invoke API 2015-03-31): functions "
-                 f"{', '.join(lam.functions)}; reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s")
+                 f"{', '.join(lam.functions)}; reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s; "
+                 f"instances: {lam.sandbox.describe()}")
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(functions, port=port, idle_s=idle_s, ready=ready, stop=stop)
+        await serve(functions, port=port, idle_s=idle_s, ready=ready, stop=stop, cgroups=cgroups)
 
     try:
         import uvloop
