@@ -169,12 +169,60 @@ def health_panels() -> list[timeseries.Panel]:
     ]
 
 
+# The aws-lambda invoker's billing counters (workers.metrics.PLATFORM_COUNTERS), from REPORT lines.
+COST, REQUEST_FEES, GB_S = "fnbench_lambda_cost_usd_total", "fnbench_lambda_request_cost_usd_total", "fnbench_lambda_gb_seconds_total"
+# The invocations billed are not exported (the invoker's `billed_requests` counter has no Prometheus
+# counter): successful responses stand in.  They differ by function errors (billed, not ok) and by
+# invocations whose REPORT line was missing or truncated (ok, not billed).
+INVOCATIONS = f'fnbench_requests_total{{{SEL}, outcome="ok"}}'
+
+
+def total(metric: str, by: str = "") -> str:
+    """A run-scoped counter's total over the selected range (it starts at 0: max_over_time is the total)."""
+    return f"sum{f' by ({by}) ' if by else ''}(max_over_time({metric}{{{SEL}}}[$__range]))"
+
+
+def cost_panels() -> list[timeseries.Panel | stat.Panel]:
+    def rate(metric: str) -> str:
+        return f"sum by (target) (rate({metric}[$__rate_interval]))"
+
+    compute, fees, invocations = rate(f"{COST}{{{SEL}}}"), rate(f"{REQUEST_FEES}{{{SEL}}}"), rate(INVOCATIONS)
+    so_far = (
+        stat.Panel().title("Cost so far (AWS Lambda)").datasource(DS).height(8).span(4).unit("currencyUSD")
+        .description("Compute cost (AWS Lambda Power Tuning's formula), and with the request fees, of the selected "
+                     "runs' aws-lambda targets, from their REPORT lines, up to the end of the selected range.")
+        .graph_mode(BigValueGraphMode.NONE)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .with_target(query(total(COST), "compute", "A", instant=True))
+        .with_target(query(f"{total(COST)} + {total(REQUEST_FEES)}", "with request fees", "B", instant=True))
+    )
+    gb_s = (
+        stat.Panel().title("GB-seconds so far (AWS Lambda)").datasource(DS).height(8).span(4).unit("suffix: GB-s")
+        .description("Billed Duration x Memory Size of the selected runs' aws-lambda invocations, summed.")
+        .graph_mode(BigValueGraphMode.NONE)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .with_target(query(total(GB_S), "GB-s", "A", instant=True))
+    )
+    return [
+        series("Cost per million invocations per target (AWS Lambda)", "currencyUSD",
+               "Billed cost over successful invocations, x 1e6: compute only (AWS Lambda Power Tuning's formula) "
+               "and with the request fees. The invocations billed are not exported, so successful responses stand "
+               "in: function errors (billed) are left out and invocations without a REPORT line are counted.",
+               [query(f"{compute} / {invocations} * 1e6", "{{target}} compute", "A"),
+                query(f"({compute} + {fees}) / {invocations} * 1e6", "{{target}} with request fees", "B")], width=8),
+        series("GB-seconds per second per target (AWS Lambda)", "suffix: GB-s/s",
+               "Billed Duration x Memory Size per second of the run, from the REPORT lines.",
+               [query(rate(f"{GB_S}{{{SEL}}}"), "{{target}}", "A")], width=8),
+        so_far, gb_s,
+    ]
+
+
 def main_board() -> dashboard.Dashboard:
     board = (
         dashboard.Dashboard("fnbench").uid(UID).tags(["fnbench"]).refresh("5s").time("now-30m", "now")
         .timezone("browser").editable()
         .description("Live view of fnbench runs: throughput, CO-correct latency percentiles, errors, cold starts, "
-                     "generator health, regions.")
+                     "generator health, regions, AWS Lambda cost.")
         .with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
         .with_variable(variable("run", "run", "label_values(fnbench_intended_requests_total, run)"))
         .with_variable(variable("region", "region", 'label_values(fnbench_intended_requests_total{run=~"$run"}, region)'))
@@ -188,7 +236,7 @@ def main_board() -> dashboard.Dashboard:
         )
     )
     rows = (("Throughput", throughput_panels()), ("Latency", latency_panels()), ("Errors", error_panels()),
-            ("Cold starts", cold_panels()), ("Generator health", health_panels()))
+            ("Cold starts", cold_panels()), ("Generator health", health_panels()), ("Cost (AWS Lambda)", cost_panels()))
     next_id = 1
     for title, panels in rows:
         board = board.with_row(dashboard.Row(title).id(next_id))

@@ -43,7 +43,7 @@ def test_board_json_decodes_into_the_sdk_types_without_loss():
     # A key the typed model does not know would be dropped here, and the round trip would differ.
     assert json.loads(json.dumps(typed, cls=JSONEncoder)) == raw
     panels = [p for p in typed.panels if isinstance(p, Panel)]
-    assert len([p for p in typed.panels if isinstance(p, RowPanel)]) == 5
+    assert len([p for p in typed.panels if isinstance(p, RowPanel)]) == 6
     for p in panels:
         assert p.targets and all(isinstance(t, prometheus.Dataquery) for t in p.targets), p.title
         assert p.type_val in {"timeseries", "stat", "bargauge"} and not isinstance(p.options, dict), p.title
@@ -92,5 +92,43 @@ def test_metric_names_exist_in_workers_metrics():
     known = {f"{n}_bucket" for n in metrics.HISTOGRAMS} | {"fnbench_requests_total", "fnbench_intended_requests_total",
                                                           "fnbench_out_of_range_values_total", "fnbench_in_flight",
                                                           "fnbench_intended_rps"}
+    known |= {f"{name}_total" for name, _ in metrics.PLATFORM_COUNTERS.values()}
     used = {m for e in exprs(json.loads(BOARD.read_text())) for m in re.findall(r"(fnbench_\w+)\{", e)}
     assert used <= known, used - known
+
+
+def rows(board: dict) -> dict[str, list[dict]]:
+    """Row title → the panels under it, in board order."""
+    out: dict[str, list[dict]] = {}
+    current = None
+    for p in board["panels"]:
+        if p["type"] == "row":
+            current = out.setdefault(p["title"], [])
+        else:
+            assert current is not None, f"{p['title']}: a panel above the first row"
+            current.append(p)
+    return out
+
+
+def test_cost_row_reads_the_lambda_billing_counters():
+    from workers import metrics
+
+    cost = rows(json.loads(BOARD.read_text()))["Cost (AWS Lambda)"]
+    by_title = {p["title"].split(" (AWS Lambda)")[0]: p for p in cost}
+    assert set(by_title) == {"Cost per million invocations per target", "GB-seconds per second per target",
+                             "Cost so far", "GB-seconds so far"}
+    counters = {name: f"{prom}_total" for name, (prom, _) in metrics.PLATFORM_COUNTERS.items()}
+    per_million = {t["refId"]: t["expr"] for t in by_title["Cost per million invocations per target"]["targets"]}
+    # Cost over invocations per target, x 1e6: compute only (A), and with the request fees (B).
+    assert per_million["A"].endswith(' outcome="ok"}[$__rate_interval])) * 1e6'), per_million["A"]
+    assert counters["cost_usd"] in per_million["A"] and counters["request_usd"] not in per_million["A"]
+    assert counters["cost_usd"] in per_million["B"] and counters["request_usd"] in per_million["B"]
+    assert all(e.count("sum by (target) (rate(") == e.count("rate(") for e in per_million.values())
+    assert [t["expr"] for t in by_title["GB-seconds per second per target"]["targets"]] == [
+        f'sum by (target) (rate({counters["gb_s"]}{{run=~"$run", region=~"$region", target=~"$target"}}[$__rate_interval]))']
+    for title in ("Cost so far", "GB-seconds so far"):
+        panel = by_title[title]
+        assert panel["type"] == "stat" and all(t["instant"] for t in panel["targets"]), title
+        assert all("max_over_time(" in t["expr"] and "[$__range]" in t["expr"] for t in panel["targets"]), title
+    assert {by_title[t]["fieldConfig"]["defaults"]["unit"] for t in ("Cost per million invocations per target", "Cost so far")} == {
+        "currencyUSD"}
