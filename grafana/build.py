@@ -171,10 +171,9 @@ def health_panels() -> list[timeseries.Panel]:
 
 # The aws-lambda invoker's billing counters (workers.metrics.PLATFORM_COUNTERS), from REPORT lines.
 COST, REQUEST_FEES, GB_S = "fnbench_lambda_cost_usd_total", "fnbench_lambda_request_cost_usd_total", "fnbench_lambda_gb_seconds_total"
-# The invocations billed are not exported (the invoker's `billed_requests` counter has no Prometheus
-# counter): successful responses stand in.  They differ by function errors (billed, not ok) and by
-# invocations whose REPORT line was missing or truncated (ok, not billed).
-INVOCATIONS = f'fnbench_requests_total{{{SEL}, outcome="ok"}}'
+# The invocations billed (those whose REPORT line was read: function errors included, invocations
+# without a REPORT left out), the denominator of cost per invocation.
+INVOCATIONS = f"fnbench_lambda_billed_requests_total{{{SEL}}}"
 
 
 def total(metric: str, by: str = "") -> str:
@@ -205,9 +204,8 @@ def cost_panels() -> list[timeseries.Panel | stat.Panel]:
     )
     return [
         series("Cost per million invocations per target (AWS Lambda)", "currencyUSD",
-               "Billed cost over successful invocations, x 1e6: compute only (AWS Lambda Power Tuning's formula) "
-               "and with the request fees. The invocations billed are not exported, so successful responses stand "
-               "in: function errors (billed) are left out and invocations without a REPORT line are counted.",
+               "Billed cost over billed invocations (those with a REPORT line, function errors included), x 1e6: "
+               "compute only (AWS Lambda Power Tuning's formula) and with the request fees.",
                [query(f"{compute} / {invocations} * 1e6", "{{target}} compute", "A"),
                 query(f"({compute} + {fees}) / {invocations} * 1e6", "{{target}} with request fees", "B")], width=8),
         series("GB-seconds per second per target (AWS Lambda)", "suffix: GB-s/s",

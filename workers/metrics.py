@@ -70,6 +70,7 @@ PLATFORM_COUNTERS = {
     "gb_s": ("fnbench_lambda_gb_seconds", "GB-seconds billed (Billed Duration x Memory Size, from REPORT lines)."),
     "cost_usd": ("fnbench_lambda_cost_usd", "Compute cost in USD (AWS Lambda Power Tuning's formula, no request fee)."),
     "request_usd": ("fnbench_lambda_request_cost_usd", "Request fees in USD for the invocations billed."),
+    "billed_requests": ("fnbench_lambda_billed_requests", "Invocations billed (those with a REPORT line): the denominator of cost per invocation."),
 }
 # Beyond one flush span, how long an interval may take from its end (t1) to observe(): the
 # flush itself running late on a busy event loop, the sink, the local queue or the datagram.
@@ -303,6 +304,8 @@ class IntervalMetrics(Collector):
                 if name in iv.counters:
                     counts.platform[name] += iv.counters[name]
         with self._lock:
+            if iv.final:  # totals change: only scrapes from now on can have exported them
+                self._final_scrapes = 0
             self._series.setdefault(labels, _Series()).add(iv, counts, self._clock() - iv.t1)
             span = iv.t1 - iv.t0
             if span > 0:
@@ -342,7 +345,8 @@ class IntervalMetrics(Collector):
             yield from self._gauges()
 
     def _all_final_shown(self) -> bool:
-        return all(s.complete_shown() for s in self._series.values() if s.complete_pending())
+        finished = [s for s in self._series.values() if s.complete_pending()]
+        return bool(finished) and all(s.complete_shown() for s in finished)
 
     def _tick(self, now: float) -> float:
         """The latest point <= now of a one-second grid that starts just before the earliest of

@@ -368,12 +368,6 @@ def test_board_variables_list_the_run(scraped_run):
 # -- the cost row (AWS Lambda billing counters) ------------------------------------------------------------
 COST_PANELS = ("Cost per million", "GB-seconds per second", "Cost so far", "GB-seconds so far")
 EXACT = 1e-9  # sums of the same float counts in another order
-# workers/metrics.py: IntervalMetrics counts, as "final values exported", every scrape at which no
-# label set has finished yet (all() of nothing), and observe() of a final interval does not reset
-# that count; so when `fnbench run` exits less than a scrape period after its last flush,
-# wait_scraped() returns at once and Prometheus never gets the run's last ~3 s.
-FINAL_SCRAPE_RACE = ("the run's final totals never reached Prometheus: wait_scraped() returned at once "
-                     "(workers/metrics.py counts scrapes before any label set finished as final ones)")
 SEL = 'run=~"$run", region=~"$region", target=~"$target"'  # the board's selector (grafana/build.py)
 
 
@@ -415,13 +409,9 @@ def test_cost_totals_match_the_result(lambda_run, lambda_results):
     prom, result, folder, last, range_s = lambda_run
     groups = [g for g in result["groups"] if g["target"] == "rust-lambda"]
     assert len(groups) == len(REGIONS) and all(g["cost"] for g in groups), groups
-    # The board divides by successful invocations (the billed ones are not exported): here they are the same.
-    assert all(g["cost"]["invocations"] == g["outcomes"].get("ok") for g in groups), groups
-    intervals = lambda_intervals(folder)
-    assert all(iv.get("counters", {}).get("billed_requests", 0) == iv["outcomes"].get("ok", 0) for iv in intervals)
-    scraped = prom.query(f'sum(max_over_time(fnbench_requests_total{{run="{result["run_id"]}", outcome="ok"}}[{range_s}s]))', last)
-    if float(scraped[0]["value"][1]) != sum(g["outcomes"]["ok"] for g in groups):
-        pytest.xfail(FINAL_SCRAPE_RACE)
+    # Every final total reached Prometheus (wait_scraped waits for it: workers/metrics.py).
+    scraped = prom.query(f'sum(max_over_time(fnbench_lambda_billed_requests_total{{run="{result["run_id"]}"}}[{range_s}s]))', last)
+    assert float(scraped[0]["value"][1]) == sum(g["cost"]["invocations"] for g in groups)
     compute = sum(g["cost"]["cost_usd"] for g in groups)
     with_fees = sum(g["cost"]["cost_with_requests_usd"] for g in groups)
     assert find(lambda_results, "Cost so far", "A") == {"compute": [pytest.approx(compute, rel=EXACT)]}
@@ -434,7 +424,7 @@ def test_cost_totals_match_the_result(lambda_run, lambda_results):
     def totals(metric: str, extra: str = "") -> str:
         return f"sum by (region, phase) (max_over_time({metric}{{{sel}{extra}}}[{range_s}s]))"
 
-    ok = totals("fnbench_requests_total", ', outcome="ok"')
+    ok = totals("fnbench_lambda_billed_requests_total")
     for expr, field in ((f"{totals('fnbench_lambda_cost_usd_total')} / {ok} * 1e6", "per_million_usd"),
                         (f"({totals('fnbench_lambda_cost_usd_total')} + {totals('fnbench_lambda_request_cost_usd_total')})"
                          f" / {ok} * 1e6", "per_million_with_requests_usd")):
@@ -455,19 +445,19 @@ def test_cost_rates_are_means_of_the_intervals(lambda_run):
     it starts) lies within the range of the intervals' own values: no tolerance beyond floats."""
     prom, result, folder, last, range_s = lambda_run
     run_id = result["run_id"]
-    intervals = [iv for iv in lambda_intervals(folder) if iv["outcomes"].get("ok")]
-    assert all(iv.get("counters", {}).get("billed_requests", 0) == iv["outcomes"]["ok"] for iv in intervals)
-    per_million = [iv["counters"]["cost_usd"] / iv["outcomes"]["ok"] * 1e6 for iv in intervals]
-    fees = [(iv["counters"]["cost_usd"] + iv["counters"]["request_usd"]) / iv["outcomes"]["ok"] * 1e6 for iv in intervals]
-    gb_s = [iv["counters"]["gb_s"] / iv["outcomes"]["ok"] for iv in intervals]
+    intervals = [iv for iv in lambda_intervals(folder) if iv.get("counters", {}).get("billed_requests")]
+    billed = [iv["counters"]["billed_requests"] for iv in intervals]
+    per_million = [iv["counters"]["cost_usd"] / n * 1e6 for iv, n in zip(intervals, billed, strict=True)]
+    fees = [(iv["counters"]["cost_usd"] + iv["counters"]["request_usd"]) / n * 1e6 for iv, n in zip(intervals, billed, strict=True)]
+    gb_s = [iv["counters"]["gb_s"] / n for iv, n in zip(intervals, billed, strict=True)]
     starts = prom.query(f'fnbench_lambda_cost_usd_total{{run="{run_id}"}}[{range_s}s]', last)
     assert len(starts) == len(REGIONS)
     begin = max(min(float(t) for t, _ in s["values"]) for s in starts) + int(RATE_INTERVAL[:-1]) + 0.5
-    assert last - begin >= 2, (begin, last)  # also when the last ~3 s are missing (FINAL_SCRAPE_RACE)
+    assert last - begin >= 2, (begin, last)
     board = orjson.loads(BOARD.read_bytes())
     queries = {(title.split(" (")[0], t["refId"]): substitute(t["expr"], run_id, range_s)
                for title, t in panel_queries(board, COST_ROW) if not t.get("instant")}
-    ok_rate = substitute(f'sum by (target) (rate(fnbench_requests_total{{{SEL}, outcome="ok"}}[$__rate_interval]))',
+    ok_rate = substitute(f'sum by (target) (rate(fnbench_lambda_billed_requests_total{{{SEL}}}[$__rate_interval]))',
                          run_id, range_s)
     invocations = prom.query_range(ok_rate, begin, last)
     checks = ((("Cost per million invocations per target", "A"), per_million, None),

@@ -120,7 +120,9 @@ def test_cost_row_reads_the_lambda_billing_counters():
     counters = {name: f"{prom}_total" for name, (prom, _) in metrics.PLATFORM_COUNTERS.items()}
     per_million = {t["refId"]: t["expr"] for t in by_title["Cost per million invocations per target"]["targets"]}
     # Cost over invocations per target, x 1e6: compute only (A), and with the request fees (B).
-    assert per_million["A"].endswith(' outcome="ok"}[$__rate_interval])) * 1e6'), per_million["A"]
+    # … the invocations billed (every REPORT read), not the successful responses.
+    assert per_million["A"].endswith(f'/ sum by (target) (rate({counters["billed_requests"]}{{run=~"$run", region=~"$region", '
+                                     'target=~"$target"}[$__rate_interval])) * 1e6'), per_million["A"]
     assert counters["cost_usd"] in per_million["A"] and counters["request_usd"] not in per_million["A"]
     assert counters["cost_usd"] in per_million["B"] and counters["request_usd"] in per_million["B"]
     assert all(e.count("sum by (target) (rate(") == e.count("rate(") for e in per_million.values())

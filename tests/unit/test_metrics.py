@@ -188,6 +188,18 @@ def test_wait_scraped_returns_once_the_final_values_were_exported():
     thread.join()
 
 
+def test_scrapes_before_the_final_interval_do_not_count_as_having_exported_it():
+    # Scrapes while nothing has finished export no final values; a final interval arriving after
+    # them must still be waited for (it was not: the last seconds of a run never reached Prometheus).
+    m = IntervalMetrics()
+    now = time.time()
+    m.observe(interval(0, [1_000] * 5, {"ok": 5}, t0=now - 1.0, span=0.5))
+    for _ in range(3):
+        scrape(m)
+    m.observe(interval(1, [1_000] * 5, {"ok": 5}, t0=now - 0.5, span=0.5, final=True))
+    assert m.wait_scraped(0.2) is False  # no scrape since: not exported
+
+
 def test_intervals_that_arrive_late_raise_the_lag():
     clock = Clock(103.0)  # the interval ended at 101.0: it arrived 2 s late
     m = IntervalMetrics(clock)
