@@ -412,22 +412,25 @@ app.add_typer(lambda_app, name="lambda")
 
 @lambda_app.command("serve")
 def lambda_serve(
-    functions: Annotated[str, typer.Option(help="runtimes to host, comma-separated; each is a function of that name")] = "rust,go,python,node",
+    functions: Annotated[str, typer.Option(help="runtimes to host, comma-separated; each is a function of that name ('none': start empty and take functions from `fnbench functions deploy --endpoint-url`)")] = "rust,go,python,node",
     port: Annotated[int, typer.Option(help="Invoke API port on 127.0.0.1 (0: any free one)")] = 9001,
     idle: Annotated[str, typer.Option(help="reap an instance idle this long (e.g. 5m, 30s)")] = "5m",
     memory: Annotated[int, typer.Option(help="MemorySize (MB) of every function")] = 128,
     timeout: Annotated[int, typer.Option(help="Timeout (s) of every function")] = 30,
     reserved: Annotated[int, typer.Option(help="reserved concurrency: most instances per function; beyond: 429")] = 10,
     region: Annotated[str, typer.Option(help="the region the functions' ARNs and AWS_REGION name")] = "us-east-1",
+    no_cgroups: Annotated[bool, typer.Option("--no-cgroups", help="run instances uncapped (default: memory capped at Memory Size and CPU scaled to memory/1769 MB with cgroups where this machine allows; also FNBENCH_LAMBDA_CGROUPS=off)")] = False,
 ) -> None:
-    """Serve the functions as AWS Lambda does, on loopback, until Ctrl-C (boto3: endpoint_url=http://127.0.0.1:PORT)."""
+    """Serve the functions as AWS Lambda does, on loopback, until Ctrl-C (boto3: endpoint_url=http://127.0.0.1:PORT).
+
+    Functions come from this machine's builds (--functions) and from `fnbench functions deploy --endpoint-url`."""
     from orchestrator import lambda_local
 
-    runtimes = [r.strip() for r in functions.split(",") if r.strip()]
+    runtimes = [r.strip() for r in functions.split(",") if r.strip() and r.strip() != "none"]
     try:
         lambda_local.run_cli(runtimes, port=port, idle_s=_duration(idle, "--idle"), memory_mb=memory,
                              timeout_s=float(timeout), reserved=reserved, region=region,
-                             announce=lambda line: err.print(line, highlight=False))
+                             announce=lambda line: err.print(line, highlight=False), cgroups=not no_cgroups)
     except FileNotFoundError as exc:
         raise _fail(SetupError(f"{exc}; build it with `fnbench functions build`")) from None
     except OSError as exc:
@@ -526,6 +529,59 @@ def functions_package(
     for m in made:
         out.print(f"{m['runtime']:7} {m['zip']}  {m['size_bytes']} bytes  {m['lambda_runtime']} {m['handler']} "
                   f"{','.join(m['architectures'])}", highlight=False)
+
+
+@functions_app.command("deploy")
+def functions_deploy(
+    runtime: Annotated[list[str] | None, typer.Argument(metavar="[RUNTIME]...", help="runtimes to deploy (default: rust, go, python, node, java)", show_default=False)] = None,
+    region: Annotated[str, typer.Option(help="the AWS region the functions go to", show_default=False)] = "",
+    role: Annotated[str, typer.Option(help="the execution role's ARN, arn:aws:iam::<account>:role/<name>", show_default=False)] = "",
+    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="another Lambda endpoint: the local Lambda (`fnbench lambda serve`), e.g. http://127.0.0.1:9001")] = None,
+    prefix: Annotated[str, typer.Option(help="function name = PREFIX + runtime")] = "fnbench-",
+    memory: Annotated[int, typer.Option(help="Memory Size in MB (128-10240; a spec's memory_sizes sweeps it later)")] = 128,
+    timeout: Annotated[str, typer.Option(help="the functions' timeout (1s-15m)")] = "30s",
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE environment variable of the functions (repeatable)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="where the packages go (default: build/lambda)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Create or update the functions on AWS Lambda (or the local Lambda) with boto3.
+
+    Packages each runtime as `functions package --lambda` does, then creates `PREFIX<runtime>` or, when it
+    exists, updates its code (only when the package's SHA-256 differs) and configuration, waiting until
+    each change has landed. Credentials come from the standard AWS chain and are never printed.
+
+    Real AWS:  fnbench functions deploy --region eu-west-1 --role arn:aws:iam::123456789012:role/fnbench-lambda
+    Here:      fnbench lambda serve --port 9001 --functions none &
+               fnbench functions deploy --endpoint-url http://127.0.0.1:9001 --region us-east-1 --role arn:aws:iam::000000000000:role/fnbench"""
+    from orchestrator import lambda_deploy, lambda_package
+
+    try:
+        if not region or not role:
+            raise InputError(" and ".join(f"--{n}" for n, v in (("region", region), ("role", role)) if not v)
+                             + " needed: where the functions go and the IAM role they run as")
+        variables = {}
+        for item in env or []:
+            key, sep, value = item.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+                raise InputError(f"--env {item!r}: KEY=VALUE with KEY letters, digits and _ (starting with a letter)")
+            variables[key] = value
+        runtimes = list(dict.fromkeys(runtime)) if runtime else list(lambda_package.RUNTIMES)
+        done = lambda_deploy.deploy(runtimes, region=region, role=role, endpoint_url=endpoint_url, prefix=prefix,
+                                    memory_mb=memory, timeout_s=_duration(timeout, "--timeout"), environment=variables,
+                                    out_dir=out_dir or lambda_package.DEFAULT_PACKAGE_DIR,
+                                    say=lambda line: err.print(line, highlight=False))
+    except FnbenchError as exc:
+        raise _fail(exc) from None
+    except ValueError as exc:  # a package whose layout Lambda would refuse
+        raise _fail(InputError(str(exc))) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps([d.to_dict() for d in done], option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table("function", "action", "Lambda runtime", "arch", "MB", "code", "SHA-256", "s", "ARN", title="deployed")
+    for d in done:
+        table.add_row(d.function, d.action, d.lambda_runtime, d.architecture, str(d.memory_mb), f"{d.code_size:,} B",
+                      d.code_sha256[:12] + "…", f"{d.seconds:.1f}", d.arn)
+    out.print(table)
 
 
 @functions_app.command("list")

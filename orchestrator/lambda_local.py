@@ -64,6 +64,7 @@ import httptools
 import orjson
 
 from orchestrator.cost import init_billed
+from orchestrator.lambda_code import CodeApi, command_for
 from orchestrator.sandbox import Cell, Sandbox, peak_mb
 from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
 
@@ -121,19 +122,37 @@ class Function:
     idle: list[Instance] = field(default_factory=list)  # LIFO: the warmest first
     throttles: int = 0
     cold_starts: int = 0
+    # Set for code deployed through CreateFunction/UpdateFunctionCode (orchestrator/lambda_code.py);
+    # empty for this machine's builds, which take the runtime's defaults.
+    lambda_runtime: str = ""
+    handler: str = ""
+    role: str = ""
+    code_sha256: str = ""
+    code_size: int = 0
+    state: str = "Active"  # Pending for a moment after CreateFunction
 
     @property
     def arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{self.name}"
 
+    @property
+    def runtime_id(self) -> str:
+        """Lambda's identifier of the runtime (provided.al2023, python3.12, …)."""
+        return self.lambda_runtime or LAMBDA_RUNTIME.get(self.runtime, "provided.al2023")
+
+    @property
+    def handler_name(self) -> str:
+        return self.handler or HANDLER.get(self.runtime, "bootstrap")
+
     def configuration(self) -> dict[str, Any]:
         return {
-            "FunctionName": self.name, "FunctionArn": self.arn, "Runtime": LAMBDA_RUNTIME.get(self.runtime, "provided.al2023"),
-            "Role": f"arn:aws:iam::{ACCOUNT}:role/fnbench", "Handler": HANDLER.get(self.runtime, "bootstrap"),
-            "CodeSize": 0, "Description": f"fnbench {self.runtime} (local Lambda)", "Timeout": int(self.timeout_s),
+            "FunctionName": self.name, "FunctionArn": self.arn, "Runtime": self.runtime_id,
+            "Role": self.role or f"arn:aws:iam::{ACCOUNT}:role/fnbench", "Handler": self.handler_name,
+            "CodeSize": self.code_size, "CodeSha256": self.code_sha256,
+            "Description": f"fnbench {self.runtime} (local Lambda)", "Timeout": int(self.timeout_s),
             "MemorySize": self.memory_mb, "LastModified": self.last_modified, "Version": "$LATEST",
             "Environment": {"Variables": dict(self.environment)}, "RevisionId": self.revision,
-            "State": "Active", "LastUpdateStatus": self.last_update_status, "PackageType": "Zip",
+            "State": self.state, "LastUpdateStatus": self.last_update_status, "PackageType": "Zip",
             "Architectures": [self.architecture],
         }
 
@@ -335,12 +354,14 @@ def _error(status: int, kind: str, message: str, extra: dict[str, Any] | None = 
     return status, orjson.dumps(doc), [("x-amzn-ErrorType", kind), ("x-amzn-RequestId", str(uuid.uuid4()))]
 
 
-class LocalLambda:
+class LocalLambda(CodeApi):
     """The service: functions by name, the Invoke API port, the reaper."""
 
     def __init__(self, functions: list[Function], *, idle_s: float = 300.0, host: str = "127.0.0.1",
-                 port: int = 0, cgroups: bool = True) -> None:
+                 port: int = 0, cgroups: bool = True, reserved: int = 10, region: str = "us-east-1") -> None:
         self.functions = {f.name: f for f in functions}
+        self.reserved, self.region = reserved, region  # of functions made by CreateFunction
+        self.code_root: Path | None = None  # deployed packages, unpacked (lambda_code.py)
         self.cgroups = cgroups
         # Detected (and its parent cgroup made) by start(); removed by close().
         self.sandbox = Sandbox("none", "not started")
@@ -379,6 +400,7 @@ class LocalLambda:
                 await asyncio.wait_for(proc.wait(), 5.0)
         await asyncio.sleep(0)
         await self.sandbox.close()  # every cell left, then the parent(s)
+        self.remove_code()
 
     # -- Invoke API (clients) -------------------------------------------------------------------
     def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
@@ -390,6 +412,12 @@ class LocalLambda:
             fn = self._function(unquote(name))
             if fn is None:
                 conn.reply(*_error(404, "ResourceNotFoundException", f"Function not found: {self._arn(unquote(name))}"))
+            elif action == "" and method == b"GET":
+                conn.reply(*self.get_function(fn))
+            elif action == "" and method == b"DELETE":
+                conn.reply(*self.delete_function(fn))
+            elif action == "code" and method == b"PUT":
+                conn.reply(*self.update_function_code(fn, body))
             elif action == "invocations" and method == b"POST":
                 self._invoke(conn, fn, headers, body)
             elif action == "configuration" and method == b"GET":
@@ -398,6 +426,8 @@ class LocalLambda:
                 conn.reply(*self._update(fn, body))
             else:
                 conn.reply(*_error(404, "UnknownOperationException", f"{method.decode()} {path}"))
+        elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"POST":  # CreateFunction
+            conn.reply(*self.create_function(body))
         elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"GET":
             conn.reply(200, orjson.dumps({"Functions": [f.configuration() for f in self.functions.values()]}))
         elif path.startswith(CONCURRENCY_PREFIX) and path.endswith("/concurrency") and method == b"PUT":
@@ -436,6 +466,10 @@ class LocalLambda:
         if kind != b"RequestResponse":
             conn.reply(*_error(400, "InvalidParameterValueException",
                                "this local Lambda serves RequestResponse and DryRun invocations only"))
+            return
+        if fn.state != "Active":
+            conn.reply(*_error(409, "ResourceConflictException", "The operation cannot be performed at this time. "
+                               f"The function is currently in the following state: {fn.state}"))
             return
         if len(body) > 6 * 1024 * 1024:
             conn.reply(*_error(413, "RequestTooLargeException", "Request must be smaller than 6291456 bytes for the InvokeFunction operation"))
@@ -488,6 +522,11 @@ class LocalLambda:
             now = _monotonic()
             if inst.init_ms is None:
                 inst.init_ms = (now - inst.spawned) * 1000.0
+                if inst.cell is not None:  # Init is over: the invocations get their Memory Size's CPU share
+                    try:
+                        inst.cell.throttle()
+                    except OSError as exc:
+                        self.sandbox.last_failure = f"CPU quota not applied: {exc}"
             inv = inst.current
             if inv is not None and not inv.delivered:
                 self._deliver(inst, conn, inv)
@@ -537,7 +576,7 @@ class LocalLambda:
     def _tail(self, inst: Instance, inv: Invocation, duration: float, status: str, error_type: str) -> str:
         fn = inst.fn
         init = inst.init_ms if inv.cold else None
-        billed_init = init if init is not None and init_billed(LAMBDA_RUNTIME.get(fn.runtime, "provided")) else 0.0
+        billed_init = init if init is not None and init_billed(fn.runtime_id) else 0.0
         billed = math.ceil(duration + billed_init) or 1  # per 1 ms (orchestrator/cost.py: when INIT is billed)
         report = (f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {billed} ms\t"
                   f"Memory Size: {fn.memory_mb} MB\tMax Memory Used: {inst.max_memory_mb()} MB\t")
@@ -601,21 +640,33 @@ class LocalLambda:
             fn.memory_mb = int(doc["MemorySize"])
         if "Timeout" in doc:
             fn.timeout_s = float(doc["Timeout"])
+        if "Role" in doc:
+            fn.role = str(doc["Role"])
+        if ("Runtime" in doc or "Handler" in doc) and fn.code_sha256:  # deployed code: start it the new way
+            runtime, handler = str(doc.get("Runtime", fn.runtime_id)), str(doc.get("Handler", fn.handler_name))
+            command = command_for(runtime, handler, Path(fn.cwd))
+            if isinstance(command, str):
+                return _error(400, "InvalidParameterValueException", command)
+            fn.lambda_runtime, fn.handler, fn.command = runtime, handler, command
         fn.revision = str(uuid.uuid4())
         fn.last_modified = _now_iso()
         fn.last_update_status = "InProgress"
-        for inst in list(fn.instances):
-            if inst.current is None:
-                self._retire(inst)
-            else:
-                inst.retiring = True
-        fn.idle.clear()
+        self.retire_all(fn)
 
         def settle() -> None:
             fn.last_update_status = "Successful"
 
         asyncio.get_running_loop().call_later(UPDATE_SETTLE_S, settle)
         return 200, orjson.dumps(fn.configuration()), [("x-amzn-RequestId", str(uuid.uuid4()))]
+
+    def retire_all(self, fn: Function) -> None:
+        """Every instance of ``fn`` retired: idle ones now, busy ones after their invocation."""
+        for inst in list(fn.instances):
+            if inst.current is None:
+                self._retire(inst)
+            else:
+                inst.retiring = True
+        fn.idle.clear()
 
     # -- housekeeping ---------------------------------------------------------------------------
     async def _reap(self) -> None:
@@ -658,8 +709,9 @@ def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: floa
 
 
 async def serve(functions: list[Function], *, port: int, idle_s: float, ready: Any = None,
-                stop: asyncio.Event | None = None, cgroups: bool = True) -> None:
-    lam = LocalLambda(functions, idle_s=idle_s, port=port, cgroups=cgroups)
+                stop: asyncio.Event | None = None, cgroups: bool = True, reserved: int = 10,
+                region: str = "us-east-1") -> None:
+    lam = LocalLambda(functions, idle_s=idle_s, port=port, cgroups=cgroups, reserved=reserved, region=region)
     await lam.start()
     if ready is not None:
         ready(lam)
@@ -750,7 +802,8 @@ def run_cli(runtimes: list[str], *, port: int, idle_s: float, memory_mb: int, ti
 
     def ready(lam: LocalLambda) -> None:
         announce(f"local Lambda on {lam.endpoint} (Invoke API 2015-03-31): functions "
-                 f"{', '.join(lam.functions)}; reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s; "
+                 f"{', '.join(lam.functions) or 'none yet (fnbench functions deploy --endpoint-url ' + lam.endpoint + ')'}; "
+                 f"reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s; "
                  f"instances: {lam.sandbox.describe()}")
 
     async def main() -> None:
@@ -758,7 +811,8 @@ def run_cli(runtimes: list[str], *, port: int, idle_s: float, memory_mb: int, ti
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(functions, port=port, idle_s=idle_s, ready=ready, stop=stop, cgroups=cgroups)
+        await serve(functions, port=port, idle_s=idle_s, ready=ready, stop=stop, cgroups=cgroups, reserved=reserved,
+                    region=region)
 
     try:
         import uvloop

@@ -49,6 +49,35 @@ def architecture() -> str:
     return "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
 
 
+# What Lambda needs in each package: the file its runtime starts (and whether it must be executable).
+_ENTRY = {"rust": ("bootstrap", True), "go": ("bootstrap", True), "python": ("handler.py", False),
+          "node": ("index.mjs", False), "java": ("lib/fnbench-java.jar", False)}
+MAX_ZIP_BYTES = 50 * 1024 * 1024  # Lambda's limit for a direct ZIP upload
+
+
+def layout_problems(path: Path, runtime: str) -> list[str]:
+    """What is wrong with a package's layout for ``runtime`` (empty: nothing)."""
+    problems = []
+    if path.stat().st_size > MAX_ZIP_BYTES:
+        problems.append(f"{path.stat().st_size:,} bytes: Lambda takes at most {MAX_ZIP_BYTES:,} in a direct upload")
+    with zipfile.ZipFile(path) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+    for name in infos:
+        if name.startswith("/") or ".." in name.split("/"):
+            problems.append(f"{name!r}: entries must be relative paths inside the package")
+    entry, executable = _ENTRY[runtime]
+    info = infos.get(entry)
+    if info is None:
+        problems.append(f"no {entry} at the top of the package (Lambda's {_HANDLERS[runtime][0]} runtime starts it)")
+    elif executable and not (info.external_attr >> 16) & 0o111:
+        problems.append(f"{entry} is not executable (mode {(info.external_attr >> 16) & 0o777:o})")
+    if runtime == "python" and "workloads.py" not in infos:
+        problems.append("no workloads.py beside handler.py")
+    if runtime == "node" and "workloads.mjs" not in infos:
+        problems.append("no workloads.mjs beside index.mjs")
+    return problems
+
+
 def package(runtime: str, out_dir: Path = DEFAULT_PACKAGE_DIR) -> dict[str, Any]:
     """Write ``<out_dir>/<runtime>.zip`` and its manifest; returns the manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +89,10 @@ def package(runtime: str, out_dir: Path = DEFAULT_PACKAGE_DIR) -> dict[str, Any]
             info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, source.read_bytes())
+    problems = layout_problems(tmp, runtime)
+    if problems:
+        tmp.unlink()
+        raise ValueError(f"{path}: " + "; ".join(problems))
     tmp.replace(path)
     lambda_runtime, handler = _HANDLERS[runtime]
     manifest = {"runtime": runtime, "zip": str(path), "size_bytes": path.stat().st_size,

@@ -51,6 +51,18 @@ class ControlPlane:
     def configuration(self) -> dict[str, Any]:
         return dict(self._paced(self.client.get_function_configuration))
 
+    def wait(self, landed: Callable[[dict[str, Any]], str | bool], timeout_s: float = 60.0) -> str | None:
+        """Poll GetFunctionConfiguration (paced) until ``landed(cfg)`` is True (None) or a reason why
+        not (that reason), at most ``timeout_s``."""
+        deadline = _monotonic() + timeout_s
+        while _monotonic() < deadline:
+            verdict = landed(self.configuration())
+            if verdict is True:
+                return None
+            if isinstance(verdict, str):
+                return f"{self.function}: {verdict}"
+        return f"{self.function}: not ready within {timeout_s:g} s"
+
     def update(self, changes: Callable[[dict[str, Any]], dict[str, Any]], timeout_s: float = 60.0) -> str | None:
         """UpdateFunctionConfiguration with ``changes(current configuration)`` and wait until it has
         landed; None when it has, else why not (bounded by ``timeout_s``)."""
@@ -67,14 +79,25 @@ class ControlPlane:
                 except c.exceptions.ResourceConflictException:  # another update in progress: wait for it
                     if _monotonic() > deadline:
                         return f"{self.function}: an update stayed in progress for {timeout_s:g} s"
-            revision = updated["RevisionId"]
-            while _monotonic() < deadline:
-                cfg = self.configuration()
-                status = cfg.get("LastUpdateStatus")
-                if status == "Successful" and cfg.get("RevisionId") == revision:
-                    return None
-                if status == "Failed":
-                    return f"{self.function}: the update failed ({cfg.get('LastUpdateStatusReason') or 'no reason given'})"
+            return self.wait(updated_to(updated["RevisionId"]), max(0.0, deadline - _monotonic()))
         except (BotoCoreError, ClientError) as exc:
             return f"{self.function}: {exc}"
-        return f"{self.function}: the update did not land within {timeout_s:g} s"
+
+
+def updated_to(revision: str) -> Callable[[dict[str, Any]], str | bool]:
+    """An update has landed: LastUpdateStatus Successful with the RevisionId it answered."""
+
+    def landed(cfg: dict[str, Any]) -> str | bool:
+        status = cfg.get("LastUpdateStatus")
+        if status == "Failed":
+            return f"the update failed ({cfg.get('LastUpdateStatusReason') or 'no reason given'})"
+        return status == "Successful" and cfg.get("RevisionId") == revision
+
+    return landed
+
+
+def active(cfg: dict[str, Any]) -> str | bool:
+    """A new function is ready to invoke: State Active (Pending while Lambda creates it)."""
+    if cfg.get("State") == "Failed":
+        return f"creation failed ({cfg.get('StateReason') or 'no reason given'})"
+    return cfg.get("State") == "Active" and cfg.get("LastUpdateStatus", "Successful") == "Successful"
