@@ -14,7 +14,11 @@ hierarchy's root); ``Sandbox.cell`` makes one child per instance with
   cpu one;
 
 where quota = Memory Size / 1769 of one CPU per 100 ms period (``cpu_quota_us``), at most 6 CPUs
-and at most this machine's.  The instance's process joins its cell between fork and exec
+and at most this machine's.  The quota applies from the end of the instance's Init phase (its first
+``/invocation/next``, ``Cell.throttle``): Init runs with the CPU unthrottled, as measured on AWS
+("the init code will execute faster than your handler code", bitesizedserverless.com, Lambda Cold
+Starts and Bootstrap Code; not a documented guarantee).  ``FNBENCH_LAMBDA_INIT_CPU=memory`` caps
+Init at the memory-scaled share too.  The instance's process joins its cell between fork and exec
 (``Cell.preexec``, a ``preexec_fn``), so the runtime's first instruction already runs capped.
 Its peak (v2 ``memory.peak``, v1 ``memory.max_usage_in_bytes``) is the REPORT's Max Memory Used
 and its OOM-kill counter tells an out-of-memory death from a crash.
@@ -46,6 +50,7 @@ MAX_VCPU = 6  # at 10,240 MB
 PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000  # the kernel's smallest CFS quota
 ENV = "FNBENCH_LAMBDA_CGROUPS"
+INIT_CPU_ENV = "FNBENCH_LAMBDA_INIT_CPU"  # "full" (default): Init unthrottled; "memory": capped like invocations
 PREFIX = "fnbench-lambda-"
 REMOVE_ATTEMPTS = 100
 REMOVE_DELAY_S = 0.02
@@ -212,6 +217,13 @@ class Cell:
             finally:
                 os.close(fd)
 
+    def throttle(self) -> None:
+        """The Init phase is over: from now on the CPU share of its Memory Size."""
+        if self.kind == "cgroup2":
+            _write(self.cpu_dir / "cpu.max", f"{self.quota_us} {self.period_us}")
+        else:
+            _write(self.cpu_dir / "cpu.cfs_quota_us", str(self.quota_us))
+
     def limits(self) -> dict[str, int]:
         """What the kernel holds for the cell, read back: memory bytes, CPU quota and period (µs; quota -1: none)."""
         if self.kind == "cgroup2":
@@ -289,6 +301,7 @@ class Sandbox:
         self.cpus = cpus or machine_cpus()
         self.cells: list[Cell] = []
         self.failures = 0  # cells that could not be made (their instances ran uncapped)
+        self.init_full_cpu = os.environ.get(INIT_CPU_ENV, "full").strip().lower() != "memory"
         self.last_failure = ""
 
     @property
@@ -306,8 +319,9 @@ class Sandbox:
                     "Max Memory Used is the process's VmHWM")
         version = "v2" if self.kind == "cgroup2" else "v1"
         where = ", ".join(str(p) for p in self.parents)
+        init = "Init unthrottled, " if self.init_full_cpu else "Init too, "
         text = (f"memory capped at Memory Size and CPU scaled to memory/{MB_PER_VCPU} MB "
-                f"(at most {min(MAX_VCPU, self.cpus)} CPUs) with cgroup {version} ({where}); "
+                f"(at most {min(MAX_VCPU, self.cpus)} CPUs; {init}{INIT_CPU_ENV}=memory|full) with cgroup {version} ({where}); "
                 "Max Memory Used is the cgroup's peak")
         if self.failures:
             text += f"; {self.failures} instance(s) ran uncapped: {self.last_failure}"
@@ -449,14 +463,14 @@ class Sandbox:
                 for extra, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
                     if (mem / extra).exists():
                         _write(mem / extra, value)
-                _write(cpu / "cpu.max", f"{quota} {PERIOD_US}")
+                _write(cpu / "cpu.max", f"{'max' if self.init_full_cpu else quota} {PERIOD_US}")
             else:
                 _write(mem / "memory.limit_in_bytes", limit)
                 if (mem / "memory.memsw.limit_in_bytes").exists():
                     with contextlib.suppress(OSError):  # swap accounting may be off
                         _write(mem / "memory.memsw.limit_in_bytes", limit)
                 _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
-                _write(cpu / "cpu.cfs_quota_us", str(quota))
+                _write(cpu / "cpu.cfs_quota_us", str(-1 if self.init_full_cpu else quota))
         except OSError:
             for d in made:
                 _rmdir(d)

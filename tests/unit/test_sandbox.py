@@ -61,6 +61,8 @@ def test_v2_detected_and_cells_get_the_caps(tmp_path):
     cell = box.cell("rust-1", 256)
     assert cell is not None and cell.memory_dir == cell.cpu_dir
     assert (cell.memory_dir / "memory.max").read_text() == str(256 * 2**20)
+    assert (cell.cpu_dir / "cpu.max").read_text() == "max 100000"  # Init runs unthrottled
+    cell.throttle()  # then the Memory Size's share
     assert (cell.cpu_dir / "cpu.max").read_text() == f"{cpu_quota_us(256, box.cpus)} 100000"
     assert "cgroup v2" in box.describe()
 
@@ -78,9 +80,22 @@ def test_v1_used_when_v2_lacks_the_controllers(tmp_path):
     cell = box.cell("go-1", 128)
     assert cell is not None
     assert (cell.memory_dir / "memory.limit_in_bytes").read_text() == str(128 * 2**20)
+    assert (cell.cpu_dir / "cpu.cfs_quota_us").read_text() == "-1"  # Init runs unthrottled
+    cell.throttle()
     assert (cell.cpu_dir / "cpu.cfs_quota_us").read_text() == "7236"
     assert (cell.cpu_dir / "cpu.cfs_period_us").read_text() == "100000"
     assert "cgroup v1" in box.describe()
+
+
+def test_init_can_be_capped_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("FNBENCH_LAMBDA_INIT_CPU", "memory")
+    _tree(tmp_path, {"unified/cgroup.controllers": "hugetlb\n", "memory/cgroup.procs": "", "cpu/cgroup.procs": ""})
+    mountinfo = (f"31 25 0:27 / {tmp_path}/memory rw - cgroup cgroup rw,memory\n"
+                 f"32 25 0:28 / {tmp_path}/cpu rw - cgroup cgroup rw,cpu,cpuacct\n")
+    box = Sandbox.detect(mountinfo=mountinfo, proc_cgroup="4:memory:/\n1:cpu,cpuacct:/\n0::/\n", probe=False)
+    cell = box.cell("go-1", 128)
+    assert cell is not None and (cell.cpu_dir / "cpu.cfs_quota_us").read_text() == "7236"
+    assert "Init too" in box.describe()
 
 
 def test_none_says_why(tmp_path, monkeypatch):
