@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 
-.PHONY: lambda-ric setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot
+.PHONY: lambda-ric lambda-demo setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,20 @@ $(RIC): tests/lambda-ric/package-lock.json
 	test -f $(RIC)
 
 lambda-ric: $(RIC)
+
+# The AWS Lambda demo on this machine: a local Lambda, the functions deployed to it with the same
+# command as to AWS, then Rust vs Go/Node/Python (warm, forced cold starts, cost) and a memory sweep.
+LAMBDA_PORT ?= 9001
+LAMBDA_SPECS ?= examples/lambda-compare.yaml examples/lambda-sweep.yaml
+LAMBDA_ENV := env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+lambda-demo: functions lambda-ric
+	$(BIN)/fnbench lambda serve --functions none --port $(LAMBDA_PORT) --reserved 16 & pid=$$!; \
+	trap "kill $$pid 2>/dev/null" EXIT; \
+	for i in $$(seq 150); do $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', $(LAMBDA_PORT)), 1)" \
+	  2>/dev/null && break; sleep 0.2; done; \
+	$(LAMBDA_ENV) $(BIN)/fnbench functions deploy rust go node python --endpoint-url http://127.0.0.1:$(LAMBDA_PORT) \
+	  --region us-east-1 --role arn:aws:iam::000000000000:role/fnbench && \
+	for spec in $(LAMBDA_SPECS); do $(LAMBDA_ENV) $(BIN)/fnbench run $$spec --metrics-port 0 || exit $$?; done
 
 test: functions lambda-ric lint
 	$(BIN)/pytest -q

@@ -44,7 +44,8 @@ def judge(result: RunResult, slos: Iterable[Slo]) -> tuple[RunResult, int]:
                              interrupted=result.interrupted, lost_load=result.lost_shards > 0)
 
 
-RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb")
+RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb",
+                "duration_p99_ms", "init_duration_ms", "max_memory_mb", "per_million_usd")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class TargetRow:
     cold_start_ms: float | None = None
     init_ms: float | None = None
     rss_mb: float | None = None
+    # The platform's own (AWS Lambda REPORT lines): warm Duration p99, cold Init Duration p50, Max
+    # Memory Used, warm cost per million invocations.
+    duration_p99_ms: float | None = None
+    init_duration_ms: float | None = None
+    max_memory_mb: float | None = None
+    per_million_usd: float | None = None
     x: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -70,10 +77,15 @@ def by_target(groups: Sequence[Group]) -> list[TargetRow]:
         key = (g.region, g.target)
         row = rows.get(key) or TargetRow(g.region, g.target, g.runtime, g.workload)
         if g.phase == "warm":
-            row = replace(row, p50_ms=g.response_ms.p50, p99_ms=g.response_ms.p99, rps=g.achieved_rps)
+            row = replace(row, p50_ms=g.response_ms.p50, p99_ms=g.response_ms.p99, rps=g.achieved_rps,
+                          duration_p99_ms=g.platform_ms.p99 if g.platform_ms else None,
+                          per_million_usd=g.cost_per_million_usd)
         else:
             # Cold start = spawn (or invoke) → first response, the cold group's service time.
-            row = replace(row, cold_start_ms=g.service_ms.p50, init_ms=g.init_ms.p50 if g.init_ms else None)
+            row = replace(row, cold_start_ms=g.service_ms.p50, init_ms=g.init_ms.p50 if g.init_ms else None,
+                          init_duration_ms=g.init_duration_ms.p50 if g.init_duration_ms else None)
+        if g.max_memory_used_mb:
+            row = replace(row, max_memory_mb=max(row.max_memory_mb or 0.0, g.max_memory_used_mb))
         if g.peak_rss_mb:
             row = replace(row, rss_mb=max(row.rss_mb or 0.0, g.peak_rss_mb))
         rows[key] = row

@@ -60,14 +60,23 @@ def _cell(value: Any, ratio: Any, unit: str = "") -> str:
 def relative_table(rows: Sequence[TargetRow]) -> Table:
     """Every target beside Rust's for the same workload: value (ratio to Rust)."""
     t = Table(title="relative to rust, same workload (value and ratio ×)", header_style="bold")
-    for col in ("workload", "target", "runtime", "p50 ms", "p99 ms", "ok/s", "cold start p50 ms", "init p50 ms",
-                "peak RSS MB"):
+    # Lambda targets: the platform's clocks (REPORT) and cost beside the client's; else the process's.
+    platform = any(r.duration_p99_ms is not None for r in rows)
+    columns = ["workload", "target", "runtime", "p50 ms", "p99 ms", "ok/s", "cold start p50 ms"]
+    columns += (["Duration p99 ms", "Init Duration p50 ms", "max mem MB", "$/1M"] if platform
+                else ["init p50 ms", "peak RSS MB"])
+    for col in columns:
         t.add_column(col, justify="left" if col in ("workload", "target", "runtime") else "right")
     for r in sorted(rows, key=lambda r: (r.workload, r.runtime != "rust", r.target)):
         x = r.x
-        t.add_row(r.workload, r.target, r.runtime, _cell(r.p50_ms, x["p50_ms"]), _cell(r.p99_ms, x["p99_ms"]),
-                  _cell(r.rps, x["rps"]), _cell(r.cold_start_ms, x["cold_start_ms"]), _cell(r.init_ms, None),
-                  _cell(r.rss_mb, x["rss_mb"]))
+        cells = [r.workload, r.target, r.runtime, _cell(r.p50_ms, x["p50_ms"]), _cell(r.p99_ms, x["p99_ms"]),
+                 _cell(r.rps, x["rps"]), _cell(r.cold_start_ms, x["cold_start_ms"])]
+        if platform:
+            cells += [_cell(r.duration_p99_ms, x["duration_p99_ms"]), _cell(r.init_duration_ms, x["init_duration_ms"]),
+                      _cell(r.max_memory_mb, x["max_memory_mb"]), _cell(r.per_million_usd, x["per_million_usd"])]
+        else:
+            cells += [_cell(r.init_ms, None), _cell(r.rss_mb, x["rss_mb"])]
+        t.add_row(*cells)
     return t
 
 
