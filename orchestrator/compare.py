@@ -24,7 +24,7 @@ def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group]) -> list[SloVerdic
     verdicts = []
     for slo in slos:
         for g in groups:
-            if slo.target not in ("*", g.target):
+            if slo.target not in ("*", g.target) or getattr(slo, "phase", "*") not in ("*", g.phase):
                 continue
             value = g.metric(slo.metric)
             ok = value is not None
@@ -561,7 +561,7 @@ class SloWatch:
             ivs[:] = [iv for iv in ivs if iv.t1 > newest - longest]
             region, target, phase = key
             for slo in self.slos:
-                if getattr(slo, "target", "*") not in ("*", target):
+                if getattr(slo, "target", "*") not in ("*", target) or getattr(slo, "phase", "*") not in ("*", phase):
                     continue
                 window = float(getattr(slo, "after", 0.0))
                 if newest - self.first[key] < window - 1e-6:

@@ -121,6 +121,7 @@ class ColdStartSpec(_Model):
 
 class SloSpec(_Model):
     target: str = "*"
+    phase: Literal["*", "warm", "cold"] = "*"  # which groups: the warm (measured) phase, the cold one, or both
     metric: str
     max: float | None = Field(default=None, allow_inf_nan=False)
     min: float | None = Field(default=None, allow_inf_nan=False)

@@ -15,7 +15,9 @@ what it was when the sweep began, also after an interrupted or failed step.
 
 The cheapest size of a target is the lowest cost per million invocations (compute, Power Tuning's
 formula; GB-s per invocation where the region has no price) among the sizes at which every SLO
-of the target passed; with no SLOs, the cheapest of all.
+of the target passed; with no SLOs, the cheapest of all.  Sizes failing their SLOs are what a sweep
+finds out, so its exit code is 1 only when some target has no size meeting them (2, 3 and 130 as
+for any run).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from rich.table import Table
 from orchestrator import compare
 from orchestrator import plan as planner
 from orchestrator.collect import Collector
-from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, exit_code
 from orchestrator.result import Gap, Group, RunResult
 from orchestrator.results import RunFolder, read_intervals
 from orchestrator.spec import Benchmark, SloSpec, TargetSpec
@@ -221,8 +223,14 @@ def conclude(b: Benchmark, run_id: str, intervals: Sequence[Any], gaps: Sequence
     collector = Collector(run_id, planner.phase_seconds(b))
     collector.add_all(intervals)
     result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys(errors)), **fields)
-    result, code = compare.judge(result, expanded_slos(b))
-    return dataclasses.replace(result, sweep=summary(b, result)), code
+    result, _ = compare.judge(result, expanded_slos(b))
+    result = dataclasses.replace(result, sweep=summary(b, result))
+    # A size failing its SLOs is what a sweep is for: it fails (exit 1) only when some target has
+    # no size that meets them.
+    assert result.sweep is not None
+    unmet = any(entry["cheapest_mb"] is None for entry in result.sweep["targets"].values())
+    return result, exit_code(slo_failed=unmet, errors=bool(result.errors), interrupted=result.interrupted,
+                             lost_load=result.lost_shards > 0)
 
 
 def _point(g: Group | None, cold: Group | None, verdicts: list[Any]) -> dict[str, Any]:

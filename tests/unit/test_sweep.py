@@ -54,6 +54,7 @@ def test_the_cheapest_size_is_the_cheapest_that_meets_every_slo():
     judged, code = compare.judge(result, sweep.expanded_slos(b))
     assert code == 1  # r at 128 MB fails its p99
     s = sweep.summary(b, judged)
+    assert sweep.conclude(b, "sw", [], [], [])[1] == 1  # nothing measured: no size meets the SLOs
     r = s["targets"]["r"]
     assert r["curve"]["128"]["slo_passed"] is False and r["curve"]["512"]["slo_passed"] is True
     assert r["cheapest_mb"] == 512  # 128 MB is cheaper but misses the SLO
@@ -76,3 +77,14 @@ def _text(table) -> str:
     console = Console(width=200, record=True)
     console.print(table)
     return console.export_text()
+
+
+def test_an_slo_can_be_scoped_to_a_phase():
+    from orchestrator import compare
+
+    b = spec.load_text(SPEC.replace("{target: r, metric: response_ms.p99, max: 50}",
+                                    "{target: r, phase: warm, metric: response_ms.p99, max: 50}"), "sw.yaml")
+    cold = Group(region="local", target="r@128MB", runtime="rust", phase="cold", completed=2,
+                 response_ms=Summary(p50=300, p90=300, p99=300, p999=300, max=300, mean=300))
+    verdicts = compare.slo_verdicts(sweep.expanded_slos(b)[:1], (_group("r@128MB", 1.0, 20.0), cold))
+    assert [(v.phase, v.passed) for v in verdicts] == [("warm", True)]  # the slow cold start is not judged by it
