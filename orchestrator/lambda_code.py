@@ -107,6 +107,9 @@ class CodeApi:
     def retire_all(self, fn: Function) -> None:  # LocalLambda's
         raise NotImplementedError
 
+    def begin_update(self, fn: Function) -> Reply:  # LocalLambda's
+        raise NotImplementedError
+
     def _code_dir(self) -> Path:
         if getattr(self, "code_root", None) is None:
             self.code_root = Path(tempfile.mkdtemp(prefix="fnbench-lambda-code-"))
@@ -166,7 +169,6 @@ class CodeApi:
         return 201, orjson.dumps(fn.configuration()), [("x-amzn-RequestId", str(uuid.uuid4()))]
 
     def update_function_code(self, fn: Function, body: bytes) -> Reply:
-        from orchestrator.lambda_local import UPDATE_SETTLE_S, _now_iso
 
         try:
             doc = orjson.loads(body or b"{}")
@@ -181,16 +183,7 @@ class CodeApi:
         problem = self._load(fn, doc, zipped)
         if problem is not None:
             return _error(400, "InvalidParameterValueException", problem)
-        fn.revision = str(uuid.uuid4())
-        fn.last_modified = _now_iso()
-        fn.last_update_status = "InProgress"
-        self.retire_all(fn)
-
-        def settle() -> None:
-            fn.last_update_status = "Successful"
-
-        asyncio.get_running_loop().call_later(UPDATE_SETTLE_S, settle)
-        return 200, orjson.dumps(fn.configuration()), [("x-amzn-RequestId", str(uuid.uuid4()))]
+        return self.begin_update(fn)
 
     def get_function(self, fn: Function) -> Reply:
         doc = {"Configuration": fn.configuration(), "Code": {"RepositoryType": "S3", "Location": f"file://{fn.cwd}"},

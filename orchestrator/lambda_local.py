@@ -648,6 +648,11 @@ class LocalLambda(CodeApi):
             if isinstance(command, str):
                 return _error(400, "InvalidParameterValueException", command)
             fn.lambda_runtime, fn.handler, fn.command = runtime, handler, command
+        return self.begin_update(fn)
+
+    def begin_update(self, fn: Function) -> tuple[int, bytes, list[tuple[str, str]]]:
+        """A new revision: LastUpdateStatus InProgress and every instance retired now, Successful
+        shortly after; the answer to the update."""
         fn.revision = str(uuid.uuid4())
         fn.last_modified = _now_iso()
         fn.last_update_status = "InProgress"

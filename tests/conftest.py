@@ -3,6 +3,15 @@ import pytest
 from tests.servers import FaultServer
 
 
+@pytest.fixture
+def lambda_credentials(monkeypatch):
+    """AWS credentials for the standard chain, and nothing else of it (the local Lambda checks no signature)."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fnbench")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fnbench")
+
+
 @pytest.fixture(scope="session")
 def fault_server():
     with FaultServer() as server:

@@ -5,6 +5,7 @@ it wrote — the orchestrator's output, the worker's log, every file of the resu
 value in Redis (Celery's base64 task bodies decoded)."""
 
 import base64
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -51,10 +52,8 @@ def _redis_values(client) -> list[bytes]:
         except orjson.JSONDecodeError:
             continue
         if isinstance(doc, dict) and isinstance(doc.get("body"), str):
-            try:
+            with contextlib.suppress(ValueError):
                 decoded.append(base64.b64decode(doc["body"]))
-            except ValueError:
-                pass
     return out + decoded
 
 

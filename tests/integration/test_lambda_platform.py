@@ -28,12 +28,8 @@ SLEEP = {"workload": "sleep", "params": {"ms": 300}}
 
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch):
-    # The standard chain reads these (the local Lambda checks no signature).
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fnbench")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fnbench")
+def _credentials(lambda_credentials):
+    pass
 
 
 def client(endpoint):

@@ -35,11 +35,8 @@ HASH1 = {"workload": "hash", "params": {"data": "abc", "rounds": 1}}
 
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch):
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fnbench")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fnbench")
+def _credentials(lambda_credentials):
+    pass
 
 
 def functions(runtimes, **kw):
