@@ -184,13 +184,14 @@ def test_run_shard_records_the_three_clocks():
         assert g.reports_missing == g.reports_truncated == 0
 
 
-def test_forced_cold_starts_every_sample_has_init_duration():
+@pytest.mark.parametrize("runtime", ["rust", "go", "python", "node"])
+def test_forced_cold_starts_every_sample_has_init_duration(runtime):
     from workers.recorder import decode
-    with lambda_local.Background(functions(["python"], reserved=2)) as lam:
+    with lambda_local.Background(functions([runtime], reserved=2)) as lam:
         c = client(lam.endpoint)
-        c.update_function_configuration(FunctionName="python", Environment={"Variables": {"KEEP": "me"}})
-        target = Target(name="py", runtime="python", platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
-                        address={"function": "python", "endpoint_url": lam.endpoint, "control_plane_interval_s": 0.02})
+        c.update_function_configuration(FunctionName=runtime, Environment={"Variables": {"KEEP": "me"}})
+        target = Target(name="fn", runtime=runtime, platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
+                        address={"function": runtime, "endpoint_url": lam.endpoint, "control_plane_interval_s": 0.02})
         shard = Shard(run_id="r", shard_id="c", region="local", target=target, phase="cold",
                       arrival={"kind": "constant", "rps": "4"}, start_at=time.time() + 0.3, duration_s=0.75,
                       max_in_flight=3, flush_interval_s=5.0)
@@ -202,7 +203,9 @@ def test_forced_cold_starts_every_sample_has_init_duration():
         assert sum(iv.cold_starts for iv in intervals) == 3 == counters["cold_forced"]
         assert sum(decode(iv.init_duration_us).get_total_count() for iv in intervals) == 3
         assert counters["cold_reforced"] == 0 and counters["control_plane_calls"] >= 9  # get, update, get per force
-        env = c.get_function_configuration(FunctionName="python")["Environment"]["Variables"]
+        # fnbench's cold count is the number of instances the local Lambda started.
+        assert lam.call(lambda s: s.functions[runtime].cold_starts) == 3
+        env = c.get_function_configuration(FunctionName=runtime)["Environment"]["Variables"]
         assert env["KEEP"] == "me" and "FNBENCH_COLD_START" in env  # the function's own variables are kept
 
 
