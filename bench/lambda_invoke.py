@@ -44,7 +44,8 @@ BODY = '{"workload":"echo","params":{"payload":{"n":1}}}'
 
 def start_lambda(concurrency: int) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-c", "from orchestrator.cli import main; main()", "lambda", "serve", "--functions", "rust",
-           "--port", "0", "--reserved", str(concurrency), "--idle", "10m"]
+           "--port", "0", "--reserved", str(concurrency), "--idle", "10m",
+           "--no-cgroups"]  # the client is measured: the function's instances must not be its bottleneck
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     assert proc.stderr is not None
