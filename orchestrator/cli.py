@@ -533,7 +533,7 @@ def functions_package(
 
 @functions_app.command("deploy")
 def functions_deploy(
-    runtime: Annotated[list[str] | None, typer.Argument(metavar="[RUNTIME]...", help="runtimes to deploy (default: rust, go, python, node, java)", show_default=False)] = None,
+    runtime: Annotated[list[str] | None, typer.Argument(metavar="RUNTIME", help="runtimes to deploy (default: rust, go, python, node, java)", show_default=False)] = None,
     region: Annotated[str, typer.Option(help="the AWS region the functions go to", show_default=False)] = "",
     role: Annotated[str, typer.Option(help="the execution role's ARN, arn:aws:iam::<account>:role/<name>", show_default=False)] = "",
     endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="another Lambda endpoint: the local Lambda (`fnbench lambda serve`), e.g. http://127.0.0.1:9001")] = None,
