@@ -1,7 +1,8 @@
 """Loopback servers the tests drive load at and read from: real sockets, no mocks.
 
 Also the shared plumbing of the integration tests: ``need`` (skip locally, fail in CI),
-``free_port``, ``wait_for`` and a real ``Prometheus`` scraping loopback targets.
+``free_port``, ``wait_for``, ``GroupLeader`` (stop or kill a process and its children) and a real
+``Prometheus`` scraping loopback targets.
 
 FaultServer answers by path: /ok, /5xx, /429, /reset (RST before any response), /timeout
 (never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N.
@@ -14,6 +15,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -158,6 +160,29 @@ def _ephemeral_low() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
+
+
+class GroupLeader:
+    """A subprocess started with ``start_new_session=True`` (``self.proc``): ``stop`` and ``kill``
+    reach its whole process group (a Celery worker's or scheduler's pool processes too)."""
+
+    proc: subprocess.Popen
+    stop_timeout_s = 10.0
+
+    def kill(self) -> None:
+        """SIGKILL the group at once (a host dying)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM the group; SIGKILL it if it has not exited within ``stop_timeout_s``."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every: float = 0.1) -> Any:

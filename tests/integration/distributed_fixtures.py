@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import orjson
 import pytest
 import redis
 
-from tests.servers import free_port, need, wait_for
+from tests.servers import GroupLeader, free_port, need, wait_for
 from workers import keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,25 +74,11 @@ class RedisServer:
 
 
 @dataclass
-class Worker:
+class Worker(GroupLeader):
     region: str
     proc: subprocess.Popen
     metrics_port: int = 0
     log: Path | None = None
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool processes at once (a host dying)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass

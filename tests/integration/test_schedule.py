@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import pytest
 from bench.bootstrap_coverage import synthetic_run
 from orchestrator import compare, history
 from tests.integration.distributed_fixtures import RedisServer
-from tests.servers import closed_port, free_port, need, wait_for
+from tests.servers import GroupLeader, closed_port, free_port, need, wait_for
 from workers import keys
 
 pytestmark = pytest.mark.integration
@@ -119,26 +118,15 @@ def _planted(name: str, run_id: str, start: float, blocks: list[compare.Block], 
                          "blocks": [b.to_dict() for b in blocks]}]}
 
 
-class Scheduler:
+class Scheduler(GroupLeader):
+    stop_timeout_s = 15.0
+
     def __init__(self, env: dict, tmp_path: Path, label: str) -> None:
         self.log = tmp_path / f"scheduler-{label}.log"
         self.proc = subprocess.Popen(
             [*FNBENCH, "scheduler", "--results", str(tmp_path / "results"), "--lock-timeout", "3",
              "--loop-interval", "1", "--concurrency", "2", "--loglevel", "INFO"],
             cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
