@@ -480,6 +480,9 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
     out.append(_section("Cold starts", _cold(a, charts, keys, region_names, colour), "cold"))
     out.append(_section("Memory", _memory(a, charts, keys, regions), "memory"))
     out.append(_section("Cost", _cost(r), "cost"))
+    if r.sweep:
+        out.append(_section("Memory sweep (the same load at each Memory Size; * the cheapest meeting the SLOs)",
+                            _sweep(r.sweep), "sweep"))
     out.append(_section("Compared with Rust (same workload and region; ratio ×)", _comparison(relative_to(r.groups)),
                         "comparison"))
     out.append(_section("All groups", _groups_table(r.groups), "groups"))
@@ -551,6 +554,18 @@ def _cost(r: RunResult) -> str:
     rows = [(g.region, g.target, g.runtime, g.phase, g.cost_per_million_usd, g.billed_ms.p50 if g.billed_ms else None)
             for g in billed]
     return _table(("region", "target", "runtime", "phase", "USD per million", "billed p50 ms"), rows, "cost")
+
+
+def _sweep(sweep: dict[str, Any]) -> str:
+    rows = []
+    for name, entry in sweep.get("targets", {}).items():
+        for mb, p in entry["curve"].items():
+            mark = " *" if entry.get("cheapest_mb") == int(mb) else ""
+            rows.append((name, entry["runtime"], f"{mb}{mark}", p.get("p50_ms"), p.get("p99_ms"), p.get("duration_p99_ms"),
+                         p.get("init_duration_p50_ms"), p.get("max_memory_used_mb"), p.get("per_million_usd"),
+                         {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]))
+    return _table(("target", "runtime", "MB", "warm p50 ms", "warm p99 ms", "Duration p99 ms", "Init Duration p50 ms",
+                   "max memory MB", "USD per million", "SLOs"), rows, "sweep")
 
 
 def _overlay_sections(analyses: Sequence[Analysis], charts: Charts) -> list[str]:

@@ -114,3 +114,13 @@ def test_a_sweep_on_a_target_that_is_not_lambda_is_bad_input(tmp_path):
     assert "targets[0].memory_sizes: a memory sweep sets a Lambda function's Memory Size" in r.stderr
     assert "targets[0].memory_sizes: each size once" in r.stderr
     assert "targets[1] have no memory_sizes" in r.stderr
+
+
+def test_the_html_report_has_the_sweep(swept, tmp_path):
+    _, folder, _ = swept
+    out = tmp_path / "report.html"
+    r = fnbench("report", str(folder), "--html", str(out))
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    assert "Memory sweep" in page and 'class="sweep"' in page
+    assert page.count("<td>rust-hash</td>") == len(SIZES) and page.count("<td>go-hash</td>") == len(SIZES)
