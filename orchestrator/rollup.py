@@ -50,7 +50,7 @@ class Rollup:
 def _merge_encoded(a: str, b: str) -> str:
     if not a or not b:
         return a or b
-    return recorder.encode(recorder.merge([a, b]))
+    return recorder.merge_encoded((a, b))
 
 
 def merge(a: Interval, b: Interval) -> Interval:

@@ -83,3 +83,26 @@ def test_collector_drops_duplicates_by_shard_attempt_seq():
     row = c.group_rows()[0]
     assert row.completed == 30 and c.duplicates == 1
     assert row.response_ms.p99 == pytest.approx(1.0, rel=1e-3)
+
+
+def test_merge_encoded_equals_merge_and_makes_no_histogram_per_item(monkeypatch):
+    from hdrh.histogram import HdrHistogram
+
+    rng = random.Random(7)
+    encoded = []
+    for _ in range(5):
+        h = recorder.new_histogram()
+        recorder.fill(h, [rng.randint(1, 5_000_000) for _ in range(500)])
+        encoded.append(recorder.encode(h))
+    want = recorder.decode(recorder.encode(recorder.merge(encoded)))
+
+    def no_decode(*a, **kw):
+        raise AssertionError("a histogram object per merged item")
+
+    monkeypatch.setattr(HdrHistogram, "decode", staticmethod(no_decode))
+    got_text = recorder.merge_encoded([*encoded, ""])
+    monkeypatch.undo()
+    got = recorder.decode(got_text)
+    assert list(got.counts) == list(want.counts) and got.get_total_count() == 2500
+    assert (got.get_min_value(), got.get_max_value()) == (want.get_min_value(), want.get_max_value())
+    assert recorder.merge_encoded(["", ""]) == ""
