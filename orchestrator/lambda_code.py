@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import io
 import shutil
 import stat
@@ -33,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from orchestrator.lambda_package import MAX_ZIP_BYTES, code_sha256
+
 if TYPE_CHECKING:
     from orchestrator.lambda_local import Function
 
 Reply = tuple[int, bytes, list[tuple[str, str]]]
-MAX_ZIP_BYTES = 50 * 1024 * 1024  # Lambda's limit for a direct upload (base64 in the request: ~67 MB)
 UNZIPPED_MAX_BYTES = 250 * 1024 * 1024  # Lambda's limit for the unpacked code
 
 
@@ -131,7 +131,7 @@ class CodeApi:
             return command
         old = Path(fn.cwd) if fn.code_sha256 else None
         fn.command, fn.cwd, fn.env = command, str(code), {}
-        fn.code_sha256 = base64.b64encode(hashlib.sha256(raw).digest()).decode()
+        fn.code_sha256 = code_sha256(raw)
         fn.code_size = len(raw)
         if old is not None and self.code_root is not None and old.parent == self.code_root:
             shutil.rmtree(old, ignore_errors=True)  # the instances of the old code are retired
@@ -204,7 +204,7 @@ class CodeApi:
 
 
 def _fnbench_runtime(lambda_runtime: str) -> str:
-    """fnbench's name for a Lambda runtime identifier (the REPORT's billing rule follows it)."""
+    """fnbench's runtime name for a Lambda runtime identifier (a label: billing follows the identifier itself)."""
     if lambda_runtime.startswith("python"):
         return "python"
     if lambda_runtime.startswith("nodejs"):

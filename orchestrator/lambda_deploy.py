@@ -18,8 +18,6 @@ this command is tested here.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +112,7 @@ def deploy(runtimes: list[str], *, region: str, role: str, endpoint_url: str | N
         except FileNotFoundError as exc:
             raise SetupError(f"{runtime}: {exc}; build it with `fnbench functions build {runtime}`") from None
         zip_bytes = Path(manifest["zip"]).read_bytes()
-        sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+        sha = lambda_package.code_sha256(zip_bytes)
         name = prefix + runtime
         arch = manifest["architectures"][0]
         desired = _desired(manifest, role, memory_mb, timeout_s, env)

@@ -65,6 +65,7 @@ import orjson
 
 from orchestrator.cost import init_billed
 from orchestrator.lambda_code import CodeApi, command_for
+from orchestrator.lambda_package import HANDLER, LAMBDA_RUNTIME
 from orchestrator.sandbox import Cell, Sandbox, peak_mb
 from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
 
@@ -76,11 +77,6 @@ TAIL_BYTES = 4096
 NODE_RIC = REPO_ROOT / "tests" / "lambda-ric" / "node_modules" / "aws-lambda-ric" / "bin" / "index.mjs"
 ACCOUNT = "000000000000"
 UPDATE_SETTLE_S = 0.05  # InProgress → Successful after an update (the instances are retired by then)
-# Lambda's identifier for each runtime kind; "provided" ones are custom runtimes (bootstrap).
-LAMBDA_RUNTIME = {"rust": "provided.al2023", "go": "provided.al2023", "python": "python3.12",
-                  "node": "nodejs20.x", "java": "java21", "java-cds": "java21"}
-HANDLER = {"rust": "bootstrap", "go": "bootstrap", "python": "handler.handler", "node": "index.handler",
-           "java": "Handler::handleRequest", "java-cds": "Handler::handleRequest"}
 
 
 def runtime_command(runtime: str) -> tuple[list[str], str, dict[str, str]]:

@@ -14,6 +14,7 @@ Deploying, IAM roles and regions are the user's business; nothing here calls AWS
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import platform
@@ -26,10 +27,18 @@ from workers.functions import FUNCTIONS_DIR, artifact_for
 
 DEFAULT_PACKAGE_DIR = FUNCTIONS_DIR.parent / "build" / "lambda"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
-_HANDLERS = {"rust": ("provided.al2023", "bootstrap"), "go": ("provided.al2023", "bootstrap"),
-             "python": ("python3.12", "handler.handler"), "node": ("nodejs20.x", "index.handler"),
-             "java": ("java21", "Handler::handleRequest")}
-RUNTIMES = tuple(_HANDLERS)
+# Lambda's identifier for each runtime kind and its handler; "provided" ones are custom runtimes
+# (bootstrap).  The one home of both: the packages, deploy and the local Lambda read them here.
+LAMBDA_RUNTIME = {"rust": "provided.al2023", "go": "provided.al2023", "python": "python3.12",
+                  "node": "nodejs20.x", "java": "java21", "java-cds": "java21"}
+HANDLER = {"rust": "bootstrap", "go": "bootstrap", "python": "handler.handler", "node": "index.handler",
+           "java": "Handler::handleRequest", "java-cds": "Handler::handleRequest"}
+RUNTIMES = ("rust", "go", "python", "node", "java")  # packaged (java-cds is the same jar, tuned at start)
+
+
+def code_sha256(zip_bytes: bytes) -> str:
+    """Lambda's CodeSha256 of a package: base64 of its SHA-256."""
+    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
 
 
 def _files(runtime: str) -> list[tuple[str, Path, bool]]:
@@ -68,7 +77,7 @@ def layout_problems(path: Path, runtime: str) -> list[str]:
     entry, executable = _ENTRY[runtime]
     info = infos.get(entry)
     if info is None:
-        problems.append(f"no {entry} at the top of the package (Lambda's {_HANDLERS[runtime][0]} runtime starts it)")
+        problems.append(f"no {entry} at the top of the package (Lambda's {LAMBDA_RUNTIME[runtime]} runtime starts it)")
     elif executable and not (info.external_attr >> 16) & 0o111:
         problems.append(f"{entry} is not executable (mode {(info.external_attr >> 16) & 0o777:o})")
     if runtime == "python" and "workloads.py" not in infos:
@@ -94,7 +103,7 @@ def package(runtime: str, out_dir: Path = DEFAULT_PACKAGE_DIR) -> dict[str, Any]
         tmp.unlink()
         raise ValueError(f"{path}: " + "; ".join(problems))
     tmp.replace(path)
-    lambda_runtime, handler = _HANDLERS[runtime]
+    lambda_runtime, handler = LAMBDA_RUNTIME[runtime], HANDLER[runtime]
     manifest = {"runtime": runtime, "zip": str(path), "size_bytes": path.stat().st_size,
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "lambda_runtime": lambda_runtime,
                 "handler": handler, "architectures": [architecture()], "package_type": "Zip"}
