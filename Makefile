@@ -8,7 +8,13 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 
-.PHONY: lambda-ric lambda-demo setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot
+.PHONY: lambda-ric lambda-demo setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot \
+        system-demo system-lambda-demo system-test
+
+# What the machine needs beyond Python (toolchains checked; Debian packages installed, asking for root
+# only there): scripts/setup-system.sh says what it installs. FNBENCH_NO_INSTALL=1 only checks.
+system-demo system-lambda-demo system-test: system-%:
+	scripts/setup-system.sh $*
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,7 +32,7 @@ functions: setup
 java-offline:
 	cd functions/java && mvn -o -B -q package
 
-demo: functions
+demo: system-demo functions
 	$(BIN)/fnbench run examples/local-compare.yaml
 
 calibrate: setup
@@ -57,7 +63,7 @@ lambda-ric: $(RIC)
 LAMBDA_PORT ?= 9001
 LAMBDA_SPECS ?= examples/lambda-compare.yaml examples/lambda-sweep.yaml
 LAMBDA_ENV := env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
-lambda-demo: functions lambda-ric
+lambda-demo: system-lambda-demo functions lambda-ric
 	$(BIN)/fnbench lambda serve --functions none --port $(LAMBDA_PORT) --reserved 16 & pid=$$!; \
 	trap "kill $$pid 2>/dev/null" EXIT; \
 	for i in $$(seq 150); do $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', $(LAMBDA_PORT)), 1)" \
@@ -66,8 +72,10 @@ lambda-demo: functions lambda-ric
 	  --region us-east-1 --role arn:aws:iam::000000000000:role/fnbench && \
 	for spec in $(LAMBDA_SPECS); do $(LAMBDA_ENV) $(BIN)/fnbench run $$spec --metrics-port 0 || exit $$?; done
 
-test: functions lambda-ric lint
-	$(BIN)/pytest -q
+# Every test runs: FNBENCH_TEST_STRICT makes a missing server, browser or build a failure, not a skip
+# (this target installed them); -rs lists any skip that remains, with its reason, at the end.
+test: system-test functions lambda-ric lint
+	PATH="$(CURDIR)/build/tools:$$PATH" FNBENCH_TEST_STRICT=1 $(BIN)/pytest -q -rs
 
 # The chart library inlined into HTML reports (checked in; nothing is fetched at build or test time).
 UPLOT ?= 1.6.32

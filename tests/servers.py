@@ -1,6 +1,7 @@
 """Loopback servers the tests drive load at and read from: real sockets, no mocks.
 
-Also the shared plumbing of the integration tests: ``need`` (skip locally, fail in CI),
+Also the shared plumbing of the integration tests: ``need`` (skip locally, fail under ``make test``
+and CI), ``strict``,
 ``free_port``, ``wait_for``, ``GroupLeader`` (stop or kill a process and its children) and a real
 ``Prometheus`` scraping loopback targets.
 
@@ -128,11 +129,17 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def strict() -> bool:
+    """True under `make test` (FNBENCH_TEST_STRICT, set once it has installed and built everything) and CI."""
+    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+               for name in ("FNBENCH_TEST_STRICT", "CI"))
+
+
 def need(ok: bool, why: str) -> None:
-    """Skip locally when a tool is missing; under CI a missing tool is a failure."""
+    """Skip a bare `pytest` run when a tool is missing; under `make test` or CI a missing tool is a failure."""
     if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why} (required under CI)")
+        if strict():
+            pytest.fail(f"{why} (required under make test: it installs and builds everything)")
         pytest.skip(why)
 
 

@@ -13,11 +13,14 @@ from orchestrator.calibrate import SyntheticConfig, calibrate
 def test_calibration_percentiles_within_3_percent_of_truth(tmp_path):
     rep = calibrate(SyntheticConfig(median_ms=50, sigma=0.5), rps=400, duration_s=10, results_root=tmp_path)
     assert rep["requests"]["completed"] == rep["requests"]["intended"] == 4000
-    for stat in ("p50", "p99", "p999"):
+    for stat in ("p50", "p90", "p99", "p999"):
         s = rep["stats"][stat]
         assert abs(s["error_pct"]) <= 3.0, (stat, s)
-    # The realised truth follows the configured lognormal (sanity of the target itself).
-    assert rep["stats"]["p50"]["truth_ms"] == pytest.approx(rep["model"]["p50"], rel=0.05)
+        # Judged against the lognormal's closed-form quantile (within the sampling band of 4000 draws),
+        # not only against the target's record summarised by the code under test.
+        assert abs(s["beyond_band_pct"]) <= 3.0, (stat, s)
+        assert s["band_ms"][0] < s["model_ms"] < s["band_ms"][1]
+    assert rep["pass"]
 
 
 def open_model_truth_ms(start_at: float, rate: float, n: int, base_s: float, every_s: float, stall_s: float) -> list[float]:

@@ -25,7 +25,7 @@ import pytest
 
 from orchestrator import functions as fn
 from orchestrator import lambda_local
-from tests.servers import free_port
+from tests.servers import free_port, strict
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ ENVELOPE_KEYS = {"runtime", "workload", "cold", "instance", "init_ms", "handler_
 
 
 def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return strict()
 
 
 def _load_vectors() -> dict[str, list[dict[str, Any]]]:

@@ -8,7 +8,6 @@ AWS_LAMBDA_RUNTIME_API is set, as the bootstraps do), hosted by fnbench's local 
 """
 
 import json
-import os
 
 import boto3
 import pytest
@@ -16,6 +15,7 @@ from botocore.config import Config
 
 from orchestrator import functions as fn
 from orchestrator import lambda_local
+from tests.servers import need
 
 
 def lambda_client(endpoint: str):
@@ -32,9 +32,7 @@ def hosted(runtime: str) -> list[lambda_local.Function]:
         return lambda_local.make_functions([runtime])
     except FileNotFoundError as exc:
         if runtime in ("node", "python"):
-            if os.environ.get("CI"):  # CI builds every runtime interface client: a missing one is a failure
-                pytest.fail(str(exc))
-            pytest.skip(str(exc))
+            need(False, str(exc))  # make test builds every runtime interface client
         fn.build(runtime)  # a function not built yet
         return lambda_local.make_functions([runtime])
 

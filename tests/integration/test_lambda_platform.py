@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from orchestrator import cost, lambda_local
 from orchestrator.collect import Collector
+from tests.servers import need
 from workers.contract import Outcome, Shard, Target
 from workers.lambda_report import Report, from_log_result
 from workers.platforms.aws_lambda import LambdaInvoker
@@ -42,7 +43,7 @@ def functions(runtimes, **kw):
     try:
         return lambda_local.make_functions(runtimes, **kw)
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        need(False, str(exc))
 
 
 def ours(endpoint, function, bodies, concurrent=False):

@@ -18,6 +18,7 @@ import pytest
 from botocore.config import Config
 
 from orchestrator import lambda_local, sandbox
+from tests.servers import need
 from workers.lambda_report import Report, from_log_result
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def functions(runtimes, **kw):
     try:
         return lambda_local.make_functions(runtimes, **kw)
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        need(False, str(exc))
 
 
 def client(endpoint):

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from orchestrator import cost, lambda_local
+from tests.servers import need
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def swept(tmp_path_factory):
     try:
         fns = lambda_local.make_functions(["rust", "go"], memory_mb=256, reserved=6)
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        need(False, str(exc))
     tmp = tmp_path_factory.mktemp("sweep")
     with lambda_local.Background(fns) as lam:
         spec = sweep_spec(tmp, lam.endpoint)
