@@ -2,7 +2,7 @@
 
 Each repetition builds two runs of ``blocks`` intervals (``per_block`` lognormal response times each,
 every interval with its own random slowness, as real minutes differ), encodes every interval as fnbench's
-HDR histogram, and compares them with ``orchestrator.compare.bootstrap``.  Run B is run A scaled by
+HDR histogram, and compares them with ``orchestrator.analysis.compare.bootstrap``.  Run B is run A scaled by
 ``shift`` (0.73: 27 % lower), so the true change of every percentile is exactly ``shift - 1``; the
 interval covers the truth when ``low <= shift - 1 <= high``.  With ``shift = 1`` (identical
 distributions) it counts how often the verdict is "no change" (the interval inside ±3 %).
@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.compare import Block, bootstrap, verdict_of  # noqa: E402
+from orchestrator.analysis.compare import Block, bootstrap, verdict_of  # noqa: E402
 from workers import recorder  # noqa: E402
 
 METRICS = ("p50", "p99", "p999", "error_rate")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
-from orchestrator.collect import Collector  # noqa: E402
+from orchestrator.run.collect import Collector  # noqa: E402
 from workers import recorder  # noqa: E402
 from workers.contract import Interval  # noqa: E402
 

@@ -116,7 +116,7 @@ def run_boto3(endpoint: str, seconds: float, concurrency: int) -> dict[str, Any]
     import boto3
     from botocore.config import Config
 
-    from workers.lambda_report import Report, from_log_result
+    from workers.platforms.aws_lambda.report import Report, from_log_result
 
     client = boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1",
                           config=Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency,

@@ -229,7 +229,7 @@ def main_board() -> dashboard.Dashboard:
         .annotation(
             dashboard.AnnotationQuery().name("fnbench runs").enable(True).icon_color("#8AB8FF")
             .datasource(DataSourceRef(type_val="grafana", uid="-- Grafana --"))
-            # Run start/stop annotations are posted by `fnbench run` with these tags (orchestrator/grafana.py).
+            # Run start/stop annotations are posted by `fnbench run` with these tags (orchestrator/report/grafana.py).
             .target(dashboard.AnnotationTarget().type("tags").tags(["fnbench"]).match_any(False).limit(100))
         )
     )

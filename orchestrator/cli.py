@@ -17,14 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator import plan as planner
-from orchestrator import runner, spec
-from orchestrator.collect import Collector
-from orchestrator.dispatch.local import LocalDispatcher, default_workers
 from orchestrator.errors import FnbenchError, InputError, SetupError, SpecError
 from orchestrator.report import terminal
-from orchestrator.result import RunResult
-from orchestrator.results import read_intervals
+from orchestrator.run import plan as planner
+from orchestrator.run import runner, spec
+from orchestrator.run.collect import Collector
+from orchestrator.run.dispatch.local import LocalDispatcher, default_workers
+from orchestrator.run.result import RunResult
+from orchestrator.run.results import read_intervals
 from workers import keys
 
 BROKER_ENV = keys.BROKER_ENV
@@ -117,7 +117,7 @@ def validate(
             problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
             sys.stdout.write(orjson.dumps({"spec": str(spec_path), "ok": False, "problems": problems}).decode() + "\n")
         raise _fail(exc) from None
-    from orchestrator import sweep
+    from orchestrator.analysis import sweep
 
     steps = sweep.sizes(b)
     total = planner.total_length(b) * max(1, len(steps))
@@ -141,7 +141,7 @@ def plan(
     workers: Annotated[int, typer.Option(min=1, max=4096, help="worker processes the rate is split over")] = 1,
 ) -> None:
     """Show the shards a spec splits into (rates as exact fractions)."""
-    from orchestrator import sweep
+    from orchestrator.analysis import sweep
 
     try:
         b, _ = _read_spec(spec_path)
@@ -183,7 +183,7 @@ def run(
             raise InputError(f"--run-id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
         b, text = _runnable_spec(spec_path)
         if broker:
-            from orchestrator.dispatch.celery import CeleryDispatcher
+            from orchestrator.run.dispatch.celery import CeleryDispatcher
             from workers import auth
 
             auth.load_key()  # before anything is written: workers run only tasks signed with it
@@ -209,8 +209,8 @@ def run(
 
 def _run(b: spec.Benchmark, text: str, make: Any, first: Any, results: Path, run_id: str | None, metrics_port: int,
          html: bool) -> runner.RunOutcome:
-    """One run, or a memory sweep's runs (orchestrator/sweep.py) one after another."""
-    from orchestrator import sweep
+    """One run, or a memory sweep's runs (orchestrator/analysis/sweep.py) one after another."""
+    from orchestrator.analysis import sweep
 
     if sweep.sizes(b):
         return sweep.run(b, text, make, results, run_id=run_id, metrics_port=metrics_port, console=err, html=html)
@@ -277,7 +277,7 @@ def _report_from_folder(path: Path) -> tuple[RunResult, int]:
     b = spec.load(spec_file) if spec_file.exists() else None
     saved_file = folder / "result.json"
     saved = RunResult.load(saved_file) if saved_file.exists() else None
-    from orchestrator import sweep
+    from orchestrator.analysis import sweep
 
     if b is not None and sweep.sizes(b):  # a memory sweep: every step's intervals, one result
         saved = RunResult.load(folder / "result.json") if (folder / "result.json").exists() else None
@@ -300,8 +300,8 @@ def _report_from_folder(path: Path) -> tuple[RunResult, int]:
 
 def _store_run_data(broker: str, result: RunResult) -> Any:
     """A distributed run's intervals and spec from the store, for the HTML report."""
-    from orchestrator.dispatch.celery import CeleryDispatcher
     from orchestrator.report.html import RunData
+    from orchestrator.run.dispatch.celery import CeleryDispatcher
 
     dispatcher = CeleryDispatcher(broker)
     meta = dispatcher.attach(result.run_id)
@@ -312,7 +312,7 @@ def _store_run_data(broker: str, result: RunResult) -> Any:
 
 def _report_from_store(broker: str, run_id: str) -> tuple[RunResult, int]:
     """The result of a distributed run from the store alone: same intervals, same gaps, same result."""
-    from orchestrator.dispatch.celery import CeleryDispatcher
+    from orchestrator.run.dispatch.celery import CeleryDispatcher
 
     dispatcher = CeleryDispatcher(broker)
     meta = dispatcher.attach(run_id)
@@ -339,8 +339,8 @@ def calibrate(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Measure a synthetic target whose latency distribution is known; print measured vs true percentiles."""
-    from orchestrator.calibrate import SyntheticConfig
-    from orchestrator.calibrate import calibrate as do_calibrate
+    from orchestrator.analysis.calibrate import SyntheticConfig
+    from orchestrator.analysis.calibrate import calibrate as do_calibrate
 
     problems = [m for ok, m in (
         (rps > 0, "--rps must be > 0"), (duration > 0, "--duration must be > 0"),
@@ -389,7 +389,7 @@ def synthetic(
 
     Pair it with `fnbench run examples/loopback.yaml` to try specs, SLOs and the live view.
     """
-    from orchestrator.calibrate import SyntheticConfig, serve_forever
+    from orchestrator.analysis.calibrate import SyntheticConfig, serve_forever
 
     cfg = SyntheticConfig(median_ms=median_ms, sigma=sigma, stall_every_s=stall_every, stall_ms=stall_ms)
     try:
@@ -426,7 +426,7 @@ def lambda_serve(
     """Serve the functions as AWS Lambda does, on loopback, until Ctrl-C (boto3: endpoint_url=http://127.0.0.1:PORT).
 
     Functions come from this machine's builds (--functions) and from `fnbench functions deploy --endpoint-url`."""
-    from orchestrator import lambda_local
+    from lambda_emulator import server as lambda_local
 
     runtimes = [r.strip() for r in functions.split(",") if r.strip() and r.strip() != "none"]
     try:
@@ -449,7 +449,7 @@ def grafana_push(
     import os
     import time
 
-    from orchestrator import grafana
+    from orchestrator.report import grafana
 
     started = time.monotonic()
     try:
@@ -481,7 +481,7 @@ def functions_build(
     seconds since its build began."""
     import time
 
-    from orchestrator import functions
+    from orchestrator.subjects import functions
 
     if runtime is not None and runtime not in functions.RUNTIMES:
         raise _fail(InputError(f"unknown runtime {runtime!r}; one of {', '.join(functions.RUNTIMES)}"))
@@ -512,7 +512,7 @@ def functions_package(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Package built functions for deployment: one reproducible ZIP per runtime plus its runtime/handler."""
-    from orchestrator import lambda_package
+    from orchestrator.subjects import lambda_package
 
     if not lambda_zip:
         raise _fail(InputError("say which kind of package: --lambda"))
@@ -555,7 +555,7 @@ def functions_deploy(
     Real AWS:  fnbench functions deploy --region eu-west-1 --role arn:aws:iam::123456789012:role/fnbench-lambda
     Here:      fnbench lambda serve --port 9001 --functions none &
                fnbench functions deploy --endpoint-url http://127.0.0.1:9001 --region us-east-1 --role arn:aws:iam::000000000000:role/fnbench"""
-    from orchestrator import lambda_deploy, lambda_package
+    from orchestrator.subjects import lambda_deploy, lambda_package
 
     try:
         if not region or not role:
@@ -591,7 +591,7 @@ def functions_list(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Show runtimes, workloads and the size of each built artefact."""
-    from orchestrator import functions
+    from orchestrator.subjects import functions
 
     found, missing = [], []
     for rt in functions.RUNTIMES:
@@ -685,7 +685,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Runs and their shards by state, workers online per region, queue depths."""
-    from orchestrator.store import Store
+    from orchestrator.run.store import Store
 
     try:
         st = Store(_require_broker(broker, broker_file)).status(run_id)
@@ -713,7 +713,7 @@ def watch(
     json_out: Annotated[bool, typer.Option("--json", help="print result.json to stdout instead of tables")] = False,
 ) -> None:
     """Attach the live view to a distributed run and supervise it to its end (e.g. after its orchestrator died)."""
-    from orchestrator.dispatch.celery import CeleryDispatcher
+    from orchestrator.run.dispatch.celery import CeleryDispatcher
     from workers import auth
 
     try:
@@ -735,7 +735,7 @@ def stop(
     broker_file: BrokerFileOpt = None,
 ) -> None:
     """Stop all load of a distributed run within about a second; partial results are kept."""
-    from orchestrator.store import Store
+    from orchestrator.run.store import Store
 
     try:
         store = Store(_require_broker(broker, broker_file))
@@ -755,7 +755,7 @@ def gc(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Remove expired runs from the store (their keys expire on their own; this clears what is left)."""
-    from orchestrator.store import Store
+    from orchestrator.run.store import Store
 
     try:
         age = _duration(older_than, "--older-than") if older_than else None
@@ -940,7 +940,7 @@ def scheduler(
 
 
 def _record_history(outcome: Any, broker: str | None, results: Path, spec_path: Path) -> None:
-    from orchestrator import history
+    from orchestrator.analysis import history
 
     history.record_outcome(outcome, broker=broker, results_root=results, spec_path=spec_path, say=_warn)
 
@@ -958,7 +958,7 @@ def history(
     results: Annotated[Path, typer.Option(help="results root (without a broker, history entries are RESULTS/<run>/history.json)")] = Path("results"),
 ) -> None:
     """Runs of a spec per target × region, newest first, with a trend glyph per column."""
-    from orchestrator import history as hist
+    from orchestrator.analysis import history as hist
 
     try:
         entries = hist.open_history(_broker(broker, broker_file), results).entries(name)
@@ -999,8 +999,8 @@ def history(
 
 def _samples_of_run(ref: str, broker: str | None, results: Path) -> tuple[str, list[Any]]:
     """A run's interval blocks: from its folder's intervals.jsonl, else from its history entry."""
-    from orchestrator import compare as cmp
-    from orchestrator import history as hist
+    from orchestrator.analysis import compare as cmp
+    from orchestrator.analysis import history as hist
 
     path = Path(ref)
     folder = path if path.is_dir() else results / ref
@@ -1024,7 +1024,7 @@ def compare(
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
 ) -> None:
     """Compare with 95 % confidence intervals from a block bootstrap over the runs' interval histograms."""
-    from orchestrator import compare as cmp
+    from orchestrator.analysis import compare as cmp
 
     if len(runs) > 2:
         raise _fail(InputError("give one run (baselines against Rust) or two runs (RUN_B against RUN_A)"))

@@ -346,8 +346,8 @@ def verified(rec: dict[str, Any], key: bytes) -> bool:
 
 def runnable_spec(text: str, source: str) -> Any:
     """The spec, valid and runnable by this fnbench's workers (SpecError, exit 2, otherwise)."""
-    from orchestrator import spec
     from orchestrator.errors import SpecError
+    from orchestrator.run import spec
 
     b = spec.load_text(text, source)
     problems = spec.allow_list_problems(b)
@@ -362,7 +362,7 @@ class Schedules:
     """Schedule records (keys.schedule) and their RedBeat entries on one Redis."""
 
     def __init__(self, broker: str, key: bytes | None = None) -> None:
-        from orchestrator.store import Store
+        from orchestrator.run.store import Store
 
         self.broker = broker
         self.r: Any = Store(broker).r
@@ -402,8 +402,8 @@ class Schedules:
     def add(self, name: str, spec_path: Path, cron: str | None = None, every: str | None = None,
             tz: str | None = None, local: bool = False, workers: int | None = None,
             retention_s: float | None = None) -> dict[str, Any]:
-        from orchestrator import spec
-        from orchestrator.history import git_describe
+        from orchestrator.analysis.history import git_describe
+        from orchestrator.run import spec
 
         if not NAME_RE.fullmatch(name):
             raise InputError(f"schedule name {name!r}: use 1-100 letters, digits, '.', '_' or '-'")
@@ -427,8 +427,8 @@ class Schedules:
     def update(self, name: str, spec_path: Path | None = None, cron: str | None = None, every: str | None = None,
                tz: str | None = None) -> dict[str, Any]:
         """Re-read the spec file (its text is stored again) and/or change the recurrence."""
-        from orchestrator import spec
-        from orchestrator.history import git_describe
+        from orchestrator.analysis.history import git_describe
+        from orchestrator.run import spec
 
         rec = self.get(name)
         path = spec_path or Path(rec["spec_path"])
@@ -531,8 +531,9 @@ def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]
     """Run one firing of a schedule headless, once: claim it, verify the record, run, record, check."""
     from rich.console import Console
 
-    from orchestrator import history, runner
-    from orchestrator.dispatch.local import LocalDispatcher
+    from orchestrator.analysis import history
+    from orchestrator.run import runner
+    from orchestrator.run.dispatch.local import LocalDispatcher
 
     assert _config is not None, "run_firing runs inside `fnbench scheduler`"
     cfg = _config
@@ -557,7 +558,7 @@ def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]
     if rec.get("local"):
         dispatcher: Any = LocalDispatcher(rec.get("workers") or 1)
     else:
-        from orchestrator.dispatch.celery import CeleryDispatcher
+        from orchestrator.run.dispatch.celery import CeleryDispatcher
 
         dispatcher = CeleryDispatcher(cfg.broker, processes=rec.get("workers"), warn=log.warning,
                                       **({"retention_s": rec["retention_s"]} if rec.get("retention_s") else {}))
@@ -606,7 +607,7 @@ def serve(cfg: SchedulerConfig) -> None:
     if cfg.lock_timeout_s < MIN_LOCK_LOOPS * cfg.loop_interval_s:
         raise InputError(f"--lock-timeout {cfg.lock_timeout_s:g}s must be at least {MIN_LOCK_LOOPS} x the loop "
                          f"interval ({cfg.loop_interval_s:g}s), or beat loses its lock between ticks")
-    from orchestrator.store import Store
+    from orchestrator.run.store import Store
 
     check_redis(Store(cfg.broker).r)
     auth.load_key()  # records are verified and shards signed with it

@@ -4,7 +4,7 @@
     artifact_for(runtime, out)   the artefact of an earlier build, without building -> Artifact
 
 A worker starts local functions only from these artefacts (its own ``functions/`` build),
-never from a command named in a task.  Rust and Go are built (orchestrator.functions.build,
+never from a command named in a task.  Rust and Go are built (orchestrator.subjects.functions.build,
 `fnbench functions build`) into ``<out_dir>/<runtime>/bootstrap``; Node and Python need no
 build: the artefact is their source directory, run by the interpreter found on this machine.
 Java is built (Maven) into ``<out_dir>/java/fnbench-java.jar``, run by the JDK's ``java``;

@@ -83,7 +83,7 @@ def rejected(reason: str) -> str:
     return f"{PREFIX}:rejected:{reason}"
 
 
-# -- history and schedules (orchestrator/history.py, orchestrator/schedule.py) ----------------------
+# -- history and schedules (orchestrator/analysis/history.py, orchestrator/schedule.py) ----------------------
 HISTORY_NAMES = f"{PREFIX}:history"  # set: spec names that have a run history
 HISTORY_RUNS = f"{PREFIX}:history:runs"  # hash: run_id → spec name (find a run's entry by its id)
 SCHEDULES = f"{PREFIX}:schedules"  # set: schedule names

@@ -31,11 +31,11 @@ from typing import Any
 
 import orjson
 
-from orchestrator import collect
-from orchestrator.collect import Collector, MergedHistogram
-from orchestrator.compare import TargetRow, relative_to
+from orchestrator.analysis.compare import TargetRow, relative_to
 from orchestrator.errors import InputError
-from orchestrator.result import Group, RunResult
+from orchestrator.run import collect
+from orchestrator.run.collect import Collector, MergedHistogram
+from orchestrator.run.result import Group, RunResult
 from workers.contract import ERROR_OUTCOMES, OUTCOME_NAMES, Interval, SchemaError
 
 VENDOR = Path(__file__).parent / "vendor"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.compare import relative_to
+from orchestrator.analysis.compare import relative_to
 from orchestrator.report.html import RunData, health, verdict
-from orchestrator.result import RunResult
+from orchestrator.run.result import RunResult
 
 
 def _n(v: float | int | None) -> str:

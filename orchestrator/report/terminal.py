@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.compare import TargetRow, relative_to
-from orchestrator.result import Group, RunResult
+from orchestrator.analysis.compare import TargetRow, relative_to
+from orchestrator.run.result import Group, RunResult
 
 
 def _ms(v: float | None) -> str:
@@ -118,7 +118,7 @@ def render(result: RunResult, console: Console | None = None) -> None:
     if len(ratios) > 1:
         console.print(relative_table(ratios))
     if result.sweep:
-        from orchestrator import sweep
+        from orchestrator.analysis import sweep
 
         console.print(sweep.table(result.sweep))
     for gap in result.gaps:

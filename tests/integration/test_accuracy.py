@@ -5,7 +5,7 @@ import math
 import orjson
 import pytest
 
-from orchestrator.calibrate import SyntheticConfig, calibrate
+from orchestrator.analysis.calibrate import SyntheticConfig, calibrate
 
 
 @pytest.mark.integration
@@ -39,9 +39,9 @@ def test_stalled_target_shows_in_p99_while_service_time_stays_low(tmp_path):
     # The target stalls every response for 500 ms every 5 s; fnbench drives 500 req/s open-model
     # over only 8 connections, so a closed-model client would hide the stall in its send delay.
     cfg = SyntheticConfig(median_ms=1.0, sigma=0.0, stall_every_s=5.0, stall_ms=500.0)
-    from orchestrator import runner, spec
-    from orchestrator.calibrate import SyntheticTarget
-    from orchestrator.dispatch.local import LocalDispatcher
+    from orchestrator.analysis.calibrate import SyntheticTarget
+    from orchestrator.run import runner, spec
+    from orchestrator.run.dispatch.local import LocalDispatcher
 
     target = SyntheticTarget(cfg)
     try:

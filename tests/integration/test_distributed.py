@@ -12,7 +12,7 @@ import time
 import orjson
 import pytest
 
-from orchestrator.results import read_intervals
+from orchestrator.run.results import read_intervals
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
     run_json,

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import functions as fn
-from orchestrator import lambda_local
+from lambda_emulator import server as lambda_local
+from orchestrator.subjects import functions as fn
 from tests.servers import free_port, strict
 
 pytestmark = pytest.mark.integration
@@ -389,7 +389,7 @@ def test_java_without_maven_or_java_is_toolchain_missing(tmp_path: Path, monkeyp
 #
 # Rust and Go run their real Lambda mode (lambda_runtime / aws-lambda-go), and Java its
 # handler under AWS's aws-lambda-java-runtime-interface-client, hosted by fnbench's local
-# Lambda (orchestrator/lambda_local.py: the Runtime API 2018-06-01 to the function). Node and
+# Lambda (lambda_emulator/server.py: the Runtime API 2018-06-01 to the function). Node and
 # Python call their exported `handler` through a tiny driver process, exactly
 # as the Lambda runtime would.
 

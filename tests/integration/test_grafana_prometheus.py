@@ -4,7 +4,7 @@ One short `fnbench run` (Rust and Python functions on the local platform, two re
 that always answers 400, a cold phase) serves /metrics; Prometheus scrapes it every second; then
 each panel's PromQL, with the board variables substituted, runs through Prometheus' HTTP API.
 The cost row has no data for that run (no aws-lambda target); a second short run, of a Rust
-function on the local Lambda (orchestrator.lambda_local), is scraped by the same Prometheus and
+function on the local Lambda (lambda_emulator.server), is scraped by the same Prometheus and
 the cost row is checked against its result.json.
 """
 
@@ -94,7 +94,7 @@ def substitute(expr: str, run_id: str, range_s: int) -> str:
 
 
 def need_functions(*runtimes: str) -> None:
-    from orchestrator import functions
+    from orchestrator.subjects import functions
 
     for runtime in runtimes:
         try:
@@ -151,7 +151,7 @@ def scraped_run(prometheus):
 @pytest.fixture(scope="module")
 def lambda_run(prometheus):
     """The same for a short run of a Rust function on the local Lambda (an aws-lambda target, priced)."""
-    from orchestrator import lambda_local
+    from lambda_emulator import server as lambda_local
 
     need_functions("rust")
     prom, tmp, _, port = prometheus

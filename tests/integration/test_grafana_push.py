@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 from rich.console import Console
 
-from orchestrator import grafana
+from orchestrator.report import grafana
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "glsa_test-token-never-printed"

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from orchestrator import spec
 from orchestrator.errors import SpecError
+from orchestrator.run import spec
 from workers.contract import Outcome, Shard, Target
 from workers.errors import SetupError
 from workers.platforms.http import HttpInvoker, encode_request, make_invoker, request_problems

@@ -4,7 +4,7 @@ The Rust and Go bootstraps run their real Lambda mode (lambda_runtime / aws-lamb
 and the Python, Node and Java handlers run under AWS's runtime interface clients (awslambdaric,
 aws-lambda-ric, aws-lambda-java-runtime-interface-client: the Java jar starts it itself when
 AWS_LAMBDA_RUNTIME_API is set, as the bootstraps do), hosted by fnbench's local Lambda
-(orchestrator/lambda_local.py): the Runtime API to the function, the Invoke API to boto3.
+(lambda_emulator/server.py): the Runtime API to the function, the Invoke API to boto3.
 """
 
 import json
@@ -13,8 +13,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from orchestrator import functions as fn
-from orchestrator import lambda_local
+from lambda_emulator import server as lambda_local
+from orchestrator.subjects import functions as fn
 from tests.servers import need
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator import lambda_local
+from lambda_emulator import server as lambda_local
 from tests.integration.distributed_fixtures import Cluster, RedisServer
 from tests.servers import need
 

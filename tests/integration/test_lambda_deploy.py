@@ -15,9 +15,9 @@ import orjson
 import pytest
 from botocore.config import Config
 
-from orchestrator import lambda_local
+from lambda_emulator import server as lambda_local
 from tests.servers import strict
-from workers.lambda_report import Report, from_log_result
+from workers.platforms.aws_lambda.report import Report, from_log_result
 
 pytestmark = pytest.mark.integration
 

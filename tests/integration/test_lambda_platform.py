@@ -1,4 +1,4 @@
-"""The aws-lambda platform against the local Lambda (orchestrator.lambda_local), with AWS's real
+"""The aws-lambda platform against the local Lambda (lambda_emulator.server), with AWS's real
 runtime clients: Rust/Go bootstraps as custom runtimes, awslambdaric, aws-lambda-ric.
 
 Outcomes of fnbench's SigV4 invoker are checked against boto3's (retries off) for the same
@@ -14,12 +14,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from orchestrator import cost, lambda_local
-from orchestrator.collect import Collector
+from lambda_emulator import server as lambda_local
+from orchestrator.analysis import cost
+from orchestrator.run.collect import Collector
 from tests.servers import need
 from workers.contract import Outcome, Shard, Target
-from workers.lambda_report import Report, from_log_result
 from workers.platforms.aws_lambda import LambdaInvoker
+from workers.platforms.aws_lambda.report import Report, from_log_result
 from workers.shard import run_shard
 
 pytestmark = pytest.mark.integration

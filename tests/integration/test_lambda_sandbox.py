@@ -1,4 +1,4 @@
-"""The local Lambda's sandboxes (orchestrator.sandbox): real instances in real cgroups.
+"""The local Lambda's sandboxes (lambda_emulator.sandbox): real instances in real cgroups.
 
 An instance's cgroup holds its Memory Size as the memory limit and memory/1769 MB of a CPU as
 its CFS quota; allocating beyond Memory Size is Runtime.OutOfMemory; Max Memory Used is the
@@ -17,9 +17,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from orchestrator import lambda_local, sandbox
+from lambda_emulator import sandbox
+from lambda_emulator import server as lambda_local
 from tests.servers import need
-from workers.lambda_report import Report, from_log_result
+from workers.platforms.aws_lambda.report import Report, from_log_result
 
 pytestmark = pytest.mark.integration
 

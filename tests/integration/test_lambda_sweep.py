@@ -1,4 +1,4 @@
-"""Memory sweeps (orchestrator/sweep.py) through `fnbench run`, on the local Lambda with the real
+"""Memory sweeps (orchestrator/analysis/sweep.py) through `fnbench run`, on the local Lambda with the real
 runtime clients: the same load at each Memory Size, set by UpdateFunctionConfiguration and waited
 for; every group and the curve in one result.json; the functions set back afterwards."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator import cost, lambda_local
+from lambda_emulator import server as lambda_local
+from orchestrator.analysis import cost
 from tests.servers import need
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ def built(runtime: str) -> functions.Artifact:
     except FileNotFoundError:
         if strict():
             raise
-        from orchestrator.functions import build
+        from orchestrator.subjects.functions import build
 
         return build(runtime)[0]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator import functions
+from orchestrator.subjects import functions
 from tests.servers import strict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.dispatch.local import LocalPool
+from orchestrator.run.dispatch.local import LocalPool
 from workers.contract import Interval, Shard, Target
 from workers.errors import SetupError
 from workers.platforms import PLATFORMS, make_invoker

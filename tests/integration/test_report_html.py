@@ -66,7 +66,7 @@ def only_run(results: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two real runs of the same spec on this machine's functions (loopback)."""
-    from orchestrator import functions
+    from orchestrator.subjects import functions
 
     for rt in ("rust", "python"):
         try:

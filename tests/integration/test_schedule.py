@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from bench.bootstrap_coverage import synthetic_run
-from orchestrator import compare, history
+from orchestrator.analysis import compare, history
 from tests.integration.distributed_fixtures import RedisServer
 from tests.servers import GroupLeader, closed_port, free_port, need, wait_for
 from workers import keys
@@ -336,7 +336,7 @@ slos:
     assert not result["interrupted"] and "SLO response_ms.p50 <= 1 failed" in done.stderr
     assert any(v["metric"] == "response_ms.p50" and not v["pass"] for v in result["slo"])
     # Every region stopped soon after the abort: no region measured on for more than about a second.
-    from orchestrator.results import read_intervals
+    from orchestrator.run.results import read_intervals
 
     folder = tmp_path / "results" / result["run_id"]
     ivs = read_intervals(folder / "intervals.jsonl")

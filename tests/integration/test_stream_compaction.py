@@ -1,5 +1,5 @@
 """Compaction of a run's interval stream on a real Redis: the store stays small and the result is
-exactly the result of every interval (orchestrator/rollup.py)."""
+exactly the result of every interval (orchestrator/run/rollup.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 import orjson
 import pytest
 
-from orchestrator.collect import Collector
-from orchestrator.dispatch.celery import CeleryDispatcher
-from orchestrator.store import Store
+from orchestrator.run.collect import Collector
+from orchestrator.run.dispatch.celery import CeleryDispatcher
+from orchestrator.run.store import Store
 from tests.integration.distributed_fixtures import RedisServer
 from tests.servers import need
 from workers import keys, recorder

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.collect import Collector
+from orchestrator.run.collect import Collector
 from tests.integration.test_outcomes import drive
 from tests.servers import FaultServer, _FaultProtocol
 from workers.contract import Interval, Shard, Target

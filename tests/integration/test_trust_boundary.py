@@ -19,7 +19,7 @@ import orjson
 import pytest
 from celery import Celery
 
-from orchestrator.store import Store
+from orchestrator.run.store import Store
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
     write_spec,

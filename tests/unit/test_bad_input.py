@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import plan, spec
 from orchestrator.errors import InputError, SpecError
+from orchestrator.run import plan, spec
 
 HEAD = "name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\n"
 

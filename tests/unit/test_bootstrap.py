@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bench.bootstrap_coverage import coverage, synthetic_run
-from orchestrator import compare, history
+from orchestrator.analysis import compare, history
 from orchestrator.errors import InputError
 from orchestrator.schedule import Recurrence
 

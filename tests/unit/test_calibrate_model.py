@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from orchestrator.calibrate import (
+from orchestrator.analysis.calibrate import (
     PERCENTILES,
     SyntheticConfig,
     judge,

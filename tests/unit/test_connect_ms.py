@@ -3,9 +3,9 @@ Group with the connection counters, the result codec keeps it, the terminal tabl
 
 from rich.console import Console
 
-from orchestrator.collect import Collector
 from orchestrator.report.terminal import groups_table
-from orchestrator.result import Group, RunResult
+from orchestrator.run.collect import Collector
+from orchestrator.run.result import Group, RunResult
 from workers import recorder
 from workers.contract import HISTOGRAMS, Interval
 

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from orchestrator import cost
-from orchestrator.collect import Collector
+from orchestrator.analysis import cost
+from orchestrator.run.collect import Collector
 from workers.contract import Interval
-from workers.lambda_report import parse_text
 from workers.metrics import IntervalMetrics
+from workers.platforms.aws_lambda.report import parse_text
 
 X86 = cost.price_for("us-east-1", "x86_64")
 ARM = cost.price_for("us-east-1", "arm64")

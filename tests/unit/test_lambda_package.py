@@ -3,7 +3,7 @@
 import json
 import zipfile
 
-from orchestrator import lambda_package
+from orchestrator.subjects import lambda_package
 
 
 def test_python_and_node_packages_are_reproducible(tmp_path):

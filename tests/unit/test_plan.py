@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from orchestrator import plan, spec
+from orchestrator.run import plan, spec
 from workers import arrivals
 
 

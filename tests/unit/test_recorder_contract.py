@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from orchestrator.collect import Collector
+from orchestrator.run.collect import Collector
 from workers import recorder
 from workers.contract import SCHEMA_VERSION, Interval, SchemaError, Shard, Target
 

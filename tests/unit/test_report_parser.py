@@ -5,7 +5,7 @@ import base64
 import orjson
 import pytest
 
-from workers.lambda_report import (
+from workers.platforms.aws_lambda.report import (
     MISSING,
     TRUNCATED,
     Report,

@@ -7,9 +7,9 @@ import random
 import orjson
 import pytest
 
-from orchestrator.collect import Collector, MergedHistogram
 from orchestrator.errors import InputError
-from orchestrator.result import RunResult
+from orchestrator.run.collect import Collector, MergedHistogram
+from orchestrator.run.result import RunResult
 from workers import recorder
 from workers.contract import Interval
 

@@ -1,11 +1,11 @@
-"""orchestrator.sandbox: Lambda's CPU-per-memory arithmetic, and backend detection on fake cgroupfs trees."""
+"""lambda_emulator.sandbox: Lambda's CPU-per-memory arithmetic, and backend detection on fake cgroupfs trees."""
 
 import os
 
 import pytest
 
-from orchestrator import sandbox
-from orchestrator.sandbox import Sandbox, cpu_quota_us, cpu_share, memory_bytes
+from lambda_emulator import sandbox
+from lambda_emulator.sandbox import Sandbox, cpu_quota_us, cpu_share, memory_bytes
 
 
 @pytest.mark.parametrize(("mb", "cpus", "quota"), [

@@ -12,7 +12,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from workers.contract import Target
 from workers.platforms.aws_lambda import LambdaInvoker
-from workers.sigv4 import Credentials, Signer, derive_key
+from workers.platforms.aws_lambda.sigv4 import Credentials, Signer, derive_key
 
 WHEN = datetime.datetime(2026, 3, 14, 15, 9, 26, tzinfo=datetime.UTC)
 AMZ_DATE = "20260314T150926Z"

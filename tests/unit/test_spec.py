@@ -1,7 +1,7 @@
 import pytest
 
-from orchestrator import spec
 from orchestrator.errors import SpecError
+from orchestrator.run import spec
 
 GOOD = """
 name: demo

@@ -16,8 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import plan, spec
 from orchestrator.errors import SpecError
+from orchestrator.run import plan, spec
 
 PROFILE = settings(derandomize=True, max_examples=150, deadline=None, database=None,
                    suppress_health_check=list(HealthCheck))

@@ -1,7 +1,8 @@
-"""Memory sweep arithmetic (orchestrator/sweep.py): steps, renamed targets and SLOs, the cheapest size."""
+"""Memory sweep arithmetic (orchestrator/analysis/sweep.py): steps, renamed targets and SLOs, the cheapest size."""
 
-from orchestrator import spec, sweep
-from orchestrator.result import Group, RunResult, Summary
+from orchestrator.analysis import sweep
+from orchestrator.run import spec
+from orchestrator.run.result import Group, RunResult, Summary
 
 SPEC = """
 name: sw
@@ -49,7 +50,7 @@ def test_the_cheapest_size_is_the_cheapest_that_meets_every_slo():
     groups = (_group("r@128MB", 1.0, 80.0), _group("r@512MB", 2.0, 20.0), _group("r@1024MB", 3.0, 10.0),
               _group("g@128MB", 1.5, 5.0), _group("g@512MB", 1.0, 5.0))
     result = RunResult(run_id="sw", groups=groups)
-    from orchestrator import compare
+    from orchestrator.analysis import compare
 
     judged, code = compare.judge(result, sweep.expanded_slos(b))
     assert code == 1  # r at 128 MB fails its p99
@@ -80,7 +81,7 @@ def _text(table) -> str:
 
 
 def test_an_slo_can_be_scoped_to_a_phase():
-    from orchestrator import compare
+    from orchestrator.analysis import compare
 
     b = spec.load_text(SPEC.replace("{target: r, metric: response_ms.p99, max: 50}",
                                     "{target: r, phase: warm, metric: response_ms.p99, max: 50}"), "sw.yaml")

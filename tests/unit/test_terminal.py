@@ -7,10 +7,10 @@ import time
 
 from rich.console import Console
 
-from orchestrator.collect import Collector
 from orchestrator.report import terminal
-from orchestrator.result import SloVerdict
-from orchestrator.watch import LiveView
+from orchestrator.run.collect import Collector
+from orchestrator.run.result import SloVerdict
+from orchestrator.run.watch import LiveView
 from workers import recorder
 from workers.contract import Interval
 

@@ -54,7 +54,7 @@ from workers.platforms.http import HttpInvoker, encode_request, outcome_for_stat
 log = logging.getLogger("fnbench.local")
 
 _READY_TIMEOUT_S = 30.0
-MAX_INSTANCES = 256  # warm processes one target may ask for (orchestrator.spec allows the same)
+MAX_INSTANCES = 256  # warm processes one target may ask for (orchestrator.run.spec allows the same)
 ADDRESS_KEYS = frozenset({"instances"})  # all a task may say about a local function
 _SPAWN_THREADS = 16  # each holds one cold start from spawn until it listens
 _monotonic = time.monotonic

@@ -1,6 +1,6 @@
 """``fnbench functions deploy``: the Lambda packages created or updated with boto3.
 
-For each runtime: the package of ``orchestrator/lambda_package.py`` (built from this machine's
+For each runtime: the package of ``orchestrator/subjects/lambda_package.py`` (built from this machine's
 functions; its layout checked), then, for function ``<prefix><runtime>``:
 
 * absent → CreateFunction (ZIP upload, runtime, handler, role, memory, timeout, architecture,
@@ -10,7 +10,7 @@ functions; its layout checked), then, for function ``<prefix><runtime>``:
 * otherwise → UpdateFunctionCode (when the code differs), wait until LastUpdateStatus is
   Successful, then UpdateFunctionConfiguration (when the configuration differs), waited for too.
 
-Control-plane calls are paced (workers/lambda_control.py) and every wait is bounded.
+Control-plane calls are paced (workers/platforms/aws_lambda/control.py) and every wait is bounded.
 Credentials come from the standard chain and are never printed.  ``--endpoint-url`` sends the
 same calls to another Lambda endpoint — the local Lambda (``fnbench lambda serve``), which is how
 this command is tested here.
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import lambda_package
 from orchestrator.errors import InputError, SetupError
+from orchestrator.subjects import lambda_package
 
 ROLE_RE = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -99,7 +99,7 @@ def deploy(runtimes: list[str], *, region: str, role: str, endpoint_url: str | N
 
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from workers import lambda_control
+    from workers.platforms.aws_lambda import control as lambda_control
 
     check_inputs(region, role, prefix, runtimes, memory_mb, timeout_s)
     env = dict(environment or {})

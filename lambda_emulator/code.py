@@ -32,17 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from orchestrator.lambda_package import MAX_ZIP_BYTES, code_sha256
+from orchestrator.subjects.lambda_package import MAX_ZIP_BYTES, code_sha256
 
 if TYPE_CHECKING:
-    from orchestrator.lambda_local import Function
+    from lambda_emulator.server import Function
 
 Reply = tuple[int, bytes, list[tuple[str, str]]]
 UNZIPPED_MAX_BYTES = 250 * 1024 * 1024  # Lambda's limit for the unpacked code
 
 
 def _error(status: int, kind: str, message: str) -> Reply:
-    from orchestrator.lambda_local import _error as error
+    from lambda_emulator.server import _error as error
 
     return error(status, kind, message)
 
@@ -54,7 +54,7 @@ def command_for(runtime: str, handler: str, code: Path) -> list[str] | str:
     if runtime.startswith("python3"):
         return [sys.executable, "-m", "awslambdaric", handler]
     if runtime.startswith("nodejs"):
-        from orchestrator.lambda_local import NODE_RIC
+        from lambda_emulator.server import NODE_RIC
 
         if not NODE_RIC.exists():
             return f"{NODE_RIC} missing: run `make lambda-ric` (AWS's Node.js runtime interface client)"
@@ -138,7 +138,7 @@ class CodeApi:
         return None
 
     def create_function(self, body: bytes) -> Reply:
-        from orchestrator.lambda_local import Function, _now_iso
+        from lambda_emulator.server import Function, _now_iso
 
         try:
             doc = orjson.loads(body or b"{}")

@@ -113,7 +113,7 @@ def init_billed(runtime: str, on: datetime.date | None = None, *, package_type: 
 
 
 def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:
-    """A group's cost from its summed invoker counters (workers/platforms/aws_lambda.py):
+    """A group's cost from its summed invoker counters (workers/platforms/aws_lambda/__init__.py):
     GB-s, the run's cost with and without the request fee, per invocation, per million, cold vs warm."""
     n = counters.get("billed_requests", 0)
     if not n or "cost_usd" not in counters:

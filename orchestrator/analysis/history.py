@@ -29,9 +29,9 @@ from urllib.parse import quote
 
 import orjson
 
-from orchestrator import compare
+from orchestrator.analysis import compare
 from orchestrator.errors import InputError
-from orchestrator.result import Group, RunResult
+from orchestrator.run.result import Group, RunResult
 from workers import keys
 
 KEEP_ENV, MAX_AGE_ENV, WEBHOOK_ENV = "FNBENCH_HISTORY_KEEP", "FNBENCH_HISTORY_MAX_AGE", "FNBENCH_WEBHOOK_URL"
@@ -127,7 +127,7 @@ class RedisHistory:
 
     @classmethod
     def from_url(cls, url: str) -> RedisHistory:
-        from orchestrator.store import Store
+        from orchestrator.run.store import Store
 
         return cls(Store(url).r)
 
@@ -237,7 +237,7 @@ def record(result: RunResult, folder: Path, *, broker: str | None, results_root:
            extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Record a finished run in its spec's history (the hook after a run is saved).  Never raises: a
     history that cannot be written is one warning; the run and its result are untouched."""
-    from orchestrator.results import read_intervals
+    from orchestrator.run.results import read_intervals
 
     try:
         intervals_file = folder / "intervals.jsonl"
@@ -424,7 +424,7 @@ def notify(result: Check, say: Say | None = None, webhook: str | None = None) ->
     if not result.regressed:
         return sent
     text = result.message()
-    from orchestrator import grafana
+    from orchestrator.report import grafana
 
     url = os.environ.get(grafana.URL_ENV)
     if url:

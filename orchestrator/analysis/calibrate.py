@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
-from orchestrator import runner, spec
-from orchestrator.dispatch.local import LocalDispatcher
 from orchestrator.errors import SetupError
-from orchestrator.result import Group
+from orchestrator.run import runner, spec
+from orchestrator.run.dispatch.local import LocalDispatcher
+from orchestrator.run.result import Group
 from workers import recorder
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}

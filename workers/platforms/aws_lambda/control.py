@@ -1,7 +1,7 @@
 """The Lambda control plane, paced: configuration updates that are waited for until they land.
 
-Used by forced cold starts (workers/platforms/aws_lambda.py: bump an environment variable) and by
-memory sweeps (orchestrator/sweep.py: set MemorySize).  boto3 on the caller's thread (never the
+Used by forced cold starts (workers/platforms/aws_lambda/__init__.py: bump an environment variable) and by
+memory sweeps (orchestrator/analysis/sweep.py: set MemorySize).  boto3 on the caller's thread (never the
 event loop), retries in botocore's standard mode; calls are at least ``pace_s`` apart (default
 0.2 s: 5/s, well under the account's 15/s for GetFunctionConfiguration and
 UpdateFunctionConfiguration) and every wait is bounded.

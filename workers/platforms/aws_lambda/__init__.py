@@ -1,7 +1,7 @@
 """The ``aws-lambda`` platform: SigV4-signed Invoke (2015-03-31) on fnbench's async HTTP engine.
 
 No thread per call and no SDK on the hot path: each invoke goes on a keep-alive connection of
-workers.platforms.http's pool, as bytes signed with ``workers.sigv4``.  The signature covers
+workers.platforms.http's pool, as bytes signed with ``workers.platforms.aws_lambda.sigv4``.  The signature covers
 X-Amz-Date (one-second resolution), so the signed request is rebuilt once per second (and when
 the credentials change): requests within a second carry the same, valid, signature.  The key is
 derived once per date/region/service.  Credentials come from the standard botocore chain (env,
@@ -19,7 +19,7 @@ platform's clocks (Duration, Billed Duration + Billed Restore Duration, Init Dur
 Memory Used; an invocation with Init Duration is a cold start.  A missing or truncated REPORT is
 counted (``report_missing``, ``report_truncated``), never guessed.  Billing totals for cost:
 ``billed_ms``, ``gb_s`` (Billed × Memory Size), ``billed_requests`` and their ``_cold`` parts and,
-with a ``price`` in the address (the planner's, from orchestrator/cost.py), ``cost_usd`` (AWS Lambda
+with a ``price`` in the address (the planner's, from orchestrator/analysis/cost.py), ``cost_usd`` (AWS Lambda
 Power Tuning's formula, no request fee), ``cost_usd_cold`` and ``request_usd`` (the request fees).
 
 Target address: ``function`` (name or ARN), ``qualifier``, ``region`` (default us-east-1),
@@ -38,10 +38,10 @@ from urllib.parse import quote, urlsplit
 
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
-from workers.lambda_report import MISSING, Report, from_log_result
 from workers.platforms import Done, Invocation
+from workers.platforms.aws_lambda.report import MISSING, Report, from_log_result
+from workers.platforms.aws_lambda.sigv4 import Credentials, Signer, canonical_query
 from workers.platforms.http import HttpInvoker, _Connection
-from workers.sigv4 import Credentials, Signer, canonical_query
 
 _time = time.time
 _monotonic = time.monotonic
@@ -148,7 +148,7 @@ class LambdaInvoker(HttpInvoker):
         self.billed_requests = 0
         self.errors: dict[bytes, int] = {}
         self.peak_memory_mb = 0.0
-        # Prices the planner attached (orchestrator/cost.py); none: GB-s only.
+        # Prices the planner attached (orchestrator/analysis/cost.py); none: GB-s only.
         price = address.get("price") or {}
         self.per_ms_128 = float(price.get("gb_s_usd", 0.0)) * 128 / 1024 / 1000
         self.request_usd = float(price.get("request_usd", 0.0))
@@ -325,7 +325,7 @@ class LambdaColdInvoker(LambdaInvoker):
         self.pace_s = float(address.get("control_plane_interval_s", 0.2))
         self.max_forces = max(1, int(address.get("max_forces", 3)))
         self.update_timeout_s = float(address.get("update_timeout_s", 60.0))
-        self.control: Any = None  # workers.lambda_control.ControlPlane
+        self.control: Any = None  # workers.platforms.aws_lambda.control.ControlPlane
         self.lock: Any = None
         self.tasks: set[Any] = set()
         self.forced = self.reforced = self.not_forced = self.force_failed = 0
@@ -339,7 +339,7 @@ class LambdaColdInvoker(LambdaInvoker):
             self.control = await asyncio.get_running_loop().run_in_executor(None, self._client)
 
     def _client(self) -> Any:
-        from workers import lambda_control
+        from workers.platforms.aws_lambda import control as lambda_control
 
         return lambda_control.ControlPlane(lambda_control.client(self.region, self.endpoint_url), self.function,
                                            pace_s=self.pace_s)

@@ -26,10 +26,10 @@ import redis
 from celery import Celery
 
 from orchestrator.errors import SetupError
-from orchestrator.plan import Plan
-from orchestrator.result import Gap, RegionStart
-from orchestrator.rollup import Rollup, fold
-from orchestrator.store import Store
+from orchestrator.run.plan import Plan
+from orchestrator.run.result import Gap, RegionStart
+from orchestrator.run.rollup import Rollup, fold
+from orchestrator.run.store import Store
 from workers import auth, keys
 from workers.contract import Interval, Shard
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 from orchestrator.errors import SetupError
 
 URL_ENV, TOKEN_ENV = "FNBENCH_GRAFANA_URL", "FNBENCH_GRAFANA_TOKEN"
-DASHBOARDS = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"
+DASHBOARDS = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
 TIMEOUT_S = 3.0  # connect and read: a slow Grafana must not hold a run back
 TAG = "fnbench"
 

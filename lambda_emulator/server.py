@@ -20,7 +20,7 @@ As Lambda does, per function:
   Memory Size, Max Memory Used (the sandbox's cgroup peak; without cgroups the process's peak
   RSS, /proc VmHWM) and, on an instance's first invocation, Init Duration (spawn → its first
   /invocation/next);
-* where cgroups can be used (orchestrator/sandbox.py: v2, else v1), each instance runs in its own
+* where cgroups can be used (lambda_emulator/sandbox.py: v2, else v1), each instance runs in its own
   cgroup, joined before the runtime's first instruction: memory capped at Memory Size (no swap)
   and CPU at Memory Size / 1,769 MB of one CPU per 100 ms (more than one above 1,769 MB, at most
   6 and at most this machine's).  An instance the OOM killer ends answers its invocation as
@@ -63,10 +63,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
-from orchestrator.cost import init_billed
-from orchestrator.lambda_code import CodeApi, command_for
-from orchestrator.lambda_package import HANDLER, LAMBDA_RUNTIME
-from orchestrator.sandbox import Cell, Sandbox, peak_mb
+from lambda_emulator.code import CodeApi, command_for
+from lambda_emulator.sandbox import Cell, Sandbox, peak_mb
+from orchestrator.analysis.cost import init_billed
+from orchestrator.subjects.lambda_package import HANDLER, LAMBDA_RUNTIME
 from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
 
 _monotonic = time.monotonic
@@ -118,7 +118,7 @@ class Function:
     idle: list[Instance] = field(default_factory=list)  # LIFO: the warmest first
     throttles: int = 0
     cold_starts: int = 0
-    # Set for code deployed through CreateFunction/UpdateFunctionCode (orchestrator/lambda_code.py);
+    # Set for code deployed through CreateFunction/UpdateFunctionCode (lambda_emulator/code.py);
     # empty for this machine's builds, which take the runtime's defaults.
     lambda_runtime: str = ""
     handler: str = ""
@@ -573,7 +573,7 @@ class LocalLambda(CodeApi):
         fn = inst.fn
         init = inst.init_ms if inv.cold else None
         billed_init = init if init is not None and init_billed(fn.runtime_id) else 0.0
-        billed = math.ceil(duration + billed_init) or 1  # per 1 ms (orchestrator/cost.py: when INIT is billed)
+        billed = math.ceil(duration + billed_init) or 1  # per 1 ms (orchestrator/analysis/cost.py: when INIT is billed)
         report = (f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {billed} ms\t"
                   f"Memory Size: {fn.memory_mb} MB\tMax Memory Used: {inst.max_memory_mb()} MB\t")
         if init is not None:

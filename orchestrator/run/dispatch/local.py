@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestrator.errors import SetupError
-from orchestrator.plan import Plan
-from orchestrator.result import Gap
-from orchestrator.rollup import Rollup
+from orchestrator.run.plan import Plan
+from orchestrator.run.result import Gap
+from orchestrator.run.rollup import Rollup
 from workers.contract import Interval, Shard
 from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent

@@ -13,7 +13,7 @@ from typing import BinaryIO
 import orjson
 
 from orchestrator.errors import InputError
-from orchestrator.result import RunResult
+from orchestrator.run.result import RunResult
 from workers.contract import Interval, SchemaError
 
 

@@ -6,7 +6,7 @@ so are duplicate keys.  ``load:`` is the chosen executor's own model (workers/ar
 
 Bad input never crashes or hangs: the YAML is read with limits (size, nesting, aliases and what
 they expand to), every number is finite and bounded (rates, durations: workers.arrivals.base;
-shards per run: orchestrator.plan), and at most MAX_PROBLEMS problems are listed.
+shards per run: orchestrator.run.plan), and at most MAX_PROBLEMS problems are listed.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class TargetSpec(_Model):
     log_type: Literal["Tail", "None"] = "Tail"  # aws-lambda: Tail returns the REPORT line (platform clocks)
     architecture: Literal["x86_64", "arm64"] = "x86_64"  # aws-lambda: which price applies
     instances: int = Field(default=1, ge=1, le=256)  # local: warm processes to spread requests over
-    # aws-lambda: a memory sweep (orchestrator/sweep.py) runs the load at each Memory Size in turn
+    # aws-lambda: a memory sweep (orchestrator/analysis/sweep.py) runs the load at each Memory Size in turn
     memory_sizes: list[Annotated[int, Field(ge=128, le=10240)]] = Field(default=[], max_length=64)
 
     @field_validator("body")
@@ -197,7 +197,7 @@ def _semantic_problems(b: Benchmark) -> list[str]:
             for field, msg in request_problems(t.url, t.method, list(t.headers.items())):
                 problems.append(f"targets[{i}].{field}: {msg}")
         if t.platform == "local":
-            from orchestrator.functions import RUNTIMES, WORKLOADS
+            from orchestrator.subjects.functions import RUNTIMES, WORKLOADS
 
             if t.runtime not in RUNTIMES:
                 problems.append(f"targets[{i}].runtime: the local platform runs {', '.join(RUNTIMES)}, not {t.runtime!r}")
@@ -211,7 +211,7 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         if t.timeout <= 0:
             problems.append(f"targets[{i}].timeout: must be > 0")
         if t.memory_sizes:
-            from orchestrator.sweep import target_problems  # sweep imports this module
+            from orchestrator.analysis.sweep import target_problems  # sweep imports this module
 
             problems += [f"targets[{i}].{field}: {msg}" for field, msg in target_problems(b, t)]
         if b.cold_start.enabled and t.platform == "http":
@@ -238,8 +238,8 @@ def _semantic_problems(b: Benchmark) -> list[str]:
             problems.append(f"slos[{i}].after: must be at least the flush_interval ({b.flush_interval:g}s): "
                             "the SLO is evaluated over whole intervals")
     if not problems:  # the plan's limits (run length, shards), once the rest makes sense
-        from orchestrator.plan import limit_problems  # plan imports this module
-        from orchestrator.sweep import sizes
+        from orchestrator.analysis.sweep import sizes
+        from orchestrator.run.plan import limit_problems  # plan imports this module
 
         problems += limit_problems(b, steps=max(1, len(sizes(b))))
     return problems

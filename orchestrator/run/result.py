@@ -94,7 +94,7 @@ class Group:
     init_duration_ms: Summary | None = None  # the platform's Init Duration
     max_memory_used_mb: float | None = None
     cost_per_million_usd: float | None = None
-    cost: dict[str, Any] | None = None  # orchestrator/cost.py group_cost: GB-s, run cost, per million, cold vs warm
+    cost: dict[str, Any] | None = None  # orchestrator/analysis/cost.py group_cost: GB-s, run cost, per million, cold vs warm
     reports_missing: int = 0  # invocations whose REPORT was missing from the log tail (counted, never guessed)
     reports_truncated: int = 0  # … cut by the 4 KB tail or lacking a field
 
@@ -245,7 +245,7 @@ class RunResult:
     redispatched: int | None = None
     state: str | None = None
     aborted_by: dict[str, Any] | None = None  # the abort_on_fail SLO that stopped the run, and when (compare.SloAbort)
-    sweep: dict[str, Any] | None = None  # a memory sweep's curves and cheapest sizes (orchestrator/sweep.py)
+    sweep: dict[str, Any] | None = None  # a memory sweep's curves and cheapest sizes (orchestrator/analysis/sweep.py)
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property

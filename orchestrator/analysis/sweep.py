@@ -4,8 +4,8 @@ load test).
 A spec whose ``aws-lambda`` targets list ``memory_sizes: [128, 512, 1024, 1769]`` runs in steps, one
 per size (ascending).  Before a step, the control plane sets MemorySize on every function of the
 step (UpdateFunctionConfiguration, waited for until LastUpdateStatus is Successful with the new
-RevisionId: workers/lambda_control.py) — that time is never load.  The step is then an ordinary run
-of the one run loop (orchestrator/runner.py: warm-up, measured phase, forced cold starts if the spec
+RevisionId: workers/platforms/aws_lambda/control.py) — that time is never load.  The step is then an ordinary run
+of the one run loop (orchestrator/run/runner.py: warm-up, measured phase, forced cold starts if the spec
 asks) in which each swept target is named ``<target>@<size>MB`` and its workload
 ``<workload>@<size>MB``, so Rust at 512 MB stands beside Go at 512 MB in every table.  A step's run
 is kept under ``<run>/steps/<run>.m<size>/``; the sweep's own folder holds every step's intervals,
@@ -33,13 +33,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator import compare
-from orchestrator import plan as planner
-from orchestrator.collect import Collector
+from orchestrator.analysis import compare
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, exit_code
-from orchestrator.result import Gap, Group, RunResult
-from orchestrator.results import RunFolder, read_intervals
-from orchestrator.spec import Benchmark, SloSpec, TargetSpec
+from orchestrator.run import plan as planner
+from orchestrator.run.collect import Collector
+from orchestrator.run.result import Gap, Group, RunResult
+from orchestrator.run.results import RunFolder, read_intervals
+from orchestrator.run.spec import Benchmark, SloSpec, TargetSpec
 
 UPDATE_TIMEOUT_S = 120.0
 
@@ -121,7 +121,7 @@ class _Controls:
 
     def get(self, key: tuple[str, str, str]) -> Any:
         if key not in self.made:
-            from workers import lambda_control
+            from workers.platforms.aws_lambda import control as lambda_control
 
             function, region, endpoint = key
             self.made[key] = lambda_control.ControlPlane(lambda_control.client(region, endpoint or None), function)
@@ -141,7 +141,7 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
         run_id: str | None = None, metrics_port: int = 0, console: Console | None = None,
         interactive: bool = True, stop_event: Any = None, html: bool = True) -> Any:
     """Run the sweep step by step through the one run loop; returns the merged RunOutcome."""
-    from orchestrator import runner
+    from orchestrator.run import runner
 
     console = console or Console(stderr=True)
     run_id = run_id or planner.new_run_id(b.name)

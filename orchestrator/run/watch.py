@@ -13,8 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.collect import Collector
-from orchestrator.result import Group
+from orchestrator.run.collect import Collector
+from orchestrator.run.result import Group
 
 _WINDOW_S = 10.0
 

@@ -23,8 +23,8 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 from pyhdrh import add_array  # the C core of the hdrhistogram package
 
-from orchestrator.result import Gap, Group, RunResult, SloVerdict, Summary
-from orchestrator.rollup import Rollup
+from orchestrator.run.result import Gap, Group, RunResult, SloVerdict, Summary
+from orchestrator.run.rollup import Rollup
 from workers import recorder
 from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval
 
@@ -278,7 +278,7 @@ class GroupState:
             out["max_memory_used_mb"] = self.report_memory_mb
         counters = self.lambda_counters
         if counters:
-            from orchestrator.cost import group_cost
+            from orchestrator.analysis.cost import group_cost
 
             cost = group_cost(counters)
             if cost is not None:
@@ -337,7 +337,7 @@ class Collector:
         return self._add(iv, None)
 
     def add_rollup(self, rollup: Rollup) -> bool:
-        """Add the intervals 0..upto of one shard attempt, compacted in the store (orchestrator/rollup.py).
+        """Add the intervals 0..upto of one shard attempt, compacted in the store (orchestrator/run/rollup.py).
         Rollups are taken before any interval of their attempt, so nothing is counted twice."""
         if rollup.key in self.covered:
             return False

@@ -4,7 +4,7 @@
     celery.py   CeleryDispatcher  one Celery queue per region, fed to `fnbench worker`s; heartbeats,
                                   re-dispatch of lost shards and the capacity check live there
 
-The run loop (orchestrator/runner.py) drives either one the same way:
+The run loop (orchestrator/run/runner.py) drives either one the same way:
 ``parts`` → ``start(plan)`` → ``poll(on_interval)`` until False → ``stop`` (on Ctrl-C) →
 ``join`` → ``gaps`` / ``errors`` / ``fields`` into the result.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from orchestrator.plan import Plan
-from orchestrator.result import Gap
-from orchestrator.rollup import Rollup
+from orchestrator.run.plan import Plan
+from orchestrator.run.result import Gap
+from orchestrator.run.rollup import Rollup
 from workers.contract import Interval
 
 OnInterval = Callable[[Interval], None]
@@ -34,7 +34,7 @@ class Dispatcher(Protocol):
         ...
 
     def backlog(self) -> list[Rollup]:
-        """Intervals the store holds only in compacted form (orchestrator/rollup.py), to be added
+        """Intervals the store holds only in compacted form (orchestrator/run/rollup.py), to be added
         before the first poll; empty for a run this dispatcher started."""
         ...
 

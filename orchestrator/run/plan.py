@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 from orchestrator.errors import InputError
-from orchestrator.spec import Benchmark, TargetSpec
+from orchestrator.run.spec import Benchmark, TargetSpec
 from workers import arrivals
 from workers.contract import Shard, Target, fraction_to_str
 
@@ -31,7 +31,7 @@ def to_target(t: TargetSpec) -> Target:
         address.update({"region": t.region or "us-east-1", "log_type": t.log_type, "architecture": t.architecture})
         if t.endpoint_url:
             address["endpoint_url"] = t.endpoint_url
-        from orchestrator.cost import load_pricing, price_for
+        from orchestrator.analysis.cost import load_pricing, price_for
 
         price = price_for(t.region or "us-east-1", t.architecture, table=load_pricing())
         if price is not None:  # a region without a price has GB-s and no cost, never a guessed one

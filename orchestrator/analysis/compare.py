@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from orchestrator.errors import exit_code
-from orchestrator.result import Group, RunResult, SloVerdict
+from orchestrator.run.result import Group, RunResult, SloVerdict
 from workers.contract import Interval
 
 
@@ -220,7 +220,7 @@ class _Sparse:
     """Decodes encoded histograms into (index, count) pairs of fnbench's HDR layout."""
 
     def __init__(self) -> None:
-        from orchestrator.collect import MergedHistogram, _tables
+        from orchestrator.run.collect import MergedHistogram, _tables
 
         self.tables = _tables()
         self.m = MergedHistogram()
@@ -579,7 +579,7 @@ class SloWatch:
 
 def _window_metric(intervals: Sequence[Interval], metric: str, window_s: float) -> float | None:
     """An SLO metric over some intervals of one group (histograms merged, never averaged)."""
-    from orchestrator.collect import HISTS, MergedHistogram
+    from orchestrator.run.collect import HISTS, MergedHistogram
 
     total = sum(sum(iv.outcomes.values()) for iv in intervals)
     ok = sum(iv.outcomes.get("ok", 0) for iv in intervals)

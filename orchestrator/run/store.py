@@ -10,7 +10,7 @@ import orjson
 import redis
 
 from orchestrator.errors import InputError, SetupError
-from orchestrator.rollup import Rollup
+from orchestrator.run.rollup import Rollup
 from workers import keys
 from workers.contract import Interval, Shard
 

@@ -23,16 +23,16 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator import compare
-from orchestrator import plan as planner
-from orchestrator import spec as specs
-from orchestrator.collect import Collector
-from orchestrator.dispatch import Dispatcher
+from orchestrator.analysis import compare
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SLO
-from orchestrator.grafana import RunAnnotations
-from orchestrator.result import Gap, RunResult
-from orchestrator.results import RunFolder
-from orchestrator.watch import LiveView
+from orchestrator.report.grafana import RunAnnotations
+from orchestrator.run import plan as planner
+from orchestrator.run import spec as specs
+from orchestrator.run.collect import Collector
+from orchestrator.run.dispatch import Dispatcher
+from orchestrator.run.result import Gap, RunResult
+from orchestrator.run.results import RunFolder
+from orchestrator.run.watch import LiveView
 from workers.contract import Interval
 from workers.metrics import IntervalMetrics, serve
 
