@@ -40,8 +40,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
+from rich.console import Console
 
+from orchestrator import session
+from orchestrator.analysis import history
+from orchestrator.analysis.history import git_describe
 from orchestrator.errors import InputError, SetupError
+from orchestrator.run import spec
+from orchestrator.run.store import Store
 from workers import keys
 
 log = logging.getLogger("fnbench.scheduler")
@@ -344,25 +350,10 @@ def verified(rec: dict[str, Any], key: bytes) -> bool:
     return hmac.compare_digest(sign(rec, key).encode(), str(rec.get("sig", "")).encode())
 
 
-def runnable_spec(text: str, source: str) -> Any:
-    """The spec, valid and runnable by this fnbench's workers (SpecError, exit 2, otherwise)."""
-    from orchestrator.errors import SpecError
-    from orchestrator.run import spec
-
-    b = spec.load_text(text, source)
-    problems = spec.allow_list_problems(b)
-    problems += [f"targets[{i}].platform: aws-lambda has no invoker in this fnbench yet"
-                 for i, t in enumerate(b.targets) if t.platform == "aws-lambda"]
-    if problems:
-        raise SpecError(source, problems)
-    return b
-
-
 class Schedules:
     """Schedule records (keys.schedule) and their RedBeat entries on one Redis."""
 
     def __init__(self, broker: str, key: bytes | None = None) -> None:
-        from orchestrator.run.store import Store
 
         self.broker = broker
         self.r: Any = Store(broker).r
@@ -402,13 +393,11 @@ class Schedules:
     def add(self, name: str, spec_path: Path, cron: str | None = None, every: str | None = None,
             tz: str | None = None, local: bool = False, workers: int | None = None,
             retention_s: float | None = None) -> dict[str, Any]:
-        from orchestrator.analysis.history import git_describe
-        from orchestrator.run import spec
 
         if not NAME_RE.fullmatch(name):
             raise InputError(f"schedule name {name!r}: use 1-100 letters, digits, '.', '_' or '-'")
         text = spec.read_text(spec_path)
-        b = runnable_spec(text, str(spec_path))
+        b = session.runnable(text, str(spec_path))
         recurrence = Recurrence.parse(cron, every, tz)
         check_redis(self.r)
         _ = self.key  # a schedule cannot be signed without it
@@ -427,13 +416,11 @@ class Schedules:
     def update(self, name: str, spec_path: Path | None = None, cron: str | None = None, every: str | None = None,
                tz: str | None = None) -> dict[str, Any]:
         """Re-read the spec file (its text is stored again) and/or change the recurrence."""
-        from orchestrator.analysis.history import git_describe
-        from orchestrator.run import spec
 
         rec = self.get(name)
         path = spec_path or Path(rec["spec_path"])
         text = spec.read_text(path)
-        b = runnable_spec(text, str(path))
+        b = session.runnable(text, str(path))
         rec.update(spec=text, spec_path=str(path.resolve()), spec_name=b.name, git=git_describe(path),
                    updated=time.time())
         if cron or every:
@@ -529,12 +516,6 @@ _config: SchedulerConfig | None = None
 
 def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]:
     """Run one firing of a schedule headless, once: claim it, verify the record, run, record, check."""
-    from rich.console import Console
-
-    from orchestrator.analysis import history
-    from orchestrator.run import runner
-    from orchestrator.run.dispatch.local import LocalDispatcher
-
     assert _config is not None, "run_firing runs inside `fnbench scheduler`"
     cfg = _config
     schedules = Schedules(cfg.broker)
@@ -553,25 +534,19 @@ def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]
         return {"state": "refused"}
     if rec.get("paused") and not fire.startswith("manual-"):
         return {"state": "paused"}
-    b = runnable_spec(rec["spec"], f"schedule {name}")
+    b = session.runnable(rec["spec"], f"schedule {name}")  # the same check as `fnbench run` and `validate`
     console = Console(stderr=True, quiet=cfg.loglevel.upper() not in ("INFO", "DEBUG"))
-    if rec.get("local"):
-        dispatcher: Any = LocalDispatcher(rec.get("workers") or 1)
-    else:
-        from orchestrator.run.dispatch.celery import CeleryDispatcher
-
-        dispatcher = CeleryDispatcher(cfg.broker, processes=rec.get("workers"), warn=log.warning,
-                                      **({"retention_s": rec["retention_s"]} if rec.get("retention_s") else {}))
+    where = session.Placement(None if rec.get("local") else cfg.broker, rec.get("workers") or (1 if rec.get("local") else 0),
+                              rec.get("retention_s") or session.DEFAULT_RETENTION_S)
     started = time.time()
-    outcome = runner.run(b, rec["spec"], dispatcher, cfg.results_root, console=console, interactive=False,
-                         html=cfg.html)
 
     def say(message: str) -> None:
         log.warning("%s", message)
 
-    history.record(outcome.result, outcome.folder, broker=cfg.broker, results_root=cfg.results_root,
-                   git=rec.get("git") or "", schedule=name, exit_code=outcome.exit_code, say=say,
-                   extra={"fire": fire, "due": due})
+    outcome = session.run(b, rec["spec"], where, results=cfg.results_root, console=console, interactive=False,
+                          html=cfg.html, warn=say,
+                          recording=session.Recording(git=rec.get("git") or "", schedule=name,
+                                                      extra={"fire": fire, "due": due}))
     verdict = "not checked"
     try:
         entries = history.RedisHistory(schedules.r).entries(rec["spec_name"], limit=history.WINDOW * 4)
@@ -607,7 +582,6 @@ def serve(cfg: SchedulerConfig) -> None:
     if cfg.lock_timeout_s < MIN_LOCK_LOOPS * cfg.loop_interval_s:
         raise InputError(f"--lock-timeout {cfg.lock_timeout_s:g}s must be at least {MIN_LOCK_LOOPS} x the loop "
                          f"interval ({cfg.loop_interval_s:g}s), or beat loses its lock between ticks")
-    from orchestrator.run.store import Store
 
     check_redis(Store(cfg.broker).r)
     auth.load_key()  # records are verified and shards signed with it

@@ -5,8 +5,9 @@ The task decodes the Shard, claims it, and calls ``run_shard`` with a sink and s
 process, prefetch 1 (a process holds one shard at a time).
 
 Metrics: every pool process forwards its intervals (not requests) over a Unix datagram socket
-to the worker's main process, which feeds one ``IntervalMetrics`` and serves ``/metrics`` for
-the whole host; the hot path never sees Prometheus.
+to the worker's main process, which feeds its IntervalSinks (workers/sinks.py): ``IntervalMetrics``,
+serving ``/metrics`` for the whole host, and those named by FNBENCH_SINKS; the hot path never sees
+Prometheus.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import orjson
 from celery import Celery, signals
 
 from workers import auth, keys, limits
+from workers import sinks as sink_seam
 from workers.contract import Interval, Shard
 from workers.errors import SetupError
 from workers.link import METRICS_SOCK_ENV, StoreLink, client
@@ -145,11 +147,17 @@ def _pool_process_init(**_: Any) -> None:
     die_with_parent()
 
 
-def _serve_metrics(port: int, sock_path: str) -> None:
+def _feed_sinks(port: int, sock_path: str) -> None:
+    """The main process's IntervalSinks — /metrics when ``port``, plus the configured ones
+    (FNBENCH_SINKS) — fed with the intervals every pool process forwards over ``sock_path``."""
     from workers.metrics import IntervalMetrics, serve
 
-    metrics = IntervalMetrics()
-    serve(metrics, port, addr=os.environ.get("FNBENCH_METRICS_ADDR", "127.0.0.1"))
+    owned: list[sink_seam.IntervalSink] = []
+    if port:
+        metrics = IntervalMetrics()
+        serve(metrics, port, addr=os.environ.get("FNBENCH_METRICS_ADDR", "127.0.0.1"))
+        owned.append(metrics)
+    sinks = sink_seam.Fanout([*owned, *sink_seam.configured("")], warn=log.warning)
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     receiver.bind(sock_path)
@@ -158,11 +166,13 @@ def _serve_metrics(port: int, sock_path: str) -> None:
         while True:
             raw = receiver.recv(1 << 20)
             try:
-                metrics.observe(Interval.from_json(raw))
+                interval = Interval.from_json(raw)
             except Exception as exc:  # a bad datagram must not end the metrics of the host
                 log.warning("metrics: ignored a record: %s", exc)
+                continue
+            sinks.add(interval)
 
-    threading.Thread(target=receive, name="fnbench-metrics", daemon=True).start()
+    threading.Thread(target=receive, name="fnbench-sinks", daemon=True).start()
 
 
 def _register(broker: str, registry_key: str, node: str, record: dict[str, Any]) -> None:
@@ -190,11 +200,11 @@ def start_worker(region: str, queue: str, broker: str, concurrency: int, metrics
     node = f"fnbench-{region}-{os.getpid()}@{socket.gethostname()}"
     os.environ["FNBENCH_NODE"] = node
     app.conf.broker_url = broker
-    if metrics_port:
+    if metrics_port or os.environ.get(sink_seam.SINKS_ENV):
         sock_dir = tempfile.mkdtemp(prefix="fnbench-metrics-")
         sock_path = os.path.join(sock_dir, "intervals.sock")
         try:
-            _serve_metrics(metrics_port, sock_path)
+            _feed_sinks(metrics_port, sock_path)
         except OSError as exc:
             raise SetupError(f"--metrics-port {metrics_port}: cannot serve /metrics ({exc.strerror}); "
                              "choose another port or 0 for none") from None

@@ -276,7 +276,7 @@ class _Series:
 
 
 class IntervalMetrics(Collector):
-    """A Prometheus collector fed with Interval records; thread-safe."""
+    """A Prometheus collector fed with Interval records (an IntervalSink); thread-safe."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock  # epoch seconds, the clock of the intervals' t0/t1
@@ -288,7 +288,11 @@ class IntervalMetrics(Collector):
         self._finishing = False
         self._final_scrapes = 0  # consecutive scrapes that exported every finished label set's totals
 
-    def observe(self, iv: Interval) -> None:
+    def close(self) -> None:
+        """IntervalSink: the series stay exported until the process ends (Prometheus scrapes the last values)."""
+
+    def add(self, iv: Interval) -> None:
+        """IntervalSink: one interval into the exported series (warm-up is not exported)."""
         if iv.warmup:
             return
         labels = (iv.run_id, iv.region, iv.target, iv.runtime, iv.phase)

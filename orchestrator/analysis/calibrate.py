@@ -26,9 +26,8 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import SetupError
-from orchestrator.run import runner, spec
-from orchestrator.run.dispatch.local import LocalDispatcher
+from orchestrator import session
+from orchestrator.errors import InputError, SetupError
 from orchestrator.run.result import Group
 from workers import recorder
 
@@ -45,6 +44,15 @@ class SyntheticConfig:
     stall_ms: float = 0.0
     seed: int = 7
     host: str = "127.0.0.1"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in the words of `fnbench calibrate`'s options."""
+        return [m for ok, m in (
+            (self.median_ms > 0, "--median-ms must be > 0"), (self.sigma >= 0, "--sigma must be >= 0"),
+            (self.stall_every_s >= 0 and self.stall_ms >= 0, "--stall-every and --stall-ms must be >= 0"),
+            (self.stall_every_s == 0 or self.stall_ms < self.stall_every_s * 1000,
+             "--stall-ms must be shorter than --stall-every"),
+        ) if not ok]
 
 
 def _lognormal_cdf(cfg: SyntheticConfig, x_ms: float) -> float:
@@ -247,11 +255,16 @@ def calibrate(
     metrics_port: int = 0,
     tolerance_pct: float = 3.0,
 ) -> dict[str, Any]:
+    problems = cfg.problems() + [m for ok, m in ((rps > 0, "--rps must be > 0"),
+                                                  (duration_s > 0, "--duration must be > 0")) if not ok]
+    if problems:
+        raise InputError("; ".join(problems))
     target = SyntheticTarget(cfg)
     try:
         text = calibration_spec(target.url, rps, duration_s, max_in_flight)
-        outcome = runner.run(spec.load_text(text, "calibrate"), text, LocalDispatcher(workers), results_root,
-                             metrics_port=metrics_port)
+        outcome = session.run(session.runnable(text, "calibrate"), text,
+                              session.Placement(workers=workers, metrics_port=metrics_port), results=results_root,
+                              recording=None)  # a calibration is not a benchmark's history
         truth_encoded, served = target.truth()
     finally:
         target.close()

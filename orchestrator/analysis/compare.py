@@ -543,13 +543,17 @@ class SloWatch:
         self.first: dict[tuple[str, str, str], float] = {}
         self.changed = False
 
-    def observe(self, iv: Interval) -> None:
+    def add(self, iv: Interval) -> None:
+        """IntervalSink: keep the interval for the trailing windows of the abort_on_fail SLOs."""
         if not self.slos or iv.warmup or not (iv.intended or iv.completed):
             return
         key = (iv.region, iv.target, iv.phase)
         self.recent.setdefault(key, []).append(iv)
         self.first[key] = min(self.first.get(key, iv.t0), iv.t0)
         self.changed = True
+
+    def close(self) -> None:
+        """IntervalSink: nothing to release."""
 
     def check(self, now: float | None = None) -> SloAbort | None:
         if not self.changed:

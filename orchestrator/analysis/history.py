@@ -253,13 +253,6 @@ def record(result: RunResult, folder: Path, *, broker: str | None, results_root:
         return None
 
 
-def record_outcome(outcome: Any, *, broker: str | None, results_root: Path = Path("results"),
-                   spec_path: Path | None = None, say: Say | None = None) -> dict[str, Any] | None:
-    """``record`` for a runner.RunOutcome (the one-line hook of `fnbench run`)."""
-    return record(outcome.result, outcome.folder, broker=broker, results_root=results_root, spec_path=spec_path,
-                  exit_code=outcome.exit_code, say=say)
-
-
 # -- trends -------------------------------------------------------------------------------------
 COLUMNS = (("p50", "p50 ms"), ("p90", "p90 ms"), ("p99", "p99 ms"), ("p999", "p99.9 ms"),
            ("error_rate", "errors"), ("achieved_rps", "ok/s"), ("cold_starts", "cold"),

@@ -36,43 +36,13 @@ from rich.table import Table
 from orchestrator.analysis import compare
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, exit_code
 from orchestrator.run import plan as planner
+from orchestrator.run import runner
 from orchestrator.run.collect import Collector
 from orchestrator.run.result import Gap, Group, RunResult
 from orchestrator.run.results import RunFolder, read_intervals
-from orchestrator.run.spec import Benchmark, SloSpec, TargetSpec
+from orchestrator.run.spec import Benchmark, SloSpec, sizes, step_name
 
 UPDATE_TIMEOUT_S = 120.0
-
-
-def sizes(b: Benchmark) -> list[int]:
-    """The sweep's memory sizes, ascending (empty: not a sweep)."""
-    return sorted({m for t in b.targets for m in t.memory_sizes})
-
-
-def step_name(name: str, size: int) -> str:
-    return f"{name}@{size}MB"
-
-
-def target_problems(b: Benchmark, t: TargetSpec) -> list[tuple[str, str]]:
-    """(field, message) for one target with memory_sizes (spec validation)."""
-    out = []
-    if t.platform != "aws-lambda":
-        out.append(("memory_sizes", f"a memory sweep sets a Lambda function's Memory Size; platform {t.platform!r} has none"))
-    if len(set(t.memory_sizes)) != len(t.memory_sizes):
-        out.append(("memory_sizes", "each size once"))
-    if t.qualifier not in ("", "$LATEST"):
-        out.append(("qualifier", f"a memory sweep updates $LATEST's configuration; {t.qualifier!r} would not change"))
-    names = {x.name for x in b.targets}
-    for m in t.memory_sizes:
-        if step_name(t.name, m) in names:
-            out.append(("name", f"{step_name(t.name, m)!r} is the name this target takes at {m} MB; another target has it"))
-    if "@" in t.name:
-        out.append(("name", "'@' is reserved for the sizes of a memory sweep"))
-    others = [i for i, x in enumerate(b.targets) if not x.memory_sizes]
-    if others and t is next(x for x in b.targets if x.memory_sizes):
-        out.append(("memory_sizes", f"a memory sweep runs every target at each size: targets{others} have no "
-                                    "memory_sizes (give them the same list, or run them in a spec of their own)"))
-    return out
 
 
 def _renamed(b: Benchmark) -> dict[str, list[str]]:
@@ -139,10 +109,9 @@ class _Controls:
 
 def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_root: Path = Path("results"), *,
         run_id: str | None = None, metrics_port: int = 0, console: Console | None = None,
-        interactive: bool = True, stop_event: Any = None, html: bool = True) -> Any:
-    """Run the sweep step by step through the one run loop; returns the merged RunOutcome."""
-    from orchestrator.run import runner
-
+        interactive: bool = True, stop_event: Any = None, html: bool = True, first: Any = None) -> Any:
+    """Run the sweep step by step through the one run loop; returns the merged RunOutcome (``first``:
+    the dispatcher of the first step, already made)."""
     console = console or Console(stderr=True)
     run_id = run_id or planner.new_run_id(b.name)
     folder = RunFolder.create(results_root, run_id, text)
@@ -171,7 +140,8 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
                           f"{time.monotonic() - began:.1f} s", highlight=False)
             step = step_spec(b, size)
             try:
-                outcome = runner.run(step, spec_text(step), make_dispatcher(), folder.path / "steps",
+                dispatcher, first = first or make_dispatcher(), None
+                outcome = runner.run(step, spec_text(step), dispatcher, folder.path / "steps",
                                      run_id=f"{run_id}.m{size}", metrics_port=metrics_port, console=console,
                                      interactive=interactive, stop_event=stop_event, html=False)
             except KeyboardInterrupt:
@@ -184,7 +154,7 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
             errors += list(r.errors)
             step_file = outcome.folder / "intervals.jsonl"
             for iv in read_intervals(step_file) if step_file.exists() else ():
-                folder.append(iv)
+                folder.add(iv)
                 measured.append(iv)
             if r.interrupted or outcome.exit_code == EXIT_INTERRUPTED:
                 interrupted = True
@@ -199,9 +169,7 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
         code = EXIT_INTERRUPTED
     elif any(c == EXIT_INPUT for c in codes):
         code = max(code, EXIT_INPUT)
-    saved = folder.save(result, lambda message: console.print(f"[red]error[/]: {escape(message)}", highlight=False))
-    report = runner._write_html(result, folder.path, console) if html and not folder.errors and saved == folder.path else None
-    return runner.RunOutcome(result, saved, code, report)
+    return runner.finish(result, code, folder, console, html)
 
 
 def _restore(controls: _Controls, console: Console) -> list[str]:

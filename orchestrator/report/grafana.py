@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -116,10 +117,22 @@ class RunAnnotations:
         self.run_id, self.name, self.console = run_id, name, console
         self.url, self.token = url, token
         self._start: threading.Thread | None = None
+        self._summary = ""
 
     @classmethod
     def from_env(cls, run_id: str, name: str, console: Console) -> RunAnnotations:
         return cls(run_id, name, console, os.environ.get(URL_ENV) or None, os.environ.get(TOKEN_ENV))
+
+    # As an IntervalSink: intervals add nothing; the run's result says how it stopped; close posts it.
+    def add(self, iv: Any) -> None:
+        pass
+
+    def conclude(self, result: Any) -> None:
+        errors = len(result.errors)
+        self._summary = "interrupted" if result.interrupted else f"{errors} error(s)" if errors else ""
+
+    def close(self) -> None:
+        self.stopped(time.time(), self._summary)
 
     def started(self, at_s: float) -> None:
         if self.url:

@@ -1,14 +1,18 @@
-"""Terminal rendering of a RunResult (rich tables): per-group numbers, SLOs, gaps, baseline ratios."""
+"""Terminal rendering (rich tables): a RunResult — per-group numbers, SLOs, gaps, baseline ratios — and
+every other table the CLI prints (shards, calibration, functions, schedules, history trends, comparisons)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.analysis.compare import TargetRow, relative_to
+from orchestrator.analysis import history as hist
+from orchestrator.analysis.compare import METRIC_LABEL, TargetRow, relative_to
 from orchestrator.run.result import Group, RunResult
 
 
@@ -133,3 +137,97 @@ def render(result: RunResult, console: Console | None = None) -> None:
         console.print("[yellow]interrupted: partial results[/]")
     if result.incomplete:
         console.print("[red]incomplete[/]: part of what was measured could not be kept (see errors)")
+
+
+# -- the other tables the CLI prints ------------------------------------------------------------
+def when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "-"
+
+
+def shards_table(shards: Sequence[Any], title: str = "") -> Table:
+    table = Table("shard", "start +s", "duration s", "arrival", "max in flight", title=title or None)
+    for s in shards:
+        arrival = ", ".join(f"{k}={v}" for k, v in s.arrival.items() if k != "kind")
+        table.add_row(s.shard_id, f"{s.start_at:.1f}", f"{s.duration_s:.1f}", f"{s.arrival['kind']} {arrival}",
+                      str(s.max_in_flight))
+    return table
+
+
+def calibration_table(rep: dict[str, Any], title: str) -> Table:
+    table = Table("percentile", "measured ms", "model ms", "sampling band ms", "beyond band %", "target's record ms",
+                  "error %", "verdict", title=title)
+    for stat, s in rep["stats"].items():
+        lo, hi = s["band_ms"]
+        table.add_row(stat, str(s["measured_ms"]), f"{s['model_ms']:.3f}", f"{lo:.3f} – {hi:.3f}",
+                      "-" if s["beyond_band_pct"] is None else f"{s['beyond_band_pct']:+.2f}",
+                      str(s["truth_ms"]), "-" if s["error_pct"] is None else f"{s['error_pct']:+.2f}",
+                      "[green]PASS[/]" if s["pass"] else "[red]FAIL[/]")
+    return table
+
+
+def functions_table(artifacts: Sequence[Any], title: str) -> Table:
+    table = Table("runtime", "artefact", "size", "build s", "start command", title=title)
+    for a in artifacts:
+        table.add_row(a.runtime, str(a.path), f"{a.size_bytes / 1e6:.2f} MB" if a.size_bytes >= 1e5 else f"{a.size_bytes / 1e3:.1f} kB",
+                      f"{a.build_seconds:.1f}" if a.build_seconds else "-", " ".join(Path(c).name if i == 0 else c for i, c in enumerate(a.command)))
+    return table
+
+
+def deployed_table(done: Sequence[Any]) -> Table:
+    table = Table("function", "action", "Lambda runtime", "arch", "MB", "code", "SHA-256", "s", "ARN", title="deployed")
+    for d in done:
+        table.add_row(d.function, d.action, d.lambda_runtime, d.architecture, str(d.memory_mb), f"{d.code_size:,} B",
+                      d.code_sha256[:12] + "…", f"{d.seconds:.1f}", d.arn)
+    return table
+
+
+def status_tables(st: dict[str, Any]) -> list[Table]:
+    regions = Table("region", "workers", "processes", "queued tasks", title="regions")
+    for name, r in st["regions"].items():
+        regions.add_row(name, str(r["workers"]), str(r["processes"]), str(r["queue_depth"]))
+    runs = Table("run", "state", "shards by state", title="runs")
+    for r in st["runs"]:
+        runs.add_row(r["run_id"], str(r["state"]), ", ".join(f"{k} {v}" for k, v in sorted(r["shards"].items())))
+    return [regions, runs]
+
+
+def schedules_table(rows: Sequence[dict[str, Any]]) -> Table:
+    table = Table("name", "when", "spec", "next due", "last run", "verdict", "runs", title="schedules")
+    for r in rows:
+        table.add_row(r["name"], r["describe"] + (" (paused)" if r.get("paused") else ""), r["spec_name"],
+                      when(r["next_due"]), str(r.get("last_run") or "-"), str(r.get("last_verdict") or "-"), str(r.get("runs", 0)))
+    return table
+
+
+def history_tables(name: str, entries: Sequence[dict[str, Any]], limit: int, band: float) -> list[Table]:
+    """Per target × region, newest first, a trend glyph per column (red: worse, green: better)."""
+    tables = []
+    for (target, region), rows in sorted(hist.rows(entries[:limit + 1]).items()):
+        table = Table("run", "start", "git", *[label for _, label in hist.COLUMNS], title=f"{name}: {target} in {region}")
+        for i, row in enumerate(rows[:limit]):
+            older = rows[i + 1] if i + 1 < len(rows) else None
+            cells = []
+            for column, _ in hist.COLUMNS:
+                v = row.get(column)
+                arrow = hist.glyph(v, older.get(column) if older else None, column, band)
+                text = "-" if v is None else (f"{v * 100:.2f}%" if column == "error_rate" else f"{v:g}")
+                bad = hist.worse(arrow, column)
+                style = "red" if bad else "green" if bad is False else ""
+                cells.append(f"[{style}]{text} {arrow}[/]" if style else f"{text} {arrow}".strip())
+            table.add_row(row["run_id"], when(row["start"]), str(row.get("git") or "-"), *cells)
+        tables.append(table)
+    return tables
+
+
+def comparison_table(found: Sequence[Any]) -> Table:
+    table = Table("region", "subject", "vs", "metric", "vs value", "subject value", "ratio", "change (95 % CI)", "verdict")
+    for c in found:
+        def num(v: float | None, metric: str = c.metric) -> str:
+            return "-" if v is None else f"{v * 100:.3f}%" if metric == "error_rate" else f"{v:g}"
+
+        ci = "-" if c.low is None or c.high is None or c.change is None else (
+            f"{c.change * 100:+.1f}% ({c.low * 100:+.1f}…{c.high * 100:+.1f})" if c.relative
+            else f"{c.change:+.2f}pp ({c.low:+.2f}…{c.high:+.2f})")
+        table.add_row(c.region, c.subject, c.reference, METRIC_LABEL.get(c.metric, c.metric), num(c.reference_value),
+                      num(c.subject_value), "-" if c.ratio is None else f"{c.ratio:.3f}", ci, c.verdict)
+    return table

@@ -328,8 +328,16 @@ class Collector:
         self.duplicates = 0
         self.covered: dict[tuple[str, int], int] = {}  # (shard, attempt) → highest seq a rollup brought
 
-    def add(self, iv: Interval) -> bool:
-        """Add one interval; False when it is a duplicate of one already counted."""
+    def add(self, iv: Interval) -> None:
+        """IntervalSink: count one interval (a duplicate of one already counted is dropped)."""
+        self.take(iv)
+
+    def close(self) -> None:
+        """IntervalSink: the collector keeps its groups; ``result()`` reads them."""
+
+    def take(self, iv: Interval) -> bool:
+        """Add one interval; False when it is a duplicate of one already counted (the session's gate:
+        only what the collector takes reaches the other sinks)."""
         if iv.key in self.seen or iv.seq <= self.covered.get((iv.shard_id, iv.attempt), -1):
             self.duplicates += 1
             return False

@@ -50,7 +50,8 @@ class RunFolder:
     def write_spec(self, text: str) -> None:
         (self.path / "spec.yaml").write_text(text)
 
-    def append(self, iv: Interval) -> None:
+    def add(self, iv: Interval) -> None:
+        """IntervalSink: one line of intervals.jsonl."""
         # Flushed per record: a crash of the orchestrator loses nothing already measured.
         try:
             if self._intervals is None:

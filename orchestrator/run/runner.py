@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from rich.markup import escape
 
 from orchestrator.analysis import compare
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SLO
+from orchestrator.report import html as html_report
 from orchestrator.report.grafana import RunAnnotations
 from orchestrator.run import plan as planner
 from orchestrator.run import spec as specs
@@ -33,8 +33,10 @@ from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.result import Gap, RunResult
 from orchestrator.run.results import RunFolder
 from orchestrator.run.watch import LiveView
+from workers import sinks as sink_seam
 from workers.contract import Interval
 from workers.metrics import IntervalMetrics, serve
+from workers.sinks import Fanout
 
 
 @dataclass
@@ -57,9 +59,10 @@ def run(b: specs.Benchmark, spec_text: str, dispatcher: Dispatcher, results_root
     The spec is read once, by the planner; from there on everything follows the plan."""
     the_plan = planner.make(b, run_id, dispatcher.parts(list(b.regions), len(b.targets)))
     folder = RunFolder.create(results_root, the_plan.run_id, spec_text)
-    dispatcher.start(the_plan, spec_text)
+    with _held_interrupt(interactive) as held:  # a Ctrl-C while shards are handed out stops the run after
+        dispatcher.start(the_plan, spec_text)
     return _follow(the_plan, dispatcher, folder, metrics_port, console or Console(stderr=True), interactive,
-                   stop_event, html)
+                   stop_event, html, interrupted=bool(held))
 
 
 def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), console: Console | None = None,
@@ -77,31 +80,29 @@ def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), c
 
 
 def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metrics_port: int, console: Console,
-            interactive: bool, stop_event: StopEvent | None, html: bool = True) -> RunOutcome:
-    collector = Collector(plan.run_id, plan.phase_seconds)
+            interactive: bool, stop_event: StopEvent | None, html: bool = True, interrupted: bool = False) -> RunOutcome:
+    collector = Collector(plan.run_id, plan.phase_seconds)  # the gate: each interval once, duplicates dropped
     slo_watch = compare.SloWatch(plan.slos)  # abort_on_fail SLOs, over their trailing window
     aborted: compare.SloAbort | None = None
-    metrics = IntervalMetrics()
-    if metrics_port:
-        try:
-            serve(metrics, metrics_port)
-        except OSError as exc:
-            console.print(f"[yellow]warning[/]: metrics not served on :{metrics_port} ({exc.strerror}); use --metrics-port")
+    sinks = Fanout([folder, slo_watch, *_metrics_sink(metrics_port, console),
+                    RunAnnotations.from_env(plan.run_id, plan.name, console),  # no-op without FNBENCH_GRAFANA_URL
+                    *sink_seam.configured(plan.run_id)],
+                   warn=lambda message: console.print(f"[yellow]warning[/]: {escape(message)}", highlight=False))
 
     def on_interval(iv: Interval) -> None:
-        if collector.add(iv):
-            folder.append(iv)
-            if metrics_port:  # nothing serves them otherwise: do not build them
-                metrics.observe(iv)
-            slo_watch.observe(iv)
+        if collector.take(iv):
+            sinks.add(iv)
 
     for rollup in dispatcher.backlog():  # an attached run's compacted intervals come first
         if collector.add_rollup(rollup):
-            folder.append(rollup.interval)
+            folder.add(rollup.interval)
     console.print(f"run [bold]{plan.run_id}[/]: {dispatcher.describe()}, results in {folder.path}")
-    annotations = RunAnnotations.from_env(plan.run_id, plan.name, console)  # no-op without FNBENCH_GRAFANA_URL
-    annotations.started(dispatcher.start_at)
-    interrupted = False
+    for sink in sinks.sinks:
+        if isinstance(sink, RunAnnotations):
+            sink.started(dispatcher.start_at)
+    if interrupted:
+        console.print("[yellow]stopping: interrupted while the shards were handed out[/]")
+        dispatcher.stop()
     with _signals(interactive), LiveView(collector, dispatcher.start_at, plan.total_s, console, live=interactive) as view:
         while True:
             try:
@@ -132,19 +133,36 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     if aborted is not None:  # stopped by its SLO: a failed SLO (exit 1), not an interruption
         result = dataclasses.replace(result, aborted_by=aborted.to_dict(), slo=(*result.slo, aborted.verdict()))
         code = max(code, EXIT_SLO) if code != EXIT_INTERRUPTED else code
+    sinks.conclude(result)
+    sinks.close()
+    return finish(result, code, folder, console, html)
+
+
+def _metrics_sink(port: int, console: Console) -> list[IntervalMetrics]:
+    """Prometheus on ``port`` (0: none, and the series are never built)."""
+    if not port:
+        return []
+    metrics = IntervalMetrics()
+    try:
+        serve(metrics, port)
+    except OSError as exc:
+        console.print(f"[yellow]warning[/]: metrics not served on :{port} ({exc.strerror}); use --metrics-port")
+        return []
+    return [metrics]
+
+
+def finish(result: RunResult, code: int, folder: RunFolder, console: Console, html: bool) -> RunOutcome:
+    """The end of every run and sweep: result.json saved (elsewhere, and said, when the folder cannot take
+    it) and the HTML report written from the folder's intervals (not when they could not all be written)."""
     saved = folder.save(result, lambda message: console.print(f"[red]error[/]: {escape(message)}", highlight=False))
     if saved != folder.path and code != EXIT_INTERRUPTED:
         code = max(code, EXIT_INPUT)  # the result is safe, but not where it belongs
-    annotations.stopped(time.time(), "interrupted" if interrupted else f"{len(errors)} error(s)" if errors else "")
-    # The report reads the folder's intervals: not when they could not all be written (a full disk).
     report = _write_html(result, folder.path, console) if html and not folder.errors and saved == folder.path else None
     return RunOutcome(result, saved, code, report)
 
 
 def _write_html(result: RunResult, folder: Path, console: Console) -> Path | None:
     """results/<run>/report.html; a report that cannot be written never costs the run its result."""
-    from orchestrator.report import html as html_report
-
     try:
         return html_report.write_run(result, folder)
     except Exception as exc:  # noqa: BLE001 - the result is saved; say why the report is not
@@ -156,6 +174,21 @@ def conclude(slos: Any, collector: Collector, gaps: list[Gap], errors: list[str]
     """The RunResult of intervals collected outside a run (``fnbench report``), judged."""
     result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys(errors)), **fields)
     return compare.judge(result, slos)
+
+
+@contextlib.contextmanager
+def _held_interrupt(interactive: bool) -> Iterator[list[int]]:
+    """Ctrl-C (SIGINT) noted instead of raised while the dispatcher starts, so that a half-started run is
+    stopped and its result still written."""
+    held: list[int] = []
+    if not interactive or threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

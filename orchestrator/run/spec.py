@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import InputError, SpecError
 from workers import arrivals
 from workers.arrivals import MAX_RPS, MIN_RPS, Duration
 from workers.arrivals import parse_duration as parse_duration  # re-exported: it lived here
@@ -211,9 +211,7 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         if t.timeout <= 0:
             problems.append(f"targets[{i}].timeout: must be > 0")
         if t.memory_sizes:
-            from orchestrator.analysis.sweep import target_problems  # sweep imports this module
-
-            problems += [f"targets[{i}].{field}: {msg}" for field, msg in target_problems(b, t)]
+            problems += [f"targets[{i}].{field}: {msg}" for field, msg in sweep_problems(b, t)]
         if b.cold_start.enabled and t.platform == "http":
             problems.append(
                 f"targets[{i}].platform: cold_start needs a platform that can make cold starts "
@@ -237,12 +235,41 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         if slo.abort_on_fail and slo.after < max(b.flush_interval, 0.1):
             problems.append(f"slos[{i}].after: must be at least the flush_interval ({b.flush_interval:g}s): "
                             "the SLO is evaluated over whole intervals")
-    if not problems:  # the plan's limits (run length, shards), once the rest makes sense
-        from orchestrator.analysis.sweep import sizes
-        from orchestrator.run.plan import limit_problems  # plan imports this module
-
-        problems += limit_problems(b, steps=max(1, len(sizes(b))))
     return problems
+
+
+# -- memory sweeps (orchestrator/analysis/sweep.py runs them): what a spec may ask for ----------
+def sizes(b: Benchmark) -> list[int]:
+    """The sweep's memory sizes, ascending (empty: not a sweep)."""
+    return sorted({m for t in b.targets for m in t.memory_sizes})
+
+
+def step_name(name: str, size: int) -> str:
+    return f"{name}@{size}MB"
+
+
+def sweep_problems(b: Benchmark, t: TargetSpec) -> list[tuple[str, str]]:
+    """(field, message) for one target with memory_sizes (spec validation)."""
+    out = []
+    if t.platform != "aws-lambda":
+        out.append(("memory_sizes", f"a memory sweep sets a Lambda function's Memory Size; platform {t.platform!r} has none"))
+    if len(set(t.memory_sizes)) != len(t.memory_sizes):
+        out.append(("memory_sizes", "each size once"))
+    if t.qualifier not in ("", "$LATEST"):
+        out.append(("qualifier", f"a memory sweep updates $LATEST's configuration; {t.qualifier!r} would not change"))
+    names = {x.name for x in b.targets}
+    for m in t.memory_sizes:
+        if step_name(t.name, m) in names:
+            out.append(("name", f"{step_name(t.name, m)!r} is the name this target takes at {m} MB; another target has it"))
+    if "@" in t.name:
+        out.append(("name", "'@' is reserved for the sizes of a memory sweep"))
+    others = [i for i, x in enumerate(b.targets) if not x.memory_sizes]
+    if others and t is next(x for x in b.targets if x.memory_sizes):
+        out.append(("memory_sizes", f"a memory sweep runs every target at each size: targets{others} have no "
+                                    "memory_sizes (give them the same list, or run them in a spec of their own)"))
+    return out
+
+
 
 
 class _LimitError(yaml.YAMLError):
@@ -467,3 +494,19 @@ def allow_list_problems(b: Benchmark) -> list[str]:
     from workers.limits import spec_problems
 
     return spec_problems(b.targets)
+
+
+def parse_span(text: str, option: str) -> float:
+    """A retention-like span of an option (``--retention 3d``): the spec's duration forms (30s, 5m, 12h)
+    and days (3d), more than 0 and less than a year; InputError naming the option otherwise."""
+    days = text.strip().removesuffix("d")
+    try:
+        if days != text.strip() and days.replace(".", "", 1).isdigit():
+            seconds = float(days) * 86400
+        else:
+            seconds = parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"{option}: {exc} (or days, like 3d)") from None
+    if not 0 < seconds < 366 * 86400:
+        raise InputError(f"{option}: must be more than 0 and less than a year, got {text!r}")
+    return seconds

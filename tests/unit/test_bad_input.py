@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import session
 from orchestrator.errors import InputError, SpecError
 from orchestrator.run import plan, spec
 
@@ -18,8 +19,9 @@ HEAD = "name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\n"
 
 
 def problems(text: str) -> list[str]:
+    """Every problem the runnable check finds (the spec's own, then the plan's limits)."""
     with pytest.raises(SpecError) as info:
-        spec.load_text(text)
+        session.runnable(text, "<spec>")
     return info.value.problems
 
 

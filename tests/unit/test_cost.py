@@ -103,7 +103,7 @@ def test_group_cost_from_intervals_and_prometheus():
     assert g.to_dict()["cost"] == g.cost
     m = IntervalMetrics(clock=lambda: 10_000.0)
     for iv in ivs:
-        m.observe(iv)
+        m.add(iv)
     samples = {s.name: s.value for fam in m.collect() for s in fam.samples}
     assert samples["fnbench_lambda_gb_seconds_total"] == pytest.approx(0.506)
     assert samples["fnbench_lambda_cost_usd_total"] == pytest.approx(total)

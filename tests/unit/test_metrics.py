@@ -64,15 +64,15 @@ class Clock:
 def feed(m: IntervalMetrics, clock: Clock, iv: Interval) -> None:
     """observe() as the interval arrives, 10 ms after its end (the arrival delay sets the lag)."""
     now, clock.now = clock.now, iv.t1 + 0.01
-    m.observe(iv)
+    m.add(iv)
     clock.now = now
 
 
 def test_counters_and_histograms_carry_the_interval_values():
     m = IntervalMetrics()
-    m.observe(interval(0, [1_000] * 90 + [100_000] * 10, {"ok": 100}))
-    m.observe(interval(1, [2_000] * 50, {"ok": 50, "http_5xx": 3}))
-    m.observe(interval(2, [9_000_000] * 1000, {"ok": 1000}, warmup=True))  # warm-up is not exported
+    m.add(interval(0, [1_000] * 90 + [100_000] * 10, {"ok": 100}))
+    m.add(interval(1, [2_000] * 50, {"ok": 50, "http_5xx": 3}))
+    m.add(interval(2, [9_000_000] * 1000, {"ok": 1000}, warmup=True))  # warm-up is not exported
     got = scrape(m)
     assert got[OK] == 150
     assert got[key('fnbench_requests_total', f'{LABELS},outcome="http_5xx"')] == 3
@@ -171,9 +171,9 @@ def test_wait_scraped_returns_once_the_final_values_were_exported():
     m = IntervalMetrics()
     assert m.wait_scraped(1.0) is False  # never scraped: nothing to wait for
     now = time.time()
-    m.observe(interval(0, [1_000] * 5, {"ok": 5}, t0=now - 1.0, span=0.5))
+    m.add(interval(0, [1_000] * 5, {"ok": 5}, t0=now - 1.0, span=0.5))
     scrape(m)
-    m.observe(interval(1, [1_000] * 5, {"ok": 5}, t0=now - 0.5, span=0.5, final=True))
+    m.add(interval(1, [1_000] * 5, {"ok": 5}, t0=now - 0.5, span=0.5, final=True))
     assert m.wait_scraped(0.2) is False
     def scraper() -> None:  # two scrapes (the first may not have reached Prometheus in time)
         for _ in range(2):
@@ -193,15 +193,15 @@ def test_scrapes_before_the_final_interval_do_not_count_as_having_exported_it():
     # them must still be waited for (it was not: the last seconds of a run never reached Prometheus).
     m = IntervalMetrics()
     now = time.time()
-    m.observe(interval(0, [1_000] * 5, {"ok": 5}, t0=now - 1.0, span=0.5))
+    m.add(interval(0, [1_000] * 5, {"ok": 5}, t0=now - 1.0, span=0.5))
     for _ in range(3):
         scrape(m)
-    m.observe(interval(1, [1_000] * 5, {"ok": 5}, t0=now - 0.5, span=0.5, final=True))
+    m.add(interval(1, [1_000] * 5, {"ok": 5}, t0=now - 0.5, span=0.5, final=True))
     assert m.wait_scraped(0.2) is False  # no scrape since: not exported
 
 
 def test_intervals_that_arrive_late_raise_the_lag():
     clock = Clock(103.0)  # the interval ended at 101.0: it arrived 2 s late
     m = IntervalMetrics(clock)
-    m.observe(interval(0, [1_000] * 10, {"ok": 10}, t0=100.0, span=1.0))
+    m.add(interval(0, [1_000] * 10, {"ok": 10}, t0=100.0, span=1.0))
     assert scrape_ts(m)[OK][1] == pytest.approx(103.0 - GUARD - 4.5)  # 1.25 spans + 1.5 x the delay

@@ -78,8 +78,8 @@ def test_a_record_of_another_schema_version_is_refused():
 
 def test_collector_drops_duplicates_by_shard_attempt_seq():
     c = Collector("r", {"warm": 2.0})
-    assert c.add(_interval(0)) and c.add(_interval(1)) and c.add(_interval(0, attempt=1))
-    assert not c.add(_interval(1))  # redelivered
+    assert c.take(_interval(0)) and c.take(_interval(1)) and c.take(_interval(0, attempt=1))
+    assert not c.take(_interval(1))  # redelivered
     row = c.group_rows()[0]
     assert row.completed == 30 and c.duplicates == 1
     assert row.response_ms.p99 == pytest.approx(1.0, rel=1e-3)
