@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from orchestrator import functions as fn
 from orchestrator import lambda_local
+from workers.sigv4 import Credentials
 
 
 def lambda_client(endpoint: str):
@@ -41,7 +42,7 @@ def hosted(runtime: str) -> list[lambda_local.Function]:
 
 @pytest.fixture(params=["rust", "go", "python", "node", "java", "java-cds"])
 def function(request):
-    with lambda_local.Background(hosted(request.param)) as lam:
+    with lambda_local.Background(hosted(request.param), credentials=Credentials("fnbench", "fnbench")) as lam:
         yield request.param, lam.endpoint
 
 
