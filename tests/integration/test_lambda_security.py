@@ -379,3 +379,26 @@ def test_lambda_serve_without_a_key_exits_2():
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60, env={**base, **extra})
         assert r.returncode == 2, r.stderr
         assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_every_api_boto3_signs_is_verified_and_served(lam):
+    """The verifier recomputes what boto3 signed for each call it makes here: ARNs and qualifiers in
+    the path and query, GET/PUT/DELETE without a body, uploads."""
+    c = client(lam.endpoint)
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:rust"
+    r = c.invoke(FunctionName=arn, Qualifier="$LATEST", LogType="Tail", Payload=b'{"workload": "echo", "params": {"payload": 3}}')
+    assert json.loads(r["Payload"].read())["result"] == 3
+    assert c.get_function_configuration(FunctionName=arn)["FunctionName"] == "rust"
+    assert [f["FunctionName"] for f in c.list_functions()["Functions"]] == ["rust"]
+    c.put_function_concurrency(FunctionName="rust", ReservedConcurrentExecutions=3)
+    c.update_function_configuration(FunctionName="rust", MemorySize=256)
+    c.get_waiter("function_updated_v2").wait(FunctionName="rust", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    c.create_function(FunctionName="py", Runtime="python3.12", Handler="handler.handler", Role=ROLE,
+                      Code={"ZipFile": zip_of({"handler.py": b"def handler(e, c):\n    return {'n': e['n'] + 1}\n"})})
+    c.get_waiter("function_active_v2").wait(FunctionName="py", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    c.update_function_code(FunctionName="py", ZipFile=zip_of({"handler.py": b"def handler(e, c):\n    return {'n': e['n'] + 2}\n"}))
+    c.get_waiter("function_updated_v2").wait(FunctionName="py", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    assert json.loads(c.invoke(FunctionName="py", Payload=b'{"n": 1}')["Payload"].read()) == {"n": 3}
+    assert c.get_function(FunctionName="py")["Configuration"]["Runtime"] == "python3.12"
+    c.delete_function(FunctionName="py")
+    assert functions(lam) == {"rust"} and lam.call(lambda s: dict(s.refused)) == {}
