@@ -62,9 +62,12 @@ lambda-ric: $(RIC)
 # command as to AWS, then Rust vs Go/Node/Python (warm, forced cold starts, cost) and a memory sweep.
 LAMBDA_PORT ?= 9001
 LAMBDA_SPECS ?= examples/lambda-compare.yaml examples/lambda-sweep.yaml
-LAMBDA_ENV := env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+# The local Lambda takes only requests signed with the key it is started with: the server and its
+# clients get the same one.
+LAMBDA_ENV := env -u AWS_PROFILE -u AWS_SESSION_TOKEN -u FNBENCH_LAMBDA_ACCESS_KEY_ID -u FNBENCH_LAMBDA_SECRET_ACCESS_KEY \
+  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 lambda-demo: system-lambda-demo functions lambda-ric
-	$(BIN)/fnbench lambda serve --functions none --port $(LAMBDA_PORT) --reserved 16 & pid=$$!; \
+	$(LAMBDA_ENV) $(BIN)/fnbench lambda serve --functions none --port $(LAMBDA_PORT) --reserved 16 & pid=$$!; \
 	trap "kill $$pid 2>/dev/null" EXIT; \
 	for i in $$(seq 150); do $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', $(LAMBDA_PORT)), 1)" \
 	  2>/dev/null && break; sleep 0.2; done; \

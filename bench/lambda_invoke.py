@@ -46,8 +46,11 @@ def start_lambda(concurrency: int) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-c", "from orchestrator.cli import main; main()", "lambda", "serve", "--functions", "rust",
            "--port", "0", "--reserved", str(concurrency), "--idle", "10m",
            "--no-cgroups"]  # the client is measured: the function's instances must not be its bottleneck
+    # The server takes the credentials the clients sign with (the standard chain's, set in main()).
+    env = {**os.environ, "FNBENCH_LAMBDA_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+           "FNBENCH_LAMBDA_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -166,8 +169,10 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "fnbench-local")  # the local Lambda checks no signature
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "fnbench-local")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):  # both clients and the server: this one key
+        os.environ.pop(name, None)
+    os.environ["AWS_ACCESS_KEY_ID"] = "fnbench-local"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "fnbench-local"
     proc, endpoint = start_lambda(args.concurrency)
     try:
         results = {"async": run_async(endpoint, args.seconds, args.concurrency),

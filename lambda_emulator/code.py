@@ -70,8 +70,8 @@ def command_for(runtime: str, handler: str, code: Path) -> list[str] | str:
             "nodejs* and java*")
 
 
-def unpack(zip_bytes: bytes, root: Path) -> Path | str:
-    """The ZIP unpacked into a new folder under ``root`` (modes kept); a message when it is bad."""
+def unpacked_size(zip_bytes: bytes) -> tuple[zipfile.ZipFile, int] | str:
+    """The ZIP and the total size its entries declare (what unpacking writes at most); a message when it is bad."""
     if len(zip_bytes) > MAX_ZIP_BYTES:
         return f"the package is {len(zip_bytes):,} bytes; at most {MAX_ZIP_BYTES:,} in a direct upload"
     try:
@@ -79,22 +79,36 @@ def unpack(zip_bytes: bytes, root: Path) -> Path | str:
         infos = zf.infolist()
     except (zipfile.BadZipFile, ValueError) as exc:
         return f"Could not unzip uploaded file ({exc})"
-    if sum(i.file_size for i in infos) > UNZIPPED_MAX_BYTES:
+    total = sum(i.file_size for i in infos)
+    if total > UNZIPPED_MAX_BYTES:
         return f"Unzipped size must be smaller than {UNZIPPED_MAX_BYTES} bytes"
+    return zf, total
+
+
+def unpack(zf: zipfile.ZipFile, root: Path) -> Path | str:
+    """The ZIP unpacked into a new folder under ``root`` (modes kept); a message when it is bad.
+
+    Each entry is streamed to disk: never more of it in memory than a copy buffer, never more on
+    disk than its declared size (zipfile stops there and checks the CRC)."""
     target = Path(tempfile.mkdtemp(prefix="code-", dir=root))
-    for info in infos:
-        parts = Path(info.filename).parts
-        if info.filename.startswith("/") or ".." in parts:
-            shutil.rmtree(target, ignore_errors=True)
-            return f"{info.filename!r}: entries must be relative paths inside the package"
-        path = target.joinpath(*parts)
-        if info.is_dir():
-            path.mkdir(parents=True, exist_ok=True)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(zf.read(info))
-        mode = (info.external_attr >> 16) & 0o777
-        path.chmod((mode or 0o644) | stat.S_IRUSR)
+    try:
+        for info in zf.infolist():
+            parts = Path(info.filename).parts
+            if info.filename.startswith("/") or ".." in parts:
+                shutil.rmtree(target, ignore_errors=True)
+                return f"{info.filename!r}: entries must be relative paths inside the package"
+            path = target.joinpath(*parts)
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            mode = (info.external_attr >> 16) & 0o777
+            path.chmod((mode or 0o644) | stat.S_IRUSR)
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError, OSError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        return f"Could not unzip uploaded file ({exc})"
     return target
 
 
@@ -103,6 +117,7 @@ class CodeApi:
 
     functions: dict[str, Function]
     code_root: Path | None
+    code_storage_bytes: int  # all deployed functions' unpacked code together (LocalLambda's)
 
     def retire_all(self, fn: Function) -> None:  # LocalLambda's
         raise NotImplementedError
@@ -116,23 +131,39 @@ class CodeApi:
         assert self.code_root is not None
         return self.code_root
 
-    def _load(self, fn: Function, doc: dict[str, Any], zipped: str) -> str | None:
-        """Unpack the base64 ZIP into ``fn`` (command, folder, hash); a message when it cannot."""
+    def code_storage_used(self, besides: Function | None = None) -> int:
+        """Bytes of unpacked code of every deployed function (but ``besides``)."""
+        return sum(f.code_unpacked for f in self.functions.values() if f is not besides)
+
+    def _load(self, fn: Function, doc: dict[str, Any], zipped: Any) -> Reply | None:
+        """Unpack the base64 ZIP into ``fn`` (command, folder, hash); AWS's error when it cannot."""
+        if not isinstance(zipped, str):
+            return _error(400, "InvalidParameterValueException", "ZipFile is not base64")
         try:
             raw = base64.b64decode(zipped, validate=True)
         except (binascii.Error, ValueError):
-            return "ZipFile is not base64"
-        code = unpack(raw, self._code_dir())
+            return _error(400, "InvalidParameterValueException", "ZipFile is not base64")
+        sized = unpacked_size(raw)
+        if isinstance(sized, str):
+            return _error(400, "InvalidParameterValueException", sized)
+        zf, size = sized
+        used = self.code_storage_used(besides=fn)  # an update replaces the function's own code
+        if used + size > self.code_storage_bytes:
+            return _error(400, "CodeStorageExceededException",
+                          f"Code storage limit exceeded: {size:,} bytes unpacked would make {used + size:,}; "
+                          f"this local Lambda keeps at most {self.code_storage_bytes:,} (--code-storage-mb)")
+        code = unpack(zf, self._code_dir())
         if isinstance(code, str):
-            return code
+            return _error(400, "InvalidParameterValueException", code)
         command = command_for(fn.lambda_runtime, fn.handler, code)
         if isinstance(command, str):
             shutil.rmtree(code, ignore_errors=True)
-            return command
+            return _error(400, "InvalidParameterValueException", command)
         old = Path(fn.cwd) if fn.code_sha256 else None
         fn.command, fn.cwd, fn.env = command, str(code), {}
         fn.code_sha256 = code_sha256(raw)
         fn.code_size = len(raw)
+        fn.code_unpacked = size
         if old is not None and self.code_root is not None and old.parent == self.code_root:
             shutil.rmtree(old, ignore_errors=True)  # the instances of the old code are retired
         return None
@@ -157,7 +188,7 @@ class CodeApi:
         fn.lambda_runtime, fn.handler, fn.role = runtime, handler, str(doc.get("Role", ""))
         problem = self._load(fn, doc, zipped)
         if problem is not None:
-            return _error(400, "InvalidParameterValueException", problem)
+            return problem
         fn.state = "Pending"
         fn.last_modified = _now_iso()
         self.functions[name] = fn
@@ -182,7 +213,7 @@ class CodeApi:
             fn.architecture = str(doc["Architectures"][0])
         problem = self._load(fn, doc, zipped)
         if problem is not None:
-            return _error(400, "InvalidParameterValueException", problem)
+            return problem
         return self.begin_update(fn)
 
     def get_function(self, fn: Function) -> Reply:

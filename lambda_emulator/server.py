@@ -38,8 +38,14 @@ As Lambda does, per function:
 
 Not modelled: any CPU beyond the memory share that Lambda may allow the init phase (init runs
 at the instance's share here), network and disk limits, Event (async) invocations,
-aliases/versions (a Qualifier is accepted and ignored), SnapStart.  Loopback only; requests are
-not authenticated.
+aliases/versions (a Qualifier is accepted and ignored), SnapStart.
+
+It runs uploaded code, so it is not open to whoever reaches loopback (lambda_emulator/auth.py):
+every Invoke API request must be SigV4-signed with the access key it was started with, JSON
+only, with its own address as Host and no Origin; bodies are capped as AWS caps them (6 MB
+Invoke, 70,167,211 bytes for a 50 MB ZIP upload) before they are read; unpacked code is capped
+at 250 MB a function and ``code_storage_bytes`` in all; function processes get Lambda's documented
+environment and their configured variables, nothing of the server's.
 """
 
 from __future__ import annotations
@@ -63,11 +69,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
+from lambda_emulator.auth import Verifier, browser_check, content_type_check, own_hosts
 from lambda_emulator.code import CodeApi, command_for
 from lambda_emulator.sandbox import Cell, Sandbox, peak_mb
 from orchestrator.analysis.cost import init_billed
 from orchestrator.subjects.lambda_package import HANDLER, LAMBDA_RUNTIME
 from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
+from workers.platforms.aws_lambda.sigv4 import Credentials
 
 _monotonic = time.monotonic
 RUNTIME_API = b"/2018-06-01/runtime/"
@@ -77,6 +85,26 @@ TAIL_BYTES = 4096
 NODE_RIC = REPO_ROOT / "tests" / "lambda-ric" / "node_modules" / "aws-lambda-ric" / "bin" / "index.mjs"
 ACCOUNT = "000000000000"
 UPDATE_SETTLE_S = 0.05  # InProgress → Successful after an update (the instances are retired by then)
+# Request bodies, as AWS caps them: an Invoke payload (and a function's response) 6 MB; a
+# CreateFunction/UpdateFunctionCode request 70,167,211 bytes (a 50 MB ZIP, base64 in JSON);
+# any other control-plane request 1 MiB.  Refused by Content-Length before the body is read;
+# never more than the cap is kept.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_UPLOAD_BYTES = 70_167_211
+MAX_CONTROL_BYTES = 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+DISCARD_MAX_BYTES = 2 * MAX_UPLOAD_BYTES  # of a refused request's body, read and dropped, then the connection is cut
+CODE_STORAGE_BYTES = 1024 * 1024 * 1024  # all deployed functions' unpacked code (`--code-storage-mb`)
+Reply = tuple[int, bytes, list[tuple[str, str]]]
+
+
+def body_cap(method: bytes, url: bytes) -> int:
+    path = url.split(b"?", 1)[0].rstrip(b"/")
+    if method == b"POST" and path.endswith(b"/invocations"):
+        return MAX_PAYLOAD_BYTES
+    if (method == b"POST" and path == INVOKE_PREFIX.rstrip("/").encode()) or (method == b"PUT" and path.endswith(b"/code")):
+        return MAX_UPLOAD_BYTES
+    return MAX_CONTROL_BYTES
 
 
 def runtime_command(runtime: str) -> tuple[list[str], str, dict[str, str]]:
@@ -92,6 +120,34 @@ def runtime_command(runtime: str) -> tuple[list[str], str, dict[str, str]]:
         return ["node", str(ric), HANDLER["node"]], str(FUNCTIONS_DIR / "node"), {}
     artifact = artifact_for(runtime)
     return list(artifact.command), str(artifact.cwd or FUNCTIONS_DIR / runtime), dict(artifact.env)
+
+
+# What a function process gets from this machine's environment: where its runtime's programs
+# and libraries are (Lambda sets both too).  Nothing else of the server's environment reaches
+# uploaded code (the server's credentials, FNBENCH_TASK_KEY, brokers' passwords...).
+PASSED_THROUGH = ("PATH", "LD_LIBRARY_PATH")
+
+
+def function_environment(fn: Function, port: int) -> dict[str, str]:
+    """A function process's environment, as Lambda documents it (configuration-envvars.html#configuration-envvars-runtime):
+    the reserved variables, LANG and TZ, PATH and LD_LIBRARY_PATH, the runtime's own (from its build) and the
+    function's configured Environment.Variables; no AWS credentials (no execution role here)."""
+    env = {k: os.environ[k] for k in PASSED_THROUGH if os.environ.get(k)}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update({"LANG": "en_US.UTF-8"})
+    env.update(fn.env)
+    env.update(fn.environment)
+    env.update({  # reserved: a configured variable cannot change them
+        "_HANDLER": fn.handler_name, "AWS_REGION": fn.region, "AWS_DEFAULT_REGION": fn.region,
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}", "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb), "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
+        "LAMBDA_TASK_ROOT": fn.cwd, "LAMBDA_RUNTIME_DIR": fn.runtime_dir(), "TZ": ":UTC",
+    })
+    if not fn.runtime_id.startswith("provided"):  # custom runtimes have none
+        env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{fn.runtime_id}"
+    return env
 
 
 def _now_iso() -> str:
@@ -125,6 +181,7 @@ class Function:
     role: str = ""
     code_sha256: str = ""
     code_size: int = 0
+    code_unpacked: int = 0  # bytes its unpacked code takes (deployed code only)
     state: str = "Active"  # Pending for a moment after CreateFunction
 
     @property
@@ -139,6 +196,17 @@ class Function:
     @property
     def handler_name(self) -> str:
         return self.handler or HANDLER.get(self.runtime, "bootstrap")
+
+    def runtime_dir(self) -> str:
+        """LAMBDA_RUNTIME_DIR: where the runtime's own code is (its runtime interface client's folder)."""
+        if self.runtime_id.startswith("python"):
+            import importlib.util
+
+            spec = importlib.util.find_spec("awslambdaric")
+            return str(Path(spec.origin).parent) if spec is not None and spec.origin else self.cwd
+        if self.runtime_id.startswith("nodejs"):
+            return str(NODE_RIC.parent.parent)
+        return self.cwd
 
     def configuration(self) -> dict[str, Any]:
         return {
@@ -180,6 +248,7 @@ class Instance:
         self.proc: asyncio.subprocess.Process | None = None
         self.api: asyncio.Server | None = None
         self.port = 0
+        self.hosts: frozenset[bytes] = frozenset()  # the Host values its runtime may send (its port's)
         self.poll: _HttpConn | None = None  # the /invocation/next waiting for an event
         self.current: Invocation | None = None
         self.last_used = _monotonic()
@@ -192,18 +261,9 @@ class Instance:
         loop = asyncio.get_running_loop()
         self.api = await loop.create_server(lambda: _HttpConn(self.lam, self), "127.0.0.1", 0)
         self.port = self.api.sockets[0].getsockname()[1]
+        self.hosts = own_hosts(self.port)
         fn = self.fn
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "_HANDLER", "LAMBDA_"))}
-        env.update(fn.env)
-        env.update(fn.environment)
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.port}", "AWS_LAMBDA_FUNCTION_NAME": fn.name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb), "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_REGION": fn.region, "AWS_DEFAULT_REGION": fn.region, "LAMBDA_TASK_ROOT": fn.cwd,
-            "_HANDLER": HANDLER.get(fn.runtime, "bootstrap"), "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
-        })
+        env = function_environment(fn, self.port)
         self.cell = self.lam.sandbox.cell(f"{fn.name}-{uuid.uuid4().hex[:12]}", fn.memory_mb)
         self.spawned = _monotonic()
         try:
@@ -272,9 +332,14 @@ class Instance:
 
 
 class _HttpConn(asyncio.Protocol):
-    """One HTTP/1.1 connection (client or instance side), one request at a time."""
+    """One HTTP/1.1 connection (client or instance side), one request at a time.
 
-    __slots__ = ("lam", "instance", "transport", "parser", "url", "headers", "body", "closed", "busy")
+    The request line and headers are checked before any of the body is read (``admit``): a
+    refused request is answered at once and its body, if the client sends it anyway, counted and
+    dropped, never kept; a body is kept only up to the route's cap (413 beyond)."""
+
+    __slots__ = ("lam", "instance", "transport", "parser", "url", "headers", "body", "closed", "busy", "head_bytes",
+                 "in_head", "cap", "size", "rejected", "dropped")
 
     def __init__(self, lam: LocalLambda, instance: Instance | None) -> None:
         self.lam = lam
@@ -285,6 +350,12 @@ class _HttpConn(asyncio.Protocol):
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
         self.closed = False
+        self.head_bytes = 0  # of the request line and headers so far
+        self.in_head = True
+        self.cap = 0  # most body bytes this request may have
+        self.size = 0
+        self.rejected = False  # answered already: the rest of the request is dropped, then the connection closed
+        self.dropped = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -296,33 +367,89 @@ class _HttpConn(asyncio.Protocol):
             inst.poll = None
 
     def data_received(self, data: bytes) -> None:
+        if self.rejected:
+            self.dropped += len(data)
+            if self.dropped > DISCARD_MAX_BYTES:
+                self.abort()
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.reply(400, b'{"message":"bad request"}')
+            self.reply(400, b'{"message":"bad request"}', [("Connection", "close")])
             self.abort()
+            return
+        if self.in_head and not self.rejected:  # headers not complete yet: how much of them is kept
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self.reply(431, b'{"message":"request line and headers over 64 KiB"}', [("Connection", "close")])
+                self.abort()
 
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = {}
         self.body = []
+        self.in_head = True
+        self.head_bytes = 0
+        self.size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
+        name = name.lower()
+        old = self.headers.get(name)
+        self.headers[name] = value if old is None else old + b"," + value
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        method = self.parser.get_method()
+        if self.instance is not None:
+            refusal, self.cap = self.lam.admit_runtime(self.instance, method, self.url, self.headers)
+        else:
+            refusal, self.cap = self.lam.admit(method, self.url, self.headers)
+        if refusal is None:
+            length = self.headers.get(b"content-length")
+            if length is not None and length.strip().isdigit() and int(length) > self.cap:
+                refusal = self.lam.too_large(self.instance, method, self.url, self.cap)
+        if refusal is not None:
+            self.refuse(refusal)
+
+    def refuse(self, refusal: tuple[int, bytes, list[tuple[str, str]]]) -> None:
+        status, body, headers = refusal
+        kind = next((v for k, v in headers if k == "x-amzn-ErrorType"), str(status))
+        self.lam.refused[kind] = self.lam.refused.get(kind, 0) + 1
+        self.rejected = True
+        self.body = []
+        self.reply(status, body, [*headers, ("Connection", "close")])
 
     def on_body(self, body: bytes) -> None:
+        if self.rejected:
+            return
+        self.size += len(body)
+        if self.size > self.cap:  # no (or a false) Content-Length: stop keeping it at the cap
+            self.refuse(self.lam.too_large(self.instance, self.parser.get_method(), self.url, self.cap))
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.rejected:
+            if not self.closed:
+                self.closed = True
+                self.transport.close()
+            return
         method = self.parser.get_method()
         body = b"".join(self.body)
+        self.body = []
         if self.instance is not None:
             self.lam.runtime_api(self, self.instance, method, self.url, body)
-        else:
-            self.lam.invoke_api(self, method, self.url, self.headers, body)
+            return
+        refusal = self.lam.verifier.verify(method, self.url, self.headers, body)
+        if refusal is not None:
+            self.refuse(refusal)
+            self.closed = True
+            self.transport.close()
+            return
+        self.lam.invoke_api(self, method, self.url, self.headers, body)
 
     def reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         if self.closed:
@@ -341,8 +468,10 @@ class _HttpConn(asyncio.Protocol):
             self.transport.abort()
 
 
-_REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
-            413: "Request Entity Too Large", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway"}
+_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
+            404: "Not Found", 409: "Conflict", 412: "Precondition Failed", 413: "Request Entity Too Large",
+            415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 502: "Bad Gateway"}
 
 
 def _error(status: int, kind: str, message: str, extra: dict[str, Any] | None = None) -> tuple[int, bytes, list[tuple[str, str]]]:
@@ -353,9 +482,14 @@ def _error(status: int, kind: str, message: str, extra: dict[str, Any] | None = 
 class LocalLambda(CodeApi):
     """The service: functions by name, the Invoke API port, the reaper."""
 
-    def __init__(self, functions: list[Function], *, idle_s: float = 300.0, host: str = "127.0.0.1",
-                 port: int = 0, cgroups: bool = True, reserved: int = 10, region: str = "us-east-1") -> None:
+    def __init__(self, functions: list[Function], *, credentials: Credentials, idle_s: float = 300.0,
+                 host: str = "127.0.0.1", port: int = 0, cgroups: bool = True, reserved: int = 10,
+                 region: str = "us-east-1", code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
         self.functions = {f.name: f for f in functions}
+        self.verifier = Verifier(credentials, region)  # every Invoke API request is signed with these
+        self.hosts: frozenset[bytes] = frozenset()  # the Host values of this server's address (start())
+        self.code_storage_bytes = code_storage_bytes  # all deployed functions' unpacked code together
+        self.refused: dict[str, int] = {}  # requests refused before they ran, by x-amzn-ErrorType
         self.reserved, self.region = reserved, region  # of functions made by CreateFunction
         self.code_root: Path | None = None  # deployed packages, unpacked (lambda_code.py)
         self.cgroups = cgroups
@@ -376,6 +510,7 @@ class LocalLambda(CodeApi):
         self.sandbox = Sandbox.detect(self.cgroups)
         self.server = await loop.create_server(lambda: _HttpConn(self, None), self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
+        self.hosts = own_hosts(self.port)
         self.reaper = loop.create_task(self._reap())
         self.sweeper = loop.create_task(self._timeouts())
 
@@ -397,6 +532,35 @@ class LocalLambda(CodeApi):
         await asyncio.sleep(0)
         await self.sandbox.close()  # every cell left, then the parent(s)
         self.remove_code()
+
+    # -- who may call ---------------------------------------------------------------------------
+    def admit(self, method: bytes, url: bytes, headers: dict[bytes, bytes]) -> tuple[Reply | None, int]:
+        """Before the body: (a refusal or None, the most body bytes the route takes)."""
+        refusal = (browser_check(headers, self.hosts) or content_type_check(headers)
+                   or self.verifier.precheck(headers))
+        return refusal, body_cap(method, url)
+
+    def admit_runtime(self, inst: Instance, method: bytes, url: bytes,
+                      headers: dict[bytes, bytes]) -> tuple[Reply | None, int]:
+        """An instance's Runtime API: only its own address (no browser, no rebound name)."""
+        return browser_check(headers, inst.hosts), MAX_PAYLOAD_BYTES
+
+    def too_large(self, inst: Instance | None, method: bytes, url: bytes, cap: int) -> Reply:
+        if inst is not None:  # a response over 6 MB: the invocation fails as on AWS
+            inv = inst.current
+            if inv is not None and inv.delivered and url.endswith((b"/response", b"/error")):
+                doc = {"errorMessage": f"Response payload size exceeded maximum allowed payload size ({cap} bytes).",
+                       "errorType": "Function.ResponseSizeTooLarge"}
+                self._finish(inst, inv, orjson.dumps(doc), error=True)
+            return _error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
+        if cap == MAX_PAYLOAD_BYTES and url.split(b"?", 1)[0].endswith(b"/invocations"):
+            return _error(413, "RequestTooLargeException",
+                          f"Request must be smaller than {cap} bytes for the InvokeFunction operation")
+        if cap == MAX_UPLOAD_BYTES:
+            operation = "CreateFunction" if method == b"POST" else "UpdateFunctionCode"
+            return _error(413, "RequestEntityTooLargeException",
+                          f"Request must be smaller than {cap} bytes for the {operation} operation")
+        return _error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
 
     # -- Invoke API (clients) -------------------------------------------------------------------
     def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
@@ -466,9 +630,6 @@ class LocalLambda(CodeApi):
         if fn.state != "Active":
             conn.reply(*_error(409, "ResourceConflictException", "The operation cannot be performed at this time. "
                                f"The function is currently in the following state: {fn.state}"))
-            return
-        if len(body) > 6 * 1024 * 1024:
-            conn.reply(*_error(413, "RequestTooLargeException", "Request must be smaller than 6291456 bytes for the InvokeFunction operation"))
             return
         inv = Invocation(body or b"{}", conn, headers.get(b"x-amz-log-type", b"None") == b"Tail")
         idle = fn.idle
@@ -709,10 +870,11 @@ def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: floa
     return out
 
 
-async def serve(functions: list[Function], *, port: int, idle_s: float, ready: Any = None,
+async def serve(functions: list[Function], *, credentials: Credentials, port: int, idle_s: float, ready: Any = None,
                 stop: asyncio.Event | None = None, cgroups: bool = True, reserved: int = 10,
-                region: str = "us-east-1") -> None:
-    lam = LocalLambda(functions, idle_s=idle_s, port=port, cgroups=cgroups, reserved=reserved, region=region)
+                region: str = "us-east-1", code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
+    lam = LocalLambda(functions, credentials=credentials, idle_s=idle_s, port=port, cgroups=cgroups, reserved=reserved,
+                      region=region, code_storage_bytes=code_storage_bytes)
     await lam.start()
     if ready is not None:
         ready(lam)
@@ -726,12 +888,20 @@ async def serve(functions: list[Function], *, port: int, idle_s: float, ready: A
 
 
 class Background:
-    """The local Lambda on its own event loop in a daemon thread (tests, benches, demos)."""
+    """The local Lambda on its own event loop in a daemon thread (tests, benches, demos).
+
+    ``credentials``: the access key its clients must sign with; by default the environment's
+    (``lambda_auth.server_credentials``: FNBENCH_LAMBDA_*, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)."""
 
     def __init__(self, functions: list[Function], *, idle_s: float = 300.0, port: int = 0,
-                 cgroups: bool = True) -> None:
+                 cgroups: bool = True, credentials: Credentials | None = None,
+                 code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
         import threading
 
+        from lambda_emulator.auth import server_credentials
+
+        self.credentials = credentials if credentials is not None else server_credentials()
+        self.code_storage_bytes = code_storage_bytes
         self.functions = functions
         self.cgroups = cgroups
         self.idle_s = idle_s
@@ -752,8 +922,8 @@ class Background:
                 self.lam = lam
                 self._ready.set()
 
-            await serve(self.functions, port=self.port, idle_s=self.idle_s, ready=ready, stop=self._stop,
-                        cgroups=self.cgroups)
+            await serve(self.functions, credentials=self.credentials, port=self.port, idle_s=self.idle_s, ready=ready,
+                        stop=self._stop, cgroups=self.cgroups, code_storage_bytes=self.code_storage_bytes)
 
         try:
             asyncio.run(main())
@@ -795,16 +965,18 @@ class Background:
         self.thread.join(10)
 
 
-def run_cli(runtimes: list[str], *, port: int, idle_s: float, memory_mb: int, timeout_s: float, reserved: int,
-            region: str, announce: Any, cgroups: bool = True) -> None:
-    """``fnbench lambda serve``: serve until interrupted; ``announce(line)`` says where and how
-    instances are sandboxed (cgroups, or why not)."""
+def run_cli(runtimes: list[str], *, credentials: Credentials, port: int, idle_s: float, memory_mb: int,
+            timeout_s: float, reserved: int, region: str, announce: Any, cgroups: bool = True,
+            code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
+    """``fnbench lambda serve``: serve until interrupted; ``announce(line)`` says where, whose
+    signatures it takes and how instances are sandboxed (cgroups, or why not)."""
     functions = make_functions(runtimes, memory_mb=memory_mb, timeout_s=timeout_s, reserved=reserved, region=region)
 
     def ready(lam: LocalLambda) -> None:
         announce(f"local Lambda on {lam.endpoint} (Invoke API 2015-03-31): functions "
                  f"{', '.join(lam.functions) or 'none yet (fnbench functions deploy --endpoint-url ' + lam.endpoint + ')'}; "
                  f"reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s; "
+                 f"requests must be SigV4-signed (service lambda, region {region}) with its access key; "
                  f"instances: {lam.sandbox.describe()}")
 
     async def main() -> None:
@@ -812,8 +984,8 @@ def run_cli(runtimes: list[str], *, port: int, idle_s: float, memory_mb: int, ti
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(functions, port=port, idle_s=idle_s, ready=ready, stop=stop, cgroups=cgroups, reserved=reserved,
-                    region=region)
+        await serve(functions, credentials=credentials, port=port, idle_s=idle_s, ready=ready, stop=stop,
+                    cgroups=cgroups, reserved=reserved, region=region, code_storage_bytes=code_storage_bytes)
 
     try:
         import uvloop

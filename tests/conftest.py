@@ -5,8 +5,10 @@ from tests.servers import FaultServer
 
 @pytest.fixture
 def lambda_credentials(monkeypatch):
-    """AWS credentials for the standard chain, and nothing else of it (the local Lambda checks no signature)."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    """AWS credentials for the standard chain, and nothing else of it: clients sign with them and a
+    local Lambda started in the test (``lambda_local.Background``) takes them as its own."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+                 "FNBENCH_LAMBDA_ACCESS_KEY_ID", "FNBENCH_LAMBDA_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fnbench")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fnbench")

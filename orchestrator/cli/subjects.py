@@ -35,17 +35,28 @@ def lambda_serve(
     reserved: Annotated[int, typer.Option(help="reserved concurrency: most instances per function; beyond: 429")] = 10,
     region: Annotated[str, typer.Option(help="the region the functions' ARNs and AWS_REGION name")] = "us-east-1",
     no_cgroups: Annotated[bool, typer.Option("--no-cgroups", help="run instances uncapped (default: memory capped at Memory Size and CPU scaled to memory/1769 MB with cgroups where this machine allows; also FNBENCH_LAMBDA_CGROUPS=off)")] = False,
+    code_storage_mb: Annotated[int, typer.Option("--code-storage-mb", help="most MB of unpacked code of all deployed functions together (each at most 250 MB, as on AWS); beyond: CodeStorageExceededException")] = 1024,
 ) -> None:
     """Serve the functions as AWS Lambda does, on loopback, until Ctrl-C (boto3: endpoint_url=http://127.0.0.1:PORT).
 
-    Functions come from this machine's builds (--functions) and from `fnbench functions deploy --endpoint-url`."""
+    Functions come from this machine's builds (--functions) and from `fnbench functions deploy --endpoint-url`.
+    It runs uploaded code: every request must be SigV4-signed with the access key in its environment,
+    FNBENCH_LAMBDA_ACCESS_KEY_ID and FNBENCH_LAMBDA_SECRET_ACCESS_KEY (else AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY); it does not start without one (exit 2)."""
+    from lambda_emulator import auth
     from lambda_emulator import server as lambda_local
 
+    try:
+        credentials = auth.server_credentials()
+    except auth.CredentialsMissing as exc:
+        raise SetupError(str(exc)) from None
+    if code_storage_mb < 1:
+        raise SetupError(f"--code-storage-mb {code_storage_mb}: at least 1")
     runtimes = [r.strip() for r in functions.split(",") if r.strip() and r.strip() != "none"]
     try:
-        lambda_local.run_cli(runtimes, port=port, idle_s=parse_span(idle, "--idle"), memory_mb=memory,
-                             timeout_s=float(timeout), reserved=reserved, region=region, announce=say,
-                             cgroups=not no_cgroups)
+        lambda_local.run_cli(runtimes, credentials=credentials, port=port, idle_s=parse_span(idle, "--idle"),
+                             memory_mb=memory, timeout_s=float(timeout), reserved=reserved, region=region,
+                             announce=say, cgroups=not no_cgroups, code_storage_bytes=code_storage_mb * 1024 * 1024)
     except FileNotFoundError as exc:
         raise SetupError(f"{exc}; build it with `fnbench functions build`") from None
     except OSError as exc:

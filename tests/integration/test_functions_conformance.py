@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from lambda_emulator import auth as lambda_auth
 from lambda_emulator import server as lambda_local
 from orchestrator.subjects import functions as fn
 from tests.servers import free_port, strict
@@ -419,6 +420,9 @@ for line in sys.stdin:
 """
 
 
+LAMBDA_CREDENTIALS = lambda_auth.Credentials("fnbench", "fnbench")  # the local Lambda takes only signed requests
+
+
 class LambdaInvoker:
     """invoke(event) -> ("response", envelope) | ("error", {errorType, errorMessage})."""
 
@@ -430,7 +434,8 @@ class LambdaInvoker:
             source = "java" if artifact.runtime in JAVA else artifact.runtime
             self.lam = lambda_local.Background([lambda_local.Function(
                 name="fnbench", runtime=artifact.runtime, command=list(artifact.command),
-                cwd=str(artifact.cwd or fn.FUNCTIONS_DIR / source), env=dict(artifact.env), memory_mb=512)])
+                cwd=str(artifact.cwd or fn.FUNCTIONS_DIR / source), env=dict(artifact.env), memory_mb=512)],
+                credentials=LAMBDA_CREDENTIALS)
             self.lam.__enter__()
             return
         if artifact.runtime == "node":
@@ -451,7 +456,10 @@ class LambdaInvoker:
             host, port = self.lam.endpoint.removeprefix("http://").split(":")
             conn = http.client.HTTPConnection(host, int(port), timeout=60)
             try:
-                conn.request("POST", "/2015-03-31/functions/fnbench/invocations", json.dumps(event))
+                path, body = "/2015-03-31/functions/fnbench/invocations", json.dumps(event).encode()
+                headers = lambda_auth.sign("POST", self.lam.endpoint + path, body, LAMBDA_CREDENTIALS,
+                                           headers={"content-type": "application/json"})
+                conn.request("POST", path, body, headers)
                 r = conn.getresponse()
                 body = json.loads(r.read())
                 assert r.status == 200, body

@@ -152,14 +152,16 @@ def scraped_run(prometheus):
 def lambda_run(prometheus):
     """The same for a short run of a Rust function on the local Lambda (an aws-lambda target, priced)."""
     from lambda_emulator import server as lambda_local
+    from workers.platforms.aws_lambda.sigv4 import Credentials
 
     need_functions("rust")
     prom, tmp, _, port = prometheus
-    # The standard credential chain reads these; the local Lambda checks no signature.
+    # The standard credential chain reads these; the local Lambda takes the same.
     unset = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
     env = {k: v for k, v in os.environ.items() if k not in unset} | {"AWS_ACCESS_KEY_ID": "fnbench",
                                                                      "AWS_SECRET_ACCESS_KEY": "fnbench"}
-    with lambda_local.Background(lambda_local.make_functions(["rust"])) as lam:
+    with lambda_local.Background(lambda_local.make_functions(["rust"]),
+                                 credentials=Credentials("fnbench", "fnbench")) as lam:
         yield prom, *fnbench_run(prom, tmp / "lambda", lambda_spec(lam.endpoint), port, env)
 
 

@@ -16,6 +16,7 @@ from botocore.config import Config
 from lambda_emulator import server as lambda_local
 from orchestrator.subjects import functions as fn
 from tests.servers import need
+from workers.platforms.aws_lambda.sigv4 import Credentials
 
 
 def lambda_client(endpoint: str):
@@ -39,7 +40,7 @@ def hosted(runtime: str) -> list[lambda_local.Function]:
 
 @pytest.fixture(params=["rust", "go", "python", "node", "java", "java-cds"])
 def function(request):
-    with lambda_local.Background(hosted(request.param)) as lam:
+    with lambda_local.Background(hosted(request.param), credentials=Credentials("fnbench", "fnbench")) as lam:
         yield request.param, lam.endpoint
 
 

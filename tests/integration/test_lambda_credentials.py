@@ -16,6 +16,7 @@ import pytest
 from lambda_emulator import server as lambda_local
 from tests.integration.distributed_fixtures import Cluster, RedisServer
 from tests.servers import need
+from workers.platforms.aws_lambda.sigv4 import Credentials
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ def test_credentials_appear_nowhere(tmp_path, monkeypatch):
     server.start()
     cluster = Cluster(server, tmp_path)
     try:
-        with lambda_local.Background(fns) as lam:
+        with lambda_local.Background(fns, credentials=Credentials(KEY_ID, SECRET)) as lam:
             worker = cluster.start_worker("a")
             cluster.wait_registered(1)
             spec = tmp_path / "spec.yaml"

@@ -18,6 +18,7 @@ from botocore.config import Config
 from lambda_emulator import server as lambda_local
 from tests.servers import strict
 from workers.platforms.aws_lambda.report import Report, from_log_result
+from workers.platforms.aws_lambda.sigv4 import Credentials
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +26,14 @@ FNBENCH = [sys.executable, "-m", "orchestrator.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = "arn:aws:iam::000000000000:role/fnbench"
 SECRET = "fnbench-secret-never-printed-7f3a"
+KEY_ID = "AKIDFNBENCH"
 HASH = {"workload": "hash", "params": {"data": "abc", "rounds": 1}}
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
 def fnbench(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="AKIDFNBENCH", AWS_SECRET_ACCESS_KEY=SECRET)
+    env.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
     return subprocess.run([*FNBENCH, *args], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
 
 
@@ -43,15 +45,15 @@ def runtimes() -> list[str]:
 
 
 def client(endpoint):
-    return boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
-                        aws_secret_access_key="x",
+    return boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID,
+                        aws_secret_access_key=SECRET,
                         config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60))
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     out = tmp_path_factory.mktemp("packages")
-    with lambda_local.Background([]) as lam:
+    with lambda_local.Background([], credentials=Credentials(KEY_ID, SECRET)) as lam:
         args = ["--endpoint-url", lam.endpoint, "--region", "us-east-1", "--role", ROLE, "--out", str(out)]
         first = fnbench("functions", "deploy", *runtimes(), *args, "--json")
         yield lam, args, first, out

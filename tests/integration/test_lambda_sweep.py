@@ -13,6 +13,7 @@ import pytest
 from lambda_emulator import server as lambda_local
 from orchestrator.analysis import cost
 from tests.servers import need
+from workers.platforms.aws_lambda.sigv4 import Credentials
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ SIZES = (128, 1769)
 
 def fnbench(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="fnbench", AWS_SECRET_ACCESS_KEY="fnbench")  # the local Lambda checks none
+    env.update(AWS_ACCESS_KEY_ID="fnbench", AWS_SECRET_ACCESS_KEY="fnbench")  # the local Lambda's credentials
     return subprocess.run([*FNBENCH, *args], capture_output=True, text=True, cwd=ROOT, timeout=240, env=env)
 
 
@@ -48,7 +49,7 @@ def swept(tmp_path_factory):
     except FileNotFoundError as exc:
         need(False, str(exc))
     tmp = tmp_path_factory.mktemp("sweep")
-    with lambda_local.Background(fns) as lam:
+    with lambda_local.Background(fns, credentials=Credentials("fnbench", "fnbench")) as lam:
         spec = sweep_spec(tmp, lam.endpoint)
         r = fnbench("run", str(spec), "--results", str(tmp / "results"), "--metrics-port", "0", "--workers", "1",
                     "--run-id", "sw", "--no-html")
