@@ -51,9 +51,9 @@ unit: setup
 	$(BIN)/pytest tests/unit -q
 
 # AWS's Node.js runtime interface client; its native part builds with autotools and cmake.
-RIC := tests/lambda-ric/node_modules/aws-lambda-ric/dist/rapid-client.node
-$(RIC): tests/lambda-ric/package-lock.json
-	cd tests/lambda-ric && npm ci --no-audit --no-fund --loglevel=error
+RIC := lambda_emulator/node-ric/node_modules/aws-lambda-ric/dist/rapid-client.node
+$(RIC): lambda_emulator/node-ric/package-lock.json
+	cd lambda_emulator/node-ric && npm ci --no-audit --no-fund --loglevel=error
 	test -f $(RIC)
 
 lambda-ric: $(RIC)

@@ -28,23 +28,15 @@ import tempfile
 import uuid
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from orchestrator.subjects.lambda_package import MAX_ZIP_BYTES, code_sha256
-
-if TYPE_CHECKING:
-    from lambda_emulator.server import Function
+from lambda_emulator.model import NODE_RIC, Function, error, now_iso
+from workers.platforms.aws_lambda.runtimes import MAX_ZIP_BYTES, code_sha256
 
 Reply = tuple[int, bytes, list[tuple[str, str]]]
 UNZIPPED_MAX_BYTES = 250 * 1024 * 1024  # Lambda's limit for the unpacked code
-
-
-def _error(status: int, kind: str, message: str) -> Reply:
-    from lambda_emulator.server import _error as error
-
-    return error(status, kind, message)
 
 
 def command_for(runtime: str, handler: str, code: Path) -> list[str] | str:
@@ -54,8 +46,6 @@ def command_for(runtime: str, handler: str, code: Path) -> list[str] | str:
     if runtime.startswith("python3"):
         return [sys.executable, "-m", "awslambdaric", handler]
     if runtime.startswith("nodejs"):
-        from lambda_emulator.server import NODE_RIC
-
         if not NODE_RIC.exists():
             return f"{NODE_RIC} missing: run `make lambda-ric` (AWS's Node.js runtime interface client)"
         return ["node", str(NODE_RIC), handler]
@@ -138,27 +128,27 @@ class CodeApi:
     def _load(self, fn: Function, doc: dict[str, Any], zipped: Any) -> Reply | None:
         """Unpack the base64 ZIP into ``fn`` (command, folder, hash); AWS's error when it cannot."""
         if not isinstance(zipped, str):
-            return _error(400, "InvalidParameterValueException", "ZipFile is not base64")
+            return error(400, "InvalidParameterValueException", "ZipFile is not base64")
         try:
             raw = base64.b64decode(zipped, validate=True)
         except (binascii.Error, ValueError):
-            return _error(400, "InvalidParameterValueException", "ZipFile is not base64")
+            return error(400, "InvalidParameterValueException", "ZipFile is not base64")
         sized = unpacked_size(raw)
         if isinstance(sized, str):
-            return _error(400, "InvalidParameterValueException", sized)
+            return error(400, "InvalidParameterValueException", sized)
         zf, size = sized
         used = self.code_storage_used(besides=fn)  # an update replaces the function's own code
         if used + size > self.code_storage_bytes:
-            return _error(400, "CodeStorageExceededException",
+            return error(400, "CodeStorageExceededException",
                           f"Code storage limit exceeded: {size:,} bytes unpacked would make {used + size:,}; "
                           f"this local Lambda keeps at most {self.code_storage_bytes:,} (--code-storage-mb)")
         code = unpack(zf, self._code_dir())
         if isinstance(code, str):
-            return _error(400, "InvalidParameterValueException", code)
+            return error(400, "InvalidParameterValueException", code)
         command = command_for(fn.lambda_runtime, fn.handler, code)
         if isinstance(command, str):
             shutil.rmtree(code, ignore_errors=True)
-            return _error(400, "InvalidParameterValueException", command)
+            return error(400, "InvalidParameterValueException", command)
         old = Path(fn.cwd) if fn.code_sha256 else None
         fn.command, fn.cwd, fn.env = command, str(code), {}
         fn.code_sha256 = code_sha256(raw)
@@ -169,17 +159,15 @@ class CodeApi:
         return None
 
     def create_function(self, body: bytes) -> Reply:
-        from lambda_emulator.server import Function, _now_iso
-
         try:
             doc = orjson.loads(body or b"{}")
             name = str(doc["FunctionName"])
             runtime, handler, zipped = str(doc["Runtime"]), str(doc.get("Handler", "")), doc["Code"]["ZipFile"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return _error(400, "InvalidParameterValueException",
+            return error(400, "InvalidParameterValueException",
                           "CreateFunction needs FunctionName, Runtime, Role, Handler and Code.ZipFile (a ZIP upload)")
         if name in self.functions:
-            return _error(409, "ResourceConflictException", f"Function already exist: {name}")
+            return error(409, "ResourceConflictException", f"Function already exist: {name}")
         fn = Function(name=name, runtime=_fnbench_runtime(runtime), command=[], cwd="",
                       memory_mb=int(doc.get("MemorySize", 128)), timeout_s=float(doc.get("Timeout", 3)),
                       environment={str(k): str(v) for k, v in ((doc.get("Environment") or {}).get("Variables") or {}).items()},
@@ -190,7 +178,7 @@ class CodeApi:
         if problem is not None:
             return problem
         fn.state = "Pending"
-        fn.last_modified = _now_iso()
+        fn.last_modified = now_iso()
         self.functions[name] = fn
 
         def activate() -> None:
@@ -205,9 +193,9 @@ class CodeApi:
             doc = orjson.loads(body or b"{}")
             zipped = doc["ZipFile"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return _error(400, "InvalidParameterValueException", "UpdateFunctionCode needs ZipFile (a ZIP upload)")
+            return error(400, "InvalidParameterValueException", "UpdateFunctionCode needs ZipFile (a ZIP upload)")
         if fn.last_update_status == "InProgress":
-            return _error(409, "ResourceConflictException",
+            return error(409, "ResourceConflictException",
                           f"The operation cannot be performed at this time. An update is in progress for resource: {fn.arn}")
         if doc.get("Architectures"):
             fn.architecture = str(doc["Architectures"][0])

@@ -61,7 +61,6 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -71,10 +70,10 @@ import orjson
 
 from lambda_emulator.auth import Verifier, browser_check, content_type_check, own_hosts
 from lambda_emulator.code import CodeApi, command_for
+from lambda_emulator.model import _REASONS, ACCOUNT, NODE_RIC, Function, error, now_iso
 from lambda_emulator.sandbox import Cell, Sandbox, peak_mb
-from orchestrator.analysis.cost import init_billed
-from orchestrator.subjects.lambda_package import HANDLER, LAMBDA_RUNTIME
-from workers.functions import FUNCTIONS_DIR, REPO_ROOT, artifact_for
+from workers.functions import FUNCTIONS_DIR, artifact_for
+from workers.platforms.aws_lambda.runtimes import HANDLER, init_billed
 from workers.platforms.aws_lambda.sigv4 import Credentials
 
 _monotonic = time.monotonic
@@ -82,8 +81,6 @@ RUNTIME_API = b"/2018-06-01/runtime/"
 INVOKE_PREFIX = "/2015-03-31/functions/"
 CONCURRENCY_PREFIX = "/2017-10-31/functions/"
 TAIL_BYTES = 4096
-NODE_RIC = REPO_ROOT / "tests" / "lambda-ric" / "node_modules" / "aws-lambda-ric" / "bin" / "index.mjs"
-ACCOUNT = "000000000000"
 UPDATE_SETTLE_S = 0.05  # InProgress → Successful after an update (the instances are retired by then)
 # Request bodies, as AWS caps them: an Invoke payload (and a function's response) 6 MB; a
 # CreateFunction/UpdateFunctionCode request 70,167,211 bytes (a 50 MB ZIP, base64 in JSON);
@@ -150,77 +147,6 @@ def function_environment(fn: Function, port: int) -> dict[str, str]:
     return env
 
 
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
-
-
-@dataclass
-class Function:
-    name: str
-    runtime: str
-    command: list[str]
-    cwd: str
-    env: dict[str, str] = field(default_factory=dict)  # the runtime's own (from its build)
-    memory_mb: int = 128
-    timeout_s: float = 30.0
-    reserved: int = 10
-    region: str = "us-east-1"
-    architecture: str = "x86_64"
-    environment: dict[str, str] = field(default_factory=dict)  # the function's configuration
-    revision: str = field(default_factory=lambda: str(uuid.uuid4()))
-    last_update_status: str = "Successful"
-    last_modified: str = field(default_factory=_now_iso)
-    instances: list[Instance] = field(default_factory=list)
-    idle: list[Instance] = field(default_factory=list)  # LIFO: the warmest first
-    throttles: int = 0
-    cold_starts: int = 0
-    # Set for code deployed through CreateFunction/UpdateFunctionCode (lambda_emulator/code.py);
-    # empty for this machine's builds, which take the runtime's defaults.
-    lambda_runtime: str = ""
-    handler: str = ""
-    role: str = ""
-    code_sha256: str = ""
-    code_size: int = 0
-    code_unpacked: int = 0  # bytes its unpacked code takes (deployed code only)
-    state: str = "Active"  # Pending for a moment after CreateFunction
-
-    @property
-    def arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{self.name}"
-
-    @property
-    def runtime_id(self) -> str:
-        """Lambda's identifier of the runtime (provided.al2023, python3.12, …)."""
-        return self.lambda_runtime or LAMBDA_RUNTIME.get(self.runtime, "provided.al2023")
-
-    @property
-    def handler_name(self) -> str:
-        return self.handler or HANDLER.get(self.runtime, "bootstrap")
-
-    def runtime_dir(self) -> str:
-        """LAMBDA_RUNTIME_DIR: where the runtime's own code is (its runtime interface client's folder)."""
-        if self.runtime_id.startswith("python"):
-            import importlib.util
-
-            spec = importlib.util.find_spec("awslambdaric")
-            return str(Path(spec.origin).parent) if spec is not None and spec.origin else self.cwd
-        if self.runtime_id.startswith("nodejs"):
-            return str(NODE_RIC.parent.parent)
-        return self.cwd
-
-    def configuration(self) -> dict[str, Any]:
-        return {
-            "FunctionName": self.name, "FunctionArn": self.arn, "Runtime": self.runtime_id,
-            "Role": self.role or f"arn:aws:iam::{ACCOUNT}:role/fnbench", "Handler": self.handler_name,
-            "CodeSize": self.code_size, "CodeSha256": self.code_sha256,
-            "Description": f"fnbench {self.runtime} (local Lambda)", "Timeout": int(self.timeout_s),
-            "MemorySize": self.memory_mb, "LastModified": self.last_modified, "Version": "$LATEST",
-            "Environment": {"Variables": dict(self.environment)}, "RevisionId": self.revision,
-            "State": self.state, "LastUpdateStatus": self.last_update_status, "PackageType": "Zip",
-            "Architectures": [self.architecture],
-        }
-
-
 class Invocation:
     __slots__ = ("request_id", "payload", "client", "tail", "delivered", "instance", "cold", "logs")
 
@@ -272,7 +198,7 @@ class Instance:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                 preexec_fn=self.cell.preexec if self.cell is not None else None)
         except (OSError, subprocess.SubprocessError) as exc:
-            self.lam.exit_error(self, first, f"Runtime.InvalidEntrypoint: {exc}")
+            self.lam.exiterror(self, first, f"Runtime.InvalidEntrypoint: {exc}")
             self.lam.discard_cell(self)
             return
         loop.create_task(self._read_output())
@@ -468,17 +394,6 @@ class _HttpConn(asyncio.Protocol):
             self.transport.abort()
 
 
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 409: "Conflict", 412: "Precondition Failed", 413: "Request Entity Too Large",
-            415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 502: "Bad Gateway"}
-
-
-def _error(status: int, kind: str, message: str, extra: dict[str, Any] | None = None) -> tuple[int, bytes, list[tuple[str, str]]]:
-    doc = {"Type": "User" if status < 500 else "Service", "message": message, **(extra or {})}
-    return status, orjson.dumps(doc), [("x-amzn-ErrorType", kind), ("x-amzn-RequestId", str(uuid.uuid4()))]
-
-
 class LocalLambda(CodeApi):
     """The service: functions by name, the Invoke API port, the reaper."""
 
@@ -552,15 +467,15 @@ class LocalLambda(CodeApi):
                 doc = {"errorMessage": f"Response payload size exceeded maximum allowed payload size ({cap} bytes).",
                        "errorType": "Function.ResponseSizeTooLarge"}
                 self._finish(inst, inv, orjson.dumps(doc), error=True)
-            return _error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
+            return error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
         if cap == MAX_PAYLOAD_BYTES and url.split(b"?", 1)[0].endswith(b"/invocations"):
-            return _error(413, "RequestTooLargeException",
+            return error(413, "RequestTooLargeException",
                           f"Request must be smaller than {cap} bytes for the InvokeFunction operation")
         if cap == MAX_UPLOAD_BYTES:
             operation = "CreateFunction" if method == b"POST" else "UpdateFunctionCode"
-            return _error(413, "RequestEntityTooLargeException",
+            return error(413, "RequestEntityTooLargeException",
                           f"Request must be smaller than {cap} bytes for the {operation} operation")
-        return _error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
+        return error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
 
     # -- Invoke API (clients) -------------------------------------------------------------------
     def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
@@ -571,7 +486,7 @@ class LocalLambda(CodeApi):
             name, _, action = rest.partition("/")
             fn = self._function(unquote(name))
             if fn is None:
-                conn.reply(*_error(404, "ResourceNotFoundException", f"Function not found: {self._arn(unquote(name))}"))
+                conn.reply(*error(404, "ResourceNotFoundException", f"Function not found: {self._arn(unquote(name))}"))
             elif action == "" and method == b"GET":
                 conn.reply(*self.get_function(fn))
             elif action == "" and method == b"DELETE":
@@ -585,7 +500,7 @@ class LocalLambda(CodeApi):
             elif action == "configuration" and method == b"PUT":
                 conn.reply(*self._update(fn, body))
             else:
-                conn.reply(*_error(404, "UnknownOperationException", f"{method.decode()} {path}"))
+                conn.reply(*error(404, "UnknownOperationException", f"{method.decode()} {path}"))
         elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"POST":  # CreateFunction
             conn.reply(*self.create_function(body))
         elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"GET":
@@ -595,15 +510,15 @@ class LocalLambda(CodeApi):
             try:
                 n = int(orjson.loads(body)["ReservedConcurrentExecutions"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                conn.reply(*_error(400, "InvalidParameterValueException", "ReservedConcurrentExecutions"))
+                conn.reply(*error(400, "InvalidParameterValueException", "ReservedConcurrentExecutions"))
                 return
             if fn is None:
-                conn.reply(*_error(404, "ResourceNotFoundException", "Function not found"))
+                conn.reply(*error(404, "ResourceNotFoundException", "Function not found"))
                 return
             fn.reserved = n
             conn.reply(200, orjson.dumps({"ReservedConcurrentExecutions": n}))
         else:
-            conn.reply(*_error(404, "UnknownOperationException", f"{method.decode()} {path}"))
+            conn.reply(*error(404, "UnknownOperationException", f"{method.decode()} {path}"))
         _ = parse_qsl  # (Qualifier is accepted and ignored)
 
     def _arn(self, name: str) -> str:
@@ -624,11 +539,11 @@ class LocalLambda(CodeApi):
             conn.reply(204, b"", [("x-amzn-RequestId", str(uuid.uuid4()))])
             return
         if kind != b"RequestResponse":
-            conn.reply(*_error(400, "InvalidParameterValueException",
+            conn.reply(*error(400, "InvalidParameterValueException",
                                "this local Lambda serves RequestResponse and DryRun invocations only"))
             return
         if fn.state != "Active":
-            conn.reply(*_error(409, "ResourceConflictException", "The operation cannot be performed at this time. "
+            conn.reply(*error(409, "ResourceConflictException", "The operation cannot be performed at this time. "
                                f"The function is currently in the following state: {fn.state}"))
             return
         inv = Invocation(body or b"{}", conn, headers.get(b"x-amz-log-type", b"None") == b"Tail")
@@ -640,7 +555,7 @@ class LocalLambda(CodeApi):
                 return
         if len(fn.instances) >= fn.reserved:
             fn.throttles += 1
-            conn.reply(*_error(429, "TooManyRequestsException", "Rate Exceeded.",
+            conn.reply(*error(429, "TooManyRequestsException", "Rate Exceeded.",
                                {"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}))
             return
         inst = Instance(fn, self)
@@ -747,7 +662,7 @@ class LocalLambda(CodeApi):
                         f"END RequestId: {inv.request_id}\n".encode(), report.encode(), b"\n"])
         return base64.b64encode(log[-TAIL_BYTES:]).decode()
 
-    def exit_error(self, inst: Instance, inv: Invocation, message: str, status: str = "error",
+    def exiterror(self, inst: Instance, inv: Invocation, message: str, status: str = "error",
                    error_type: str = "Runtime.ExitError") -> None:
         doc = {"errorType": error_type, "errorMessage": f"RequestId: {inv.request_id} Error: {message}"}
         self._finish(inst, inv, orjson.dumps(doc), error=True, status=status, error_type=error_type)
@@ -758,9 +673,9 @@ class LocalLambda(CodeApi):
         if inv is not None and not inst.dead:
             inst.dead = True
             if inst.cell is not None and inst.cell.out_of_memory(code):
-                self.exit_error(inst, inv, "Runtime exited with error: signal: killed", error_type="Runtime.OutOfMemory")
+                self.exiterror(inst, inv, "Runtime exited with error: signal: killed", error_type="Runtime.OutOfMemory")
             else:
-                self.exit_error(inst, inv, f"Runtime exited with error: exit status {code}")
+                self.exiterror(inst, inv, f"Runtime exited with error: exit status {code}")
         self._retire(inst)
         self.discard_cell(inst)
 
@@ -784,12 +699,12 @@ class LocalLambda(CodeApi):
             doc = orjson.loads(body or b"{}")
             assert isinstance(doc, dict)
         except (orjson.JSONDecodeError, AssertionError):
-            return _error(400, "InvalidParameterValueException", "the body is not a JSON object")
+            return error(400, "InvalidParameterValueException", "the body is not a JSON object")
         if fn.last_update_status == "InProgress":
-            return _error(409, "ResourceConflictException",
+            return error(409, "ResourceConflictException",
                           f"The operation cannot be performed at this time. An update is in progress for resource: {fn.arn}")
         if "RevisionId" in doc and doc["RevisionId"] != fn.revision:
-            return _error(412, "PreconditionFailedException", "The Revision Id provided does not match the latest Revision Id.")
+            return error(412, "PreconditionFailedException", "The Revision Id provided does not match the latest Revision Id.")
         if "Environment" in doc:
             variables = (doc["Environment"] or {}).get("Variables") or {}
             fn.environment = {str(k): str(v) for k, v in variables.items()}
@@ -803,7 +718,7 @@ class LocalLambda(CodeApi):
             runtime, handler = str(doc.get("Runtime", fn.runtime_id)), str(doc.get("Handler", fn.handler_name))
             command = command_for(runtime, handler, Path(fn.cwd))
             if isinstance(command, str):
-                return _error(400, "InvalidParameterValueException", command)
+                return error(400, "InvalidParameterValueException", command)
             fn.lambda_runtime, fn.handler, fn.command = runtime, handler, command
         return self.begin_update(fn)
 
@@ -811,7 +726,7 @@ class LocalLambda(CodeApi):
         """A new revision: LastUpdateStatus InProgress and every instance retired now, Successful
         shortly after; the answer to the update."""
         fn.revision = str(uuid.uuid4())
-        fn.last_modified = _now_iso()
+        fn.last_modified = now_iso()
         fn.last_update_status = "InProgress"
         self.retire_all(fn)
 
@@ -856,7 +771,7 @@ class LocalLambda(CodeApi):
                         self._retire(inst)
                     elif not inv.delivered and inst.init_ms is None and now - inst.spawned > max(fn.timeout_s, 10.0):
                         inst.dead = True
-                        self.exit_error(inst, inv, "Runtime init timed out", status="timeout")
+                        self.exiterror(inst, inv, "Runtime init timed out", status="timeout")
 
 
 def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: float = 30.0, reserved: int = 10,

@@ -18,7 +18,7 @@ the account has already used.
 
 INIT billing: Billed Duration includes the Init phase for custom runtimes (provided.*) and
 container images, and since 1 Aug 2025 for on-demand ZIP functions on managed runtimes too;
-``init_billed`` is that rule (the local Lambda writes its REPORT by it).
+``init_billed`` (workers/platforms/aws_lambda/runtimes.py) is that rule (the local Lambda writes its REPORT by it).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import Any
 from orchestrator.errors import SetupError
 
 PRICING_ENV = "FNBENCH_LAMBDA_PRICING"
-INIT_BILLED_FOR_MANAGED_FROM = datetime.date(2025, 8, 1)
 
 # region → architecture → entry.  Tiers: (GB-s per month up to which the price applies, price per GB-s).
 PRICING: dict[str, dict[str, dict[str, Any]]] = {
@@ -103,13 +102,6 @@ def invocation_cost(billed_ms: float, memory_mb: float, price: Price, *, with_re
 
 def gb_seconds(billed_ms: float, memory_mb: float) -> float:
     return math.ceil(billed_ms) / 1000 * memory_mb / 1024
-
-
-def init_billed(runtime: str, on: datetime.date | None = None, *, package_type: str = "Zip") -> bool:
-    """Whether Billed Duration includes the Init phase for this Lambda runtime identifier."""
-    if runtime.startswith("provided") or package_type == "Image":
-        return True
-    return (on or datetime.date.today()) >= INIT_BILLED_FOR_MANAGED_FROM
 
 
 def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:

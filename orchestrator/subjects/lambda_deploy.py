@@ -26,6 +26,7 @@ from typing import Any
 
 from orchestrator.errors import InputError, SetupError
 from orchestrator.subjects import lambda_package
+from workers.platforms.aws_lambda.runtimes import code_sha256
 
 ROLE_RE = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -112,7 +113,7 @@ def deploy(runtimes: list[str], *, region: str, role: str, endpoint_url: str | N
         except FileNotFoundError as exc:
             raise SetupError(f"{runtime}: {exc}; build it with `fnbench functions build {runtime}`") from None
         zip_bytes = Path(manifest["zip"]).read_bytes()
-        sha = lambda_package.code_sha256(zip_bytes)
+        sha = code_sha256(zip_bytes)
         name = prefix + runtime
         arch = manifest["architectures"][0]
         desired = _desired(manifest, role, memory_mb, timeout_s, env)

@@ -24,21 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from workers.functions import FUNCTIONS_DIR, artifact_for
+from workers.platforms.aws_lambda.runtimes import HANDLER, LAMBDA_RUNTIME, MAX_ZIP_BYTES
 
 DEFAULT_PACKAGE_DIR = FUNCTIONS_DIR.parent / "build" / "lambda"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
-# Lambda's identifier for each runtime kind and its handler; "provided" ones are custom runtimes
-# (bootstrap).  The one home of both: the packages, deploy and the local Lambda read them here.
-LAMBDA_RUNTIME = {"rust": "provided.al2023", "go": "provided.al2023", "python": "python3.12",
-                  "node": "nodejs20.x", "java": "java21", "java-cds": "java21"}
-HANDLER = {"rust": "bootstrap", "go": "bootstrap", "python": "handler.handler", "node": "index.handler",
-           "java": "Handler::handleRequest", "java-cds": "Handler::handleRequest"}
 RUNTIMES = ("rust", "go", "python", "node", "java")  # packaged (java-cds is the same jar, tuned at start)
-
-
-def code_sha256(zip_bytes: bytes) -> str:
-    """Lambda's CodeSha256 of a package: base64 of its SHA-256."""
-    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
 
 
 def _files(runtime: str) -> list[tuple[str, Path, bool]]:
@@ -61,7 +51,6 @@ def architecture() -> str:
 # What Lambda needs in each package: the file its runtime starts (and whether it must be executable).
 _ENTRY = {"rust": ("bootstrap", True), "go": ("bootstrap", True), "python": ("handler.py", False),
           "node": ("index.mjs", False), "java": ("lib/fnbench-java.jar", False)}
-MAX_ZIP_BYTES = 50 * 1024 * 1024  # Lambda's limit for a direct ZIP upload
 
 
 def layout_problems(path: Path, runtime: str) -> list[str]:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from orchestrator.analysis import cost
+from workers.platforms.aws_lambda import runtimes
 from orchestrator.run.collect import Collector
 from workers.contract import Interval
 from workers.metrics import IntervalMetrics
@@ -62,9 +63,9 @@ def test_worked_example():
 
 def test_init_billing_rule():
     before, after = datetime.date(2025, 7, 31), datetime.date(2025, 8, 1)
-    assert cost.init_billed("provided.al2023", before) and cost.init_billed("provided.al2023", after)
-    assert not cost.init_billed("python3.12", before) and cost.init_billed("python3.12", after)
-    assert cost.init_billed("nodejs20.x", before, package_type="Image")
+    assert runtimes.init_billed("provided.al2023", before) and runtimes.init_billed("provided.al2023", after)
+    assert not runtimes.init_billed("python3.12", before) and runtimes.init_billed("python3.12", after)
+    assert runtimes.init_billed("nodejs20.x", before, package_type="Image")
 
 
 def test_pricing_file_overrides(tmp_path, monkeypatch):
