@@ -10,8 +10,10 @@ shard and this process's environment; a shard outside them is refused, never run
 ``FNBENCH_MAX_RPS``          peak request rate one worker process (one shard) may be asked for (default 100000)
 ``FNBENCH_MAX_IN_FLIGHT``    largest ``max_in_flight`` a shard may ask for (default 100000)
 
-The local platform has no target host (the worker starts its own function processes on
-loopback), so only the rate limits apply to it.
+Which host a target loads is its platform's knowledge: each platform declares its
+``refusals`` (workers.platforms.Platform), built on ``host_refusals`` here; the local platform
+has no target host (the worker starts its own function processes on loopback), so only the
+rate limits apply to it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
-from workers.contract import Shard
+from workers import platforms
+from workers.contract import Shard, Target
 from workers.errors import SetupError
 
 ALLOWED_ENV = "FNBENCH_ALLOWED_TARGETS"
@@ -129,34 +132,34 @@ def _not_allowed(shown: str, entries: list[str]) -> str:
             "— comma-separated hosts, host:port, CIDR networks or glob patterns")
 
 
-def target_refusals(url: str, platform: str, address: dict[str, Any] | None = None) -> list[str]:
-    """Why a target may not be loaded from this worker (empty: allowed)."""
+def host_refusals(url: str) -> list[str]:
+    """Why this worker may not load ``url`` (empty: FNBENCH_ALLOWED_TARGETS allows its host)."""
     entries = allowed_entries()
-    if platform == "local":
-        return []  # the worker starts its own function processes on 127.0.0.1
-    if platform == "http":
-        from workers.platforms import resolve_env
+    ok, shown = host_allowed(url, entries)
+    return [] if ok else [_not_allowed(shown, entries)]
 
-        try:
-            url = resolve_env(url, "url")
-        except SetupError as exc:
-            return [str(exc)]
-        ok, shown = host_allowed(url, entries)
-        return [] if ok else [_not_allowed(shown, entries)]
-    if platform == "aws-lambda":
-        address = address or {}
-        endpoint = str(address.get("endpoint_url") or f"https://lambda.{address.get('region') or 'us-east-1'}.amazonaws.com/")
-        ok, shown = host_allowed(endpoint, entries)
-        return [] if ok else [_not_allowed(shown, entries)]
-    return [f"platform {platform!r} is not one this worker runs"]
+
+def platform_refusals(target: Target) -> list[str]:
+    """Why a target may not be loaded from this worker (empty: allowed): its platform's refusals."""
+    try:
+        platform = platforms.get(target.platform)
+        if platform is None:
+            return [f"platform {target.platform!r} is not one this worker runs"]
+        return [message for _, message in platform.refusals(target)]
+    except SetupError as exc:  # what only this worker's environment can tell (an unset ${env:NAME})
+        return [str(exc)]
+
+
+def target_refusals(url: str, platform: str, address: dict[str, Any] | None = None) -> list[str]:
+    """``platform_refusals`` of a target given by its parts."""
+    return platform_refusals(Target(name="", runtime="other", platform=platform, url=url, address=dict(address or {})))
 
 
 def refusals(shard: Shard) -> list[str]:
     """Every reason this worker will not run ``shard`` (empty: it runs)."""
     from workers import arrivals
 
-    t = shard.target
-    out = target_refusals(t.url, t.platform, t.address)
+    out = platform_refusals(shard.target)
     try:
         peak = float(arrivals.from_dict(shard.arrival).peak_rps())
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
@@ -173,22 +176,17 @@ def refusals(shard: Shard) -> list[str]:
 
 
 def spec_problems(targets: Iterable[Any]) -> list[str]:
-    """The allow-list applied to a spec's targets (objects with ``platform``, ``url``, ``function``),
-    each problem with its YAML path; URLs with ``${env:…}`` this machine cannot resolve are left to the worker."""
+    """The allow-list applied to a spec's targets (objects with ``name``, ``runtime``, ``platform``,
+    ``url`` and their platform's fields), each problem with its YAML path; what only a worker can
+    tell (URLs with ``${env:…}`` this machine cannot resolve) is left to the worker."""
     problems: list[str] = []
     for i, t in enumerate(targets):
-        if t.platform == "aws-lambda":
-            address = {"region": getattr(t, "region", ""), "endpoint_url": getattr(t, "endpoint_url", "")}
-            field = "endpoint_url" if address["endpoint_url"] else "region"
-            problems += [f"targets[{i}].{field}: {m}" for m in target_refusals("", "aws-lambda", address)]
-            continue
-        if t.platform != "http":
-            continue
-        from workers.platforms import resolve_env
-
+        platform = platforms.get(t.platform)
+        if platform is None:
+            continue  # the spec's own validation names it
+        target = Target(name=t.name, runtime=t.runtime, platform=t.platform, url=t.url, address=platform.address(t))
         try:
-            url = resolve_env(t.url, "url")
+            problems += [f"targets[{i}].{field}: {m}" for field, m in platform.refusals(target)]
         except SetupError:
             continue  # resolved on the worker, checked there
-        problems += [f"targets[{i}].url: {m}" for m in target_refusals(url, "http")]
     return problems

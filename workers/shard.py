@@ -21,7 +21,15 @@ from typing import Protocol
 
 from workers import arrivals
 from workers.contract import OUTCOME_NAMES, Interval, Outcome, Shard
-from workers.platforms import LEVELS, Invocation, Invoker, counters_of, make_invoker
+from workers.platforms import (
+    LEVELS,
+    CountsConnections,
+    Invocation,
+    Invoker,
+    Prepares,
+    counters_of,
+    make_invoker,
+)
 from workers.recorder import ShardRecorder
 from workers.timer import Waker
 
@@ -51,11 +59,12 @@ class ShardRun:
 
     The invoker comes from the platform registry unless one is given.  What it learns about
     single invocations arrives with their completion (``Invocation``); what it counts is read
-    through ``counters()`` at each flush and reported as that interval's deltas.  Two optional
-    invoker methods: ``prepare(rate, max_in_flight, start_at, end_at)``, called during the lead
-    time (up to ``_PREPARE_LEAD_S`` before start_at) so connections are open before the first
-    due request, and ``connect_times()``, the µs each new connection took (the connect_ms
-    histogram), read at every housekeeping tick.
+    through ``counters()`` at each flush (an invoker that ``Counts``) and reported as that
+    interval's deltas.  Two optional capabilities (declared protocols of workers.platforms): an
+    invoker that ``Prepares`` is asked to ``prepare(rate, max_in_flight, start_at, end_at)``
+    during the lead time (up to ``_PREPARE_LEAD_S`` before start_at) so connections are open
+    before the first due request; one that ``CountsConnections`` gives ``connect_times()``, the
+    µs each new connection took (the connect_ms histogram), read at every housekeeping tick.
     """
 
     def __init__(self, shard: Shard, sink: Sink, invoker: Invoker | None = None) -> None:
@@ -66,7 +75,8 @@ class ShardRun:
         # One bound method for the whole run, not one per request.
         self._done = self.done
         self._invoke = self.invoker.invoke
-        self._connect_times: Callable[[], Sequence[int]] | None = getattr(self.invoker, "connect_times", None)
+        self._connect_times: Callable[[], Sequence[int]] | None = (
+            self.invoker.connect_times if isinstance(self.invoker, CountsConnections) else None)
         self.cold_starts = 0
         self.peak_memory_mb = 0.0
         self._counted: dict[str, float] = {}
@@ -216,12 +226,11 @@ class ShardRun:
         status = "stopped"
         try:
             await self.invoker.start()
-            prepare = getattr(self.invoker, "prepare", None)
-            if prepare is not None:
+            if isinstance(self.invoker, Prepares):
                 await self._until(s.start_at - _PREPARE_LEAD_S, stop)
                 if not stop.is_set():
                     rate = float(arrivals.from_dict(s.arrival).peak_rps())
-                    prepare(rate, s.max_in_flight, s.start_at, s.start_at + s.duration_s)
+                    self.invoker.prepare(rate, s.max_in_flight, s.start_at, s.start_at + s.duration_s)
             await self._until(s.start_at, stop)
             if not stop.is_set():
                 status = await self._run_window(stop)

@@ -23,7 +23,6 @@ container images, and since 1 Aug 2025 for on-demand ZIP functions on managed ru
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os

@@ -17,23 +17,20 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from orchestrator.analysis.cost import load_pricing, price_for
 from orchestrator.errors import InputError
-from orchestrator.run.spec import Benchmark, TargetSpec
+from orchestrator.run.spec import PLATFORMS, Benchmark, TargetSpec
 from workers import arrivals
 from workers.contract import Shard, Target, fraction_to_str
 
 
 def to_target(t: TargetSpec) -> Target:
-    address: dict[str, object] = {k: v for k, v in (("function", t.function), ("qualifier", t.qualifier)) if v}
-    if t.platform == "local":
-        address["instances"] = t.instances  # the only thing a task says about a local function
-    if t.platform == "aws-lambda":
-        address.update({"region": t.region or "us-east-1", "log_type": t.log_type, "architecture": t.architecture})
-        if t.endpoint_url:
-            address["endpoint_url"] = t.endpoint_url
-        from orchestrator.analysis.cost import load_pricing, price_for
-
-        price = price_for(t.region or "us-east-1", t.architecture, table=load_pricing())
+    """The task's target: the common fields, and the address its platform builds from its own keys."""
+    platform = PLATFORMS[t.platform]
+    address = platform.address(t)
+    if platform.billed:
+        price = price_for(str(address.get("region") or "us-east-1"), str(address.get("architecture") or "x86_64"),
+                          table=load_pricing())
         if price is not None:  # a region without a price has GB-s and no cost, never a guessed one
             address["price"] = price.to_address()
     return Target(

@@ -24,11 +24,12 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
 )
 
-from orchestrator.errors import InputError, SpecError
-from workers import arrivals
+from orchestrator.errors import InputError, SetupError, SpecError
+from workers import arrivals, platforms
 from workers.arrivals import MAX_RPS, MIN_RPS, Duration
 from workers.arrivals import parse_duration as parse_duration  # re-exported: it lived here
 
@@ -41,17 +42,18 @@ MAX_NODES = 200_000  # values in the document, aliases expanded
 MAX_PROBLEMS = 50  # problems listed; the rest are counted
 MAX_PROBLEM_CHARS = 300  # one problem's text (a 1 MiB key is shown cut)
 Runtime = Literal["rust", "go", "node", "python", "java", "java-cds", "other"]
-Platform = Literal["http", "local", "aws-lambda"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TargetSpec(_Model):
+class TargetCommon(_Model):
+    """The keys every target has; each platform adds its own (workers.platforms.Platform.fields)."""
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$")
     runtime: Runtime = "other"
-    platform: Platform = "http"
+    platform: str = "http"  # one of the registry's platforms (TargetSpec narrows it)
     url: str = ""
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
     headers: dict[str, str] = {}
@@ -59,14 +61,7 @@ class TargetSpec(_Model):
     timeout: Duration = 10.0
     workload: str = ""
     tls_verify: bool = True
-    function: str = ""  # aws-lambda: function name
-    qualifier: str = ""
-    region: str = Field(default="", pattern=r"^([a-z]{2}(-[a-z]+)+-\d+)?$")  # aws-lambda: the AWS region (us-east-1)
-    endpoint_url: str = ""  # aws-lambda: another Lambda endpoint (the local one: http://127.0.0.1:9001)
-    log_type: Literal["Tail", "None"] = "Tail"  # aws-lambda: Tail returns the REPORT line (platform clocks)
-    architecture: Literal["x86_64", "arm64"] = "x86_64"  # aws-lambda: which price applies
-    instances: int = Field(default=1, ge=1, le=256)  # local: warm processes to spread requests over
-    # aws-lambda: a memory sweep (orchestrator/analysis/sweep.py) runs the load at each Memory Size in turn
+    # A memory sweep (orchestrator/analysis/sweep.py) runs the load at each Memory Size in turn (aws-lambda)
     memory_sizes: list[Annotated[int, Field(ge=128, le=10240)]] = Field(default=[], max_length=64)
 
     @field_validator("body")
@@ -85,6 +80,41 @@ class TargetSpec(_Model):
         if isinstance(self.body, str):
             return self.body
         return orjson.dumps(self.body).decode()
+
+
+def _registry() -> tuple[dict[str, platforms.Platform], SetupError | None]:
+    """The platforms this process knows; a broken FNBENCH_PLATFORMS leaves the built-ins and its error
+    (raised when a spec is loaded, so that importing this module never fails)."""
+    try:
+        return dict(platforms.registry()), None
+    except SetupError as exc:
+        return {k: v for k, v in platforms.PLATFORMS.items()}, exc
+
+
+PLATFORMS, _PLATFORM_ERROR = _registry()
+
+
+def _target_model(known: dict[str, platforms.Platform]) -> type[TargetCommon]:
+    """The target model: the common keys, ``platform`` one of the registry's, and every platform's own
+    keys beside them (a flat mapping in YAML, as before; each platform validates and reads its own)."""
+    names: Any = tuple(known)
+    fields: dict[str, Any] = {"platform": (Literal[names], "http")}
+    owner: dict[str, str] = {}
+    for p in known.values():
+        for name, info in (p.fields.model_fields if p.fields is not None else {}).items():
+            if name in TargetCommon.model_fields or (name in fields and fields[name][0] != info.annotation):
+                raise SetupError(f"platform {p.name!r}: target key {name!r} is already "
+                                 f"{'a common key' if name in TargetCommon.model_fields else 'declared by ' + repr(owner[name])}")
+            fields.setdefault(name, (info.annotation, info))
+            owner.setdefault(name, p.name)
+    return create_model("TargetSpec", __base__=TargetCommon, **fields)
+
+
+if TYPE_CHECKING:
+    class TargetSpec(TargetCommon):
+        def __getattr__(self, name: str) -> Any: ...  # a platform's own keys
+else:
+    TargetSpec = _target_model(PLATFORMS)
 
 
 def _executor_of(value: Any) -> str:
@@ -190,32 +220,17 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         if t.name in seen:
             problems.append(f"targets[{i}].name: {t.name!r} is already used by targets[{seen[t.name]}]")
         seen.setdefault(t.name, i)
-        if t.platform == "http":
-            # The encoder's own rules (no CR/LF in headers, no spaces in the URL, …).
-            from workers.platforms.http import request_problems
-
-            for field, msg in request_problems(t.url, t.method, list(t.headers.items())):
-                problems.append(f"targets[{i}].{field}: {msg}")
-        if t.platform == "local":
-            from orchestrator.subjects.functions import RUNTIMES, WORKLOADS
-
-            if t.runtime not in RUNTIMES:
-                problems.append(f"targets[{i}].runtime: the local platform runs {', '.join(RUNTIMES)}, not {t.runtime!r}")
-            if t.workload not in WORKLOADS:
-                problems.append(f"targets[{i}].workload: one of {', '.join(WORKLOADS)} (functions/CONTRACT.md), got {t.workload!r}")
-        if t.platform == "aws-lambda" and not t.function:
-            problems.append(f"targets[{i}].function: the aws-lambda platform needs a function name")
-        if b.cold_start.enabled and t.platform == "aws-lambda" and t.qualifier not in ("", "$LATEST"):
-            problems.append(f"targets[{i}].qualifier: forced cold starts update $LATEST's configuration; "
-                            f"{t.qualifier!r} would stay warm (leave qualifier empty or turn cold_start off)")
+        platform = PLATFORMS[t.platform]
+        problems += [f"targets[{i}].{field}: {msg}" for field, msg in platform.problems(t, b.cold_start.enabled)]
         if t.timeout <= 0:
             problems.append(f"targets[{i}].timeout: must be > 0")
         if t.memory_sizes:
             problems += [f"targets[{i}].{field}: {msg}" for field, msg in sweep_problems(b, t)]
-        if b.cold_start.enabled and t.platform == "http":
+        if b.cold_start.enabled and not platform.cold_starts:
+            able = " or ".join(n for n, p in PLATFORMS.items() if p.cold_starts)
             problems.append(
                 f"targets[{i}].platform: cold_start needs a platform that can make cold starts "
-                "(local or aws-lambda); plain http endpoints cannot be made cold"
+                f"({able}); plain {t.platform} endpoints cannot be made cold"
             )
     if len(set(b.regions)) != len(b.regions):
         problems.append("regions: duplicate region names")
@@ -397,6 +412,8 @@ def parse_yaml(text: str, source: str = "<spec>") -> Any:
 
 def load_text(text: str, source: str = "<spec>") -> Benchmark:
     """Parse and validate; raises SpecError listing every problem with its path."""
+    if _PLATFORM_ERROR is not None:
+        raise _PLATFORM_ERROR
     data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise SpecError(source, ["(top level): expected a mapping with name, targets, load, …"])

@@ -14,7 +14,6 @@ Deploying, IAM roles and regions are the user's business; nothing here calls AWS
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import platform

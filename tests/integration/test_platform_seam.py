@@ -10,7 +10,7 @@ import pytest
 from orchestrator.run.dispatch.local import LocalPool
 from workers.contract import Interval, Shard, Target
 from workers.errors import SetupError
-from workers.platforms import PLATFORMS, make_invoker
+from workers.platforms import PLATFORMS, Platform, make_invoker, registry
 from workers.platforms.http import HttpInvoker
 from workers.shard import ShardRun, run_shard, run_shards
 
@@ -53,7 +53,8 @@ def test_a_platform_is_one_registry_entry(fault_server, monkeypatch):
         made.append(target.name)
         return HttpInvoker(target)
 
-    monkeypatch.setitem(PLATFORMS, "loopback-http", factory)
+    registry()
+    monkeypatch.setitem(PLATFORMS, "loopback-http", Platform("loopback-http", factory))
     intervals: list[Interval] = []
     run_shard(shard_for(fault_server.url("/ok"), platform="loopback-http"), intervals.append)
     assert made == ["t"]
@@ -90,7 +91,8 @@ def test_an_import_error_during_a_run_propagates_and_never_sends_the_load_twice(
         starts.append(time.time())
         raise ImportError("a platform's optional dependency is missing")
 
-    monkeypatch.setitem(PLATFORMS, "needs-a-module", factory)
+    registry()
+    monkeypatch.setitem(PLATFORMS, "needs-a-module", Platform("needs-a-module", factory))
     with pytest.raises(ImportError, match="optional dependency"):
         run_shards([shard_for("http://127.0.0.1:1/", platform="needs-a-module")], lambda iv: None)
     assert len(starts) == 1

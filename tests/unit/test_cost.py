@@ -7,10 +7,10 @@ import math
 import pytest
 
 from orchestrator.analysis import cost
-from workers.platforms.aws_lambda import runtimes
 from orchestrator.run.collect import Collector
 from workers.contract import Interval
 from workers.metrics import IntervalMetrics
+from workers.platforms.aws_lambda import runtimes
 from workers.platforms.aws_lambda.report import parse_text
 
 X86 = cost.price_for("us-east-1", "x86_64")

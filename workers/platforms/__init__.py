@@ -9,11 +9,20 @@ function's init time, its memory) rides along in that same call as a fifth argum
 an ``Invocation`` record; the plain-HTTP hot path passes nothing and pays nothing for it.
 What an invoker counts over its life (retries, connections opened, …) it exposes through
 ``counters()``: cumulative values the shard turns into per-interval deltas at each flush,
-except the levels in ``LEVELS`` (a peak so far), which are reported as they are
-(``counters_of`` also reads an invoker that has no ``counters`` as counting nothing).
+except the levels in ``LEVELS`` (a peak so far), which are reported as they are.
 
-A platform is one module under workers/platforms/ with a factory
-``(target, phase, max_in_flight) -> Invoker`` and one line in ``PLATFORMS``.
+Optional invoker capabilities are declared protocols, asked with ``isinstance``:
+``Counts`` (``counters()``; an invoker without it counts nothing), ``Prepares``
+(``prepare(rate, max_in_flight, start_at, end_at)``, called during the lead time) and
+``CountsConnections`` (``connect_times()``, the µs each new connection took).
+
+A platform is a plug-in: one module that declares one ``Platform`` (its name, the target
+fields it adds to a spec with their checks, the task address it builds from them, its
+operator refusals, its invoker factory and its capabilities).  The registry holds the
+built-in ones (``BUILTIN``) and those named in ``FNBENCH_PLATFORMS`` (``module:attribute``,
+comma-separated, importable on every machine that validates, plans or runs the spec);
+``register`` adds one in this process only.  The spec's target model, the plan's task
+address, the workers' allow-list and the invoker all come from it.
 """
 
 from __future__ import annotations
@@ -21,8 +30,11 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
 
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
@@ -61,42 +73,147 @@ class Done(Protocol):
 
 
 class Invoker(Protocol):
+    """What every invoker does; optional capabilities are the protocols below."""
+
     def invoke(self, due: float, done: Done) -> None: ...
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
+
+@runtime_checkable
+class Counts(Protocol):
+    """An invoker that counts over its life (retries, connections opened, billing, peaks)."""
+
     def counters(self) -> dict[str, float]:
         """Cumulative counters since the invoker was made (see the module docstring)."""
         ...
 
 
+@runtime_checkable
+class Prepares(Protocol):
+    """An invoker that gets ready for its window (opens connections) before the first due request."""
+
+    def prepare(self, rate: float, max_in_flight: int, start_at: float, end_at: float) -> None: ...
+
+
+@runtime_checkable
+class CountsConnections(Protocol):
+    """An invoker that times each new connection (connect + TLS handshake, µs): the connect histogram."""
+
+    def connect_times(self) -> Sequence[int]: ...
+
+
 Factory = Callable[[Target, str, int], Invoker]
+Problems = Iterable[tuple[str, str]]  # (field of the target, message): the spec prefixes targets[i].
 
 
-def _lazy(module: str, name: str = "make_invoker") -> Factory:
-    """A factory that imports its platform module on first use (each pulls its own deps)."""
-
-    def factory(target: Target, phase: str, max_in_flight: int) -> Invoker:
-        made: Invoker = getattr(importlib.import_module(module), name)(target, phase, max_in_flight)
-        return made
-
-    factory.__qualname__ = f"{module}.{name}"
-    return factory
+def _no_problems(target: Any, cold_start: bool) -> Problems:
+    return ()
 
 
-PLATFORMS: dict[str, Factory] = {
-    "aws-lambda": _lazy("workers.platforms.aws_lambda"),
-    "http": _lazy("workers.platforms.http"),
-    "local": _lazy("workers.platforms.local"),
-}
+def _no_address(target: Any) -> dict[str, Any]:
+    return {}
+
+
+def _no_refusals(target: Target) -> Problems:
+    return ()
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One platform, declared by its module; the registry, spec, plan and workers read only this.
+
+    ``fields``       a pydantic model of the target keys this platform adds to a spec (flat, beside
+                     the common ones: name, runtime, platform, url, method, headers, body, timeout,
+                     workload, tls_verify); its own defaults and bounds.  Every target accepts
+                     every platform's keys (as before); only this platform reads them.
+    ``problems``     ``(target spec, cold_start enabled) -> (field, message)…``: the checks of a
+                     valid-typed target of this platform (validate time, no network).
+    ``address``      ``target spec -> dict``: the task's ``Target.address`` (plain JSON values).
+    ``refusals``     ``Target -> (field, message)…``: the operator's limits (FNBENCH_ALLOWED_TARGETS,
+                     workers.limits.host_refusals) for this target; raise SetupError when only the
+                     worker can tell (an unresolved ``${env:NAME}``).  The worker refuses a shard
+                     with any; ``fnbench validate``/``run`` show them at targets[i].<field>.
+    ``make_invoker`` ``(target, phase, max_in_flight) -> Invoker``; an invoker's optional
+                     capabilities are the protocols ``Counts``, ``Prepares``, ``CountsConnections``.
+    ``cold_starts``  it can force cold starts (the spec's ``cold_start`` phase).
+    ``billed``       its invocations are billed per GB-s: the planner puts a ``price`` (from
+                     orchestrator/analysis/cost.py, by the address's region and architecture) in
+                     the address.
+    """
+
+    name: str
+    make_invoker: Factory
+    fields: type[BaseModel] | None = None
+    problems: Callable[[Any, bool], Problems] = _no_problems
+    address: Callable[[Any], dict[str, Any]] = _no_address
+    refusals: Callable[[Target], Problems] = _no_refusals
+    cold_starts: bool = False
+    billed: bool = False
+
+
+BUILTIN: tuple[str, ...] = (
+    "workers.platforms.http:PLATFORM",
+    "workers.platforms.local:PLATFORM",
+    "workers.platforms.aws_lambda:PLATFORM",
+)
+PLUGINS_ENV = "FNBENCH_PLATFORMS"
+# name → Platform, filled on first use (built-ins, then FNBENCH_PLATFORMS, then register()).
+PLATFORMS: dict[str, Platform] = {}
+_loaded: list[str] = []  # the FNBENCH_PLATFORMS value the registry was loaded with
+
+
+def _load(ref: str, where: str) -> Platform:
+    module, _, attr = ref.strip().partition(":")
+    if not module or not attr:
+        raise SetupError(f"{where}: {ref!r} is not module:attribute (e.g. mypkg.myplatform:PLATFORM)")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise SetupError(f"{where}: cannot import {module!r}: {exc}") from None
+    except AttributeError:
+        raise SetupError(f"{where}: module {module!r} has no {attr!r}") from None
+    if not isinstance(found, Platform):
+        raise SetupError(f"{where}: {ref!r} is a {type(found).__name__}, not a workers.platforms.Platform")
+    return found
+
+
+def register(platform: Platform) -> Platform:
+    """Add a platform to this process's registry (worker processes started from here do not see
+    it: name its module in FNBENCH_PLATFORMS for those).  A name already taken is a SetupError."""
+    known = registry()
+    if platform.name in known and known[platform.name] is not platform:
+        raise SetupError(f"platform {platform.name!r} is already registered")
+    known[platform.name] = platform
+    return platform
+
+
+def registry() -> dict[str, Platform]:
+    """Every platform this process knows, built-ins first; a bad FNBENCH_PLATFORMS is a SetupError."""
+    plugins = os.environ.get(PLUGINS_ENV, "")
+    if _loaded == [plugins]:
+        return PLATFORMS
+    for ref in BUILTIN:
+        p = _load(ref, "built-in platform")
+        PLATFORMS.setdefault(p.name, p)
+    for ref in (r for r in plugins.split(",") if r.strip()):
+        p = _load(ref, PLUGINS_ENV)
+        if PLATFORMS.get(p.name, p) is not p:
+            raise SetupError(f"{PLUGINS_ENV}: {ref.strip()!r} declares platform {p.name!r}, which is already registered")
+        PLATFORMS[p.name] = p
+    _loaded[:] = [plugins]
+    return PLATFORMS
+
+
+def get(name: str) -> Platform | None:
+    return registry().get(name)
 
 
 def counters_of(invoker: object) -> dict[str, float]:
     """``invoker.counters()``, or nothing for an invoker that counts nothing."""
-    counters = getattr(invoker, "counters", None)
-    return counters() if counters is not None else {}
+    return invoker.counters() if isinstance(invoker, Counts) else {}
 
 
 def resolve_env(value: str, where: str) -> str:
@@ -112,9 +229,10 @@ def resolve_env(value: str, where: str) -> str:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> Invoker:
-    """The invoker for a target's platform, from ``PLATFORMS``; an unknown one is a SetupError."""
-    factory = PLATFORMS.get(target.platform)
-    if factory is None:
+    """The invoker for a target's platform, from the registry; an unknown one is a SetupError."""
+    known = registry()
+    platform = known.get(target.platform)
+    if platform is None:
         raise SetupError(f"target {target.name!r}: platform {target.platform!r} is not supported by this worker "
-                         f"(supported: {', '.join(sorted(PLATFORMS))})")
-    return factory(target, phase, max_in_flight)
+                         f"(supported: {', '.join(sorted(known))})")
+    return platform.make_invoker(target, phase, max_in_flight)

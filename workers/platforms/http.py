@@ -26,9 +26,10 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from workers import limits
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
-from workers.platforms import _ENV_REF, Done, resolve_env
+from workers.platforms import _ENV_REF, Done, Platform, resolve_env
 
 _monotonic = time.monotonic
 
@@ -759,5 +760,22 @@ class HttpInvoker:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
-    """The ``http`` platform's factory (workers.platforms.PLATFORMS)."""
+    """The ``http`` platform's factory."""
     return HttpInvoker(target)
+
+
+# ------------------------------------------------------------------ the platform's declaration
+
+
+def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
+    """The encoder's own rules (no CR/LF in headers, no spaces in the URL, …) on a spec's target."""
+    return request_problems(t.url, t.method, list(t.headers.items()))
+
+
+def target_refusals(target: Target) -> list[tuple[str, str]]:
+    """FNBENCH_ALLOWED_TARGETS on the URL's host (an unset ``${env:NAME}`` in it: SetupError)."""
+    return [("url", m) for m in limits.host_refusals(resolve_env(target.url, "url"))]
+
+
+# Plain HTTP(S) endpoints: the common target fields say everything (url, method, headers, body).
+PLATFORM = Platform("http", make_invoker, problems=target_problems, refusals=target_refusals)

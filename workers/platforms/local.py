@@ -44,17 +44,18 @@ from typing import Any
 
 import httptools
 import orjson
+from pydantic import BaseModel, Field
 
 from workers.contract import Outcome, Target
 from workers.errors import RefusedError, SetupError
 from workers.functions import RUNTIMES, WORKLOADS, Artifact, artifact_for
-from workers.platforms import Done, Invocation, counters_of
+from workers.platforms import Done, Invocation, Platform, counters_of
 from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
 
 log = logging.getLogger("fnbench.local")
 
 _READY_TIMEOUT_S = 30.0
-MAX_INSTANCES = 256  # warm processes one target may ask for (orchestrator.run.spec allows the same)
+MAX_INSTANCES = 256  # warm processes one target may ask for (TargetFields below allows the same)
 ADDRESS_KEYS = frozenset({"instances"})  # all a task may say about a local function
 _SPAWN_THREADS = 16  # each holds one cold start from spawn until it listens
 _monotonic = time.monotonic
@@ -499,8 +500,35 @@ class LocalColdInvoker:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> LocalWarmInvoker | LocalColdInvoker:
-    """The ``local`` platform's factory (workers.platforms.PLATFORMS); refuses before anything starts."""
+    """The ``local`` platform's factory; refuses before anything starts."""
     artifact = function_for(target)
     if phase == "cold":
         return LocalColdInvoker(target, artifact)
     return LocalWarmInvoker(target, artifact, instance_count(target))
+
+
+# ------------------------------------------------------------------ the platform's declaration
+
+
+class TargetFields(BaseModel):
+    """What a spec's target says about a local function beyond its runtime and workload."""
+
+    instances: int = Field(default=1, ge=1, le=MAX_INSTANCES)  # warm processes to spread requests over
+
+
+def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if t.runtime not in RUNTIMES:
+        problems.append(("runtime", f"the local platform runs {', '.join(RUNTIMES)}, not {t.runtime!r}"))
+    if t.workload not in WORKLOADS:
+        problems.append(("workload", f"one of {', '.join(WORKLOADS)} (functions/CONTRACT.md), got {t.workload!r}"))
+    return problems
+
+
+def target_address(t: Any) -> dict[str, Any]:
+    return {"instances": t.instances}  # the only thing a task says about a local function
+
+
+# No refusals: the worker starts its own function processes on 127.0.0.1 (only the rate limits apply).
+PLATFORM = Platform("local", make_invoker, fields=TargetFields, problems=target_problems, address=target_address,
+                    cold_starts=True)

@@ -33,12 +33,15 @@ import dataclasses
 import hashlib
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
+from pydantic import BaseModel, Field
+
+from workers import limits
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
-from workers.platforms import Done, Invocation
+from workers.platforms import Done, Invocation, Platform
 from workers.platforms.aws_lambda.report import MISSING, Report, from_log_result
 from workers.platforms.aws_lambda.sigv4 import Credentials, Signer, canonical_query
 from workers.platforms.http import HttpInvoker, _Connection
@@ -436,5 +439,49 @@ def _resolver(fut: Any) -> Done:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> LambdaInvoker:
-    """The ``aws-lambda`` platform's factory (workers.platforms.PLATFORMS): forced cold starts in the cold phase."""
+    """The ``aws-lambda`` platform's factory: forced cold starts in the cold phase."""
     return LambdaColdInvoker(target) if phase == "cold" else LambdaInvoker(target)
+
+
+# ------------------------------------------------------------------ the platform's declaration
+
+
+class TargetFields(BaseModel):
+    """What a spec's target says about a Lambda function (the task's address)."""
+
+    function: str = ""  # the function's name or ARN
+    qualifier: str = ""
+    region: str = Field(default="", pattern=r"^([a-z]{2}(-[a-z]+)+-\d+)?$")  # the AWS region (us-east-1)
+    endpoint_url: str = ""  # another Lambda endpoint (the local one: http://127.0.0.1:9001)
+    log_type: Literal["Tail", "None"] = "Tail"  # Tail returns the REPORT line (platform clocks)
+    architecture: Literal["x86_64", "arm64"] = "x86_64"  # which price applies
+
+
+def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if not t.function:
+        problems.append(("function", "the aws-lambda platform needs a function name"))
+    if cold_start and t.qualifier not in ("", "$LATEST"):
+        problems.append(("qualifier", "forced cold starts update $LATEST's configuration; "
+                         f"{t.qualifier!r} would stay warm (leave qualifier empty or turn cold_start off)"))
+    return problems
+
+
+def target_address(t: Any) -> dict[str, Any]:
+    address: dict[str, Any] = {k: v for k, v in (("function", t.function), ("qualifier", t.qualifier)) if v}
+    address.update({"region": t.region or "us-east-1", "log_type": t.log_type, "architecture": t.architecture})
+    if t.endpoint_url:
+        address["endpoint_url"] = t.endpoint_url
+    return address
+
+
+def target_refusals(target: Target) -> list[tuple[str, str]]:
+    """FNBENCH_ALLOWED_TARGETS on the Lambda endpoint's host (blamed on endpoint_url, else region)."""
+    address = target.address
+    field = "endpoint_url" if address.get("endpoint_url") else "region"
+    endpoint = str(address.get("endpoint_url") or f"https://lambda.{address.get('region') or 'us-east-1'}.amazonaws.com/")
+    return [(field, m) for m in limits.host_refusals(endpoint)]
+
+
+PLATFORM = Platform("aws-lambda", make_invoker, fields=TargetFields, problems=target_problems, address=target_address,
+                    refusals=target_refusals, cold_starts=True, billed=True)
