@@ -1,7 +1,8 @@
 """The `fnbench` command line.  Each subcommand parses its arguments and calls one function.
 
 Exit codes: 0 ok · 1 an SLO (or calibration tolerance) failed · 2 bad input or setup error ·
-130 interrupted (partial results were still written).
+3 the result is partial (load lost, or unreadable records left out) · 130 interrupted (partial
+results were still written).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from orchestrator.collect import Collector
 from orchestrator.dispatch.local import LocalDispatcher, default_workers
 from orchestrator.errors import FnbenchError, InputError, SetupError, SpecError
 from orchestrator.report import terminal
-from orchestrator.result import RunResult
+from orchestrator.result import BadRecords, RunResult
 from orchestrator.results import read_intervals
 from workers import keys
 
@@ -175,7 +176,7 @@ def run(
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
     Exit 0 ok, 1 an SLO failed, 2 bad input or a setup/worker error, 3 load was lost (shards expired or
-    abandoned), 130 interrupted; the partial result is written in every case."""
+    abandoned) or unreadable records were left out, 130 interrupted; the partial result is written in every case."""
     try:
         broker = _broker(broker, broker_file)
         retention_s = _duration(retention, "--retention")
@@ -272,11 +273,17 @@ def _report_from_folder(path: Path) -> tuple[RunResult, int]:
     intervals_file = path if path.is_file() else path / "intervals.jsonl"
     if not intervals_file.exists():
         raise InputError(f"{intervals_file}: not found; give a results/<run_id> folder or an intervals.jsonl")
-    intervals = read_intervals(intervals_file)
+    bad = BadRecords()  # lines that are not interval records: counted and left out (exit 3), never fatal
+    intervals = read_intervals(intervals_file, bad)
     spec_file = folder / "spec.yaml"
     b = spec.load(spec_file) if spec_file.exists() else None
     saved_file = folder / "result.json"
     saved = RunResult.load(saved_file) if saved_file.exists() else None
+    if saved is not None:  # records the run itself could not read (they never reached the file)
+        bad.extend(saved.bad_records, saved.bad_record_reasons)
+    if bad.count:
+        _warn(escape(f"warning: {bad.count} record(s) could not be read and are left out (bad_records); "
+                     f"first: {bad.reasons[0]}"))
     from orchestrator import sweep
 
     if b is not None and sweep.sizes(b):  # a memory sweep: every step's intervals, one result
@@ -286,6 +293,7 @@ def _report_from_folder(path: Path) -> tuple[RunResult, int]:
                               name=b.name, interrupted=saved.interrupted if saved else False,
                               incomplete=saved is None or saved.incomplete, start_at=saved.start_at if saved else None)
     collector = Collector(intervals[0].run_id if intervals else folder.name, planner.phase_seconds(b) if b else None)
+    collector.bad = bad
     collector.add_all(intervals)
     if saved is None:
         # A run cut short (killed orchestrator, full disk) never wrote its result: say so.
@@ -321,6 +329,10 @@ def _report_from_store(broker: str, run_id: str) -> tuple[RunResult, int]:
     for rollup in dispatcher.backlog():  # compacted intervals first, then what is still in the stream
         collector.add_rollup(rollup)
     dispatcher.snapshot(collector.add)
+    collector.bad.extend(dispatcher.bad.count, dispatcher.bad.reasons)
+    if collector.bad.count:
+        _warn(escape(f"warning: {collector.bad.count} record(s) could not be read and are left out (bad_records); "
+                     f"first: {collector.bad.reasons[0]}"))
     return runner.conclude(b.slos if b else [], collector, dispatcher.gaps(), dispatcher.errors(),
                            name=meta.get("name"), interrupted=meta.get("state") == "stopped", **dispatcher.fields())
 

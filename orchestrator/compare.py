@@ -41,7 +41,8 @@ def judge(result: RunResult, slos: Iterable[Slo]) -> tuple[RunResult, int]:
     """The result with its SLO verdicts, and the exit code it earns."""
     result = replace(result, slo=tuple(slo_verdicts(slos, result.groups)))
     return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors),
-                             interrupted=result.interrupted, lost_load=result.lost_shards > 0)
+                             interrupted=result.interrupted,
+                             lost_load=result.lost_shards > 0 or result.bad_records > 0)
 
 
 RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb",

@@ -36,6 +36,7 @@ from orchestrator.collect import Collector, MergedHistogram
 from orchestrator.compare import TargetRow, relative_to
 from orchestrator.errors import InputError
 from orchestrator.result import Group, RunResult
+from workers import recorder
 from workers.contract import ERROR_OUTCOMES, OUTCOME_NAMES, Interval, SchemaError
 
 VENDOR = Path(__file__).parent / "vendor"
@@ -108,8 +109,8 @@ def read_intervals_tolerant(path: Path) -> tuple[list[Interval], list[str]]:
         if not line.strip():
             continue
         try:
-            out.append(Interval.from_json(line))
-        except (orjson.JSONDecodeError, SchemaError, TypeError, ValueError):
+            out.append(recorder.read_interval(line))
+        except SchemaError:
             bad.append(n)
     damage = []
     if bad and bad[-1] == len(lines) and not raw.endswith(b"\n"):
