@@ -201,11 +201,11 @@ def merge_encoded(encoded: Sequence[str]) -> str:
         return ""
     if len(encoded) == 1:
         return encoded[0]
-    from hdrh.histogram import HdrHistogram
+    from workers import recorder
 
-    h = HdrHistogram.decode(encoded[0])
+    h = recorder.decode_foreign(encoded[0])  # each checked within bounds (recorder.HistogramError)
     for e in encoded[1:]:
-        h.decode_and_add(e)
+        h.add(recorder.decode_foreign(e))
     out = h.encode()
     return out.decode() if isinstance(out, bytes) else str(out)
 
