@@ -25,7 +25,7 @@ from orchestrator.run import runner, spec
 from orchestrator.run.collect import Collector
 from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.dispatch.local import LocalDispatcher
-from orchestrator.run.result import RunResult
+from orchestrator.run.result import BadRecords, RunResult
 from orchestrator.run.results import read_intervals
 from orchestrator.run.spec import Benchmark
 from workers import auth
@@ -152,17 +152,21 @@ def _result_from_folder(path: Path) -> tuple[RunResult, int]:
     intervals_file = path if path.is_file() else path / "intervals.jsonl"
     if not intervals_file.exists():
         raise InputError(f"{intervals_file}: not found; give a results/<run_id> folder or an intervals.jsonl")
-    intervals = read_intervals(intervals_file)
+    bad = BadRecords()  # lines that are not interval records: counted and left out (exit 3), never fatal
+    intervals = read_intervals(intervals_file, bad)
     spec_file = folder / "spec.yaml"
     b = spec.load(spec_file) if spec_file.exists() else None
     saved_file = folder / "result.json"
     saved = RunResult.load(saved_file) if saved_file.exists() else None
+    if saved is not None:  # records the run itself could not read (they never reached the file)
+        bad.extend(saved.bad_records, saved.bad_record_reasons)
     if b is not None and spec.sizes(b):  # a memory sweep: every step's intervals, one result
         return sweep.conclude(b, folder.name, intervals, saved.gaps if saved else (),
                               list(saved.errors) if saved else [f"{folder}/result.json: missing; the sweep did not finish"],
                               name=b.name, interrupted=saved.interrupted if saved else False,
                               incomplete=saved is None or saved.incomplete, start_at=saved.start_at if saved else None)
     collector = Collector(intervals[0].run_id if intervals else folder.name, planner.phase_seconds(b) if b else None)
+    collector.bad = bad
     collector.add_all(intervals)
     if saved is None:
         # A run cut short (killed orchestrator, full disk) never wrote its result: say so.
@@ -186,5 +190,6 @@ def _result_from_store(broker: str, run_id: str) -> tuple[RunResult, int]:
     for rollup in dispatcher.backlog():  # compacted intervals first, then what is still in the stream
         collector.add_rollup(rollup)
     dispatcher.snapshot(collector.add)
+    collector.bad.extend(dispatcher.bad.count, dispatcher.bad.reasons)
     return runner.conclude(b.slos if b else [], collector, dispatcher.gaps(), dispatcher.errors(),
                            name=meta.get("name"), interrupted=meta.get("state") == "stopped", **dispatcher.fields())

@@ -205,15 +205,32 @@ class Interval:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Interval:
+        """The Interval of a record, every field checked (type and range); SchemaError naming the field
+        otherwise.  Records cross trust boundaries (a Redis stream, a file): nothing in one may crash a
+        reader.  The encoded histograms are checked by ``workers.recorder.check_interval``."""
+        if not isinstance(d, dict):
+            raise SchemaError(f"an Interval is a JSON object, not {type(d).__name__}")
         _check_version(d, "Interval")
         if "max_in_flight" in d and "peak_in_flight" not in d:  # the name before peak_in_flight
             d = {**d, "peak_in_flight": d["max_in_flight"]}
         # Unknown fields (and retired ones such as billed_ms) are ignored.
-        return cls(**{k: v for k, v in d.items() if k in _INTERVAL_FIELDS})
+        fields = {k: v for k, v in d.items() if k in _INTERVAL_FIELDS}
+        missing = _INTERVAL_REQUIRED - fields.keys()
+        if missing:
+            raise SchemaError(f"Interval without {', '.join(sorted(missing))}")
+        for name, value in fields.items():
+            problem = _INTERVAL_CHECKS[name](value)
+            if problem:
+                raise SchemaError(f"Interval.{name}: {problem}")
+        return cls(**fields)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Interval:
-        return cls.from_dict(orjson.loads(raw))
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise SchemaError(f"not JSON: {exc}") from None
+        return cls.from_dict(d)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -226,6 +243,80 @@ class Interval:
 
 
 _INTERVAL_FIELDS = frozenset(f.name for f in dataclasses.fields(Interval))
+_INTERVAL_REQUIRED = frozenset(f.name for f in dataclasses.fields(Interval)
+                               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+MAX_COUNT = 2**53  # counts of one interval (exact in a float, far beyond any real interval)
+MAX_EPOCH_S = 1e11  # t0, t1, started: epoch seconds (year 5138)
+MAX_SECONDS = 1e9  # gap_s
+MAX_COUNTER = 1e18  # an invoker counter of one interval (cost, GB-s, connections…)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def _check_count(v: Any) -> str:
+    return "" if _is_int(v) and 0 <= v <= MAX_COUNT else f"expected a whole number 0..2^53, got {_shown(v)}"
+
+
+def _check_range(hi: float) -> Any:
+    def check(v: Any) -> str:
+        return "" if _is_number(v) and 0 <= v <= hi else f"expected a finite number 0..{hi:g}, got {_shown(v)}"
+
+    return check
+
+
+def _check_str(v: Any) -> str:
+    return "" if isinstance(v, str) else f"expected a string, got {_shown(v)}"
+
+
+def _check_bool(v: Any) -> str:
+    return "" if isinstance(v, bool) else f"expected true or false, got {_shown(v)}"
+
+
+def _check_outcomes(v: Any) -> str:
+    if not isinstance(v, dict):
+        return f"expected an object of outcome counts, got {_shown(v)}"
+    for k, n in v.items():
+        if k not in _OUTCOMES:
+            return f"unknown outcome {_shown(k)} (one of {', '.join(OUTCOME_NAMES)})"
+        if _check_count(n):
+            return f"{k}: {_check_count(n)}"
+    return ""
+
+
+def _check_counters(v: Any) -> str:
+    if not isinstance(v, dict):
+        return f"expected an object of counters, got {_shown(v)}"
+    for k, n in v.items():
+        if not (_is_number(n) and abs(n) <= MAX_COUNTER):
+            return f"{_shown(k)}: expected a finite number, got {_shown(n)}"
+    return ""
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_OUTCOMES = frozenset(OUTCOME_NAMES)
+_INTERVAL_CHECKS: dict[str, Any] = {
+    **dict.fromkeys(("run_id", "shard_id", "region", "target", "runtime", "phase", "status", "workload",
+                     *(f for _, f, _ in HISTOGRAMS)), _check_str),
+    **dict.fromkeys(("attempt", "seq", "intended", "sent", "completed", "out_of_range", "retries", "peak_in_flight",
+                     "cold_starts"), _check_count),
+    **dict.fromkeys(("t0", "t1", "started"), _check_range(MAX_EPOCH_S)),
+    "gap_s": _check_range(MAX_SECONDS),
+    "max_memory_mb": _check_range(MAX_SECONDS),
+    **dict.fromkeys(("warmup", "final"), _check_bool),
+    "outcomes": _check_outcomes,
+    "counters": _check_counters,
+}
+assert _INTERVAL_CHECKS.keys() == _INTERVAL_FIELDS, _INTERVAL_FIELDS ^ _INTERVAL_CHECKS.keys()
 
 
 def _check_version(d: dict[str, Any], kind: str) -> None:

@@ -13,8 +13,9 @@ and an exit code once, at its boundary.  During a run, failures are Outcomes, no
 
 from __future__ import annotations
 
-# 0 ok · 1 an SLO failed · 2 bad input, setup error, worker error or refusal · 3 load was lost (shards
-# expired or abandoned: the result does not cover the planned window) · 130 interrupted.
+# 0 ok · 1 an SLO failed · 2 bad input, setup error, worker error or refusal · 3 the result is partial:
+# load was lost (shards expired or abandoned: it does not cover the planned window) or records were
+# unreadable and left out (bad_records) · 130 interrupted.
 EXIT_OK, EXIT_SLO, EXIT_INPUT, EXIT_LOST_LOAD, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 

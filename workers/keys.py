@@ -84,8 +84,13 @@ def rejected(reason: str) -> str:
 
 
 # -- history and schedules (orchestrator/analysis/history.py, orchestrator/schedule.py) ----------------------
+# User-chosen names (spec and schedule names: letters, digits, ``_.@-``, never ``:``) only ever appear
+# as the last part of a key in a namespace of their own, so no name can collide with an index key
+# (a spec named ``runs`` once hit HISTORY_RUNS' hash: WRONGTYPE).
 HISTORY_NAMES = f"{PREFIX}:history"  # set: spec names that have a run history
-HISTORY_RUNS = f"{PREFIX}:history:runs"  # hash: run_id → spec name (find a run's entry by its id)
+HISTORY_RUNS = f"{PREFIX}:history:index:runs"  # hash: run_id → spec name (find a run's entry by its id)
+HISTORY_LAYOUT = f"{PREFIX}:history:index:layout"  # string: "2" once history keys of before are moved
+LEGACY_HISTORY_RUNS = f"{PREFIX}:history:runs"  # HISTORY_RUNS until layout 2
 SCHEDULES = f"{PREFIX}:schedules"  # set: schedule names
 REDBEAT_PREFIX = f"{PREFIX}:redbeat:"  # celery-redbeat's keys: <prefix>NAME, <prefix>:schedule, <prefix>:lock
 SCHEDULED_QUEUE = f"{PREFIX}.scheduled"  # the Celery queue of headless scheduled runs (`fnbench scheduler`)
@@ -94,12 +99,17 @@ SCHEDULED_TASK = f"{PREFIX}.scheduled_run"
 
 def history(name: str) -> str:
     """Sorted set: run_id scored by the run's start (epoch seconds), for spec ``name``."""
-    return f"{PREFIX}:history:{name}"
+    return f"{PREFIX}:history:name:{name}"
 
 
 def history_entry(name: str, run_id: str) -> str:
     """String: the JSON history entry of one run (summary per group and its interval blocks)."""
     return f"{history(name)}:{run_id}"
+
+
+def legacy_history(name: str) -> str:
+    """``history(name)`` until layout 2 (it shared a namespace with HISTORY_RUNS)."""
+    return f"{PREFIX}:history:{name}"
 
 
 def schedule(name: str) -> str:

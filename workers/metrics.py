@@ -117,7 +117,7 @@ class _Hist:
                 counts: Sequence[int] = d.counts[d.lo:d.hi + 1]
                 self._add_counts(counts, d.lo, _TEMPLATE)
                 return
-        hist = HdrHistogram.decode(encoded)  # another layout: rare
+        hist = recorder.decode_foreign(encoded)  # another layout: rare (checked within bounds first)
         self._add_counts(_counts_of(hist), 0, hist)
 
     def _add_counts(self, counts: Sequence[int], first: int, hist: HdrHistogram) -> None:

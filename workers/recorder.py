@@ -9,6 +9,7 @@ the maximum and counted in ``out_of_range``, never dropped.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import ctypes
 import sys
@@ -24,7 +25,7 @@ from hdrh.histogram import HdrHistogram
 from pyhdrh import add_array as _add_array
 from pyhdrh import decode as _decode_varints  # the C core of the hdrhistogram package
 
-from workers.contract import HISTOGRAMS
+from workers.contract import HISTOGRAMS, Interval, SchemaError
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
@@ -56,31 +57,168 @@ class Decoded(NamedTuple):
 _LAYOUT = (LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 _scratch = threading.local()
 _EXT_HEADER = 8  # cookie + length in front of the zlib payload (HdrHistogram V2 "compressed" encoding)
+_COOKIE_V2 = 0x1C849303  # the payload's cookie (V2 encoding; bits 4-7 hold the word size, ignored)
+_VARINT_MAX = 9  # bytes of one count in the V2 payload (LEB128 of a zig-zag 64-bit value)
+MAX_FOREIGN_COUNTS = 1 << 18  # another layout's counts array, at most (a 2 MB histogram when decoded)
+
+
+class HistogramError(SchemaError):
+    """An encoded histogram that cannot be decoded within bounds: not base64 or zlib, too large
+    (a zlib bomb), a counts index outside its layout, a truncated payload."""
+
+
+def counts_len_of(lowest: int, highest: int, digits: int) -> int:
+    """The counts array length of an HDR layout, by hdrh's arithmetic, without allocating it."""
+    largest_single_unit = 2 * 10**digits
+    half_magnitude = max((largest_single_unit - 1).bit_length(), 1) - 1
+    sub_bucket_count = 1 << (half_magnitude + 1)
+    unit_magnitude = lowest.bit_length() - 1
+    smallest_untrackable = sub_bucket_count << unit_magnitude
+    buckets = 1
+    while smallest_untrackable <= highest:
+        if smallest_untrackable > sys.maxsize // 2:
+            buckets += 1
+            break
+        smallest_untrackable <<= 1
+        buckets += 1
+    return (buckets + 1) * (sub_bucket_count // 2)
+
+
+_COUNTS_LEN = counts_len_of(*_LAYOUT)
+_MAX_PAYLOAD = payload_header_size + _VARINT_MAX * MAX_FOREIGN_COUNTS
+# base64 of the compressed payload: zlib's worst case is the input plus 0.1 % and a few bytes.
+MAX_ENCODED_CHARS = 4 * ((_EXT_HEADER + _MAX_PAYLOAD + _MAX_PAYLOAD // 1000 + 64) // 3 + 1)
+
+
+def _inflate(encoded: str) -> tuple[bytes, PayloadHeader]:
+    """The decompressed payload of an encoded histogram and its header, within the bound its layout
+    allows (decompression stops there: a zlib bomb costs at most that much memory)."""
+    if not isinstance(encoded, str):
+        raise HistogramError(f"expected a base64 string, got {type(encoded).__name__}")
+    if len(encoded) > MAX_ENCODED_CHARS:
+        raise HistogramError(f"{len(encoded):,} characters, more than any histogram of {MAX_FOREIGN_COUNTS:,} counts")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise HistogramError("not base64") from None
+    if len(raw) <= _EXT_HEADER:
+        raise HistogramError("shorter than its header")
+    inflater = zlib.decompressobj()
+    try:
+        head = inflater.decompress(raw[_EXT_HEADER:], payload_header_size)
+        if len(head) < payload_header_size:
+            raise HistogramError("shorter than its header")
+        header = PayloadHeader.from_buffer_copy(head)
+        lowest, highest, digits = header.lowest_trackable_value, header.highest_trackable_value, header.significant_figures
+        if header.cookie & ~0xF0 != _COOKIE_V2:
+            raise HistogramError(f"not an HdrHistogram V2 payload (cookie {header.cookie:#x})")
+        if (lowest, highest, digits) == _LAYOUT:
+            counts = _COUNTS_LEN
+        elif 1 <= digits <= 5 and lowest >= 1 and 2 * lowest <= highest <= 2**62:
+            counts = counts_len_of(lowest, highest, digits)
+            if counts > MAX_FOREIGN_COUNTS:
+                raise HistogramError(f"a layout of {counts:,} counts (lowest {lowest}, highest {highest}, "
+                                     f"{digits} digits); at most {MAX_FOREIGN_COUNTS:,}")
+        else:
+            raise HistogramError(f"an impossible layout (lowest {lowest}, highest {highest}, {digits} digits)")
+        limit = _VARINT_MAX * counts
+        if not 0 <= header.payload_len <= limit:
+            raise HistogramError(f"a payload of {header.payload_len:,} bytes; its layout allows {limit:,}")
+        body = inflater.decompress(inflater.unconsumed_tail, limit + 1)
+    except zlib.error as exc:
+        raise HistogramError(f"not zlib data ({exc})") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise HistogramError(f"decompresses to more than the {limit:,} bytes its layout allows (a zlib bomb?)")
+    if not inflater.eof:
+        raise HistogramError("the zlib data is cut short")
+    if len(body) != header.payload_len:
+        raise HistogramError(f"a payload of {len(body):,} bytes where its header says {header.payload_len:,}")
+    return head + body, header
+
+
+def _slot_counts(slot: int) -> Any:
+    arrays = getattr(_scratch, "slots", None)
+    if arrays is None:
+        arrays = _scratch.slots = {}
+    counts = arrays.get(slot)
+    if counts is None:
+        counts = arrays[slot] = (ctypes.c_ulonglong * _COUNTS_LEN)()
+    return counts
+
+
+def _layout_of(header: PayloadHeader) -> tuple[int, int, int]:
+    return header.lowest_trackable_value, header.highest_trackable_value, header.significant_figures
+
+
+def _decode_payload(data: bytes, header: PayloadHeader, slot: int) -> Decoded | None:
+    """The counts of a payload of fnbench's layout in the slot's scratch array (None: empty); the
+    caller zeroes [lo, hi] after use."""
+    if header.normalizing_index_offset:
+        raise HistogramError("a normalizing index offset (fnbench never writes one)")
+    counts = _slot_counts(slot)
+    try:
+        res = _decode_varints(data, payload_header_size, ctypes.addressof(counts), len(counts), 8)
+    except (IndexError, ValueError) as exc:
+        ctypes.memset(ctypes.addressof(counts), 0, ctypes.sizeof(counts))  # it may have written part of it
+        raise HistogramError(f"bad counts: {exc}") from None
+    lo, hi, total = res["min_nonzero_index"], res["max_nonzero_index"], res["total"]
+    if not total or hi < 0:
+        if hi >= 0:
+            ctypes.memset(ctypes.addressof(counts) + 8 * lo, 0, 8 * (hi + 1 - lo))
+        return None
+    return Decoded(counts, lo, hi, total)
 
 
 @contextlib.contextmanager
-def decoded(encoded: str) -> Iterator[Decoded | None]:
-    """An encoded histogram of fnbench's layout decoded in C into one reused (per thread) array,
-    zeroed again on exit; None for an empty histogram or another layout (decode() it instead).
-    No histogram object is made, so nothing is left for the cycle collector."""
-    raw = base64.b64decode(encoded)
-    data = zlib.decompress(raw[_EXT_HEADER:])
-    header = PayloadHeader.from_buffer_copy(data)
-    if (header.lowest_trackable_value, header.highest_trackable_value, header.significant_figures) != _LAYOUT:
-        yield None
-        return
-    counts = getattr(_scratch, "counts", None)
-    if counts is None:
-        counts = _scratch.counts = (ctypes.c_ulonglong * new_histogram().counts_len)()
-    res = _decode_varints(data, payload_header_size, ctypes.addressof(counts), len(counts), 8)
-    lo, hi, total = res["min_nonzero_index"], res["max_nonzero_index"], res["total"]
-    if not total or hi < 0:
+def decoded(encoded: str, slot: int = 0) -> Iterator[Decoded | None]:
+    """An encoded histogram of fnbench's layout decoded in C into one reused array (per thread and
+    ``slot``: histograms decoded at once take different slots), zeroed again on exit; None for an
+    empty histogram or another layout (``decode_foreign`` it instead).  No histogram object is made, so
+    nothing is left for the cycle collector.  HistogramError (before anything is yielded) for one that
+    cannot be decoded within its layout's bounds."""
+    data, header = _inflate(encoded)
+    d = _decode_payload(data, header, slot) if _layout_of(header) == _LAYOUT else None
+    if d is None:
         yield None
         return
     try:
-        yield Decoded(counts, lo, hi, total)
+        yield d
     finally:
-        ctypes.memset(ctypes.addressof(counts) + 8 * lo, 0, 8 * (hi + 1 - lo))
+        ctypes.memset(ctypes.addressof(d.counts) + 8 * d.lo, 0, 8 * (d.hi + 1 - d.lo))
+
+
+def decode_foreign(encoded: str) -> HdrHistogram:
+    """A histogram of another layout (another fnbench version), checked within bounds first."""
+    _inflate(encoded)
+    try:
+        return HdrHistogram.decode(encoded)
+    except Exception as exc:  # noqa: BLE001 - hdrh raises many kinds on malformed payloads
+        raise HistogramError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def check_interval(iv: Interval) -> Interval:
+    """``iv`` when every encoded histogram in it decodes within bounds; HistogramError naming the field."""
+    for _, field, _ in HISTOGRAMS:
+        encoded = getattr(iv, field)
+        if not encoded:
+            continue
+        try:
+            data, header = _inflate(encoded)
+            if _layout_of(header) == _LAYOUT:
+                d = _decode_payload(data, header, 0)
+                if d is not None:
+                    ctypes.memset(ctypes.addressof(d.counts) + 8 * d.lo, 0, 8 * (d.hi + 1 - d.lo))
+            else:
+                decode_foreign(encoded)
+        except HistogramError as exc:
+            raise HistogramError(f"Interval.{field}: {exc}") from None
+    return iv
+
+
+def read_interval(raw: bytes | str) -> Interval:
+    """An Interval from its JSON record, fields and histograms checked (SchemaError otherwise): the one
+    way records from outside this process (a Redis stream, intervals.jsonl, a worker) are read."""
+    return check_interval(Interval.from_json(raw))
 
 
 def fill(hist: HdrHistogram, values: Iterable[int]) -> int:
@@ -123,7 +261,7 @@ def encode(hist: HdrHistogram) -> str:
 def decode(encoded: str) -> HdrHistogram:
     hist = new_histogram()
     if encoded:
-        hist.add(HdrHistogram.decode(encoded))
+        hist.add(decode_foreign(encoded))
     return hist
 
 
@@ -138,8 +276,8 @@ def merge_encoded(encoded: Iterable[str]) -> str:
         if not item:
             continue
         with decoded(item) as d:
-            if d is None:  # another layout (another fnbench version): the slow way
-                total.add(HdrHistogram.decode(item))
+            if d is None:  # empty, or another layout (another fnbench version): the slow way
+                total.add(decode_foreign(item))
                 continue
             _add_array(ctypes.addressof(total.counts) + 8 * d.lo, ctypes.addressof(d.counts) + 8 * d.lo,
                        d.hi + 1 - d.lo, 8)
@@ -154,7 +292,7 @@ def merge(encoded: Iterable[str]) -> HdrHistogram:
     total = new_histogram()
     for item in encoded:
         if item:
-            total.add(HdrHistogram.decode(item))
+            total.add(decode_foreign(item))
     return total
 
 

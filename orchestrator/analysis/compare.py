@@ -41,7 +41,8 @@ def judge(result: RunResult, slos: Iterable[Slo]) -> tuple[RunResult, int]:
     """The result with its SLO verdicts, and the exit code it earns."""
     result = replace(result, slo=tuple(slo_verdicts(slos, result.groups)))
     return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors),
-                             interrupted=result.interrupted, lost_load=result.lost_shards > 0)
+                             interrupted=result.interrupted,
+                             lost_load=result.lost_shards > 0 or result.bad_records > 0)
 
 
 RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb",
@@ -200,11 +201,11 @@ def merge_encoded(encoded: Sequence[str]) -> str:
         return ""
     if len(encoded) == 1:
         return encoded[0]
-    from hdrh.histogram import HdrHistogram
+    from workers import recorder
 
-    h = HdrHistogram.decode(encoded[0])
+    h = recorder.decode_foreign(encoded[0])  # each checked within bounds (recorder.HistogramError)
     for e in encoded[1:]:
-        h.decode_and_add(e)
+        h.add(recorder.decode_foreign(e))
     out = h.encode()
     return out.decode() if isinstance(out, bytes) else str(out)
 

@@ -119,11 +119,46 @@ class History(Protocol):
     def names(self) -> list[str]: ...
 
 
+def redis_error() -> type[Exception]:
+    import redis
+
+    return redis.ResponseError
+
+
 class RedisHistory:
     """History in Redis: a sorted set of run ids per name, one JSON string per entry."""
 
     def __init__(self, r: Any) -> None:
         self.r = r
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Move history written before layout 2 (``fnbench:history:<name>``, ``fnbench:history:runs``) to its
+        own namespace once, so old entries stay readable.  Idempotent: two processes may race harmlessly.
+        Entries first, sorted sets second: an old entry key may sit where a new sorted set goes."""
+        if self.r.type(keys.HISTORY_LAYOUT) == b"string" and self.r.get(keys.HISTORY_LAYOUT) == b"2":
+            return
+        names = [(raw.decode(), keys.legacy_history(raw.decode())) for raw in self.r.smembers(keys.HISTORY_NAMES)]
+        names = [(name, old) for name, old in names if self.r.type(old) == b"zset"]
+        for name, old in names:
+            for run_id in (r.decode() for r in self.r.zrange(old, 0, -1)):
+                try:
+                    self.r.renamenx(f"{old}:{run_id}", keys.history_entry(name, run_id))  # keeps its TTL
+                except redis_error():
+                    pass  # gone (expired, or moved meanwhile by another process)
+        for name, old in names:
+            self.r.zunionstore(keys.history(name), [keys.history(name), old], aggregate="MAX")
+            self.r.delete(old)
+        legacy = keys.LEGACY_HISTORY_RUNS
+        if self.r.type(legacy) == b"hash":
+            moved = self.r.hgetall(legacy)
+            if moved:
+                pipe = self.r.pipeline(transaction=False)
+                for run_id, name in moved.items():
+                    pipe.hsetnx(keys.HISTORY_RUNS, run_id, name)
+                pipe.execute()
+            self.r.delete(legacy)
+        self.r.set(keys.HISTORY_LAYOUT, b"2")
 
     @classmethod
     def from_url(cls, url: str) -> RedisHistory:
@@ -435,9 +470,45 @@ def notify(result: Check, say: Say | None = None, webhook: str | None = None) ->
 
         try:
             reply = httpx.post(hook, json={"text": text, "fnbench": result.to_dict()}, timeout=WEBHOOK_TIMEOUT_S)
-            reply.raise_for_status()
+            if reply.is_error:
+                raise RuntimeError(f"HTTP {reply.status_code} {reply.reason_phrase}")
             sent["webhook"] = True
         except Exception as exc:  # noqa: BLE001
-            if say:
-                say(f"warning: regression webhook failed: {type(exc).__name__}: {str(exc)[:200]}")
+            if say:  # a webhook URL carries its token in the path or query: never printed
+                say(f"warning: regression webhook failed ({redact_url(hook)}): {type(exc).__name__}: "
+                    f"{scrub_url(str(exc), hook)[:200]}")
     return sent
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/…``: no credentials, path or query (where webhook tokens live)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(a malformed URL)"
+    if not parts.scheme or not host:
+        return "(a malformed URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/…"
+
+
+def scrub_url(message: str, url: str) -> str:
+    """``message`` with ``url`` (and its path, query and credentials, alone) replaced by its redacted form."""
+    from urllib.parse import urlsplit
+
+    shown = redact_url(url)
+    message = message.replace(url, shown)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return message
+    for secret in (parts.path + (f"?{parts.query}" if parts.query else ""), parts.query, parts.path,
+                   parts.username or "", parts.password or ""):
+        if len(secret) > 1:
+            message = message.replace(secret, "…")
+    return message

@@ -3,7 +3,8 @@ and the modules it calls.  Commands live by subject in runs.py, subjects.py and 
 anywhere below is an ``FnbenchError``, which ``main()`` turns into its message and exit code, once.
 
 Exit codes: 0 ok · 1 an SLO (or calibration tolerance) failed · 2 bad input or setup error ·
-3 load was lost · 130 interrupted (partial results were still written).
+3 the result is partial (load lost, or unreadable records left out) · 130 interrupted (partial
+results were still written).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def run(
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
     Exit 0 ok, 1 an SLO failed, 2 bad input or a setup/worker error, 3 load was lost (shards expired or
-    abandoned), 130 interrupted; the partial result is written in every case."""
+    abandoned) or unreadable records were left out, 130 interrupted; the partial result is written in every case."""
     where = session.Placement(broker_url(broker, broker_file), workers, spec.parse_span(retention, "--retention"),
                               metrics_port)
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", run_id):

@@ -36,6 +36,7 @@ from orchestrator.errors import InputError
 from orchestrator.run import collect
 from orchestrator.run.collect import Collector, MergedHistogram
 from orchestrator.run.result import Group, RunResult
+from workers import recorder
 from workers.contract import ERROR_OUTCOMES, OUTCOME_NAMES, Interval, SchemaError
 
 VENDOR = Path(__file__).parent / "vendor"
@@ -108,8 +109,8 @@ def read_intervals_tolerant(path: Path) -> tuple[list[Interval], list[str]]:
         if not line.strip():
             continue
         try:
-            out.append(Interval.from_json(line))
-        except (orjson.JSONDecodeError, SchemaError, TypeError, ValueError):
+            out.append(recorder.read_interval(line))
+        except SchemaError:
             bad.append(n)
     damage = []
     if bad and bad[-1] == len(lines) and not raw.endswith(b"\n"):
@@ -620,6 +621,20 @@ def _vendor(name: str) -> str:
         raise InputError(f"{VENDOR / name}: the vendored chart library is missing ({exc.strerror})") from None
 
 
+_INLINE_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003c"), (b">", b"\\u003e"),
+                   ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def inline_json(value: Any) -> str:
+    """JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (nothing can close the script or
+    open a comment or ``<script`` in it, e.g. ``<!--<script>`` from a name in the intervals), and no
+    U+2028/U+2029.  Only inside strings can they occur, where the \\u escapes mean the same text."""
+    raw = orjson.dumps(value)
+    for char, escaped in _INLINE_ESCAPES:
+        raw = raw.replace(char, escaped)
+    return raw.decode()
+
+
 def render(runs: Sequence[RunData], max_points: int = MAX_POINTS) -> str:
     """The report of one run, or the overlay of several, as one HTML document."""
     if not runs:
@@ -628,7 +643,7 @@ def render(runs: Sequence[RunData], max_points: int = MAX_POINTS) -> str:
     charts = Charts()
     body = _run_sections(analyses[0], charts) if len(analyses) == 1 else _overlay_sections(analyses, charts)
     title = runs[0].result.run_id if len(runs) == 1 else " + ".join(r.label for r in runs)
-    data = orjson.dumps({"charts": charts.items}).replace(b"</", b"<\\/").decode()
+    data = inline_json({"charts": charts.items})
     page = "".join(body)
     nav = "".join(f'<a href="#{sid}">{name}</a>' for sid, name in (
         ("runs", "runs"), ("distribution", "distribution"), ("over-time", "over time"), ("throughput", "throughput"),

@@ -137,6 +137,11 @@ def render(result: RunResult, console: Console | None = None) -> None:
         console.print("[yellow]interrupted: partial results[/]")
     if result.incomplete:
         console.print("[red]incomplete[/]: part of what was measured could not be kept (see errors)")
+    if result.bad_records:
+        console.print(f"[yellow]partial[/]: {result.bad_records} record(s) could not be read and are left out "
+                      "(bad_records in result.json)", highlight=False)
+        for reason in result.bad_record_reasons[:5]:
+            console.print(f"  {reason}", highlight=False, markup=False)
 
 
 # -- the other tables the CLI prints ------------------------------------------------------------

@@ -13,6 +13,7 @@ of a group are computed once per change, in one pass, from a cumulative sum and 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import itertools
 from array import array
@@ -23,10 +24,10 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 from pyhdrh import add_array  # the C core of the hdrhistogram package
 
-from orchestrator.run.result import Gap, Group, RunResult, SloVerdict, Summary
+from orchestrator.run.result import BadRecords, Gap, Group, RunResult, SloVerdict, Summary
 from orchestrator.run.rollup import Rollup
 from workers import recorder
-from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval
+from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval, SchemaError
 
 GroupKey = tuple[str, str, str, str]  # region, target, runtime, phase
 HISTS = tuple((result, field) for _, field, result in HISTOGRAMS)  # result name, Interval field
@@ -96,20 +97,23 @@ class MergedHistogram:
         self.hi = -1
 
     def add_encoded(self, encoded: str) -> None:
+        """Add an encoded histogram (recorder.HistogramError, nothing added, when it cannot be decoded)."""
         with recorder.decoded(encoded) as d:
             if d is None:  # empty, or another layout (another fnbench version): value by value
-                self._add_foreign(encoded)
+                self.add_foreign(recorder.decode_foreign(encoded))
                 return
-            width = d.hi + 1 - d.lo
-            # Add only the populated span (recorder.decoded zeroes it again for the next decode).
-            add_array(addressof(self.counts) + 8 * d.lo, addressof(d.counts) + 8 * d.lo, width, 8)
-            self.total += d.total
-            self.lo = d.lo if self.lo < 0 else min(self.lo, d.lo)
-            self.hi = max(self.hi, d.hi)
+            self.add_decoded(d)
 
-    def _add_foreign(self, encoded: str) -> None:
+    def add_decoded(self, d: recorder.Decoded) -> None:
+        width = d.hi + 1 - d.lo
+        # Add only the populated span (recorder.decoded zeroes it again for the next decode).
+        add_array(addressof(self.counts) + 8 * d.lo, addressof(d.counts) + 8 * d.lo, width, 8)
+        self.total += d.total
+        self.lo = d.lo if self.lo < 0 else min(self.lo, d.lo)
+        self.hi = max(self.hi, d.hi)
+
+    def add_foreign(self, other: HdrHistogram) -> None:
         """A histogram of another layout (another fnbench version): value by value, slowly."""
-        other = HdrHistogram.decode(encoded)
         t = _tables()
         for item in other.get_recorded_iterator():
             index = t.template._counts_index_for(min(item.value_iterated_to, recorder.HIGHEST_US))
@@ -180,7 +184,24 @@ class GroupState:
         self._cached: tuple[float, Group] | None = None
 
     def add(self, iv: Interval, series: dict[int, list[int]] | None = None) -> None:
-        """Add an interval; a rollup (many intervals folded) brings its own coarse ``series``."""
+        """Add an interval; a rollup (many intervals folded) brings its own coarse ``series``.  Its
+        histograms are decoded first, each into its own scratch slot: one that cannot be decoded
+        (recorder.HistogramError) leaves the group as it was."""
+        with contextlib.ExitStack() as stack:
+            ready: list[tuple[str, recorder.Decoded | HdrHistogram]] = []
+            for slot, (name, attr) in enumerate(HISTS):
+                encoded = getattr(iv, attr)
+                if encoded:
+                    d = stack.enter_context(recorder.decoded(encoded, slot))
+                    ready.append((name, d if d is not None else recorder.decode_foreign(encoded)))
+            self._add(iv, series)
+            for name, h in ready:
+                if isinstance(h, recorder.Decoded):
+                    self.hists[name].add_decoded(h)
+                else:
+                    self.hists[name].add_foreign(h)
+
+    def _add(self, iv: Interval, series: dict[int, list[int]] | None) -> None:
         self._cached = None
         self.intended += iv.intended
         self.sent += iv.sent
@@ -190,10 +211,6 @@ class GroupState:
             self.outcomes[OUTCOME_INDEX[k]] += n
             if k in ERROR_OUTCOMES:
                 errors += n
-        for name, attr in HISTS:
-            encoded = getattr(iv, attr)
-            if encoded:
-                self.hists[name].add_encoded(encoded)
         self.out_of_range += iv.out_of_range
         if iv.intended or iv.completed:
             self.t0 = min(self.t0, iv.t0)
@@ -327,45 +344,58 @@ class Collector:
         self.interval_gaps: list[Gap] = []
         self.duplicates = 0
         self.covered: dict[tuple[str, int], int] = {}  # (shard, attempt) → highest seq a rollup brought
+        self.bad = BadRecords()  # records left out as unreadable (here, and as readers report them)
 
     def add(self, iv: Interval) -> None:
-        """IntervalSink: count one interval (a duplicate of one already counted is dropped)."""
+        """IntervalSink: count one interval (a duplicate or an unreadable one is not counted)."""
         self.take(iv)
 
     def close(self) -> None:
         """IntervalSink: the collector keeps its groups; ``result()`` reads them."""
 
     def take(self, iv: Interval) -> bool:
-        """Add one interval; False when it is a duplicate of one already counted (the session's gate:
-        only what the collector takes reaches the other sinks)."""
+        """Add one interval; False when it is a duplicate of one already counted, or unreadable (a
+        histogram that does not decode: counted in ``bad``, the rest of the run unharmed).  The
+        session's gate: only what the collector takes reaches the other sinks."""
         if iv.key in self.seen or iv.seq <= self.covered.get((iv.shard_id, iv.attempt), -1):
             self.duplicates += 1
             return False
+        try:
+            added = self._add(iv, None)
+        except SchemaError as exc:
+            self.bad.add(f"interval {iv.shard_id}#{iv.attempt} seq {iv.seq}: {exc}")
+            return False
         self.seen.add(iv.key)
-        return self._add(iv, None)
+        return added
 
     def add_rollup(self, rollup: Rollup) -> bool:
         """Add the intervals 0..upto of one shard attempt, compacted in the store (orchestrator/run/rollup.py).
         Rollups are taken before any interval of their attempt, so nothing is counted twice."""
         if rollup.key in self.covered:
             return False
+        try:
+            added = self._add(rollup.interval, rollup.series)
+        except SchemaError as exc:
+            self.bad.add(f"rollup {rollup.key[0]}#{rollup.key[1]}: {exc}")
+            return False
         self.covered[rollup.key] = rollup.upto
-        return self._add(rollup.interval, rollup.series)
+        return added
 
     def _add(self, iv: Interval, series: dict[int, list[int]] | None) -> bool:
+        if iv.warmup:
+            self.warmup_intended += iv.intended
+            self.warmup_completed += iv.completed
+        else:
+            key = (iv.region, iv.target, iv.runtime, iv.phase)
+            state = self.groups.get(key)
+            if state is None:
+                state = GroupState()
+            state.add(iv, series)  # all or nothing (a histogram that does not decode: SchemaError)
+            self.groups.setdefault(key, state)
         if iv.gap_s > 0:
             self.interval_gaps.append(Gap(
                 region=iv.region, shard=iv.shard_id, target=iv.target, seconds=iv.gap_s, attempt=iv.attempt,
                 reason="expired before it could start" if iv.status == "expired" else "started late"))
-        if iv.warmup:
-            self.warmup_intended += iv.intended
-            self.warmup_completed += iv.completed
-            return True
-        key = (iv.region, iv.target, iv.runtime, iv.phase)
-        state = self.groups.get(key)
-        if state is None:
-            state = self.groups[key] = GroupState()
-        state.add(iv, series)
         return True
 
     def add_all(self, intervals: Iterable[Interval]) -> None:
@@ -386,5 +416,7 @@ class Collector:
             gaps=tuple(all_gaps),
             slo=tuple(slo),
             duplicates_dropped=self.duplicates,
+            bad_records=self.bad.count,
+            bad_record_reasons=tuple(self.bad.reasons),
             **extra,
         )

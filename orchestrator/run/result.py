@@ -221,6 +221,28 @@ class RegionStart:
     after_first_s: float
 
 
+MAX_BAD_REASONS = 20  # reasons kept for records left out; the count is exact
+
+
+@dataclass
+class BadRecords:
+    """Records left out because they could not be read (not an Interval, a histogram that does not
+    decode within bounds, …): counted, with the first reasons, never fatal (DESIGN.md §4.6)."""
+
+    count: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.reasons) < MAX_BAD_REASONS:
+            self.reasons.append(reason if len(reason) <= 300 else reason[:297] + "...")
+
+    def extend(self, count: int, reasons: Any) -> None:
+        self.count += count
+        room = MAX_BAD_REASONS - len(self.reasons)
+        self.reasons.extend(list(reasons)[:max(room, 0)])
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     run_id: str
@@ -246,6 +268,8 @@ class RunResult:
     state: str | None = None
     aborted_by: dict[str, Any] | None = None  # the abort_on_fail SLO that stopped the run, and when (compare.SloAbort)
     sweep: dict[str, Any] | None = None  # a memory sweep's curves and cheapest sizes (orchestrator/analysis/sweep.py)
+    bad_records: int = 0  # records left out as unreadable (BadRecords); the result is partial (exit 3)
+    bad_record_reasons: tuple[str, ...] = ()
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -282,6 +306,8 @@ class RunResult:
         }
         if self.incomplete:
             d["incomplete"] = True
+        if self.bad_records:
+            d["bad_records"] = {"count": self.bad_records, "reasons": list(self.bad_record_reasons)}
         if self.aborted_by is not None:
             d["aborted_by"] = dict(self.aborted_by)
         if self.sweep is not None:
@@ -334,6 +360,8 @@ class RunResult:
                 state=d.get("state"),
                 aborted_by=d.get("aborted_by"),
                 sweep=d.get("sweep"),
+                bad_records=int((d.get("bad_records") or {}).get("count", 0)),
+                bad_record_reasons=tuple(str(r) for r in (d.get("bad_records") or {}).get("reasons", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: not a result of schema_version {version}: {exc!r}") from None

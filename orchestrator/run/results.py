@@ -10,10 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import orjson
-
 from orchestrator.errors import InputError
-from orchestrator.run.result import RunResult
+from orchestrator.run.result import BadRecords, RunResult
+from workers import recorder
 from workers.contract import Interval, SchemaError
 
 
@@ -106,20 +105,25 @@ class RunFolder:
             self._intervals = None
 
 
-def read_intervals(path: Path) -> list[Interval]:
-    """Read intervals.jsonl; a torn last line (crash mid-write) is skipped, any other bad line is an error."""
+def read_intervals(path: Path, bad: BadRecords | None = None) -> list[Interval]:
+    """Read intervals.jsonl, each record checked (recorder.read_interval); a torn last line (crash
+    mid-write) is skipped.  Any other bad line is counted in ``bad`` and left out, or, without ``bad``,
+    an InputError naming the line."""
     try:
-        lines = path.read_bytes().splitlines()
+        raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    lines = raw.splitlines()
     out: list[Interval] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            out.append(Interval.from_json(line))
-        except (orjson.JSONDecodeError, SchemaError, TypeError) as exc:
-            if n == len(lines):
-                break
-            raise InputError(f"{path}:{n}: not an interval record: {exc}") from exc
+            out.append(recorder.read_interval(line))
+        except SchemaError as exc:
+            if n == len(lines) and not raw.endswith(b"\n"):
+                break  # cut short by a crash mid-write
+            if bad is None:
+                raise InputError(f"{path}:{n}: not an interval record: {exc}") from None
+            bad.add(f"{path.name}:{n}: {exc}")
     return out

@@ -20,7 +20,14 @@ from typing import Any
 import orjson
 
 from workers import recorder
-from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, Interval
+from workers.contract import (
+    ERROR_OUTCOMES,
+    HISTOGRAMS,
+    MAX_COUNT,
+    MAX_EPOCH_S,
+    Interval,
+    SchemaError,
+)
 
 SERIES_S = 60  # the time series of compacted intervals keeps one bucket per minute
 
@@ -43,8 +50,18 @@ class Rollup:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Rollup:
-        d = orjson.loads(raw)
-        return cls(Interval.from_dict(d["iv"]), int(d["upto"]), {int(s[0]): [int(x) for x in s[1:]] for s in d["series"]})
+        """The rollup of a stored record; SchemaError when it is not one."""
+        try:
+            d = orjson.loads(raw)
+            iv = Interval.from_dict(d["iv"])
+            series = {int(s[0]): [int(x) for x in s[1:4]] for s in d["series"]}
+            upto = d["upto"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SchemaError(f"not a rollup: {exc!r}"[:200]) from None
+        if not (isinstance(upto, int) and 0 <= upto <= MAX_COUNT) or any(
+                len(v) != 3 or min(v) < 0 or max(v) > MAX_COUNT or not 0 <= t <= MAX_EPOCH_S for t, v in series.items()):
+            raise SchemaError("not a rollup: upto or series out of range")
+        return cls(iv, upto, series)
 
 
 def _merge_encoded(a: str, b: str) -> str:

@@ -127,6 +127,10 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     interrupted = interrupted or (fields.get("state") == "stopped" and aborted is None)
     # One line per distinct error: every shard of a worker meets the same setup error.
     errors = tuple(dict.fromkeys([*dispatcher.errors(), *folder.errors]))
+    collector.bad.extend(dispatcher.bad.count, dispatcher.bad.reasons)  # records it could not read
+    if collector.bad.count:
+        console.print(f"[yellow]warning[/]: {collector.bad.count} record(s) could not be read and are left out "
+                      f"(bad_records in result.json); first: {escape(collector.bad.reasons[0])}", highlight=False)
     result = collector.result(gaps=dispatcher.gaps(), errors=errors, name=plan.name, interrupted=interrupted,
                               incomplete=bool(folder.errors), **fields)
     result, code = compare.judge(result, plan.slos)

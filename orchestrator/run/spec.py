@@ -510,7 +510,23 @@ def allow_list_problems(b: Benchmark) -> list[str]:
     run must still read its spec.  Each problem has its YAML path, like _semantic_problems."""
     from workers.limits import spec_problems
 
-    return spec_problems(b.targets)
+    return env_problems(b) + spec_problems(b.targets)
+
+
+def env_problems(b: Benchmark) -> list[str]:
+    """Every ``${env:NAME}`` of a target's url, headers or body that the workers will refuse to resolve
+    (FNBENCH_ALLOWED_ENV here, default FNBENCH_SECRET_*; never fnbench's own or AWS's), with its YAML path.
+    The worker checks again with its own setting: it is the trust boundary."""
+    patterns = platforms.allowed_env_patterns()
+    problems: list[str] = []
+    for i, t in enumerate(b.targets):
+        fields = [("url", t.url), *((f"headers.{k}", v) for k, v in t.headers.items()), ("body", t.body_text())]
+        for field, value in fields:
+            for name in dict.fromkeys(platforms.env_references(value)):
+                refusal = platforms.env_refusal(name, patterns)
+                if refusal is not None:
+                    problems.append(f"targets[{i}].{field}: {refusal}")
+    return problems
 
 
 def parse_span(text: str, option: str) -> float:

@@ -10,9 +10,10 @@ import orjson
 import redis
 
 from orchestrator.errors import InputError, SetupError
+from orchestrator.run.result import BadRecords
 from orchestrator.run.rollup import Rollup
-from workers import keys
-from workers.contract import Interval, Shard
+from workers import keys, recorder
+from workers.contract import Interval, SchemaError, Shard
 
 WORKER_STALE_S = 6.0  # a registered worker not seen for this long is offline
 
@@ -28,6 +29,7 @@ def _redacted(url: str) -> str:
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.bad = BadRecords()  # stream entries and rollups that were not readable records
         # redis-py types every reply as sync | awaitable; this client is sync.
         self.r: Any = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=3.0)
         try:
@@ -150,8 +152,26 @@ class Store:
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 after = entry_id.decode()
-                out.append(Interval.from_json(fields[b"iv"]))
+                iv = self._interval(after, fields, count_bad=True)
+                if iv is not None:
+                    out.append(iv)
         return out, after
+
+    def _interval(self, entry_id: str, fields: dict[bytes, bytes], count_bad: bool) -> Interval | None:
+        """The entry's interval, checked (recorder.read_interval); None, counted in ``bad``, when it is
+        not one: anyone who can write the stream could have put anything there."""
+        try:
+            raw = fields[b"iv"]
+        except (KeyError, TypeError):
+            if count_bad:
+                self.bad.add(f"stream entry {entry_id}: no 'iv' field")
+            return None
+        try:
+            return recorder.read_interval(raw)
+        except SchemaError as exc:
+            if count_bad:
+                self.bad.add(f"stream entry {entry_id}: {exc}")
+            return None
 
     def all_intervals(self, run_id: str) -> Iterator[Interval]:
         after = "0-0"
@@ -178,12 +198,22 @@ class Store:
     def stream_before(self, run_id: str, before_id: str, count: int) -> list[tuple[str, Interval]]:
         """Stream entries with ids below ``before_id`` (oldest first, at most ``count``)."""
         entries = self.r.xrange(keys.intervals(run_id), "-", f"({before_id}", count=count)
-        return [(entry_id.decode(), Interval.from_json(fields[b"iv"])) for entry_id, fields in entries]
+        out = []
+        for entry_id, fields in entries:  # the follower read (and counted) these before: bad ones are skipped
+            iv = self._interval(entry_id.decode(), fields, count_bad=False)
+            if iv is not None:
+                out.append((entry_id.decode(), iv))
+        return out
 
     def rollups(self, run_id: str) -> dict[tuple[str, int], Rollup]:
         out = {}
-        for raw in self.r.hvals(keys.rollups(run_id)):
-            r = Rollup.from_json(raw)
+        for field, raw in self.r.hgetall(keys.rollups(run_id)).items():
+            try:
+                r = Rollup.from_json(raw)
+                recorder.check_interval(r.interval)
+            except SchemaError as exc:
+                self.bad.add(f"rollup {field.decode(errors='replace')}: {exc}")
+                continue
             out[r.key] = r
         return out
 

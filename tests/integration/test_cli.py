@@ -127,15 +127,48 @@ def test_failed_slo_exits_1(fault_server, tmp_path):
 
 
 @pytest.mark.integration
+def test_a_reference_to_a_worker_variable_is_refused_before_any_load(fault_server, tmp_path):
+    """${env:FNBENCH_TASK_KEY} (or AWS's keys) would send the worker's secret to the target: validate and
+    run refuse it with its YAML path and exit 2, even when FNBENCH_ALLOWED_ENV is '*'; nothing is sent."""
+    route = "/envleak-cli"
+    spec = write_spec(tmp_path, fault_server.url(route + "-${env:FNBENCH_TASK_KEY}"), duration="1s")
+    spec.write_text(spec.read_text().replace("timeout: 2s", "timeout: 2s, headers: {X-K: '${env:AWS_SECRET_ACCESS_KEY}'}"))
+    env = {**os.environ, "FNBENCH_TASK_KEY": "the-task-key-0123456789", "AWS_SECRET_ACCESS_KEY": "aws-secret-0123",
+           "FNBENCH_ALLOWED_ENV": "*"}
+    for command in (["validate", str(spec)],
+                    ["run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1"]):
+        r = fnbench(*command, env=env)
+        assert r.returncode == 2, r.stderr
+        assert "targets[0].url" in r.stderr and "targets[0].headers.X-K" in r.stderr and "never resolved" in r.stderr
+        assert "the-task-key-0123456789" not in r.stderr + r.stdout and "aws-secret-0123" not in r.stderr + r.stdout
+    assert not any(path.startswith(route) for path in fault_server.hits)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+@pytest.mark.integration
+def test_an_allowed_secret_reference_is_sent(fault_server, tmp_path):
+    """FNBENCH_SECRET_* (the default) and what FNBENCH_ALLOWED_ENV adds are resolved on the worker."""
+    spec = write_spec(tmp_path, fault_server.url("/envok-${env:FNBENCH_SECRET_T}-${env:MY_T}"), duration="1s", rps=20)
+    env = {**os.environ, "FNBENCH_SECRET_T": "s1", "MY_T": "m2"}
+    r = fnbench("run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1", env=env)
+    assert r.returncode == 2 and "MY_T" in r.stderr and "not allowed" in r.stderr, r.stderr
+    assert fault_server.hits["/envok-s1-m2"] == 0
+    r = fnbench("run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1",
+                env={**env, "FNBENCH_ALLOWED_ENV": "FNBENCH_SECRET_*,MY_*"})
+    assert r.returncode == 0, r.stderr
+    assert fault_server.hits["/envok-s1-m2"] > 0
+
+
+@pytest.mark.integration
 def test_unset_secret_reference_is_a_setup_error(fault_server, tmp_path):
     spec = write_spec(tmp_path, fault_server.url("/ok"), duration="1s")
-    spec.write_text(spec.read_text().replace("timeout: 2s", "timeout: 2s, headers: {Authorization: '${env:FNBENCH_TEST_UNSET}'}"))
-    env = {k: v for k, v in os.environ.items() if k != "FNBENCH_TEST_UNSET"}
+    spec.write_text(spec.read_text().replace("timeout: 2s", "timeout: 2s, headers: {Authorization: '${env:FNBENCH_SECRET_TEST_UNSET}'}"))
+    env = {k: v for k, v in os.environ.items() if k != "FNBENCH_SECRET_TEST_UNSET"}
     r = fnbench("run", str(spec), "--results", str(tmp_path / "r"), "--metrics-port", "0", "--workers", "1", env=env)
     assert r.returncode == 2
-    assert "FNBENCH_TEST_UNSET" in r.stderr and "headers.Authorization" in r.stderr
+    assert "FNBENCH_SECRET_TEST_UNSET" in r.stderr and "headers.Authorization" in r.stderr
     # Once, rendered (no literal markup), and no empty result table.
-    assert r.stderr.count("FNBENCH_TEST_UNSET") == 1 and "[red]" not in r.stderr
+    assert r.stderr.count("FNBENCH_SECRET_TEST_UNSET") == 1 and "[red]" not in r.stderr
 
 
 @pytest.mark.integration

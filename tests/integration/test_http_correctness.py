@@ -216,18 +216,18 @@ def test_encoder_refuses_what_validation_refuses_and_resolved_secrets(monkeypatc
         encode_request(target("http://127.0.0.1:1/a b"))
     # A reference passes validation; what it resolves to on the worker is checked again, and
     # the error does not print the secret.
-    monkeypatch.setenv("FNBENCH_TEST_SECRET", "s3cret\r\nX-Injected: 1")
+    monkeypatch.setenv("FNBENCH_SECRET_TEST", "s3cret\r\nX-Injected: 1")
     with pytest.raises(SetupError, match=r"target 't'\.headers\.X-Secret: ") as info:
-        encode_request(target("http://127.0.0.1:1/", headers=(("X-Secret", "${env:FNBENCH_TEST_SECRET}"),)))
+        encode_request(target("http://127.0.0.1:1/", headers=(("X-Secret", "${env:FNBENCH_SECRET_TEST}"),)))
     assert "s3cret" not in str(info.value)
-    monkeypatch.setenv("FNBENCH_TEST_PORT", "99999")
+    monkeypatch.setenv("FNBENCH_SECRET_TEST_PORT", "99999")
     with pytest.raises(SetupError, match=r"target 't'\.url: the port"):
-        encode_request(target("http://127.0.0.1:${env:FNBENCH_TEST_PORT}/"))
+        encode_request(target("http://127.0.0.1:${env:FNBENCH_SECRET_TEST_PORT}/"))
 
 
 @pytest.mark.integration
 def test_the_server_receives_exactly_the_request_asked_for(monkeypatch):
-    monkeypatch.setenv("FNBENCH_TEST_SECRET", "Bearer s3cret")
+    monkeypatch.setenv("FNBENCH_SECRET_TEST", "Bearer s3cret")
     seen: list[bytes] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -238,7 +238,7 @@ def test_the_server_receives_exactly_the_request_asked_for(monkeypatch):
     async def main() -> None:
         async with serving(handler) as port:
             t = target(f"http://127.0.0.1:{port}/caf\u00e9?q=\u00fc", headers=(
-                ("X-Foo", "a\tb"), ("Authorization", "${env:FNBENCH_TEST_SECRET}")))
+                ("X-Foo", "a\tb"), ("Authorization", "${env:FNBENCH_SECRET_TEST}")))
             async with invoker(t) as inv:
                 assert await one(inv) == Outcome.ok
 

@@ -402,3 +402,48 @@ def test_one_hour_of_16_groups_with_many_errors_stays_under_2_mb(tmp_path):
     assert size <= 2_000_000, f"{size} bytes"
     # Many more requests (and errors) do not make it bigger: the size follows intervals and targets only.
     assert "errors by outcome" in page.read_text()
+
+
+HOSTILE = "x<!--<script>y</script>z\u2028&amp;"
+
+
+@pytest.mark.integration
+def test_markup_in_names_and_errors_from_the_intervals_leaves_every_chart_drawn(browser, tmp_path):
+    """``<!--<script>`` in a string of the inline JSON once put the parser in a script-data state that
+    swallowed the rest of the page: no chart was drawn.  Names from the intervals and error texts now
+    carry no ``<``, ``>``, ``&`` or U+2028 into the script element (issue 20, item 9)."""
+    from orchestrator.run.collect import Collector
+
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    rng = random.Random(3)
+    h = recorder.new_histogram()
+    recorder.fill(h, [int(rng.lognormvariate(8.5, 0.5)) for _ in range(500)])
+    enc = recorder.encode(h)
+    collector = Collector("hostile")
+    with open(folder / "intervals.jsonl", "wb") as f:
+        for t, name in enumerate(("plain", HOSTILE)):
+            for seq in range(6):
+                iv = Interval(run_id="hostile", shard_id=f"s{t}", attempt=0, seq=seq, region="local", target=name,
+                              runtime="rust", phase="warm", t0=1_700_000_000.0 + seq, t1=1_700_000_001.0 + seq,
+                              intended=100, sent=100, completed=100, outcomes={"ok": 95, "http_5xx": 5},
+                              response_us=enc, service_us=enc, send_lag_us=enc, workload="echo")
+                f.write(iv.to_json() + b"\n")
+                collector.add(iv)
+    result = collector.result(errors=(f"worker says {HOSTILE}",), name=f"run {HOSTILE}")
+    (folder / "result.json").write_bytes(result.to_json())
+    out = tmp_path / "hostile.html"
+    r = fnbench("report", str(folder), "--html", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr  # its errors[] makes exit 2
+    text = out.read_text()
+    data = text.split('<script type="application/json" id="fnbench-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in data and ">" not in data and "&" not in data and "\u2028" not in data
+    browser.open(out.as_uri())
+    assert browser.problems() == []
+    drawn = browser.eval(DRAWN)
+    assert {"dist-warm", "time-0", "time-1", "throughput", "errors"} <= set(drawn), sorted(drawn)
+    for cid, d in drawn.items():
+        assert d["points"] > 1 and max(d["counts"]) > 0, (cid, d)
+    labels = {label for d in drawn.values() for label in d["labels"]}
+    assert any(HOSTILE in label for label in labels), labels  # the name is shown as it is, not mangled
+    assert browser.eval("document.querySelectorAll('script').length") == 3  # no element was injected

@@ -37,7 +37,7 @@ PERIOD_S = 6.0
 class Webhook:
     """A loopback HTTP server that keeps every JSON body POSTed to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200) -> None:
         received: list[dict] = []
         self.received = received
 
@@ -45,7 +45,7 @@ class Webhook:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 received.append(json.loads(body))
-                self.send_response(200)
+                self.send_response(status)
                 self.end_headers()
                 self.wfile.write(b"ok")
 
@@ -282,6 +282,45 @@ def test_history_retention_removes_old_entries_and_keys(redis_server, tmp_path):
     assert kept == ["f-2", "f-3"] and (tmp_path / "results" / "f-0").is_dir()  # the entry goes, never the run
 
 
+@pytest.mark.parametrize("name", ["runs", "index", "name", "layout"])
+def test_a_spec_named_like_an_index_key_records_history(env, redis_server, name):
+    """User names live in their own key namespace: a spec named ``runs`` once hit the run index's hash
+    (WRONGTYPE, a traceback in `fnbench history runs`)."""
+    r = redis_server.client()
+    store = history.RedisHistory(r)
+    rng = np.random.default_rng(8)
+    now = time.time()
+    for i in range(2):
+        store.add(_planted(name, f"{name}-{i}", now - 60 + i, synthetic_run(rng, 2, 50)), history.Retention())
+    store.add(_planted("other", "other-0", now, synthetic_run(rng, 2, 50)), history.Retention())
+    shown = fnbench(env, "history", name, "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert [run["run_id"] for run in json.loads(shown.stdout)["runs"]] == [f"{name}-1", f"{name}-0"]
+    assert fnbench(env, "history", "other", "--json").returncode == 0
+    assert store.find(f"{name}-0")["name"] == name and store.find("other-0")["name"] == "other"
+    assert r.type(keys.HISTORY_RUNS) == b"hash" and r.type(keys.history(name)) == b"zset"
+
+
+def test_history_of_the_earlier_key_layout_stays_readable(env, redis_server):
+    """Entries recorded before layout 2 (fnbench:history:<name>, fnbench:history:runs) are moved once, TTLs kept."""
+    r = redis_server.client()
+    rng = np.random.default_rng(9)
+    now = time.time()
+    for i in range(3):
+        entry = _planted("legacy", f"legacy-{i}", now - 60 + i, synthetic_run(rng, 2, 50))
+        r.sadd(keys.HISTORY_NAMES, "legacy")
+        r.zadd("fnbench:history:legacy", {entry["run_id"]: entry["start"]})
+        r.set(f"fnbench:history:legacy:{entry['run_id']}", orjson.dumps(entry), ex=3600)
+        r.hset("fnbench:history:runs", entry["run_id"], "legacy")
+    shown = fnbench(env, "history", "legacy", "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert [run["run_id"] for run in json.loads(shown.stdout)["runs"]] == ["legacy-2", "legacy-1", "legacy-0"]
+    store = history.RedisHistory(r)
+    assert store.find("legacy-1")["run_id"] == "legacy-1"
+    assert 0 < r.ttl(keys.history_entry("legacy", "legacy-0")) <= 3600
+    assert not r.exists("fnbench:history:legacy", "fnbench:history:runs", "fnbench:history:legacy:legacy-0")
+
+
 def test_planted_regression_fails_check_and_reaches_the_webhook(env, redis_server, webhook):
     r = redis_server.client()
     store = history.RedisHistory(r)
@@ -307,6 +346,32 @@ def test_planted_regression_fails_check_and_reaches_the_webhook(env, redis_serve
     assert compared.returncode == 0, compared.stderr
     p99 = next(c for c in json.loads(compared.stdout) if c["metric"] == "p99")
     assert p99["verdict"] == "higher" and 0.2 < p99["ci_low"] < 0.4 < p99["ci_high"] < 0.7
+
+
+def test_a_failing_webhook_is_reported_without_its_token(env, redis_server):
+    """The webhook URL's path and query hold its token (Slack, Teams): a failure names only scheme://host:port/…"""
+    r = redis_server.client()
+    store = history.RedisHistory(r)
+    rng = np.random.default_rng(7)
+    now = time.time()
+    for i in range(6):
+        store.add(_planted("svc2", f"ok-{i}", now - 600 + 60 * i, synthetic_run(rng, 12, 1500)), history.Retention())
+    store.add(_planted("svc2", "slow-1", now, synthetic_run(rng, 12, 1500, scale=1.4)), history.Retention())
+    token = "T0KEN-" + secrets.token_hex(8)
+    failing = Webhook(status=500)
+    try:
+        port = failing.server.server_address[1]
+        for url, host in ((f"http://127.0.0.1:{port}/services/{token}?key={token}q", f"http://127.0.0.1:{port}/…"),
+                          (f"http://u:{token}@127.0.0.1:{closed_port()}/hooks/{token}", "http://127.0.0.1:")):
+            out = fnbench({**env, "FNBENCH_WEBHOOK_URL": url}, "history", "svc2", "--check", "--notify")
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert "warning: regression webhook failed" in out.stderr and host in out.stderr, out.stderr
+            assert token not in out.stdout + out.stderr, out.stderr
+        assert failing.received  # the 500 server was reached: its failure is the one reported
+    finally:
+        failing.close()
+    assert history.redact_url("https://hooks.slack.com/services/T/B/x?y=1") == "https://hooks.slack.com/…"
+    assert history.redact_url("https://[::1]:8443/a/b") == "https://[::1]:8443/…"
 
 
 # -- SLOs with abort_on_fail (evaluated centrally, during the run) ----------------------------------------

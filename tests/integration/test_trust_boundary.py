@@ -204,6 +204,38 @@ def test_the_broker_url_can_come_from_a_file_and_is_not_printed(cluster, tmp_pat
     assert "--broker-file" in cluster.fnbench("worker", "--help").stdout
 
 
+def test_a_signed_shard_reading_the_workers_own_variables_is_refused(cluster, fault_server):
+    """A correctly signed shard whose URL or headers name ${env:FNBENCH_TASK_KEY} / ${env:FNBENCH_BROKER}:
+    the worker (the trust boundary) refuses it; the secret never reaches the target."""
+    key = cluster.task_key.encode()
+    store = Store(cluster.broker)
+    store.create_run("envleak-1", {"name": "envleak", "state": "running"}, [])
+    app = forger(cluster)
+    url = http_target(fault_server.url("/envleak-${env:FNBENCH_TASK_KEY}"))
+    header = Target(name="t", runtime="rust", platform="http", url=fault_server.url("/envleak-header"), method="GET",
+                    timeout_s=1.0, headers=(("Authorization", "${env:FNBENCH_BROKER}"),))
+    try:
+        push(app, auth.sign(shard("envleak-1", url), key))
+        second = shard("envleak-1", header)
+        second["shard_id"] = "s1"
+        push(app, auth.sign(second, key))
+    finally:
+        app.close()
+    client = cluster.redis.client()
+
+    def settled() -> dict | None:
+        claims = {k.decode(): orjson.loads(v) for k, v in client.hgetall(keys.claims("envleak-1")).items()}
+        return claims if len(claims) == 2 and all(c["state"] in ("refused", "failed", "done") for c in claims.values()) else None
+
+    claims = wait_for(settled, 30, "both shards settled")
+    time.sleep(1.5)  # past both windows
+    assert all(c["state"] in ("refused", "failed") and "never resolved" in c.get("error", "") for c in claims.values()), claims
+    assert not any(path.startswith("/envleak") for path in fault_server.hits), fault_server.hits
+    assert client.xlen(keys.intervals("envleak-1")) == 0
+    log = cluster.workers[0].log.read_text()
+    assert cluster.task_key not in log and cluster.broker not in str(claims)
+
+
 def test_a_signed_task_of_a_run_that_ended_or_that_the_store_does_not_know_is_not_run(cluster, fault_server):
     """A run ends once: a late redelivery adds neither load nor data; nor does a task of an unknown run."""
     key = cluster.task_key.encode()

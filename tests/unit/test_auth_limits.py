@@ -156,10 +156,10 @@ def test_allow_list_entries(entries, url, ok, monkeypatch):
 
 def test_env_references_are_resolved_before_the_check(monkeypatch):
     monkeypatch.delenv(limits.ALLOWED_ENV, raising=False)
-    monkeypatch.setenv("FNB_T_HOST", "10.0.0.9")
-    assert limits.target_refusals("http://${env:FNB_T_HOST}/", "http")
-    monkeypatch.setenv("FNB_T_HOST", "127.0.0.1")
-    assert limits.target_refusals("http://${env:FNB_T_HOST}/", "http") == []
+    monkeypatch.setenv("FNBENCH_SECRET_T_HOST", "10.0.0.9")
+    assert limits.target_refusals("http://${env:FNBENCH_SECRET_T_HOST}/", "http")
+    monkeypatch.setenv("FNBENCH_SECRET_T_HOST", "127.0.0.1")
+    assert limits.target_refusals("http://${env:FNBENCH_SECRET_T_HOST}/", "http") == []
 
 
 def test_rate_and_in_flight_caps(monkeypatch):

@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -216,11 +217,49 @@ def counters_of(invoker: object) -> dict[str, float]:
     return invoker.counters() if isinstance(invoker, Counts) else {}
 
 
+ALLOWED_ENV_NAMES = "FNBENCH_ALLOWED_ENV"  # comma-separated fnmatch patterns of names a spec may read
+DEFAULT_ALLOWED_ENV_NAMES = ("FNBENCH_SECRET_*",)
+# Never resolvable, whatever FNBENCH_ALLOWED_ENV says: fnbench's own settings (the task key, the broker
+# URL with its password, …) and every AWS_* variable (the worker's AWS credentials and their sources).
+NEVER_RESOLVED = ("FNBENCH_*", "AWS_*")
+NEVER_EXCEPT = ("FNBENCH_SECRET_*",)  # the documented prefix for secrets meant for specs
+
+
+def allowed_env_patterns() -> list[str]:
+    """The operator's FNBENCH_ALLOWED_ENV patterns (default: ``FNBENCH_SECRET_*``)."""
+    raw = os.environ.get(ALLOWED_ENV_NAMES)
+    if raw is None or not raw.strip():
+        return list(DEFAULT_ALLOWED_ENV_NAMES)
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def env_refusal(name: str, patterns: list[str] | None = None) -> str | None:
+    """Why ``${env:NAME}`` may not be resolved on this machine (None: it may)."""
+    if any(fnmatchcase(name, p) for p in NEVER_RESOLVED) and not any(fnmatchcase(name, p) for p in NEVER_EXCEPT):
+        return (f"${{env:{name}}} is never resolved: fnbench's own (FNBENCH_*) and AWS_* variables stay on the "
+                "worker; put the secret in a FNBENCH_SECRET_* variable instead")
+    patterns = allowed_env_patterns() if patterns is None else patterns
+    if not any(fnmatchcase(name, p) for p in patterns):
+        return (f"${{env:{name}}} is not allowed: {ALLOWED_ENV_NAMES} is {','.join(patterns)}; name the secret "
+                f"FNBENCH_SECRET_…, or add {name} to {ALLOWED_ENV_NAMES} on every worker (and where you validate the spec)")
+    return None
+
+
+def env_references(value: str) -> list[str]:
+    """The NAMEs of every ``${env:NAME}`` in ``value``."""
+    return _ENV_REF.findall(value)
+
+
 def resolve_env(value: str, where: str) -> str:
-    """Replace ``${env:NAME}`` with the worker's environment; a missing name is a SetupError."""
+    """Replace ``${env:NAME}`` with the worker's environment: only names FNBENCH_ALLOWED_ENV allows
+    (never fnbench's own or AWS's); a refused or missing name is a SetupError."""
+    patterns = allowed_env_patterns()
 
     def repl(m: re.Match[str]) -> str:
         name = m.group(1)
+        refusal = env_refusal(name, patterns)
+        if refusal is not None:
+            raise SetupError(f"{where}: {refusal}")
         if name not in os.environ:
             raise SetupError(f"{where}: environment variable {name} is not set on this worker")
         return os.environ[name]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from orchestrator.run.plan import Plan
-from orchestrator.run.result import Gap
+from orchestrator.run.result import BadRecords, Gap
 from orchestrator.run.rollup import Rollup
 from workers.contract import Interval
 
@@ -24,6 +24,11 @@ OnInterval = Callable[[Interval], None]
 
 class Dispatcher(Protocol):
     start_at: float  # epoch seconds the run's profile begins (set by start)
+
+    @property
+    def bad(self) -> BadRecords:
+        """Records it received and could not read (counted in the result, never fatal)."""
+        ...
 
     def parts(self, regions: list[str], targets: int) -> int:
         """Shards per group the rate is split over (worker processes available per target)."""

@@ -27,7 +27,7 @@ from celery import Celery
 
 from orchestrator.errors import SetupError
 from orchestrator.run.plan import Plan
-from orchestrator.run.result import Gap, RegionStart
+from orchestrator.run.result import BadRecords, Gap, RegionStart
 from orchestrator.run.rollup import Rollup, fold
 from orchestrator.run.store import Store
 from workers import auth, keys
@@ -188,6 +188,11 @@ class CeleryDispatcher:
         for r in self.rollups.values():
             self._seen(r.interval)
         return meta
+
+    @property
+    def bad(self) -> BadRecords:
+        """Stream entries and rollups of the run that were not readable records."""
+        return self.store.bad
 
     def backlog(self) -> list[Rollup]:
         """The run's compacted intervals: for the collector before the first poll."""

@@ -20,9 +20,10 @@ from typing import Any
 
 from orchestrator.errors import SetupError
 from orchestrator.run.plan import Plan
-from orchestrator.run.result import Gap
+from orchestrator.run.result import BadRecords, Gap
 from orchestrator.run.rollup import Rollup
-from workers.contract import Interval, Shard
+from workers import recorder
+from workers.contract import Interval, SchemaError, Shard
 from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent
 
@@ -74,6 +75,7 @@ class LocalPool:
             for i, inbox in enumerate(self.inboxes)
         ]
         self.errors: list[str] = []
+        self.bad = BadRecords()
 
     def start(self) -> None:
         for p in self.procs:
@@ -132,7 +134,12 @@ class LocalPool:
             self.errors.append(raw[1:].decode())
             self.stop_event.set()
             return
-        on_interval(Interval.from_json(raw))
+        try:
+            iv = recorder.read_interval(raw)
+        except SchemaError as exc:
+            self.bad.add(f"from a worker process: {exc}")
+            return
+        on_interval(iv)
 
     def join(self, timeout: float = 5.0) -> None:
         for p in self.procs:
@@ -162,6 +169,10 @@ class LocalDispatcher:
         self.pool: LocalPool | None = None
         self.shard_count = 0
         self.processes = 0
+
+    @property
+    def bad(self) -> BadRecords:
+        return self.pool.bad if self.pool is not None else BadRecords()
 
     def parts(self, regions: list[str], targets: int) -> int:
         return self.workers
