@@ -97,7 +97,7 @@ def test_each_crafted_record_is_a_schema_error_and_leaves_decoding_intact(name):
         assert not any(counts), name
     good = recorder.read_interval(orjson.dumps(record()))
     c = Collector("r")
-    assert c.add(good)
+    assert c.take(good)
     assert c.result().groups[0].response_ms.max == 0.3
 
 
@@ -105,10 +105,10 @@ def test_the_collector_counts_an_undecodable_interval_and_keeps_the_rest():
     from workers.contract import Interval
 
     c = Collector("r")
-    assert c.add(Interval.from_dict(record(seq=0)))
+    assert c.take(Interval.from_dict(record(seq=0)))
     bad = Interval.from_dict(record(seq=1, service_us=crafted_histogram(_leb(_zz(-(COUNTS + 5))) + _leb(_zz(3)))))
-    assert not c.add(bad)  # the group is left as it was: nothing of it is counted
-    assert c.add(Interval.from_dict(record(seq=2)))
+    assert not c.take(bad)  # the group is left as it was: nothing of it is counted
+    assert c.take(Interval.from_dict(record(seq=2)))
     result = c.result()
     assert result.bad_records == 1 and "Interval" not in result.bad_record_reasons[0] or "seq 1" in result.bad_record_reasons[0]
     g = result.groups[0]
