@@ -327,9 +327,20 @@ class Collector:
         self.interval_gaps: list[Gap] = []
         self.duplicates = 0
         self.covered: dict[tuple[str, int], int] = {}  # (shard, attempt) → highest seq a rollup brought
+        # One attempt is one execution: (shard, attempt) → when its pacing loop began, and the intervals
+        # dropped because another execution of the same attempt (a replayed task) sent them.
+        self.started: dict[tuple[str, int], float] = {}
+        self.reruns: dict[tuple[str, int], int] = {}
 
     def add(self, iv: Interval) -> bool:
-        """Add one interval; False when it is a duplicate of one already counted."""
+        """Add one interval; False when it is a duplicate of one already counted, or comes from a second
+        execution of the same shard attempt (counted in ``reruns`` and reported by ``problems()``)."""
+        if iv.started > 0:
+            first = self.started.setdefault((iv.shard_id, iv.attempt), iv.started)
+            if first != iv.started:
+                self.reruns[(iv.shard_id, iv.attempt)] = self.reruns.get((iv.shard_id, iv.attempt), 0) + 1
+                self.duplicates += 1
+                return False
         if iv.key in self.seen or iv.seq <= self.covered.get((iv.shard_id, iv.attempt), -1):
             self.duplicates += 1
             return False
@@ -342,6 +353,8 @@ class Collector:
         if rollup.key in self.covered:
             return False
         self.covered[rollup.key] = rollup.upto
+        if rollup.interval.started > 0:
+            self.started.setdefault(rollup.key, rollup.interval.started)
         return self._add(rollup.interval, rollup.series)
 
     def _add(self, iv: Interval, series: dict[int, list[int]] | None) -> bool:
@@ -359,6 +372,11 @@ class Collector:
             state = self.groups[key] = GroupState()
         state.add(iv, series)
         return True
+
+    def problems(self) -> list[str]:
+        """What the intervals say went wrong outside the measurements (for the result's errors)."""
+        return [f"shard {sid}#{attempt} was executed more than once (a replayed task?): {n} interval(s) of "
+                f"the other execution dropped, not counted" for (sid, attempt), n in sorted(self.reruns.items())]
 
     def add_all(self, intervals: Iterable[Interval]) -> None:
         for iv in intervals:
