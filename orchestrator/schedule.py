@@ -24,6 +24,7 @@ fires at its first occurrence only, so no run is skipped or doubled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -337,8 +338,15 @@ def check_redis(r: Any) -> None:
                          "set `maxmemory-policy noeviction` (or a volatile-* policy) on this Redis")
 
 
+# A run's outcome, written by the scheduler after each firing: kept apart from the signed record (its own
+# hash field), never used to decide whether or what to run.
+BOOKKEEPING = ("runs", "last_run", "last_started", "last_exit", "last_verdict", "last_due")
+
+
 def _canonical(rec: dict[str, Any]) -> bytes:
-    signed = {k: rec.get(k) for k in ("name", "spec", "recurrence", "local", "workers", "retention_s")}
+    # The whole record (paused and version included) but its signature and bookkeeping: a field added
+    # later is signed without anyone remembering to.
+    signed = {k: v for k, v in rec.items() if k != "sig" and k not in BOOKKEEPING}
     return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS)
 
 
@@ -347,7 +355,70 @@ def sign(rec: dict[str, Any], key: bytes) -> str:
 
 
 def verified(rec: dict[str, Any], key: bytes) -> bool:
-    return hmac.compare_digest(sign(rec, key).encode(), str(rec.get("sig", "")).encode())
+    return isinstance(rec.get("version"), int) and \
+        hmac.compare_digest(sign(rec, key).encode(), str(rec.get("sig", "")).encode("utf-8", "replace"))
+
+
+def _firing_sig(name: str, fire: str, due: float, key: bytes) -> str:
+    body = orjson.dumps({"name": name, "fire": fire, "due": due}, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, b"fnbench-firing-v1\n" + body, hashlib.sha256).hexdigest()
+
+
+def _next_version(*previous: int) -> int:
+    """Above every earlier version, and never below the clock (milliseconds): a schedule made again after
+    its Redis was reset is newer than anything a scheduler remembers of the old one."""
+    return max(max(previous, default=0) + 1, int(time.time() * 1000))
+
+
+def versions_file(broker: str) -> Path:
+    """Where `fnbench scheduler` keeps the versions it has seen: private, one file per Redis database."""
+    from urllib.parse import urlsplit
+
+    from workers import once
+
+    u = urlsplit(broker)
+    where = f"{u.hostname}:{u.port}{u.path}"  # never the password
+    return once.prepare().parent / f"schedule-versions-{hashlib.sha256(where.encode()).hexdigest()[:16]}.json"
+
+
+class Versions:
+    """The newest version of each schedule this scheduler has verified, and the removals it has seen:
+    in memory and in a private file on its host (``FNBENCH_STATE_DIR``), so an older signed record
+    written back into Redis (a paused schedule resumed, a removed one revived) is refused."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.seen: dict[str, int] = {}
+        self.lock = threading.Lock()
+        if path is not None:
+            try:
+                data = orjson.loads(path.read_bytes())
+                self.seen = {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
+            except (OSError, orjson.JSONDecodeError, AttributeError, ValueError):
+                self.seen = {}
+
+    def observe(self, name: str, version: int) -> bool:
+        """Note ``version`` of ``name``; False when a newer one was seen (a rollback)."""
+        with self.lock:
+            known = self.seen.get(name, 0)
+            if version < known:
+                return False
+            if version > known:
+                self.seen[name] = version
+                self._save()
+            return True
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps(self.seen))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot save the schedule versions seen to %s: %s", self.path, exc)
 
 
 class Schedules:
@@ -378,16 +449,48 @@ class Schedules:
         return f"{keys.REDBEAT_PREFIX}{name}"
 
     def get(self, name: str) -> dict[str, Any]:
-        raw = self.r.hget(keys.schedule(name), "record")
+        """The record as stored (signed fields) with its bookkeeping; InputError when there is none."""
+        raw, last = self.r.hmget(keys.schedule(name), ["record", "last"])
         if not raw:
             raise InputError(f"no schedule named {name!r} (see `fnbench schedule list`)")
-        return dict(orjson.loads(raw))
+        try:
+            rec = orjson.loads(raw)
+            extra = orjson.loads(last) if last else {}
+        except orjson.JSONDecodeError:
+            raise InputError(f"schedule {name!r}: its record in Redis is not JSON") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"schedule {name!r}: its record in Redis is not a record")
+        out: dict[str, Any] = {"runs": 0, "last_run": None, "last_verdict": None}
+        for source in (rec, extra if isinstance(extra, dict) else {}):  # a record of the form before held them
+            out.update({k: v for k, v in source.items() if k in BOOKKEEPING})
+        return {**{k: v for k, v in rec.items() if k not in BOOKKEEPING}, **out}
+
+    def signed_record(self, name: str) -> dict[str, Any]:
+        """The signed fields of the record (what its signature covers, and the signature)."""
+        return {k: v for k, v in self.get(name).items() if k not in BOOKKEEPING}
+
+    def tombstone(self, name: str) -> dict[str, Any] | None:
+        """The verified record of the schedule's removal, or None."""
+        raw = self.r.hget(keys.SCHEDULES_REMOVED, name)
+        try:
+            stone = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(stone, dict) and stone.get("removed") is True and stone.get("name") == name \
+                and verified(stone, self.key):
+            return stone
+        return None
 
     def _put(self, rec: dict[str, Any]) -> None:
+        """Store the record signed, with a version above every one of this name (removals included)."""
+        rec = {k: v for k, v in rec.items() if k not in BOOKKEEPING and k != "sig"}
+        stone = self.tombstone(rec["name"])
+        rec["version"] = _next_version(int(rec.get("version") or 0), int(stone["version"]) if stone else 0)
         rec["sig"] = sign(rec, self.key)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(keys.schedule(rec["name"]), "record", orjson.dumps(rec))
         pipe.sadd(keys.SCHEDULES, rec["name"])
+        pipe.hdel(keys.SCHEDULES_REMOVED, rec["name"])
         pipe.execute()
 
     def add(self, name: str, spec_path: Path, cron: str | None = None, every: str | None = None,
@@ -405,8 +508,7 @@ class Schedules:
             raise InputError(f"a schedule named {name!r} exists; `fnbench schedule update {name}` changes it")
         rec = {"name": name, "spec": text, "spec_path": str(spec_path.resolve()), "spec_name": b.name,
                "git": git_describe(spec_path), "recurrence": recurrence.to_dict(), "local": local,
-               "workers": workers, "retention_s": retention_s, "created": time.time(), "paused": False,
-               "runs": 0, "last_run": None, "last_verdict": None}
+               "workers": workers, "retention_s": retention_s, "created": time.time(), "paused": False}
         self._put(rec)
         entry = self._entry(name, recurrence)
         entry.last_run_at = datetime.fromtimestamp(recurrence.anchor, UTC)
@@ -417,7 +519,7 @@ class Schedules:
                tz: str | None = None) -> dict[str, Any]:
         """Re-read the spec file (its text is stored again) and/or change the recurrence."""
 
-        rec = self.get(name)
+        rec = self.signed_record(name)
         path = spec_path or Path(rec["spec_path"])
         text = spec.read_text(path)
         b = session.runnable(text, str(path))
@@ -448,11 +550,12 @@ class Schedules:
         recurrence = Recurrence.from_dict(rec["recurrence"])
         last = self.last_run_at(name)
         due = None if rec.get("paused") else recurrence.next_after(max(last or 0.0, recurrence.anchor))
-        return {**rec, "next_due": due, "last_fired": last, "describe": recurrence.describe(),
-                "verified": verified(rec, self.key)}
+        stone = self.tombstone(name)
+        ok = verified(rec, self.key) and (stone is None or int(stone["version"]) < int(rec["version"]))
+        return {**rec, "next_due": due, "last_fired": last, "describe": recurrence.describe(), "verified": ok}
 
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
-        rec = self.get(name)
+        rec = self.signed_record(name)
         recurrence = Recurrence.from_dict(rec["recurrence"])
         rec["paused"] = paused
         self._put(rec)
@@ -463,29 +566,45 @@ class Schedules:
         return rec
 
     def remove(self, name: str) -> None:
-        rec = self.get(name)
+        """Delete the schedule, leaving a signed tombstone whose version is above every record of it: a
+        record written back later is refused by the schedulers (removal is final)."""
+        rec = self.signed_record(name)
+        version = int(rec.get("version") or 0) if verified(rec, self.key) else 0
+        stone = self.tombstone(name)
+        stone_rec: dict[str, Any] = {"name": name, "removed": True, "at": time.time(),
+                                     "version": _next_version(version, int(stone["version"]) if stone else 0)}
+        stone_rec["sig"] = sign(stone_rec, self.key)
         self._entry(name, Recurrence.from_dict(rec["recurrence"])).delete()
         pipe = self.r.pipeline(transaction=True)
+        pipe.hset(keys.SCHEDULES_REMOVED, name, orjson.dumps(stone_rec))
         pipe.delete(keys.schedule(name))
         pipe.srem(keys.SCHEDULES, name)
         pipe.execute()
 
     def run_now(self, name: str) -> str:
-        self.get(name)
-        fire = f"manual-{uuid.uuid4().hex[:12]}"
-        self.app.send_task(keys.SCHEDULED_TASK, (), {"name": name, "fire": fire, "due": time.time()},
+        """Queue one firing now; it is signed (only a holder of the task key can fire a schedule by hand)
+        and, like every firing, refused while the schedule is paused."""
+        rec = self.get(name)
+        if rec.get("paused"):
+            raise InputError(f"schedule {name!r} is paused; `fnbench schedule resume {name}` first")
+        fire, due = f"manual-{uuid.uuid4().hex[:12]}", round(time.time(), 3)
+        self.app.send_task(keys.SCHEDULED_TASK, (), {"name": name, "fire": fire, "due": due,
+                                                     "sig": _firing_sig(name, fire, due, self.key)},
                            queue=keys.SCHEDULED_QUEUE, expires=EXPIRES_S)
         return fire
 
     def note(self, name: str, **fields: Any) -> None:
-        """Record a run's outcome in the schedule (last run, verdict, count); not part of the signature."""
+        """Record a run's outcome (last run, verdict, count) in its own field, apart from the signed record."""
+        raw = self.r.hget(keys.schedule(name), "last")
         try:
-            rec = self.get(name)
-        except InputError:
-            return
-        rec.update(fields)
-        rec["runs"] = int(rec.get("runs") or 0) + (1 if "last_run" in fields else 0)
-        self.r.hset(keys.schedule(name), "record", orjson.dumps(rec))
+            last = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            last = {}
+        last = {k: v for k, v in (last if isinstance(last, dict) else {}).items() if k in BOOKKEEPING}
+        last.update({k: v for k, v in fields.items() if k in BOOKKEEPING})
+        last["runs"] = int(last.get("runs") or 0) + (1 if "last_run" in fields else 0)
+        if self.r.exists(keys.schedule(name)):
+            self.r.hset(keys.schedule(name), "last", orjson.dumps(last))
 
 
 def _period(rec: Recurrence) -> float:
@@ -514,26 +633,69 @@ class SchedulerConfig:
 _config: SchedulerConfig | None = None
 
 
-def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]:
+_versions: Versions | None = None
+_fired: dict[tuple[str, str], float] = {}  # firings this process claimed → when (bounded by EXPIRES_S)
+_fired_lock = threading.Lock()
+
+
+def _firing_refused(schedules: Schedules, name: str, fire: str, due: float | None,
+                    sig: str | None) -> tuple[str, str] | None:
+    """(state, why) when this firing must not run; None to run it.  Every firing is checked the same way,
+    by hand or by beat: a signed, current record that is not paused, not removed and not rolled back;
+    a beat firing only at a due time of that record's recurrence, a manual one only signed by a holder
+    of the task key; each within its expiry and once."""
+    now = time.time()
+    if not isinstance(due, (int, float)) or isinstance(due, bool) or not now - EXPIRES_S <= due <= now + 60.0:
+        return "refused", "the firing's due time is missing or outside its hour"
+    if fire.startswith("manual-") and (not isinstance(sig, str) or not hmac.compare_digest(
+            _firing_sig(name, fire, due, schedules.key).encode(), sig.encode("utf-8", "replace"))):
+        return "refused", "a manual firing not signed with the task key"
+    versions = _versions or Versions(None)
+    stone = schedules.tombstone(name)
+    if stone is not None:
+        versions.observe(name, int(stone["version"]))
+    try:
+        rec = schedules.signed_record(name)
+    except InputError:
+        return "gone", "the schedule was removed"
+    if not verified(rec, schedules.key):
+        return "refused", "the record's signature does not match the task key (altered, or written before records were versioned: `fnbench schedule update` signs it again)"
+    if stone is not None and int(stone["version"]) > rec["version"]:
+        return "refused", "the schedule was removed; its record was written back"
+    if not versions.observe(name, rec["version"]):
+        return "refused", "an older version of the record was written back (rolled back)"
+    if rec.get("paused"):
+        return "paused", "the schedule is paused"
+    if not fire.startswith("manual-"):
+        slot = Recurrence.from_dict(rec["recurrence"]).next_after(due - 0.001)
+        if abs(slot - due) > 0.002 or fire != f"{due:.3f}":
+            return "refused", "not a due time of the schedule's recurrence"
+    with _fired_lock:  # the claim below is Redis's; this one is the process's own
+        for k in [k for k, t in _fired.items() if t < now - 2 * EXPIRES_S]:
+            del _fired[k]
+        if (name, fire) in _fired:
+            return "duplicate", "this firing already ran here"
+        _fired[(name, fire)] = now
+    claim = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": now, "due": due})
+    if not schedules.r.set(keys.schedule_fire(name, fire), claim, nx=True, ex=FIRE_CLAIM_TTL_S):
+        return "duplicate", "the firing was already claimed; not running it twice"
+    return None
+
+
+def run_firing(name: str, fire: str, due: float | None = None, sig: str | None = None) -> dict[str, Any]:
     """Run one firing of a schedule headless, once: claim it, verify the record, run, record, check."""
     assert _config is not None, "run_firing runs inside `fnbench scheduler`"
     cfg = _config
     schedules = Schedules(cfg.broker)
-    claim = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "due": due})
-    if not schedules.r.set(keys.schedule_fire(name, fire), claim, nx=True, ex=FIRE_CLAIM_TTL_S):
-        log.warning("schedule %s: firing %s was already claimed; not running it twice", name, fire)
-        return {"state": "duplicate"}
-    try:
-        rec = schedules.get(name)
-    except InputError:
-        log.warning("schedule %s is gone; firing %s dropped", name, fire)
-        return {"state": "gone"}
-    if not verified(rec, schedules.key):
-        log.error("schedule %s: the record's signature does not match the task key; refusing to run it", name)
-        schedules.note(name, last_verdict="refused: bad signature")
-        return {"state": "refused"}
-    if rec.get("paused") and not fire.startswith("manual-"):
-        return {"state": "paused"}
+    refused = _firing_refused(schedules, name, fire, due, sig)
+    if refused:
+        state, why = refused
+        (log.warning if state in ("paused", "gone") else log.error)("schedule %s: firing %s not run: %s", name,
+                                                                    fire, why)
+        if state == "refused":
+            schedules.note(name, last_verdict=f"refused: {why}")
+        return {"state": state, "reason": why}
+    rec = schedules.get(name)
     b = session.runnable(rec["spec"], f"schedule {name}")  # the same check as `fnbench run` and `validate`
     console = Console(stderr=True, quiet=cfg.loglevel.upper() not in ("INFO", "DEBUG"))
     where = session.Placement(None if rec.get("local") else cfg.broker, rec.get("workers") or (1 if rec.get("local") else 0),
@@ -564,9 +726,10 @@ def run_firing(name: str, fire: str, due: float | None = None) -> dict[str, Any]
 
 def _register_task(app: Any) -> None:
     @app.task(name=keys.SCHEDULED_TASK)
-    def scheduled_run(name: str = "", fire: str = "", due: float | None = None, **_: Any) -> dict[str, Any]:
+    def scheduled_run(name: str = "", fire: str = "", due: float | None = None, sig: str | None = None,
+                      **_: Any) -> dict[str, Any]:
         try:
-            return run_firing(name, fire or f"{time.time():.3f}", due)
+            return run_firing(str(name), str(fire), due, sig)
         except Exception as exc:  # logged; the next firing runs as planned
             log.exception("schedule %s: firing %s failed: %s", name, fire, exc)
             return {"state": "failed", "error": str(exc)[:300]}
@@ -585,6 +748,8 @@ def serve(cfg: SchedulerConfig) -> None:
 
     check_redis(Store(cfg.broker).r)
     auth.load_key()  # records are verified and shards signed with it
+    global _versions
+    _versions = Versions(versions_file(cfg.broker))
     _config = cfg
     logging.basicConfig(level=getattr(logging, cfg.loglevel.upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -606,8 +771,26 @@ def serve(cfg: SchedulerConfig) -> None:
                 log.exception("beat stopped; starting it again")
             stopping.wait(cfg.loop_interval_s)
 
+    def watch_versions() -> None:
+        # Learn each new version (a pause, a removal) as it is written, not only at the next firing: a
+        # record rolled back later is then refused.
+        schedules = Schedules(cfg.broker)
+        while not stopping.wait(cfg.loop_interval_s):
+            try:
+                for name in {*schedules.names(), *(n.decode() for n in schedules.r.hkeys(keys.SCHEDULES_REMOVED))}:
+                    stone = schedules.tombstone(name)
+                    if stone is not None:
+                        _versions.observe(name, int(stone["version"]))
+                    with contextlib.suppress(InputError):
+                        rec = schedules.signed_record(name)
+                        if verified(rec, schedules.key):
+                            _versions.observe(name, rec["version"])
+            except Exception as exc:  # noqa: BLE001 - Redis away: the firings check again
+                log.debug("schedule versions: %s", exc)
+
     thread = threading.Thread(target=beat_main, name="fnbench-beat", daemon=True)
     thread.start()
+    threading.Thread(target=watch_versions, name="fnbench-schedule-versions", daemon=True).start()
     worker = app.Worker(queues=[keys.SCHEDULED_QUEUE], pool="threads", concurrency=max(1, cfg.concurrency),
                         loglevel=cfg.loglevel.upper(), hostname=f"fnbench-scheduler-{os.getpid()}@{socket.gethostname()}",
                         without_mingle=True, without_gossip=True, without_heartbeat=True, quiet=True)

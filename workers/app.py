@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from celery import Celery, signals
 
-from workers import auth, keys, limits
+from workers import auth, keys, limits, once
 from workers import sinks as sink_seam
 from workers.contract import Interval, Shard
 from workers.errors import SetupError
@@ -35,6 +35,7 @@ log = logging.getLogger("fnbench.worker")
 REGISTRY_PERIOD_S = 2.0
 _TASK_KEY: bytes | None = None  # loaded at worker start, inherited by the pool processes
 _REGION = ""  # the region this worker serves (set by start_worker)
+_EXECUTED: once.Executed | None = None  # the tasks this host executed (workers/once.py)
 
 CONFIG: dict[str, Any] = {
     "task_serializer": "json",
@@ -74,8 +75,12 @@ def run_shard_task(payload: Any = None, **_: Any) -> str:
         return _reject(exc.reason, str(exc), payload)
     except Exception as exc:  # a signed shard of another schema_version or shape
         return _reject(auth.MALFORMED, f"{type(exc).__name__}: {str(exc)[:200]}", payload)
+    try:
+        first = _executed().first_use(shard)  # remembered on this host: Redis alone cannot undo it
+    except (OSError, SetupError) as exc:
+        return _reject(auth.REFUSED, f"cannot record the task's execution on this host: {exc}", payload)
     link = StoreLink(app.conf.broker_url, shard, node=_node_name())
-    if not link.claim():
+    if not link.claim(executed=not first):
         if link.ended:
             log.warning("shard %s#%d of run %s: the run has ended or is not in the store; refusing this "
                         "delivery", shard.shard_id, shard.attempt, shard.run_id)
@@ -84,6 +89,11 @@ def run_shard_task(payload: Any = None, **_: Any) -> str:
             log.info("shard %s#%d was superseded by a newer attempt; ignoring this delivery", shard.shard_id,
                      shard.attempt)
             return "ignored"
+        if link.replayed:
+            message = ("this run, shard and attempt was already executed on this worker host, though the store "
+                       "has no claim of it (a replay)")
+            link.report_rejection(auth.REPLAYED, message)
+            return _reject(auth.REPLAYED, message, payload)
         return _reject(auth.REPLAYED, "this run, shard and attempt was already claimed (a redelivery or a replay)",
                        payload)
     refused = limits.refusals(shard)
@@ -104,6 +114,13 @@ def run_shard_task(payload: Any = None, **_: Any) -> str:
     finally:
         link.finish(state, error)
     return state
+
+
+def _executed() -> once.Executed:
+    global _EXECUTED
+    if _EXECUTED is None:
+        _EXECUTED = once.Executed(once.prepare())
+    return _EXECUTED
 
 
 def _task_key() -> bytes:
@@ -194,6 +211,7 @@ def start_worker(region: str, queue: str, broker: str, concurrency: int, metrics
     SetupError before anything starts when there is no task key or a limit is badly set."""
     global _TASK_KEY, _REGION
     _TASK_KEY = auth.load_key()
+    os.environ[once.STATE_DIR_ENV] = str(once.prepare())  # SetupError now, not at the first task
     for line in limits.check_config():
         print(f"fnbench worker {region}: {line}", file=sys.stderr)
     _REGION = region

@@ -35,6 +35,7 @@ DEFAULT_KEY_FILE = Path("~/.config/fnbench/task.key")
 BROKER_FILE_ENV = "FNBENCH_BROKER_FILE"
 VERSION = 1
 _DOMAIN = b"fnbench-task-v1\n"
+_STORED_DOMAIN = b"fnbench-stored-shard-v1\n"
 MIN_KEY_CHARS = 32
 
 # Clocks of the orchestrator and the workers may differ by this much.
@@ -120,6 +121,24 @@ def _mac(key: bytes, shard: dict[str, Any], iat: float) -> str:
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise TaskRejected(MALFORMED, f"the task's shard cannot be encoded: {type(exc).__name__}") from None
     return hmac.new(key, _DOMAIN + canonical, hashlib.sha256).hexdigest()
+
+
+def seal(shard: dict[str, Any], key: bytes) -> str:
+    """The signature of a shard as the orchestrator stores it in the run (keys.shards): a watcher that
+    re-dispatches the shard signs only a stored shard whose seal matches (another domain than tasks)."""
+    canonical = orjson.dumps(shard, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, _STORED_DOMAIN + canonical, hashlib.sha256).hexdigest()
+
+
+def sealed(shard: Any, sig: Any, key: bytes) -> bool:
+    """Whether ``sig`` is the seal of ``shard`` under ``key``."""
+    if not isinstance(shard, dict) or not isinstance(sig, str):
+        return False
+    try:
+        expected = seal(shard, key)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace"))
 
 
 def sign(shard: dict[str, Any], key: bytes, now: float | None = None) -> dict[str, Any]:

@@ -68,13 +68,19 @@ def rollups(run_id: str) -> str:
     return f"{run(run_id)}:rollups"
 
 
+def rejections(run_id: str) -> str:
+    """List: JSON {field, reason, message, node, at} of each delivery of a verified task of the run that a
+    worker did not run (a replay); the orchestrator reports them in the result's errors."""
+    return f"{run(run_id)}:rejections"
+
+
 def attempt_field(shard_id: str, attempt: int) -> str:
     return f"{shard_id}#{attempt}"
 
 
 def all_of_run(run_id: str) -> list[str]:
     return [run(run_id), shards(run_id), attempts(run_id), intervals(run_id), stop(run_id), beats(run_id),
-            claims(run_id), gaps(run_id), rollups(run_id)]
+            claims(run_id), gaps(run_id), rollups(run_id), rejections(run_id)]
 
 
 def rejected(reason: str) -> str:
@@ -92,6 +98,7 @@ HISTORY_RUNS = f"{PREFIX}:history:index:runs"  # hash: run_id → spec name (fin
 HISTORY_LAYOUT = f"{PREFIX}:history:index:layout"  # string: "2" once history keys of before are moved
 LEGACY_HISTORY_RUNS = f"{PREFIX}:history:runs"  # HISTORY_RUNS until layout 2
 SCHEDULES = f"{PREFIX}:schedules"  # set: schedule names
+SCHEDULES_REMOVED = f"{PREFIX}:schedules:removed"  # hash: name → signed tombstone {name, version, removed}
 REDBEAT_PREFIX = f"{PREFIX}:redbeat:"  # celery-redbeat's keys: <prefix>NAME, <prefix>:schedule, <prefix>:lock
 SCHEDULED_QUEUE = f"{PREFIX}.scheduled"  # the Celery queue of headless scheduled runs (`fnbench scheduler`)
 SCHEDULED_TASK = f"{PREFIX}.scheduled_run"

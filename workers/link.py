@@ -32,6 +32,7 @@ BUFFER_MAX = 10_000
 BACKOFF_MAX_S = 2.0
 FINAL_FLUSH_S = 120.0  # how long a finished shard keeps retrying to deliver its last intervals
 METRICS_SOCK_ENV = "FNBENCH_METRICS_SOCK"
+REJECTIONS_KEPT = 1000  # a run's list of rejected deliveries keeps the latest this many
 
 _clients: dict[tuple[int, str], Any] = {}
 
@@ -72,7 +73,8 @@ class StoreLink:
         # Every key comes from keys.py and the run id, never from the task.
         run = shard.run_id
         self.keys = {"claims": keys.claims(run), "attempts": keys.attempts(run), "stop": keys.stop(run),
-                     "beats": keys.beats(run), "intervals": keys.intervals(run), "run": keys.run(run)}
+                     "beats": keys.beats(run), "intervals": keys.intervals(run), "run": keys.run(run),
+                     "rejections": keys.rejections(run)}
         self.shard = shard
         self.field = keys.attempt_field(shard.shard_id, shard.attempt)
         self.node = node or socket.gethostname()
@@ -81,6 +83,7 @@ class StoreLink:
         self.stop = threading.Event()
         self.superseded = False
         self.ended = False  # the run was over (finished or stopped) when this delivery came
+        self.replayed = False  # executed on this host before, and the store has no claim of it
         self._expiry_set = False
         self._done = threading.Event()
         self._wake = threading.Event()
@@ -88,8 +91,9 @@ class StoreLink:
         self._metrics = _MetricsForward()
 
     # -- called by the task ----------------------------------------------------------------
-    def claim(self) -> bool:
-        """Claim this (shard, attempt); False when a delivery of it was already claimed or superseded."""
+    def claim(self, executed: bool = False) -> bool:
+        """Claim this (shard, attempt); False when a delivery of it was already claimed or superseded, or
+        when this host already ``executed`` it (``replayed``: whatever the store says)."""
         state = self.redis.hget(self.keys["run"], "state")
         if state is None or orjson.loads(state) != "running":
             # A run ends once: a delivery after its end (a stale redelivery), or for a run the store does
@@ -98,7 +102,10 @@ class StoreLink:
             return False
         value = orjson.dumps({"state": "running", "node": self.node, "pid": os.getpid(), "at": time.time()})
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hsetnx(self.keys["claims"], self.field, value)
+        if executed:
+            pipe.hexists(self.keys["claims"], self.field)  # claims nothing: it only tells a redelivery
+        else:
+            pipe.hsetnx(self.keys["claims"], self.field, value)
         pipe.hget(self.keys["attempts"], self.shard.shard_id)
         pipe.exists(self.keys["stop"])
         pipe.expire(self.keys["claims"], keys.ORPHAN_TTL_S, nx=True)
@@ -106,12 +113,30 @@ class StoreLink:
         if current is not None and int(current) != self.shard.attempt:
             self.superseded = True  # an older attempt: not a replay, just too late
             return False
+        if executed:
+            # Run here before.  With its claim in the store this is a redelivery (or a replay of one);
+            # without it, the claim was removed: a replay.  Neither runs again.
+            self.replayed = not claimed
+            return False
         if not claimed:
             return False  # this (run, shard, attempt) was seen before: a redelivery or a replay
         if stopped:
             self.stop.set()
         self.redis.hset(self.keys["beats"], self.field, time.time())
         return True
+
+    def report_rejection(self, reason: str, message: str) -> None:
+        """Tell the run's orchestrator that a delivery of this (verified) task was not run."""
+        record = orjson.dumps({"field": self.field, "reason": reason, "message": message, "node": self.node,
+                               "at": time.time()})
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.rpush(self.keys["rejections"], record)
+            pipe.ltrim(self.keys["rejections"], -REJECTIONS_KEPT, -1)
+            pipe.expire(self.keys["rejections"], keys.ORPHAN_TTL_S, nx=True)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("shard %s: could not report a rejected delivery: %s", self.field, exc)
 
     def start(self) -> None:
         self._thread.start()

@@ -346,6 +346,12 @@ class Collector:
         self.covered: dict[tuple[str, int], int] = {}  # (shard, attempt) → highest seq a rollup brought
         self.bad = BadRecords()  # records left out as unreadable (here, and as readers report them)
 
+        # One attempt is one execution: (shard, attempt) → when its pacing loop began, and the intervals
+        # dropped because another execution of the same attempt (a replayed task) sent them.
+        self.started: dict[tuple[str, int], float] = {}
+        self.reruns: dict[tuple[str, int], int] = {}
+
+
     def add(self, iv: Interval) -> None:
         """IntervalSink: count one interval (a duplicate or an unreadable one is not counted)."""
         self.take(iv)
@@ -354,9 +360,16 @@ class Collector:
         """IntervalSink: the collector keeps its groups; ``result()`` reads them."""
 
     def take(self, iv: Interval) -> bool:
-        """Add one interval; False when it is a duplicate of one already counted, or unreadable (a
-        histogram that does not decode: counted in ``bad``, the rest of the run unharmed).  The
-        session's gate: only what the collector takes reaches the other sinks."""
+        """Add one interval; False when it is a duplicate of one already counted, comes from a second
+        execution of the same shard attempt (counted in ``reruns`` and reported by ``problems()``), or is
+        unreadable (a histogram that does not decode: counted in ``bad``, the rest of the run unharmed).
+        The session's gate: only what the collector takes reaches the other sinks."""
+        if iv.started > 0:
+            first = self.started.setdefault((iv.shard_id, iv.attempt), iv.started)
+            if first != iv.started:
+                self.reruns[(iv.shard_id, iv.attempt)] = self.reruns.get((iv.shard_id, iv.attempt), 0) + 1
+                self.duplicates += 1
+                return False
         if iv.key in self.seen or iv.seq <= self.covered.get((iv.shard_id, iv.attempt), -1):
             self.duplicates += 1
             return False
@@ -379,6 +392,8 @@ class Collector:
             self.bad.add(f"rollup {rollup.key[0]}#{rollup.key[1]}: {exc}")
             return False
         self.covered[rollup.key] = rollup.upto
+        if rollup.interval.started > 0:
+            self.started.setdefault(rollup.key, rollup.interval.started)
         return added
 
     def _add(self, iv: Interval, series: dict[int, list[int]] | None) -> bool:
@@ -397,6 +412,11 @@ class Collector:
                 region=iv.region, shard=iv.shard_id, target=iv.target, seconds=iv.gap_s, attempt=iv.attempt,
                 reason="expired before it could start" if iv.status == "expired" else "started late"))
         return True
+
+    def problems(self) -> list[str]:
+        """What the intervals say went wrong outside the measurements (for the result's errors)."""
+        return [f"shard {sid}#{attempt} was executed more than once (a replayed task?): {n} interval(s) of "
+                f"the other execution dropped, not counted" for (sid, attempt), n in sorted(self.reruns.items())]
 
     def add_all(self, intervals: Iterable[Interval]) -> None:
         for iv in intervals:

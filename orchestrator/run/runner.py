@@ -126,7 +126,7 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     fields = dispatcher.fields()
     interrupted = interrupted or (fields.get("state") == "stopped" and aborted is None)
     # One line per distinct error: every shard of a worker meets the same setup error.
-    errors = tuple(dict.fromkeys([*dispatcher.errors(), *folder.errors]))
+    errors = tuple(dict.fromkeys([*dispatcher.errors(), *collector.problems(), *folder.errors]))
     collector.bad.extend(dispatcher.bad.count, dispatcher.bad.reasons)  # records it could not read
     if collector.bad.count:
         console.print(f"[yellow]warning[/]: {collector.bad.count} record(s) could not be read and are left out "
@@ -176,7 +176,7 @@ def _write_html(result: RunResult, folder: Path, console: Console) -> Path | Non
 
 def conclude(slos: Any, collector: Collector, gaps: list[Gap], errors: list[str], **fields: Any) -> tuple[RunResult, int]:
     """The RunResult of intervals collected outside a run (``fnbench report``), judged."""
-    result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys(errors)), **fields)
+    result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys([*errors, *collector.problems()])), **fields)
     return compare.judge(result, slos)
 
 

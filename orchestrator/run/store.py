@@ -12,7 +12,7 @@ import redis
 from orchestrator.errors import InputError, SetupError
 from orchestrator.run.result import BadRecords
 from orchestrator.run.rollup import Rollup
-from workers import keys, recorder
+from workers import auth, keys, recorder
 from workers.contract import Interval, SchemaError, Shard
 
 WORKER_STALE_S = 6.0  # a registered worker not seen for this long is offline
@@ -24,6 +24,26 @@ def _redacted(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+
+
+def shard_record(shard: Shard, key: bytes | None) -> bytes:
+    """A shard as stored in its run: ``{"shard": {...}, "sig": seal}`` (``sig`` null without a key)."""
+    d = shard.to_dict()
+    return orjson.dumps({"shard": d, "sig": auth.seal(d, key) if key is not None else None})
+
+
+def parse_shard_record(raw: bytes) -> tuple[Shard | None, dict[str, Any] | None, str | None]:
+    """(Shard, the stored shard dict, its seal) of a stored record; (None, None, None) when it is not one.
+    A record of the form before seals (a bare shard) has no seal."""
+    try:
+        obj = orjson.loads(raw)
+        if isinstance(obj, dict) and isinstance(obj.get("shard"), dict):
+            d, sig = obj["shard"], obj.get("sig")
+        else:
+            d, sig = obj, None
+        return Shard.from_dict(d), d, (sig if isinstance(sig, str) else None)
+    except Exception:  # noqa: BLE001 - anything in Redis may be written by anyone
+        return None, None, None
 
 
 class Store:
@@ -39,17 +59,19 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, run_id: str, meta: dict[str, Any], shards: list[Shard],
-                   retention_s: float = keys.RETENTION_S) -> None:
-        """Record a run; every key of it expires ``retention_s`` after the run's planned end."""
+                   retention_s: float = keys.RETENTION_S, key: bytes | None = None) -> None:
+        """Record a run; every key of it expires ``retention_s`` after the run's planned end.  Each shard is
+        stored with its seal under the task ``key`` (workers/auth.py): only a sealed shard is re-dispatched
+        by an orchestrator that attaches later (`fnbench watch`)."""
         meta = {**meta, "retention_s": retention_s}
         pipe = self.r.pipeline(transaction=True)
         pipe.zadd(keys.RUNS, {run_id: time.time()})
         pipe.hset(keys.run(run_id), mapping={k: orjson.dumps(v) for k, v in meta.items()})
         if shards:
-            pipe.hset(keys.shards(run_id), mapping={s.shard_id: s.to_json() for s in shards})
+            pipe.hset(keys.shards(run_id), mapping={s.shard_id: shard_record(s, key) for s in shards})
             pipe.hset(keys.attempts(run_id), mapping={s.shard_id: s.attempt for s in shards})
-        for key in keys.all_of_run(run_id):
-            pipe.expire(key, self._ttl(meta))
+        for name in keys.all_of_run(run_id):
+            pipe.expire(name, self._ttl(meta))
         pipe.execute()
 
     @staticmethod
@@ -102,12 +124,27 @@ class Store:
         return [r.decode() for r in self.r.zrevrange(keys.RUNS, 0, limit - 1)]
 
     def shards(self, run_id: str) -> dict[str, Shard]:
-        return {k.decode(): Shard.from_json(v) for k, v in self.r.hgetall(keys.shards(run_id)).items()}
+        """The current attempt of each shard as stored (unverified: for status and following, never for
+        signing; records that are not shards are left out)."""
+        out = {}
+        for k, v in self.r.hgetall(keys.shards(run_id)).items():
+            shard = parse_shard_record(v)[0]
+            if shard is not None:
+                out[k.decode()] = shard
+        return out
 
-    def supersede(self, shard: Shard) -> None:
+    def shard_records(self, run_id: str) -> dict[str, bytes]:
+        """shard_id → the stored record as it is (see parse_shard_record)."""
+        return {k.decode(): v for k, v in self.r.hgetall(keys.shards(run_id)).items()}
+
+    def shard_record(self, run_id: str, shard_id: str) -> bytes | None:
+        raw = self.r.hget(keys.shards(run_id), shard_id)
+        return bytes(raw) if raw is not None else None
+
+    def supersede(self, shard: Shard, key: bytes | None = None) -> None:
         """Make ``shard`` (a new attempt) the current one; the old attempt's worker stops itself."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(keys.shards(shard.run_id), shard.shard_id, shard.to_json())
+        pipe.hset(keys.shards(shard.run_id), shard.shard_id, shard_record(shard, key))
         pipe.hset(keys.attempts(shard.run_id), shard.shard_id, shard.attempt)
         pipe.execute()
 
@@ -117,6 +154,18 @@ class Store:
 
     def claims(self, run_id: str) -> dict[str, dict[str, Any]]:
         return {k.decode(): orjson.loads(v) for k, v in self.r.hgetall(keys.claims(run_id)).items()}
+
+    def rejections(self, run_id: str) -> list[dict[str, Any]]:
+        """Deliveries of the run's (verified) tasks that workers did not run (keys.rejections)."""
+        out = []
+        for raw in self.r.lrange(keys.rejections(run_id), 0, -1):
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
     def stop(self, run_id: str) -> None:
         self.r.set(keys.stop(run_id), b"1", ex=7 * 86400)

@@ -95,7 +95,9 @@ class Cluster:
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {**os.environ, "FNBENCH_BROKER": self.broker, "FNBENCH_GRAFANA_URL": "",
-                "FNBENCH_TASK_KEY": self.task_key, **(extra or {})}
+                "FNBENCH_TASK_KEY": self.task_key,
+                # The workers' record of executed tasks (workers/once.py): this cluster's own.
+                "FNBENCH_STATE_DIR": str(self.tmp / "state"), **(extra or {})}
 
     def start_worker(self, region: str, concurrency: int = 1, metrics_port: int = 0) -> Worker:
         log = self.tmp / f"worker-{region}-{len(self.workers)}.log"

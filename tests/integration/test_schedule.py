@@ -24,6 +24,7 @@ import pytest
 
 from bench.bootstrap_coverage import synthetic_run
 from orchestrator.analysis import compare, history
+from orchestrator.schedule import Recurrence, _firing_sig, scheduler_app
 from tests.integration.distributed_fixtures import RedisServer
 from tests.servers import GroupLeader, closed_port, free_port, need, wait_for
 from workers import keys
@@ -430,5 +431,112 @@ def test_a_beat_that_loses_its_lock_takes_it_again_and_keeps_firing(env, redis_s
         assert "beat stopped; starting it again" in scheduler.log.read_text()
         dues = sorted(e["due"] for e in _scheduled(r, "relock"))
         assert len(set(dues)) == len(dues)
+    finally:
+        scheduler.stop()
+
+
+# -- schedules cannot be fired or revived through Redis (issue 20 item 5) ---------------------------------
+# The whole record is signed (paused and a version included); every firing, by beat or by hand, is checked
+# against it; a removal leaves a signed tombstone and the scheduler remembers the newest version it has
+# seen, so an older signed record written back is refused.
+
+
+def _fire(env: dict, name: str, fire: str, due: float, sig: str | None = None) -> None:
+    """Push a firing onto the scheduled queue, as anyone with Redis access can."""
+    app = scheduler_app(env["FNBENCH_BROKER"])
+    body = {"name": name, "fire": fire, "due": due, **({"sig": sig} if sig else {})}
+    try:
+        app.send_task(keys.SCHEDULED_TASK, (), body, queue=keys.SCHEDULED_QUEUE)
+    finally:
+        app.close()
+
+
+def _hourly() -> str:
+    """A cron expression that last fired a minute or two ago and next fires in about an hour: beat does
+    not fire it during the test, and its last due time is one a forged firing can name."""
+    return f"{(time.gmtime().tm_min + 59) % 60} * * * *"
+
+
+def _slot(r, name: str) -> float:
+    """The due time of the schedule's recurrence that passed within the hour (what beat would have sent)."""
+    rec = orjson.loads(r.hget(keys.schedule(name), "record"))
+    return Recurrence.from_dict(rec["recurrence"]).next_after(time.time() - 3600)
+
+
+def _refusals(scheduler: Scheduler) -> str:
+    return scheduler.log.read_text()
+
+
+def test_a_paused_schedule_is_not_fired_by_hand_by_a_flipped_flag_or_by_a_rolled_back_record(
+        env, redis_server, tmp_path, synthetic_target):
+    r = redis_server.client()
+    key = env["FNBENCH_TASK_KEY"].encode()
+    spec = _spec(tmp_path, synthetic_target, name="paused-int")
+    assert fnbench(env, "schedule", "add", "p1", str(spec), "--cron", _hourly(), "--local").returncode == 0
+    scheduler = Scheduler(env, tmp_path, "paused")
+    try:
+        # A signed manual firing of the running schedule runs (the control).
+        assert fnbench(env, "schedule", "run-now", "p1").returncode == 0
+        wait_for(lambda: len(_scheduled(r, "paused-int")) >= 1, 60, "the manual run")
+        unpaused = r.hget(keys.schedule("p1"), "record")
+        assert fnbench(env, "schedule", "pause", "p1").returncode == 0
+        time.sleep(2.5)  # the scheduler learns the paused version (it polls every loop interval)
+        refused = fnbench(env, "schedule", "run-now", "p1")
+        assert refused.returncode == 2 and "paused" in refused.stderr
+        # By hand, signed: refused because paused (a manual firing used to skip the check).
+        due = round(time.time(), 3)
+        _fire(env, "p1", "manual-signed", due, _firing_sig("p1", "manual-signed", due, key))
+        # By hand, unsigned: refused.
+        _fire(env, "p1", "manual-forged", round(time.time(), 3))
+        wait_for(lambda: _refusals(scheduler).count("not run") >= 2, 30, "two manual firings refused")
+        # The paused flag flipped in the stored record: its signature no longer matches.
+        flipped = orjson.loads(r.hget(keys.schedule("p1"), "record"))
+        flipped["paused"] = False
+        r.hset(keys.schedule("p1"), "record", orjson.dumps(flipped))
+        slot = _slot(r, "p1")
+        _fire(env, "p1", f"{slot:.3f}", slot)
+        wait_for(lambda: "signature does not match" in _refusals(scheduler), 30, "the flipped record refused")
+        # The record from before the pause written back (validly signed, older version): rolled back.
+        r.hset(keys.schedule("p1"), "record", unpaused)
+        _fire(env, "p1", f"{slot:.3f}", slot)
+        wait_for(lambda: "rolled back" in _refusals(scheduler), 30, "the rolled back record refused")
+        time.sleep(1.0)
+        assert len(_scheduled(r, "paused-int")) == 1  # only the control ran
+        log = _refusals(scheduler)
+        assert "the schedule is paused" in log and "not signed with the task key" in log
+    finally:
+        scheduler.stop()
+
+
+def test_a_removed_schedule_written_back_is_not_fired_and_not_shown_verified(env, redis_server, tmp_path,
+                                                                              synthetic_target):
+    r = redis_server.client()
+    spec = _spec(tmp_path, synthetic_target, name="removed-int")
+    assert fnbench(env, "schedule", "add", "gone1", str(spec), "--cron", _hourly(), "--local").returncode == 0
+    scheduler = Scheduler(env, tmp_path, "removed")
+    try:
+        record = r.hget(keys.schedule("gone1"), "record")
+        definition = r.hget(f"{keys.REDBEAT_PREFIX}gone1", "definition")
+        assert fnbench(env, "schedule", "remove", "gone1").returncode == 0
+        time.sleep(2.5)  # the scheduler sees the tombstone
+        # Written back: the record, its name in the index and beat's entry.
+        r.hset(keys.schedule("gone1"), "record", record)
+        r.sadd(keys.SCHEDULES, "gone1")
+        r.hset(f"{keys.REDBEAT_PREFIX}gone1", "definition", definition)
+        shown = orjson.loads(fnbench(env, "schedule", "show", "gone1", "--json").stdout)
+        assert shown["verified"] is False
+        slot = _slot(r, "gone1")
+        _fire(env, "gone1", f"{slot:.3f}", slot)
+        wait_for(lambda: "was removed; its record was written back" in _refusals(scheduler), 30, "refused (tombstone)")
+        # The tombstone deleted as well: the scheduler remembers the removal's version.
+        r.hdel(keys.SCHEDULES_REMOVED, "gone1")
+        _fire(env, "gone1", f"{slot + 3600:.3f}", slot + 3600)  # not a due time of the past hour: refused too
+        _fire(env, "gone1", f"{slot:.3f}-again", slot)
+        wait_for(lambda: _refusals(scheduler).count("not run") >= 3, 30, "both refused")
+        r.delete(keys.schedule_fire("gone1", f"{slot:.3f}"))
+        _fire(env, "gone1", f"{slot:.3f}", slot)
+        wait_for(lambda: "rolled back" in _refusals(scheduler), 30, "refused (remembered removal)")
+        time.sleep(1.0)
+        assert _scheduled(r, "removed-int") == []
     finally:
         scheduler.stop()

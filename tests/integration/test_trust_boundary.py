@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import orjson
@@ -253,3 +254,110 @@ def test_a_signed_task_of_a_run_that_ended_or_that_the_store_does_not_know_is_no
     assert fault_server.hits["/ended"] == 0 and fault_server.hits["/unknown"] == 0
     client = cluster.redis.client()
     assert client.xlen(keys.intervals("ended-1")) == 0 and not client.exists(keys.claims("unknown-1"))
+
+
+# -- the orchestrator signs only what it planned (issue 20 item 2) ----------------------------------------
+def _evil(stored: bytes, url: str) -> bytes:
+    """The stored shard rewritten as an attacker would: another URL, 8x the rate, its start in the past."""
+    obj = orjson.loads(stored)
+    d = dict(obj.get("shard", obj))
+    d["target"] = {**d["target"], "url": url}
+    d["arrival"] = {**d["arrival"], "rps": str(Fraction(d["arrival"]["rps"]) * 8)}
+    d["start_at"] = d["start_at"] - 5.0
+    return orjson.dumps(d)  # the form stored before seals: accepted as-is by an orchestrator that trusts Redis
+
+
+def _start(cluster, region: str, spec, results) -> tuple:
+    for _ in range(2):
+        cluster.start_worker(region)
+    cluster.wait_registered(len([w for w in cluster.workers if w.proc.poll() is None]))
+    client = cluster.redis.client()
+    before = set(client.zrange(keys.RUNS, 0, -1))
+    proc = cluster.popen("run", str(spec), "--results", str(results), "--json", "--workers", "1")
+    new = wait_for(lambda: set(client.zrange(keys.RUNS, 0, -1)) - before, 30, "the run recorded")
+    run_id = next(iter(new)).decode()
+    wait_for(lambda: client.xlen(keys.intervals(run_id)) >= 2, 30, "the run's first intervals")
+    return proc, run_id
+
+
+def _kill_claimant(cluster, run_id: str, region: str) -> None:
+    claims = cluster.redis.client().hgetall(keys.claims(run_id))
+    (claim,) = [orjson.loads(v) for v in claims.values()]
+    (victim,) = [w for w in cluster.workers if w.region == region and w.proc.poll() is None
+                 and claim["node"].startswith(f"fnbench-{region}-{w.proc.pid}@")]
+    victim.kill()
+
+
+def test_watch_after_a_restart_refuses_a_stored_shard_that_does_not_match_its_signature(cluster, fault_server, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/planned"), regions="[w]", rps=20, duration="10s",
+                      flush="0.5s")
+    proc, run_id = _start(cluster, "w", spec, tmp_path / "results")
+    proc.kill()  # the orchestrator dies; `watch` picks the run up
+    proc.communicate(timeout=10)
+    client = cluster.redis.client()
+    (sid,) = [k.decode() for k in client.hkeys(keys.shards(run_id))]
+    client.hset(keys.shards(run_id), sid, _evil(client.hget(keys.shards(run_id), sid), fault_server.url("/evil")))
+    _kill_claimant(cluster, run_id, "w")  # its heartbeats stop: the watcher re-dispatches the shard
+    r = cluster.fnbench("watch", run_id, "--results", str(tmp_path / "watched"), "--json", timeout=90)
+    result = orjson.loads(r.stdout)
+    assert fault_server.hits["/evil"] == 0
+    assert any("1 shard(s) refused: stored shard does not match its signature" in e for e in result["errors"]), result
+    assert any(g["reason"].startswith("refused: stored shard does not match") for g in result["gaps"]), result["gaps"]
+    assert r.returncode == 2, r.stderr[-3000:]  # not a clean run
+    time.sleep(1.0)  # nothing was queued for the evil shard: still nothing
+    assert fault_server.hits["/evil"] == 0
+
+
+def test_a_live_orchestrator_re_dispatches_its_plan_not_what_the_store_says(cluster, fault_server, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/planned2"), regions="[v]", rps=20, duration="9s",
+                      flush="0.5s")
+    proc, run_id = _start(cluster, "v", spec, tmp_path / "results")
+    client = cluster.redis.client()
+    (sid,) = [k.decode() for k in client.hkeys(keys.shards(run_id))]
+    client.hset(keys.shards(run_id), sid, _evil(client.hget(keys.shards(run_id), sid), fault_server.url("/evil2")))
+    _kill_claimant(cluster, run_id, "v")
+    stdout, stderr = proc.communicate(timeout=90)
+    result = orjson.loads(stdout)
+    assert fault_server.hits["/evil2"] == 0
+    assert result["redispatched"] == 1
+    assert any("altered in the store" in e for e in result["errors"]), result["errors"]
+    (g,) = result["groups"]
+    assert g["outcomes"].get("ok", 0) > 0 and g["intended"] <= 180  # the planned rate, not 8x
+    attempts = {orjson.loads(v)["state"] for v in client.hvals(keys.claims(run_id))}
+    assert "done" in attempts  # the planned remainder ran
+
+
+# -- a task is used once, whatever Redis says (issue 20 item 4) -------------------------------------------
+def test_a_replayed_task_whose_claim_was_deleted_does_not_run_twice_and_is_reported(cluster, fault_server):
+    key = cluster.task_key.encode()
+    start = time.time() + 1.0
+    Store(cluster.broker).create_run("replay-2", {"name": "replay2", "state": "running", "start_at": start,
+                                                  "total_s": 1.0, "max_timeout_s": 1.0}, [])
+    genuine = shard("replay-2", http_target(fault_server.url("/once")), start_in=1.0, duration=1.0)
+    genuine["start_at"] = start
+    app = forger(cluster)
+    client = cluster.redis.client()
+    field = keys.attempt_field("s0", 0)
+    before = counters(cluster)
+    try:
+        push(app, auth.sign(genuine, key))
+
+        def done() -> bool:
+            raw = client.hget(keys.claims("replay-2"), field)
+            return raw is not None and orjson.loads(raw)["state"] == "done"
+
+        wait_for(done, 30, "the genuine task ran")
+        hits = fault_server.hits["/once"]
+        assert hits > 0
+        client.hdel(keys.claims("replay-2"), field)  # what an attacker with Redis access can undo
+        push(app, auth.sign(genuine, key))  # the same task again (as captured from the queue)
+    finally:
+        app.close()
+    wait_counted(cluster, before, {auth.REPLAYED: 1})
+    time.sleep(1.0)
+    assert fault_server.hits["/once"] == hits  # not run twice
+    (rec,) = [orjson.loads(v) for v in client.lrange(keys.rejections("replay-2"), 0, -1)]
+    assert rec["reason"] == auth.REPLAYED and rec["field"] == field and "already executed" in rec["message"]
+    report = cluster.fnbench("report", "replay-2", "--json")
+    errors = orjson.loads(report.stdout)["errors"]
+    assert any("rejected (replayed)" in e and "already executed on this worker host" in e for e in errors), errors

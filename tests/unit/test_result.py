@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import orjson
@@ -70,3 +71,24 @@ def test_a_result_of_an_unknown_version_names_the_version(tmp_path):
     path.write_bytes(orjson.dumps({"schema_version": 99, "run_id": "x"}))
     with pytest.raises(InputError, match="schema_version 99"):
         RunResult.load(path)
+
+
+def test_a_second_execution_of_one_shard_attempt_is_dropped_and_reported():
+    """A replayed task run on another host: same (shard, attempt, seq), another start (issue 20 item 4)."""
+    first = [dataclasses.replace(_interval(seq), started=1000.0) for seq in range(3)]
+    second = [dataclasses.replace(_interval(seq, ok=7), started=1000.25) for seq in range(4)]
+    c = Collector("r")
+    for a, b in zip(first, second, strict=False):
+        c.add(a)
+        c.add(b)
+    c.add(second[3])  # a seq the first execution never sent is still the second execution's
+    (group,) = c.result().groups
+    assert group.completed == 30
+    assert c.duplicates == 4
+    (problem,) = c.problems()
+    assert "a/t/warm/p0of1/s0#0" in problem and "more than once" in problem and "4 interval(s)" in problem
+    # An interval delivered twice (at least once delivery) is a duplicate, not a second execution.
+    c2 = Collector("r")
+    c2.add(first[0])
+    c2.add(first[0])
+    assert c2.duplicates == 1 and c2.problems() == []

@@ -29,7 +29,7 @@ from orchestrator.errors import SetupError
 from orchestrator.run.plan import Plan
 from orchestrator.run.result import BadRecords, Gap, RegionStart
 from orchestrator.run.rollup import Rollup, fold
-from orchestrator.run.store import Store
+from orchestrator.run.store import Store, parse_shard_record
 from workers import auth, keys
 from workers.contract import Interval, Shard
 
@@ -47,6 +47,7 @@ COMPACT_MAX = 20_000  # entries folded per compaction
 POLL_BLOCK_MS = 200
 STOP_WAIT_S = 5.0
 END_GRACE_S = 10.0  # after the planned end (+ target timeout), unfinished shards are given up
+STORED_MISMATCH = "stored shard does not match its signature"
 
 
 class Publisher:
@@ -144,6 +145,10 @@ class CeleryDispatcher:
         self.outage_since: float | None = None
         self.quiet_until = 0.0
         self.state = "running"
+        self.trusted: set[str] = set()  # shards whose current attempt this orchestrator planned or verified
+        self.stored: dict[str, tuple[dict[str, Any], str | None]] = {}  # attached: stored shard dict and seal
+        self.refused: dict[str, str] = {}  # shard_id → why it was not re-dispatched (never signed)
+        self.altered: set[str] = set()  # shards whose stored record differed from the plan in memory
 
     # -- start or attach -------------------------------------------------------------------
     def parts(self, regions: list[str], targets: int) -> int:
@@ -168,11 +173,12 @@ class CeleryDispatcher:
         meta = {"name": plan.name, "spec": spec_text, "start_at": self.start_at, "total_s": plan.total_s,
                 "phase_seconds": plan.phase_seconds, "shards": len(shards), "state": "running",
                 "max_timeout_s": plan.max_timeout_s, "invoked_at": invoked, "processes": self.procs}
-        self.store.create_run(self.run_id, meta, shards, self.retention_s)
+        self.store.create_run(self.run_id, meta, shards, self.retention_s, key=self._key())
         t0 = time.perf_counter()
         self.publisher.send(shards)
         self.dispatch_s = time.perf_counter() - t0
-        self._follow(meta)
+        # Followed from the plan in memory: what is in Redis is never signed by this orchestrator.
+        self._follow(meta, {s.shard_id: s for s in shards})
 
     def attach(self, run_id: str) -> dict[str, Any]:
         """Follow a run started elsewhere; returns its record (spec text, timings)."""
@@ -198,8 +204,26 @@ class CeleryDispatcher:
         """The run's compacted intervals: for the collector before the first poll."""
         return list(self.rollups.values())
 
-    def _follow(self, meta: dict[str, Any]) -> None:
-        self.shards = self.store.shards(self.run_id)
+    def _key(self) -> bytes:
+        if self.publisher.key is None:
+            self.publisher.key = auth.load_key()  # SetupError (exit 2) saying how to make and share one
+        return self.publisher.key
+
+    def _follow(self, meta: dict[str, Any], planned: dict[str, Shard] | None = None) -> None:
+        if planned is not None:
+            self.shards = planned
+            self.trusted = set(planned)
+        else:
+            # Attached: the stored shards are followed, but one is re-dispatched (signed) only after its
+            # seal is verified (_trust); a record that is not a shard is not followed at all.
+            self.shards, self.stored = {}, {}
+            for sid, raw in self.store.shard_records(self.run_id).items():
+                shard, d, sig = parse_shard_record(raw)
+                if shard is None or d is None:
+                    self.refused[sid] = "stored record is not a shard"
+                    continue
+                self.shards[sid] = shard
+                self.stored[sid] = (d, sig)
         self.end = meta["start_at"] + meta["total_s"] + meta.get("max_timeout_s", 10.0) + END_GRACE_S
         self.state = meta.get("state", "running")
         for d in self.store.gaps(self.run_id):
@@ -323,7 +347,40 @@ class CeleryDispatcher:
             if now - last > SILENT_S:
                 self._lost(shard, now, last, f"worker lost (silent {now - last:.1f}s)")
 
+    def _trust(self, shard: Shard) -> str:
+        """Why ``shard`` must not be signed ("" when it may): this orchestrator signs only what it planned,
+        or a stored shard whose seal (workers/auth.py) verifies under the task key, of this run and id."""
+        sid = shard.shard_id
+        if sid in self.trusted:
+            record = self.store.shard_record(self.run_id, sid)
+            if record is None or parse_shard_record(record)[1] != shard.to_dict():
+                self.altered.add(sid)  # reported; the plan in memory is what is re-dispatched
+            return ""
+        d, sig = self.stored.get(sid, (None, None))
+        if d is None or not auth.sealed(d, sig, self._key()):
+            return STORED_MISMATCH
+        if d.get("run_id") != self.run_id or d.get("shard_id") != sid:
+            return "stored shard belongs to another run or shard"
+        self.trusted.add(sid)
+        return ""
+
+    def _refuse(self, shard: Shard, why: str) -> None:
+        """Do not re-dispatch ``shard``: record why, and the rest of its window as a gap (bounded by the
+        run's planned end, since the stored window itself is not to be believed)."""
+        self.refused[shard.shard_id] = why
+        self.finished.add(shard.shard_id)
+        covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
+        end = min(shard.start_at + shard.duration_s, self.end)
+        gap = _gap(shard, end - covered, f"refused: {why}", abandoned=True)
+        self.store.add_gap(self.run_id, gap.to_dict())
+        self._gaps.append(gap)
+        self.warn(f"shard {shard.shard_id}: not re-dispatched: {why}")
+
     def _lost(self, shard: Shard, now: float, since: float, reason: str) -> None:
+        why = self._trust(shard)
+        if why:
+            self._refuse(shard, why)
+            return
         window_end = shard.start_at + shard.duration_s
         covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
         new_start = now + REDISPATCH_LEAD_S
@@ -342,8 +399,8 @@ class CeleryDispatcher:
             gap = _gap(shard, new_start - covered, reason, redispatched_at=round(new_start, 3),
                        redispatch_delay_s=round(new_start - since, 3))
         # Supersede first: should the old attempt still be alive, it stops itself before the new one starts.
-        self.store.supersede(nxt)
-        self.shards[shard.shard_id] = nxt
+        self.store.supersede(nxt, self._key())
+        self.shards[shard.shard_id] = nxt  # derived here from a planned or verified shard: trusted
         if gap is None or not gap.abandoned:
             self.publisher.send([nxt])
             self.redispatched += 1
@@ -399,8 +456,28 @@ class CeleryDispatcher:
         return list(self._gaps)
 
     def errors(self) -> list[str]:
-        return sorted({f"{field}: {c['error']}" for field, c in self.store.claims(self.run_id).items()
-                       if c.get("error")})
+        out = sorted({f"{field}: {c['error']}" for field, c in self.store.claims(self.run_id).items()
+                      if isinstance(c, dict) and c.get("error")})
+        refused: dict[str, list[str]] = defaultdict(list)
+        for sid, why in self.refused.items():
+            refused[why].append(sid)
+        for gap in self._gaps:  # recorded by another orchestrator of this run
+            why = gap.reason.removeprefix("refused: ")
+            if gap.reason.startswith("refused: ") and gap.shard not in refused[why]:
+                refused[why].append(gap.shard)
+        for why, sids in sorted(refused.items()):
+            if sids:
+                out.append(f"{len(sids)} shard(s) refused: {why} (not re-dispatched: {', '.join(sorted(sids)[:10])})")
+        rejected: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for rec in self.store.rejections(self.run_id):
+            rejected[(str(rec.get("reason"))[:40], str(rec.get("message"))[:300])].append(str(rec.get("field"))[:100])
+        for (reason, message), fields in sorted(rejected.items()):
+            out.append(f"{len(fields)} delivery(ies) rejected ({reason}): {message} "
+                       f"({', '.join(sorted(set(fields))[:10])})")
+        if self.altered:
+            out.append(f"{len(self.altered)} shard record(s) altered in the store: "
+                       f"{', '.join(sorted(self.altered)[:10])} (ignored: the planned shard was re-dispatched)")
+        return out
 
     def fields(self) -> dict[str, Any]:
         starts, skew = region_starts(self.first_starts)
