@@ -382,6 +382,8 @@ def _groups_table(groups: Sequence[Group]) -> str:
     for g in groups:
         r = g.response_ms
         errs = ", ".join(f"{k} {n}" for k, n in g.error_outcomes.items()) or "0"
+        if g.failed:  # the target could not be set up: what was measured stays, the reason is shown
+            errs = f"FAILED: {g.failure}" + ("" if errs == "0" else f"; {errs}")
         rows.append((g.region, g.target, g.runtime, g.phase, g.intended, g.completed, g.intended_rps, g.achieved_rps,
                      errs, r.p50, r.p90, r.p99, r.p999, r.max, g.service_ms.p99, g.send_lag_ms.p99))
     return _table(("region", "target", "runtime", "phase", "intended", "completed", "intended req/s", "achieved req/s",
