@@ -714,7 +714,7 @@ def run_firing(name: str, fire: str, due: float | None = None, sig: str | None =
         entries = history.RedisHistory(schedules.r).entries(rec["spec_name"], limit=history.WINDOW * 4)
         result = history.check(rec["spec_name"], entries)
         verdict = result.verdict
-        if result.regressed:
+        if result.failed:
             log.warning("%s", result.message())
             history.notify(result, say)
     except Exception as exc:  # noqa: BLE001 - the run is recorded; say why it was not judged

@@ -29,7 +29,7 @@ from workers import sinks as sink_seam
 from workers.contract import Interval, Shard
 from workers.errors import SetupError
 from workers.link import METRICS_SOCK_ENV, StoreLink, client
-from workers.shard import run_shard
+from workers.shard import report_failed, run_shard
 
 log = logging.getLogger("fnbench.worker")
 REGISTRY_PERIOD_S = 2.0
@@ -101,7 +101,10 @@ def run_shard_task(payload: Any = None, **_: Any) -> str:
         error = "refused: " + "; ".join(refused)
         _count(auth.REFUSED)
         log.warning("shard %s#%d of run %s refused: %s", shard.shard_id, shard.attempt, shard.run_id, error)
-        link.refuse(error)
+        # The refusal is also an interval: the result marks the target's group failed, with the reason.
+        link.start()
+        report_failed(shard, link.sink, f"RefusedError: target {shard.target.name!r}: {error}")
+        link.finish("refused", error)
         return "refused"
     link.start()
     state, error = "failed", ""

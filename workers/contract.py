@@ -184,7 +184,7 @@ class Interval:
     max_memory_mb: float = 0.0
     warmup: bool = False
     final: bool = False  # the shard's last interval
-    status: str = "ok"  # ok | expired | stopped
+    status: str = "ok"  # ok | expired | stopped | failed (the target could not be set up: see failure)
     gap_s: float = 0.0  # seconds of this shard's window in which no load was generated
     cold_starts: int = 0  # processes or sandboxes started for cold invocations
     workload: str = ""
@@ -194,6 +194,7 @@ class Interval:
     platform_us: str = ""  # the platform's Duration of each invocation it reported (Lambda REPORT)
     billed_us: str = ""  # its Billed Duration (+ Billed Restore Duration)
     init_duration_us: str = ""  # the platform's Init Duration, cold invocations only
+    failure: str = ""  # status "failed": why (a SetupError or refusal naming the target), else ""
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

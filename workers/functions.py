@@ -2,6 +2,8 @@
 
     RUNTIMES, WORKLOADS          what exists
     artifact_for(runtime, out)   the artefact of an earlier build, without building -> Artifact
+    start_function(cmd, env, cwd)  start a function's HTTP server on a port it picks -> Started
+    wait_port(started, deadline)   the port it listens on, or NotListening saying what happened
 
 A worker starts local functions only from these artefacts (its own ``functions/`` build),
 never from a command named in a task.  Rust and Go are built (orchestrator.subjects.functions.build,
@@ -16,10 +18,16 @@ compare it with Rust like any other.  Standard library only.
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from workers.errors import SetupError
 
@@ -225,3 +233,129 @@ def artifact_for(runtime: str, out_dir: Path = DEFAULT_OUT_DIR) -> Artifact:
     if runtime in ("java", "java-cds"):
         return java_artifact(runtime, out_dir)
     return node_artifact() if runtime == "node" else python_artifact()
+
+
+# ------------------------------------------------------------------ starting a function's server
+#
+# The server binds PORT=0 (the kernel picks a free port) and, once listening, writes the port and a
+# newline to the descriptor named by FNBENCH_READY_FD (functions/CONTRACT.md §1).  No port is
+# chosen by us and released before the child binds it, so no other socket can take it in between;
+# and the report means "listening", so no connect() polling is needed.  The server's stdout and
+# stderr go to an unnamed temporary file, whose tail explains a server that never got ready.
+
+READY_FD_ENV = "FNBENCH_READY_FD"
+_TAIL_BYTES = 2000
+
+
+@dataclass
+class Started:
+    """A started function server: the process, the read end of its ready pipe, its output file."""
+
+    proc: subprocess.Popen[bytes]
+    ready_fd: int
+    output: IO[bytes]
+    started_at: float  # time.monotonic() just before the spawn
+
+    def close(self) -> None:
+        """Close our ends (the ready pipe and the output file); the process is left alone."""
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+        self.output.close()
+
+    def output_tail(self) -> str:
+        """The last lines the server wrote to stdout/stderr, or '' ."""
+        try:
+            size = os.fstat(self.output.fileno()).st_size
+            data = os.pread(self.output.fileno(), _TAIL_BYTES, max(0, size - _TAIL_BYTES))
+        except (OSError, ValueError):
+            return ""
+        text = data.decode("utf-8", "replace").strip()
+        return ("…" + text) if size > _TAIL_BYTES else text
+
+
+class NotListening(SetupError):
+    """A started function server exited, or stayed alive without listening, before its deadline."""
+
+    def __init__(self, message: str, *, exited: bool) -> None:
+        super().__init__(message)
+        self.exited = exited
+
+
+def start_function(command: list[str], env: dict[str, str], cwd: str | Path,
+                   output: IO[bytes] | None = None) -> Started:
+    """Start a function's HTTP server in its own session on a port it picks (PORT=0), with a pipe
+    to report the port on.  No preexec_fn: CPython vforks and releases the GIL while the child execs.
+    OSError when the command cannot be executed."""
+    out = output if output is not None else tempfile.TemporaryFile(prefix="fnbench-function-")  # noqa: SIM115
+    r, w = os.pipe()
+    env = {**env, "PORT": "0", READY_FD_ENV: str(w)}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            pass_fds=(w,), start_new_session=True,
+        )
+    except BaseException:
+        os.close(r)
+        out.close()
+        raise
+    finally:
+        os.close(w)  # the child holds the only write end: EOF here once it exits
+    return Started(proc, r, out, t0)
+
+
+def _how_it_ended(rc: int, seconds: float) -> str:
+    if rc < 0:
+        with_name = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
+        return f"was killed by signal {with_name} after {seconds:.3f} s"
+    return f"exited after {seconds:.3f} s with rc={rc}"
+
+
+def wait_port(started: Started, deadline: float, closing: threading.Event | None = None,
+              name: str = "the function") -> int:
+    """Block until the server reports its port (then close the ready pipe and return the port).
+
+    Raises NotListening, saying what happened: it exited after X s with rc=N (and its output's
+    tail), or it was alive and not listening when the deadline passed or ``closing`` was set."""
+    proc, fd = started.proc, started.ready_fd
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    buf = b""
+    eof = False
+    while not eof:
+        if closing is not None and closing.is_set():
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if not poller.poll(max(1, min(int(remaining * 1000) + 1, 50))):
+            continue
+        chunk = os.read(fd, 64)
+        if not chunk:
+            eof = True
+        buf += chunk
+        if b"\n" in buf:
+            line = buf.split(b"\n", 1)[0].strip()
+            if line.isdigit() and 0 < int(line) < 65536:
+                os.close(fd)
+                started.ready_fd = -1
+                return int(line)
+            eof = True  # not a port: treat it like a server that never reports one
+    # Not listening: if the pipe reached EOF the process is exiting (or closed the pipe); wait a little.
+    rc: int | None
+    try:
+        rc = proc.wait(timeout=1.0) if eof else proc.poll()
+    except subprocess.TimeoutExpired:
+        rc = None
+    seconds = time.monotonic() - started.started_at
+    tail = started.output_tail()
+    said = f"; its output ended: {tail!r}" if tail else "; it wrote nothing to stdout or stderr"
+    if rc is not None:
+        raise NotListening(f"{name} {_how_it_ended(rc, seconds)}, before it listened{said}", exited=True)
+    why = "when the run stopped waiting" if closing is not None and closing.is_set() else "when its deadline passed"
+    reported = f"it reported {buf[:40]!r} instead of a port on ${READY_FD_ENV}" if buf else \
+        f"it reported no port on ${READY_FD_ENV} (a build older than functions/CONTRACT.md §1? " \
+        "rebuild it with `fnbench functions build`)"
+    raise NotListening(f"{name} was alive and not listening after {seconds:.1f} s, {why}: "
+                       f"{reported}{said}", exited=False)

@@ -21,12 +21,15 @@ from typing import Protocol
 
 from workers import arrivals
 from workers.contract import OUTCOME_NAMES, Interval, Outcome, Shard
+from workers.errors import FnbenchError
 from workers.platforms import (
     LEVELS,
     CountsConnections,
+    Done,
     Invocation,
     Invoker,
     Prepares,
+    ReportsFailure,
     counters_of,
     make_invoker,
 )
@@ -43,6 +46,26 @@ _MAX_BURST = 16
 _PREPARE_LEAD_S = 2.0  # an invoker's prepare() (connections opened ahead) runs this long before start_at
 # Invoker counters with an Interval field of their own; the others go to Interval.counters.
 _COUNTER_FIELDS = frozenset({"retries", "cold_starts", "connections_opened"}) & {f.name for f in dataclasses.fields(Interval)}
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _NoInvoker:
+    """Stands in for the invoker of a target that could not be set up: nothing is ever sent."""
+
+    async def start(self) -> None:
+        return None
+
+    def invoke(self, due: float, done: Done) -> None:  # pragma: no cover - never paced
+        raise AssertionError("a failed target is never invoked")
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    async def close(self) -> None:
+        return None
 
 
 class StopFlag(Protocol):
@@ -71,7 +94,15 @@ class ShardRun:
         self.shard = shard
         self.sink = sink
         self.rec = ShardRecorder()
-        self.invoker: Invoker = invoker or make_invoker(shard.target, shard.phase, shard.max_in_flight)
+        # A target this worker cannot set up (not built, refused, no credentials, a function that
+        # does not start…) fails its own shards, reported in a final interval with status "failed";
+        # other targets' shards in the same process run on.
+        self.failure = ""
+        try:
+            self.invoker: Invoker = invoker or make_invoker(shard.target, shard.phase, shard.max_in_flight)
+        except FnbenchError as exc:
+            self.failure = _reason(exc)
+            self.invoker = _NoInvoker()
         # One bound method for the whole run, not one per request.
         self._done = self.done
         self._invoke = self.invoker.invoke
@@ -196,6 +227,7 @@ class ShardRun:
             warmup=s.warmup,
             final=final,
             status=status,
+            failure=self.failure if status == "failed" else "",
             gap_s=round(self.gap_s, 3),
             workload=s.target.workload,
             max_memory_mb=round(self.peak_memory_mb, 3),
@@ -221,11 +253,19 @@ class ShardRun:
             self.gap_s = s.duration_s
             self.flush(final=True, status="expired")
             return
+        if self.failure:
+            self.flush(final=True, status="failed")
+            return
         # Connect or start instances during the lead time, so the first due requests do
         # not wait for them.
         status = "stopped"
         try:
-            await self.invoker.start()
+            try:
+                await self.invoker.start()
+            except FnbenchError as exc:
+                self.failure = _reason(exc)
+                status = "failed"
+                return
             if isinstance(self.invoker, Prepares):
                 await self._until(s.start_at - _PREPARE_LEAD_S, stop)
                 if not stop.is_set():
@@ -236,8 +276,18 @@ class ShardRun:
                 status = await self._run_window(stop)
         finally:
             await self.invoker.close()
-        # After close: platforms report what they only know at the end (peak RSS, through counters()).
-        self.flush(final=True, status=status)
+            if status != "failed" and self._found_failure():
+                status = "failed"
+            # After close: platforms report what they only know at the end (peak RSS, through counters()).
+            self.flush(final=True, status=status)
+
+    def _found_failure(self) -> bool:
+        """An invoker may learn during the run that its target cannot work (``failure``: e.g. the
+        Lambda function does not exist); the shard stops and is reported failed."""
+        found = self.invoker.failure if isinstance(self.invoker, ReportsFailure) else ""
+        if found and not self.failure:
+            self.failure = str(found)
+        return bool(found)
 
     @staticmethod
     async def _until(epoch: float, stop: StopFlag) -> None:
@@ -258,6 +308,8 @@ class ShardRun:
         self.started = time.time()
         status = await self._pace(due_iter, to_mono, stop)
         await self._drain(stop)
+        if self._found_failure():
+            return "failed"
         return "stopped" if stop.is_set() else status
 
     async def _pace(self, due_iter: Iterator[float], to_mono: float, stop: StopFlag) -> str:
@@ -294,7 +346,7 @@ class ShardRun:
 
     def _housekeeping(self, now: float, stop: StopFlag) -> bool:
         """Poll the stop flag and flush when an interval is due; True when stopped."""
-        if stop.is_set():
+        if stop.is_set() or self._found_failure():
             return True
         self.next_poll = now + _STOP_POLL_S
         self._take_connect_times()
@@ -319,6 +371,14 @@ class ShardRun:
         # Requests still waiting for a connection never left: they are dropped, not lost.
         self.outcomes[Outcome.dropped] += len(self.queue)
         self.queue.clear()
+
+
+def report_failed(shard: Shard, sink: Sink, reason: str) -> None:
+    """Report a shard that will not run (a worker's refusal) as one final interval with status
+    "failed", so the result shows its target's group as failed, with the reason."""
+    run = ShardRun(shard, sink, _NoInvoker())
+    run.failure = reason
+    run.flush(final=True, status="failed")
 
 
 async def run_shards_async(shards: Sequence[Shard], sink: Sink, stop: StopFlag | None = None) -> None:

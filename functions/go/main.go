@@ -1,7 +1,8 @@
 // fnbench benchmark subject — Go runtime. Implements functions/CONTRACT.md.
 //
 // One binary: Lambda mode (aws-lambda-go) when AWS_LAMBDA_RUNTIME_API is set,
-// otherwise a net/http server on $HOST:$PORT (default 127.0.0.1:8080).
+// otherwise a net/http server on $HOST:$PORT (default 127.0.0.1:8080; PORT=0: any free
+// port, reported on $FNBENCH_READY_FD).
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -174,6 +176,18 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, envelope(workload, isCold, t0, result))
 }
 
+// reportPort: CONTRACT.md §1: with $FNBENCH_READY_FD set, once listening, write the port and a
+// newline to that descriptor and close it (the parent learns the port of PORT=0 and that we listen).
+func reportPort(port int) {
+	fd, err := strconv.Atoi(os.Getenv("FNBENCH_READY_FD"))
+	if err != nil || fd <= 2 {
+		return
+	}
+	ready := os.NewFile(uintptr(fd), "fnbench-ready")
+	_, _ = fmt.Fprintf(ready, "%d\n", port)
+	_ = ready.Close()
+}
+
 func serveHTTP() error {
 	host := os.Getenv("HOST")
 	if host == "" {
@@ -201,6 +215,7 @@ func serveHTTP() error {
 	}()
 
 	markReady()
+	reportPort(ln.Addr().(*net.TCPAddr).Port)
 	return srv.Serve(ln)
 }
 

@@ -1,8 +1,10 @@
 // fnbench benchmark subject — Node.js HTTP server (node:http, no npm deps).
-// Implements functions/CONTRACT.md on $HOST:$PORT (default 127.0.0.1:8080).
+// Implements functions/CONTRACT.md on $HOST:$PORT (default 127.0.0.1:8080;
+// PORT=0: any free port, reported on $FNBENCH_READY_FD).
 // init_ms = performance.now() when listening: Node's timeOrigin is the start
 // of the process, so V8/Node bootstrap and module loading are included.
 
+import fs from 'node:fs';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import * as w from './workloads.mjs';
@@ -85,4 +87,15 @@ const host = process.env.HOST || '127.0.0.1';
 const port = Number.parseInt(process.env.PORT || '8080', 10);
 server.listen({ host, port, backlog: 1024 }, () => {
   initMs = performance.now();
+  // CONTRACT.md §1: with $FNBENCH_READY_FD set, once listening, write the port and a newline to
+  // that descriptor and close it (the parent learns the port of PORT=0 and that we listen).
+  const fd = Number.parseInt(process.env.FNBENCH_READY_FD || '', 10);
+  if (fd > 2) {
+    try {
+      fs.writeSync(fd, `${server.address().port}\n`);
+      fs.closeSync(fd);
+    } catch {
+      // the parent stopped waiting: nothing to tell
+    }
+  }
 });

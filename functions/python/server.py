@@ -156,6 +156,18 @@ async def _write(
     await writer.drain()
 
 
+def report_port(port: int) -> None:
+    """CONTRACT.md §1: with $FNBENCH_READY_FD set, once listening, write the port and a newline to
+    that descriptor and close it (the parent learns the port of PORT=0 and that we listen)."""
+    raw = os.environ.get("FNBENCH_READY_FD", "")
+    if raw.isdigit() and int(raw) > 2:
+        try:
+            os.write(int(raw), b"%d\n" % port)
+            os.close(int(raw))
+        except OSError:
+            pass  # the parent stopped waiting: nothing to tell
+
+
 async def main() -> None:
     global INIT_MS
     host = os.environ.get("HOST", "127.0.0.1")
@@ -167,6 +179,7 @@ async def main() -> None:
             sig, lambda: None if stop.done() else stop.set_result(None)
         )
     INIT_MS = w.init_ms_since(_T0)
+    report_port(server.sockets[0].getsockname()[1])
     await stop
     # SIGTERM/SIGINT: stop accepting and exit at once; in-flight requests are dropped.
     server.close()

@@ -20,27 +20,35 @@ class Slo(Protocol):
 
 
 def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group]) -> list[SloVerdict]:
-    """One verdict per SLO per matching measured group; a group with no data fails the SLO."""
+    """One verdict per SLO per matching measured group.  No verdict without data: a group that
+    completed no request (its error_rate of 0.0 would pass on nothing), or has no value of the
+    metric, is NO DATA, which fails; so is an SLO that matches no group at all."""
     verdicts = []
     for slo in slos:
+        phase = getattr(slo, "phase", "*")
+        matched = False
         for g in groups:
-            if slo.target not in ("*", g.target) or getattr(slo, "phase", "*") not in ("*", g.phase):
+            if slo.target not in ("*", g.target) or phase not in ("*", g.phase):
                 continue
-            value = g.metric(slo.metric)
+            matched = True
+            value = g.metric(slo.metric) if g.completed else None
             ok = value is not None
             if value is not None and slo.max is not None:
                 ok = value <= slo.max
             if ok and value is not None and slo.min is not None:
                 ok = value >= slo.min
             verdicts.append(SloVerdict(target=g.target, region=g.region, phase=g.phase, metric=slo.metric,
-                                       max=slo.max, min=slo.min, value=value, passed=ok))
+                                       max=slo.max, min=slo.min, value=value, passed=ok, no_data=value is None))
+        if not matched:
+            verdicts.append(SloVerdict(target=slo.target, region="*", phase=phase, metric=slo.metric, max=slo.max,
+                                       min=slo.min, value=None, passed=False, no_data=True))
     return verdicts
 
 
 def judge(result: RunResult, slos: Iterable[Slo]) -> tuple[RunResult, int]:
     """The result with its SLO verdicts, and the exit code it earns."""
     result = replace(result, slo=tuple(slo_verdicts(slos, result.groups)))
-    return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors),
+    return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors or result.failed_groups),
                              interrupted=result.interrupted,
                              lost_load=result.lost_shards > 0 or result.bad_records > 0)
 

@@ -86,7 +86,8 @@ def group_summary(g: Group) -> dict[str, Any]:
             "achieved_rps": g.achieved_rps, "p50": r.p50, "p90": r.p90, "p99": r.p99, "p999": r.p999,
             "error_rate": g.error_rate, "cold_starts": g.cold_starts,
             "init_p50": g.init_ms.p50 if g.init_ms else None, "init_p99": g.init_ms.p99 if g.init_ms else None,
-            "cost_per_million_usd": g.cost_per_million_usd, "requests": sum(g.outcomes.values())}
+            "cost_per_million_usd": g.cost_per_million_usd, "requests": sum(g.outcomes.values()),
+            "completed": g.completed, **({"status": "failed", "failure": g.failure} if g.failed else {})}
 
 
 def make_entry(result: RunResult, intervals: Sequence[Any], *, name: str | None = None, git: str | None = None,
@@ -353,19 +354,29 @@ class Check:
     newest: str | None
     findings: tuple[Finding, ...] = ()
     reason: str = ""  # why there is no verdict
+    no_data: tuple[str, ...] = ()  # groups of the newest run with no completed request ("target (region): why")
 
     @property
     def regressed(self) -> bool:
         return any(f.regressed for f in self.findings)
 
     @property
+    def failed(self) -> bool:
+        """A regression, or NO DATA: the newest run measured nothing for a group (never an "ok")."""
+        return self.regressed or bool(self.no_data)
+
+    @property
     def verdict(self) -> str:
         if self.regressed:
             return "regression"
+        if self.no_data:
+            return "NO DATA"
         return "ok" if self.findings else f"no verdict ({self.reason})" if self.reason else "no verdict"
 
     def message(self) -> str:
         bad = [f for f in self.findings if f.regressed]
+        if not bad and self.no_data:
+            return (f"fnbench {self.name}: run {self.newest}: NO DATA for " + "; ".join(self.no_data))
         if not bad:
             return f"fnbench {self.name}: run {self.newest}: {self.verdict}"
         lines = [f"fnbench {self.name}: run {self.newest} regressed against its previous {len(bad[0].window)} run(s):"]
@@ -374,7 +385,7 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "newest": self.newest, "verdict": self.verdict, "regressed": self.regressed,
-                "reason": self.reason, "findings": [f.to_dict() for f in self.findings], "message": self.message()}
+                "no_data": list(self.no_data), "reason": self.reason, "findings": [f.to_dict() for f in self.findings], "message": self.message()}
 
 
 def _value(entry: dict[str, Any], target: str, region: str, metric: str) -> float | None:
@@ -414,10 +425,15 @@ def check(name: str, entries: Sequence[dict[str, Any]], *, band: float = compare
         return Check(name, newest["run_id"], reason=f"{len(ordered) - 1} earlier run(s), {min_history} needed")
     samples = [{(s.region, s.target, s.phase): s for s in samples_of(e)} for e in ordered]
     findings = []
+    no_data = []
     for g in newest.get("groups", []):
         if g["phase"] != "warm":
             continue
         target, region = g["target"], g["region"]
+        if g.get("completed", g.get("requests")) == 0 or g.get("status") == "failed":
+            # No verdict without data: its error_rate of 0.0 would otherwise compare as "no change".
+            no_data.append(f"{target} ({region}): " + (g.get("failure") or "no completed request"))
+            continue
         for metric in metrics:
             phase = "cold" if metric.startswith("init") else "warm"
             have = [i for i, e in enumerate(ordered) if _value(e, target, region, metric) is not None
@@ -441,7 +457,7 @@ def check(name: str, entries: Sequence[dict[str, Any]], *, band: float = compare
             regressed = iv.low is not None and iv.low > width
             findings.append(Finding(target, region, metric, c, window_ids, at_newest, regressed))
     return Check(name, newest["run_id"], tuple(findings),
-                 reason="" if findings else "no metric with enough history")
+                 reason="" if findings else "no metric with enough history", no_data=tuple(no_data))
 
 
 # -- notifications ----------------------------------------------------------------------------------

@@ -218,8 +218,13 @@ def _point(g: Group | None, cold: Group | None, verdicts: list[Any]) -> dict[str
         })
     if cold is not None and cold.init_duration_ms is not None:
         point["init_duration_p50_ms"] = cold.init_duration_ms.p50
-    point["slo_passed"] = all(v.passed for v in verdicts) if verdicts else None
-    point["measured"] = g is not None and g.completed > 0
+    # No verdict without data: a size whose warm group served no successful request (or failed to
+    # set up) has no point on the curve; its SLOs are NO DATA (failed) and it is never the cheapest.
+    point["measured"] = g is not None and g.ok > 0 and not g.failed
+    point["slo_passed"] = (all(v.passed for v in verdicts) if verdicts else None) if point["measured"] else \
+        (False if verdicts else None)
+    if not point["measured"]:
+        point["no_data"] = True
     return point
 
 
@@ -274,7 +279,7 @@ def table(sweep: dict[str, Any]) -> Table:
     for name, entry in sweep.get("targets", {}).items():
         for m, p in entry["curve"].items():
             mark = " *" if entry.get("cheapest_mb") == int(m) else ""
-            slo = {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]
+            slo = "NO DATA" if p.get("no_data") else {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]
             usd = p.get("per_million_usd")
             t.add_row(name, entry["runtime"], f"{m}{mark}", ms(p.get("p50_ms")), ms(p.get("p99_ms")),
                       ms(p.get("duration_p99_ms")), ms(p.get("init_duration_p50_ms")),

@@ -176,7 +176,7 @@ def history(
                     out.print(f"  {f.comparison.sentence}", highlight=False, markup=False)
     if verdict is not None and notify:
         hist.notify(verdict, warn)
-    raise typer.Exit(1 if verdict is not None and verdict.regressed else 0)
+    raise typer.Exit(1 if verdict is not None and verdict.failed else 0)
 
 
 def _samples_of_run(ref: str, broker: str | None, results: Path) -> tuple[str, list[Any]]:

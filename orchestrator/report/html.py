@@ -161,7 +161,8 @@ def verdict(result: RunResult) -> tuple[str, str]:
         parts.append("no SLOs")
     for v in failed[:3]:
         bound = f"<= {v.max:g}" if v.max is not None else f">= {v.min:g}" if v.min is not None else ""
-        parts.append(f"{v.target} {v.phase} {v.metric} = {_num(v.value)} (want {bound})")
+        parts.append(f"{v.target} {v.phase} {v.metric} = " + ("NO DATA" if v.no_data else _num(v.value))
+                     + f" (want {bound})")
     if len(failed) > 3:
         parts.append(f"and {len(failed) - 3} more failed")
     errors = sum(g.errors for g in result.groups)
@@ -177,9 +178,12 @@ def verdict(result: RunResult) -> tuple[str, str]:
         parts.append("interrupted: partial results")
     if result.incomplete:
         parts.append("incomplete: part of what was measured could not be kept")
+    if result.failed_groups:
+        parts.append(f"{len(result.failed_groups)} group(s) failed: "
+                     + ", ".join(f"{g.target} {g.phase}" for g in result.failed_groups[:3]))
     if result.errors:
         parts.append(f"{len(result.errors)} error(s)")
-    word = "FAIL" if failed or result.errors or lost else "PARTIAL" if result.interrupted or result.incomplete else "PASS"
+    word = "FAIL" if failed or result.errors or result.failed_groups or lost else "PARTIAL" if result.interrupted or result.incomplete else "PASS"
     if not result.groups:
         word, parts = "FAIL", ["nothing was measured", *parts[1:]]
     return word, "; ".join(parts)
@@ -379,6 +383,8 @@ def _groups_table(groups: Sequence[Group]) -> str:
     for g in groups:
         r = g.response_ms
         errs = ", ".join(f"{k} {n}" for k, n in g.error_outcomes.items()) or "0"
+        if g.failed:  # the target could not be set up: what was measured stays, the reason is shown
+            errs = f"FAILED: {g.failure}" + ("" if errs == "0" else f"; {errs}")
         rows.append((g.region, g.target, g.runtime, g.phase, g.intended, g.completed, g.intended_rps, g.achieved_rps,
                      errs, r.p50, r.p90, r.p99, r.p999, r.max, g.service_ms.p99, g.send_lag_ms.p99))
     return _table(("region", "target", "runtime", "phase", "intended", "completed", "intended req/s", "achieved req/s",
@@ -405,7 +411,7 @@ def _slo_table(result: RunResult) -> str:
     rows = []
     for v in result.slo:
         bound = f"<= {v.max:g}" if v.max is not None else f">= {v.min:g}" if v.min is not None else ""
-        mark = Markup('<b class="pass">PASS</b>' if v.passed else '<b class="fail">FAIL</b>')
+        mark = Markup('<b class="pass">PASS</b>' if v.passed else f'<b class="fail">{v.word}</b>')
         rows.append((mark, v.target, v.region, v.phase, v.metric, v.value, bound))
     return _table(("verdict", "target", "region", "phase", "metric", "value", "want"), rows, "slo")
 
@@ -564,7 +570,7 @@ def _sweep(sweep: dict[str, Any]) -> str:
             mark = " *" if entry.get("cheapest_mb") == int(mb) else ""
             rows.append((name, entry["runtime"], f"{mb}{mark}", p.get("p50_ms"), p.get("p99_ms"), p.get("duration_p99_ms"),
                          p.get("init_duration_p50_ms"), p.get("max_memory_used_mb"), p.get("per_million_usd"),
-                         {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]))
+                         "NO DATA" if p.get("no_data") else {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]))
     return _table(("target", "runtime", "MB", "warm p50 ms", "warm p99 ms", "Duration p99 ms", "Init Duration p50 ms",
                    "max memory MB", "USD per million", "SLOs"), rows, "sweep")
 

@@ -47,7 +47,7 @@ def summary(result: RunResult, damage: Sequence[str] = ()) -> str:
         for v in result.slo:
             want = f"<= {v.max:g}" if v.max is not None else f">= {v.min:g}" if v.min is not None else ""
             out.append("| " + " | ".join(_cell(c) for c in (
-                "PASS" if v.passed else "FAIL", v.target, v.region, v.phase, v.metric, _n(v.value), want)) + " |")
+                v.word, v.target, v.region, v.phase, v.metric, _n(v.value), want)) + " |")
     for e in [*damage, *result.errors]:
         out.append(f"\n> error: {_cell(e)}")
     return "\n".join(out) + "\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.analysis import history as hist
@@ -38,6 +39,9 @@ def groups_table(groups: Sequence[Group], title: str = "") -> Table:
                "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "svc p99", "lag p99"]
     if connections:
         columns += ["conns", "connect p99"]
+    failed = any(g.failed for g in groups)
+    if failed:  # what was measured, and what could not be (the reasons are printed below the table)
+        columns.insert(3, "status")
     for col in columns:
         table.add_column(col, justify="left" if col in ("region", "target", "phase") else "right")
     for g in groups:
@@ -50,6 +54,8 @@ def groups_table(groups: Sequence[Group], title: str = "") -> Table:
         ]
         if connections:
             row += [_conns(g), _ms(g.connect_ms.p99 if g.connect_ms is not None else None)]
+        if failed:
+            row.insert(3, "[red]FAILED[/]" if g.failed else "ok")
         table.add_row(*row)
     return table
 
@@ -128,8 +134,10 @@ def render(result: RunResult, console: Console | None = None) -> None:
     for gap in result.gaps:
         console.print(f"[yellow]gap[/]: {gap.region} {gap.shard} {gap.seconds:.2f}s ({gap.reason})")
     regions = len({v.region for v in result.slo}) > 1
+    for g in result.failed_groups:
+        console.print(f"[red]failed[/]: {g.region}/{g.target} {g.phase}: {escape(g.failure or '')}", highlight=False)
     for v in result.slo:
-        mark = "[green]PASS[/]" if v.passed else "[red]FAIL[/]"
+        mark = "[red]NO DATA[/]" if v.no_data else "[green]PASS[/]" if v.passed else "[red]FAIL[/]"
         bound = f"<= {v.max}" if v.max is not None else f">= {v.min}"
         where = f"{v.region}/{v.target}" if regions else v.target
         console.print(f"SLO {mark} {where} {v.phase} {v.metric} = {v.value} (want {bound})")

@@ -158,7 +158,7 @@ class GroupState:
 
     __slots__ = ("intended", "sent", "completed", "outcomes", "hists", "out_of_range", "t0", "t1",
                  "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "connections", "workload", "series", "_seconds",
-                 "lambda_counters", "report_memory_mb",
+                 "lambda_counters", "report_memory_mb", "failure",
                  "_sealed", "_sealed_upto", "_cached")
 
     def __init__(self) -> None:
@@ -176,6 +176,7 @@ class GroupState:
         self.lambda_counters: dict[str, float] = {}  # the aws-lambda invoker's billing counters, summed
         self.report_memory_mb = 0.0  # Max Memory Used, highest REPORT
         self.workload = ""
+        self.failure = ""  # the first reason a shard of this group failed (Interval.status "failed")
         self.series: dict[int, list[int]] = {}  # second of t1 → [intended, completed, errors]
         self._seconds: list[int] = []  # the keys of series, in order
         # Rows more than SEAL_S older than the newest second rarely change: kept as a built tuple.
@@ -279,6 +280,8 @@ class GroupState:
             connections_before_start=self.connections["connections_before_start"],
             tls_resumed=self.connections["tls_resumed"],
             series=self._series(),
+            status="failed" if self.failure else "ok",
+            failure=self.failure or None,
             **self._platform_fields(),
         )
         self._cached = (planned_s, group)
@@ -397,11 +400,11 @@ class Collector:
         return added
 
     def _add(self, iv: Interval, series: dict[int, list[int]] | None) -> bool:
+        key = (iv.region, iv.target, iv.runtime, iv.phase)
         if iv.warmup:
             self.warmup_intended += iv.intended
             self.warmup_completed += iv.completed
         else:
-            key = (iv.region, iv.target, iv.runtime, iv.phase)
             state = self.groups.get(key)
             if state is None:
                 state = GroupState()
@@ -411,7 +414,24 @@ class Collector:
             self.interval_gaps.append(Gap(
                 region=iv.region, shard=iv.shard_id, target=iv.target, seconds=iv.gap_s, attempt=iv.attempt,
                 reason="expired before it could start" if iv.status == "expired" else "started late"))
+        if iv.status == "failed":  # the target's group is failed, warm-up shard or measured
+            failed = self._state(key)
+            if not failed.failure:
+                failed.failure = iv.failure or "failed"
+                failed.workload = failed.workload or iv.workload
+                failed._cached = None
         return True
+
+    def _state(self, key: GroupKey) -> GroupState:
+        state = self.groups.get(key)
+        if state is None:
+            state = self.groups[key] = GroupState()
+        return state
+
+    def failures(self) -> list[str]:
+        """One line per failed group (what the run's ``errors`` list adds)."""
+        return [f"{target} ({phase}, {region}): {state.failure}" for (region, target, _, phase), state
+                in sorted(self.groups.items()) if state.failure]
 
     def problems(self) -> list[str]:
         """What the intervals say went wrong outside the measurements (for the result's errors)."""
@@ -428,6 +448,9 @@ class Collector:
     def result(self, gaps: Sequence[Gap] = (), slo: Sequence[SloVerdict] = (), **extra: Any) -> RunResult:
         """The run's result: groups from the intervals, gaps from them and from the dispatcher."""
         all_gaps = sorted([*self.interval_gaps, *gaps], key=lambda g: (g.shard, g.attempt or 0, g.reason))
+        failures = self.failures()
+        if failures:  # a failed target is an error of the run (exit 2), beside what the others measured
+            extra["errors"] = tuple(dict.fromkeys([*extra.get("errors", ()), *failures]))
         return RunResult(
             run_id=self.run_id,
             groups=tuple(self.group_rows()),

@@ -97,6 +97,14 @@ class Group:
     cost: dict[str, Any] | None = None  # orchestrator/analysis/cost.py group_cost: GB-s, run cost, per million, cold vs warm
     reports_missing: int = 0  # invocations whose REPORT was missing from the log tail (counted, never guessed)
     reports_truncated: int = 0  # … cut by the 4 KB tail or lacking a field
+    # "failed": the target could not be set up on a worker (a function that does not start, a Lambda
+    # function that does not exist, a refusal); ``failure`` says why.  What was measured is kept.
+    status: str = "ok"
+    failure: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
     @property
     def ok(self) -> int:
@@ -156,6 +164,9 @@ class Group:
         for name in ("reports_missing", "reports_truncated"):
             if getattr(self, name):
                 d[name] = getattr(self, name)
+        if self.failed:
+            d["status"] = self.status
+            d["failure"] = self.failure or ""
         d["series"] = [list(s) for s in self.series]
         return d
 
@@ -204,15 +215,23 @@ class SloVerdict:
     min: float | None
     value: float | None
     passed: bool
+    no_data: bool = False  # the group completed no request (or has no value of the metric): NO DATA, a failure
+
+    @property
+    def word(self) -> str:
+        return "NO DATA" if self.no_data else "PASS" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "region": self.region, "phase": self.phase, "metric": self.metric,
-                "max": self.max, "min": self.min, "value": self.value, "pass": self.passed}
+        d = {"target": self.target, "region": self.region, "phase": self.phase, "metric": self.metric,
+             "max": self.max, "min": self.min, "value": self.value, "pass": self.passed}
+        if self.no_data:
+            d["no_data"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SloVerdict:
         return cls(d["target"], d["region"], d["phase"], d["metric"], d.get("max"), d.get("min"), d.get("value"),
-                   bool(d["pass"]))
+                   bool(d["pass"]), bool(d.get("no_data", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +294,10 @@ class RunResult:
     @property
     def slo_failed(self) -> bool:
         return any(not v.passed for v in self.slo)
+
+    @property
+    def failed_groups(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if g.failed)
 
     @property
     def expired_shards(self) -> int:

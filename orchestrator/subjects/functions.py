@@ -3,6 +3,7 @@
     RUNTIMES, WORKLOADS          what exists                          (from workers.functions)
     build(runtime, out_dir)      compile (rust: cargo, go: go build, java: mvn) -> list[Artifact]
     artifact_for(runtime, out)   the artefact of an earlier build     (from workers.functions)
+    serve(artifact, timeout)     start its HTTP server on a port it picks; wait until it listens -> (Popen, port)
     start_server(artifact, port) start its HTTP server on 127.0.0.1:port -> Popen
     wait_ready(port, timeout)    poll GET /health until 200
     stop_server(proc)            SIGTERM, then SIGKILL after a grace period
@@ -23,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -41,6 +41,7 @@ from workers.functions import (
     RUNTIMES,
     WORKLOADS,
     Artifact,
+    NotListening,
     ToolchainMissing,
     artifact_for,
     binary_artifact,
@@ -50,12 +51,14 @@ from workers.functions import (
     java_tool,
     node_artifact,
     python_artifact,
+    start_function,
+    wait_port,
 )
 
 __all__ = [
     "DEFAULT_OUT_DIR", "FUNCTIONS_DIR", "MIN_NODE_MAJOR", "MIN_PYTHON", "REPO_ROOT", "RUNTIMES", "WORKLOADS",
-    "Artifact", "BuildFailed", "ToolchainMissing", "artifact_for", "build", "start_server", "stop_server",
-    "wait_ready",
+    "Artifact", "BuildFailed", "ToolchainMissing", "artifact_for", "build", "serve", "start_server",
+    "stop_server", "wait_ready",
 ]
 
 
@@ -167,12 +170,6 @@ def _build_java_jar(out_dir: Path) -> tuple[Path, float]:
     return dest, seconds
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # One request per workload (and the error paths): the training run's classes are what the
 # java-cds archive holds.
 _TRAINING: list[tuple[str, object]] = [
@@ -203,10 +200,8 @@ def _train_cds(jar: Path, out_dir: Path) -> float:
            "-jar", str(jar)]
     log = out_dir / "java" / "cds-training.log"
     t0 = time.monotonic()
-    port = _free_port()
-    proc = start_server(Artifact(runtime="java-cds", path=jar, size_bytes=0, command=cmd), port, log_path=log)
+    proc, port = serve(Artifact(runtime="java-cds", path=jar, size_bytes=0, command=cmd), 60.0, log_path=log)
     try:
-        wait_ready(port, 60.0, proc=proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             for workload, params in _TRAINING:
@@ -266,6 +261,43 @@ def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[A
 # ------------------------------------------------------------------ run
 
 
+class FunctionNotReady(SetupError):
+    """A started function server exited or never answered /health."""
+
+
+def _server_env(artifact: Artifact, host: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
+    env.update(artifact.env)
+    env["HOST"] = host
+    return env
+
+
+def serve(artifact: Artifact, timeout: float, *, host: str = "127.0.0.1",
+          log_path: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the artefact's HTTP server on a port it picks and reports once it listens (its own
+    process group; no port is chosen here for it to lose before it binds); returns it and its port.
+
+    Raises FunctionNotReady (a SetupError) saying what happened: it exited (after how long, its
+    exit code and the tail of its output) or was alive and not listening after `timeout` seconds.
+    Output goes to log_path (appended), or to a temporary file kept only to explain a failure.
+    """
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115
+    try:
+        started = start_function(artifact.command, _server_env(artifact, host), artifact.cwd, output=out)
+    except OSError as e:
+        if out is not None:
+            out.close()
+        raise FunctionNotReady(f"could not start {artifact.command[0]}: {e}") from e
+    try:
+        port = wait_port(started, time.monotonic() + timeout, name=f"the {artifact.runtime} function server")
+    except NotListening as e:
+        stop_server(started.proc, grace=1.0)
+        raise FunctionNotReady(str(e)) from None
+    finally:
+        started.close()
+    return started.proc, port
+
+
 def start_server(
     artifact: Artifact,
     port: int,
@@ -279,9 +311,8 @@ def start_server(
     binaries never switch to Lambda mode by accident. Output goes to log_path,
     or is discarded.
     """
-    env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
-    env.update(artifact.env)
-    env.update({"PORT": str(port), "HOST": host})
+    env = _server_env(artifact, host)
+    env["PORT"] = str(port)
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -296,10 +327,6 @@ def start_server(
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]
-
-
-class FunctionNotReady(SetupError):
-    """A started function server exited or never answered /health."""
 
 
 def wait_ready(

@@ -127,13 +127,7 @@ class Servers:
     def port(self, runtime: str) -> int:
         if runtime not in self.running:
             art = _artifact(self.artifacts, runtime)
-            port = free_port()
-            proc = fn.start_server(art, port)
-            try:
-                fn.wait_ready(port, 20.0, proc=proc)
-            except BaseException:
-                fn.stop_server(proc)
-                raise
+            proc, port = fn.serve(art, 20.0)  # the server picks its port and reports it (CONTRACT §1)
             self.running[runtime] = (port, proc)
         return self.running[runtime][0]
 
@@ -161,10 +155,8 @@ def fresh_server(artifacts: dict[str, fn.Artifact | str]) -> Iterator[Any]:
 
     def start(runtime: str) -> tuple[int, subprocess.Popen[bytes]]:
         art = _artifact(artifacts, runtime)
-        port = free_port()
-        proc = fn.start_server(art, port)
+        proc, port = fn.serve(art, 20.0)
         procs.append(proc)
-        fn.wait_ready(port, 20.0, proc=proc)
         return port, proc
 
     try:
@@ -311,6 +303,28 @@ def test_sleep_does_not_block_other_requests(runtime: str, servers: Servers) -> 
         assert time.monotonic() - t0 >= 0.69
     finally:
         slow.close()
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_port_0_is_picked_by_the_server_and_reported_once_listening(runtime: str, fresh_server: Any) -> None:
+    """CONTRACT §1: PORT=0 and FNBENCH_READY_FD: the server binds a port of its own and writes it to the
+    descriptor once it listens (so nobody can take the port between a parent's choice and the bind)."""
+    port, proc = fresh_server(runtime)
+    status, body = request(port, "GET", "/health")
+    assert status == 200 and body["runtime"] == runtime
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("runtime", fn.RUNTIMES)
+def test_a_server_that_cannot_start_says_why(runtime: str, artifacts: dict[str, fn.Artifact | str],
+                                              tmp_path: Path) -> None:
+    """A server whose start fails (here: a host it cannot bind) is reported with its exit code and how
+    long it ran, at once, not as "did not listen within" its deadline."""
+    art = _artifact(artifacts, runtime)
+    with pytest.raises(fn.FunctionNotReady) as info:
+        fn.serve(art, 60.0, host="no-such-host.invalid")
+    message = str(info.value)
+    assert "exited after" in message and "rc=" in message, message
 
 
 @pytest.mark.parametrize("runtime", fn.RUNTIMES)

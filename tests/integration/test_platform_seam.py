@@ -98,13 +98,13 @@ def test_an_import_error_during_a_run_propagates_and_never_sends_the_load_twice(
     assert len(starts) == 1
 
 
-def _pool_errors(shard: Shard) -> list[str]:
+def _pool_errors(shard: Shard, intervals: list | None = None) -> list[str]:
     pool = LocalPool(1)
     pool.start()
     pool.wait_ready()
     pool.hand([[shard]])
     deadline = time.monotonic() + 60
-    while pool.poll(lambda iv: None) and time.monotonic() < deadline:
+    while pool.poll((intervals if intervals is not None else []).append) and time.monotonic() < deadline:
         pass
     pool.join()
     return pool.errors
@@ -112,10 +112,14 @@ def _pool_errors(shard: Shard) -> list[str]:
 
 @pytest.mark.integration
 def test_a_worker_reports_fnbench_errors_by_message_and_others_with_a_traceback():
-    # A SetupError (an unknown platform): its message, no traceback.
-    [setup] = _pool_errors(shard_for("http://127.0.0.1:1/", platform="nowhere"))
-    assert setup.startswith("SetupError: target 't': platform 'nowhere' is not supported")
-    assert "Traceback" not in setup
+    # A SetupError (an unknown platform) fails that target's shard: its message, no traceback, and
+    # the worker goes on (issue 26: one failed target is not the run's failure).
+    intervals: list = []
+    assert _pool_errors(shard_for("http://127.0.0.1:1/", platform="nowhere"), intervals) == []
+    (failed,) = intervals
+    assert failed.status == "failed"
+    assert failed.failure.startswith("SetupError: target 't': platform 'nowhere' is not supported")
+    assert "Traceback" not in failed.failure
     # Anything else is a bug: a short traceback says where.
     [bug] = _pool_errors(shard_for("http://127.0.0.1:1/", timeout_s="soon"))
     assert bug.startswith("ValueError: Traceback") and "could not convert" in bug

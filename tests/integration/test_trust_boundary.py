@@ -164,7 +164,12 @@ def test_a_signed_shard_for_a_host_outside_the_allow_list_is_refused_and_reporte
     client = cluster.redis.client()
     claims = {k.decode(): orjson.loads(v) for k, v in client.hgetall(keys.claims(run_id)).items()}
     assert claims and all(c["state"] == "refused" for c in claims.values())
-    assert client.xlen(keys.intervals(run_id)) == 0  # nothing was measured, nothing was sent
+    # Nothing was measured, nothing was sent: each refusal is one failed interval, so the result shows
+    # the target's groups failed with the reason (issue 26).
+    ivs = [orjson.loads(fields[b"iv"]) for _, fields in client.xrange(keys.intervals(run_id))]
+    assert len(ivs) == len(claims) and all(iv["status"] == "failed" and iv["sent"] == 0 for iv in ivs)
+    assert result["groups"] and all(g["status"] == "failed" and "refused" in g["failure"] and g["completed"] == 0
+                                    for g in result["groups"])
     assert counters(cluster)[auth.REFUSED] - before[auth.REFUSED] == len(claims)
 
 

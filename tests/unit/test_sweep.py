@@ -40,7 +40,7 @@ def test_an_slo_on_a_swept_target_applies_at_every_size():
 
 
 def _group(target: str, per_million: float, p99: float) -> Group:
-    return Group(region="local", target=target, runtime="rust", phase="warm", completed=10,
+    return Group(region="local", target=target, runtime="rust", phase="warm", completed=10, outcomes={"ok": 10},
                  response_ms=Summary(p50=1, p90=1, p99=p99, p999=p99, max=p99, mean=1),
                  cost={"invocations": 10, "gb_s": 1.0, "per_million_usd": per_million}, cost_per_million_usd=per_million)
 

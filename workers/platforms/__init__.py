@@ -106,6 +106,14 @@ class CountsConnections(Protocol):
     def connect_times(self) -> Sequence[int]: ...
 
 
+@runtime_checkable
+class ReportsFailure(Protocol):
+    """An invoker that can learn during a run that its target cannot work at all (the Lambda function
+    does not exist): ``failure`` says why (empty while all is well); the shard then stops and is failed."""
+
+    failure: str
+
+
 Factory = Callable[[Target, str, int], Invoker]
 Problems = Iterable[tuple[str, str]]  # (field of the target, message): the spec prefixes targets[i].
 

@@ -1,6 +1,8 @@
 """The local platform: benchmark functions run as processes on this machine.
 
-Warm: N instances start on ephemeral loopback ports, readiness is awaited, and requests
+Warm: N instances start on loopback ports they pick themselves and report once they listen
+(``workers.functions.start_function``: no port is chosen here and released for a child to
+bind, so none can be taken in between), and requests
 are spread round-robin over one HTTP invoker per instance.  Cold: every invocation spawns a
 fresh process and measures spawn → first response (service time) next to the function's own
 ``init_ms`` (init histogram).  Cold starts counted = processes spawned.
@@ -10,6 +12,10 @@ of the target's runtime); a task names a runtime and a workload, never a command
 outside RUNTIMES or a workload outside WORKLOADS is refused before anything starts, and of
 the task's ``address`` only ``instances`` is read (capped); ``command``/``env``/``cwd`` there
 are ignored.
+
+A function that exits or does not listen in time is a SetupError (warm) or an outcome (cold:
+``function_error`` or ``timeout``) whose message says which: its exit code after how long and the
+tail of its output, or alive and not listening.
 
 Spawning, waiting until the process listens, and reaping (fork/exec, connect polls, kill,
 wait, /proc reads) run on a pool of threads, never on the event loop that other shards'
@@ -33,7 +39,6 @@ import functools
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,7 +53,16 @@ from pydantic import BaseModel, Field
 
 from workers.contract import Outcome, Target
 from workers.errors import RefusedError, SetupError
-from workers.functions import RUNTIMES, WORKLOADS, Artifact, artifact_for
+from workers.functions import (
+    RUNTIMES,
+    WORKLOADS,
+    Artifact,
+    NotListening,
+    Started,
+    artifact_for,
+    start_function,
+    wait_port,
+)
 from workers.platforms import Done, Invocation, Platform, counters_of
 from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
 
@@ -173,12 +187,6 @@ class Guardian:
 guardian = Guardian()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 _LAUNCH: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
 
 
@@ -194,18 +202,31 @@ def _launch(artifact: Artifact) -> tuple[dict[str, str], str]:
     return _LAUNCH[key]
 
 
-def spawn(artifact: Artifact, port: int) -> subprocess.Popen[bytes]:
-    """Start the built function's HTTP server on 127.0.0.1:port in its own session, watched
-    by the guardian (blocking: call it off the loop)."""
+def spawn(artifact: Artifact) -> Started:
+    """Start the built function's HTTP server on 127.0.0.1 in its own session, on a port it picks
+    and reports (workers.functions.start_function), watched by the guardian (blocking: call it
+    off the loop)."""
     base, cwd = _launch(artifact)
-    env = base.copy()
-    env["PORT"] = str(port)
-    proc = subprocess.Popen(
-        artifact.command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    guardian.watch(proc.pid)  # its session id is its pid
-    return proc
+    started = start_function(artifact.command, base, cwd)
+    guardian.watch(started.proc.pid)  # its session id is its pid
+    return started
+
+
+def _name(artifact: Artifact) -> str:
+    return f"the {artifact.runtime} function ({artifact.command[0]})"
+
+
+def listen(artifact: Artifact, deadline: float, closing: threading.Event,
+           procs: Callable[[subprocess.Popen[bytes]], object]) -> tuple[subprocess.Popen[bytes], int]:
+    """Spawn the function and wait until it listens; ``procs`` records the process the moment it
+    exists (so close() finds it even after a cancel).  Returns it and its port; NotListening says
+    what happened otherwise (blocking: off the loop)."""
+    started = spawn(artifact)
+    procs(started.proc)
+    try:
+        return started.proc, wait_port(started, deadline, closing, _name(artifact))
+    finally:
+        started.close()
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -250,26 +271,6 @@ def _url(target: Target, port: int) -> str:
     return f"http://127.0.0.1:{port}/{target.workload}"
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float, closing: threading.Event) -> bool:
-    """Poll connect() every ~200 µs until the process listens; False if it exits, the deadline
-    passes or the invoker closes (blocking: off the loop, where each attempt costs no loop time)."""
-    while not closing.is_set():
-        if proc.poll() is not None:
-            return False
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
-            return False
-        probe = socket.socket()
-        try:
-            probe.settimeout(min(remaining, 1.0))
-            if probe.connect_ex(("127.0.0.1", port)) == 0:  # no exception per refusal: less time holding the GIL
-                return True
-        finally:
-            probe.close()
-        time.sleep(0.0002)
-    return False
-
-
 # ------------------------------------------------------------------ warm
 
 
@@ -302,22 +303,19 @@ class _Instances:
         await asyncio.shield(self.ready)
         return self.ports
 
-    def _spawn_listening(self, port: int) -> bool:
-        proc = spawn(self.artifact, port)
-        self.procs.append(proc)  # recorded by the spawning thread: close() finds it even after a cancel
-        return wait_listening(port, proc, _monotonic() + _READY_TIMEOUT_S, self.closing)
+    def _spawn_listening(self) -> int:
+        _, port = listen(self.artifact, _monotonic() + _READY_TIMEOUT_S, self.closing, self.procs.append)
+        return port
 
     async def _start(self) -> None:
         await off_loop(guardian.start)
         for _ in range(self.count):
-            port = free_port()
             try:
-                listening = await off_loop(self._spawn_listening, port)
+                port = await off_loop(self._spawn_listening)
+            except NotListening as exc:
+                raise SetupError(f"target {self.target.name!r}: {exc}") from None
             except OSError as exc:
                 raise SetupError(f"target {self.target.name!r}: could not start {self.artifact.command[0]}: {exc}") from None
-            if not listening:
-                raise SetupError(f"target {self.target.name!r}: {self.artifact.command[0]} "
-                                 f"did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT_S:.0f}s")
             self.ports.append(port)
 
     async def release(self) -> float:
@@ -422,6 +420,7 @@ class LocalColdInvoker:
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.spawning: set[asyncio.Future[Any]] = set()
         self.closing = threading.Event()
+        self.told = False  # the first start that failed is logged with its reason
 
     async def start(self) -> None:
         await off_loop(guardian.start)
@@ -434,21 +433,27 @@ class LocalColdInvoker:
     def counters(self) -> dict[str, float]:
         return {}
 
-    def _spawn_listening(self, port: int, deadline: float) -> tuple[subprocess.Popen[bytes], bool]:
-        proc = spawn(self.artifact, port)
-        self.procs.add(proc)  # recorded by the spawning thread: close() finds it even after a cancel
-        return proc, wait_listening(port, proc, deadline, self.closing)
+    def _spawn_listening(self, deadline: float) -> tuple[subprocess.Popen[bytes], int | NotListening]:
+        proc: list[subprocess.Popen[bytes]] = []
+
+        def record(p: subprocess.Popen[bytes]) -> None:
+            proc.append(p)
+            self.procs.add(p)
+
+        try:
+            return listen(self.artifact, deadline, self.closing, record)
+        except NotListening as exc:
+            return proc[0], exc
 
     async def _cold(self, due: float, done: Done) -> None:
         loop = asyncio.get_running_loop()
-        port = free_port()
         sent = _monotonic()
         deadline = sent + self.target.timeout_s
-        spawning = loop.run_in_executor(spawner(), self._spawn_listening, port, deadline)
+        spawning = loop.run_in_executor(spawner(), self._spawn_listening, deadline)
         self.spawning.add(spawning)
         spawning.add_done_callback(self.spawning.discard)
         try:
-            proc, listening = await asyncio.shield(spawning)
+            proc, port = await asyncio.shield(spawning)
         except OSError:  # the build on this worker cannot be executed
             done(Outcome.function_error, due, sent, _monotonic())
             return
@@ -458,8 +463,11 @@ class LocalColdInvoker:
         outcome = Outcome.other
         init_us = -1
         try:
-            if not listening:
-                outcome = Outcome.timeout if proc.poll() is None else Outcome.function_error
+            if isinstance(port, NotListening):
+                outcome = Outcome.function_error if port.exited else Outcome.timeout
+                if not self.told and not self.closing.is_set():
+                    self.told = True
+                    log.warning("target %r: a cold start failed: %s", self.target.name, port)
                 return
             payload, *_ = encode_request(dataclasses.replace(self.target, url=_url(self.target, port)))
             finished: asyncio.Future[tuple[int, bytes]] = loop.create_future()

@@ -1,7 +1,8 @@
 //! fnbench benchmark subject — Rust runtime. Implements functions/CONTRACT.md.
 //!
 //! One binary (`bootstrap`): Lambda mode when AWS_LAMBDA_RUNTIME_API is set,
-//! otherwise an HTTP/1.1 server on $HOST:$PORT (default 127.0.0.1:8080).
+//! otherwise an HTTP/1.1 server on $HOST:$PORT (default 127.0.0.1:8080; PORT=0: any free
+//! port, reported on $FNBENCH_READY_FD).
 
 mod workloads;
 
@@ -150,6 +151,20 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     })
 }
 
+/// CONTRACT.md §1: with $FNBENCH_READY_FD set, once listening, write the port and a newline to
+/// that descriptor and close it (the parent learns the port of `PORT=0` and that we listen).
+fn report_port(port: u16) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    if let Some(fd) = std::env::var("FNBENCH_READY_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
+        if fd > 2 {
+            // SAFETY: the descriptor was passed to this process for this one write; nothing else owns it.
+            let mut ready = unsafe { std::fs::File::from_raw_fd(fd) };
+            let _ = writeln!(ready, "{port}");
+        }
+    }
+}
+
 async fn serve_http() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_string());
     let port: u16 = std::env::var("PORT")
@@ -172,6 +187,7 @@ async fn serve_http() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     instance_id();
     mark_ready();
+    report_port(listener.local_addr()?.port());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

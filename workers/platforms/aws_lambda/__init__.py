@@ -80,6 +80,10 @@ class _Call:
                 info = inv._report(self.log_result)
         elif self.error_type is not None:
             inv._count_error(self.error_type)
+            if self.error_type == b"ResourceNotFoundException" and not inv.failure:
+                # Not a measurement: the function (or its qualifier) does not exist; the shard stops.
+                inv.failure = (f"target {inv.target.name!r}: Lambda function {inv.function!r} not found "
+                               f"(ResourceNotFoundException from {inv.endpoint})")
             if outcome != _THROTTLED and self.error_type.startswith(b"TooManyRequests"):
                 outcome = _THROTTLED
         self.done(outcome, due, sent, end, info)
@@ -117,6 +121,9 @@ class LambdaInvoker(HttpInvoker):
             raise SetupError(f"target {target.name!r}: the aws-lambda platform needs address.function")
         self.region = str(address.get("region") or "us-east-1")
         endpoint = endpoint_for(address).rstrip("/")
+        self.function = function + (f":{address['qualifier']}" if address.get("qualifier") else "")
+        self.endpoint = endpoint
+        self.failure = ""  # set when Lambda says the function does not exist (workers.shard stops the shard)
         self.path = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
         params = [("Qualifier", str(address["qualifier"]))] if address.get("qualifier") else []
         self.query = canonical_query(params)

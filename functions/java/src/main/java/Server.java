@@ -1,10 +1,12 @@
 import com.fasterxml.jackson.databind.JsonNode;
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
+import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -45,6 +47,24 @@ final class Server {
         server.createContext("/", Server::handle);
         server.start();
         Facts.ready(); // listening: init_ms is measured up to here
+        reportPort(server.getAddress().getPort());
+    }
+
+    /**
+     * CONTRACT.md §1: with $FNBENCH_READY_FD set, once listening, write the port and a newline to
+     * that descriptor (the parent learns the port of PORT=0 and that we listen). Java cannot wrap
+     * a bare descriptor, so it is opened through /proc/self/fd (Linux).
+     */
+    private static void reportPort(int port) {
+        String fd = System.getenv("FNBENCH_READY_FD");
+        if (fd == null || !fd.matches("[0-9]+") || Integer.parseInt(fd) <= 2) {
+            return;
+        }
+        try (OutputStream ready = new FileOutputStream("/proc/self/fd/" + fd)) {
+            ready.write((port + "\n").getBytes(StandardCharsets.US_ASCII));
+        } catch (IOException ignored) {
+            // the parent stopped waiting: nothing to tell
+        }
     }
 
     static void handle(HttpExchange ex) {
