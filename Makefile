@@ -44,8 +44,8 @@ example: setup
 	$(BIN)/fnbench run examples/loopback.yaml; rc=$$?; kill $$pid; exit $$rc
 
 lint: setup
-	$(BIN)/ruff check orchestrator workers tests bench
-	$(BIN)/mypy orchestrator workers
+	$(BIN)/ruff check orchestrator workers lambda_emulator tests bench
+	$(BIN)/mypy orchestrator workers lambda_emulator
 
 unit: setup
 	$(BIN)/pytest tests/unit -q
