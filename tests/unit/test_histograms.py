@@ -123,7 +123,7 @@ def test_buckets_are_the_layouts_highest_equivalent_values():
     (enc,) = _random_encoded(rng, 1)
     h = histograms.decode(enc)
     want = [(h.get_highest_equivalent_value(h.get_value_from_index(i)), c) for i, c in enumerate(h.counts) if c]
-    assert histograms.buckets(enc) == want and histograms.buckets("") == []
+    assert list(histograms.buckets(enc)) == want and list(histograms.buckets("")) == []
 
 
 def test_a_histogram_of_another_layout_is_still_read():
