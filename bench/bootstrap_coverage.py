@@ -23,17 +23,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.analysis.compare import Block, bootstrap, verdict_of  # noqa: E402
-from workers import recorder  # noqa: E402
+from workers import histograms  # noqa: E402
 
 METRICS = ("p50", "p99", "p999", "error_rate")
 
 
 def _histogram(values_us: np.ndarray) -> Any:
-    """An HDR histogram of fnbench's layout holding ``values_us`` (recorder.fill's slot arithmetic, in numpy)."""
-    h = recorder.new_histogram()
+    """An HDR histogram of fnbench's layout holding ``values_us`` (histograms.fill's slot arithmetic, in numpy)."""
+    h = histograms.new_histogram()
     unit, half_mag, half = h.unit_magnitude, h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count
     top = half_mag + 1 + unit
-    v = np.minimum(values_us, recorder.HIGHEST_US)
+    v = np.minimum(values_us, histograms.HIGHEST_US)
     bucket = np.floor(np.log2(v | h.sub_bucket_mask)).astype(np.int64) + 1 - top
     index = ((bucket + 1) << half_mag) + (v >> (bucket + unit)) - half
     counts = np.ctypeslib.as_array(h.counts)
@@ -52,7 +52,7 @@ def synthetic_run(rng: np.random.Generator, blocks: int, per_block: int, scale: 
         values_us = rng.lognormal(np.log(median_ms * 1000.0 * slowness * scale), sigma, per_block)
         h = _histogram(np.maximum(values_us, 1).astype(np.int64))
         errors = int(rng.binomial(per_block, error_rate))
-        out.append(Block((recorder.encode(h),), (), per_block, errors))
+        out.append(Block((histograms.encode(h),), (), per_block, errors))
     return out
 
 

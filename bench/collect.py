@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
 from orchestrator.run.collect import Collector  # noqa: E402
-from workers import recorder  # noqa: E402
+from workers import histograms  # noqa: E402
 from workers.contract import Interval  # noqa: E402
 
 TARGETS, REGIONS = 8, 2
@@ -47,9 +47,9 @@ def encoded_histograms(n: int, seed: int = 7) -> list[tuple[str, str, str]]:
     for _ in range(n):
         hists = []
         for median_us, sigma in ((2000, 1.0), (1500, 0.9), (50, 1.5)):
-            h = recorder.new_histogram()
-            recorder.fill(h, (int(rng.lognormvariate(0, sigma) * median_us) + 1 for _ in range(SAMPLES)))
-            hists.append(recorder.encode(h))
+            h = histograms.new_histogram()
+            histograms.fill(h, (int(rng.lognormvariate(0, sigma) * median_us) + 1 for _ in range(SAMPLES)))
+            hists.append(histograms.encode(h))
         out.append((hists[0], hists[1], hists[2]))
     return out
 
@@ -72,7 +72,7 @@ def main() -> int:
     t0 = 1_700_000_000.0
 
     # Peer: the library's own decode + add, per interval (three histograms).
-    total = recorder.new_histogram()
+    total = histograms.new_histogram()
     n_peer = 600
     start = time.process_time()
     for i in range(n_peer):

@@ -388,7 +388,7 @@ import json, sys, time
 cfg = json.loads(sys.argv[1])
 from workers.contract import Shard, Target
 from workers.shard import run_shards
-from workers.recorder import merge, summary_ms
+from workers.histograms import merge, summary_ms
 scheme = "https" if cfg["tls"] else "http"
 t = Target(name="nginx", runtime="other", platform="http", url=f"{scheme}://127.0.0.1:{cfg['port']}/",
            method="GET", timeout_s=5, tls_verify=False)

@@ -208,7 +208,7 @@ class Interval:
     def from_dict(cls, d: dict[str, Any]) -> Interval:
         """The Interval of a record, every field checked (type and range); SchemaError naming the field
         otherwise.  Records cross trust boundaries (a Redis stream, a file): nothing in one may crash a
-        reader.  The encoded histograms are checked by ``workers.recorder.check_interval``."""
+        reader.  The encoded histograms are checked by ``workers.histograms.check_interval``."""
         if not isinstance(d, dict):
             raise SchemaError(f"an Interval is a JSON object, not {type(d).__name__}")
         _check_version(d, "Interval")
@@ -306,7 +306,7 @@ def _shown(v: Any) -> str:
 
 _OUTCOMES = frozenset(OUTCOME_NAMES)
 _INTERVAL_CHECKS: dict[str, Any] = {
-    **dict.fromkeys(("run_id", "shard_id", "region", "target", "runtime", "phase", "status", "workload",
+    **dict.fromkeys(("run_id", "shard_id", "region", "target", "runtime", "phase", "status", "failure", "workload",
                      *(f for _, f, _ in HISTOGRAMS)), _check_str),
     **dict.fromkeys(("attempt", "seq", "intended", "sent", "completed", "out_of_range", "retries", "peak_in_flight",
                      "cold_starts"), _check_count),

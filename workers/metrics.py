@@ -34,22 +34,19 @@ the run under load, so the counters trailed the load further and further.  Now:
 
 from __future__ import annotations
 
-import array
 import bisect
 import math
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import compress
 
-from hdrh.histogram import HdrHistogram
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval
 
 LABELS = ("run", "region", "target", "runtime", "phase")
@@ -85,19 +82,7 @@ _GRID_GUARD_S = 0.02
 LINGER_MAX_S = 10.0  # at exit, the longest wait for Prometheus to scrape a run's final values
 
 
-_INDEX_BUCKETS: dict[tuple[int, int, int], dict[int, tuple[int, float]]] = {}  # layout → index → (bucket, s)
-
-
-_TEMPLATE = recorder.new_histogram()  # index → value of fnbench's layout
-
-
-def _counts_of(hist: HdrHistogram) -> Sequence[int]:
-    view = memoryview(hist.counts)
-    if view.itemsize != 8:
-        return list(hist.counts)
-    counts = array.array("Q")
-    counts.frombytes(view.cast("B"))
-    return counts
+_BUCKET_OF: dict[int, tuple[int, float]] = {}  # HDR bucket's highest value (µs) → (Prometheus bucket, s)
 
 
 class _Hist:
@@ -109,28 +94,15 @@ class _Hist:
         self.count = 0.0
 
     def add_encoded(self, encoded: str) -> None:
-        """Re-bucket an encoded HDR histogram (µs).  Scans the counts array at C speed and maps each
-        recorded index once per histogram layout (hdrh's recorded iterator took ~35 ms a histogram,
+        """Re-bucket an encoded HDR histogram (µs).  ``histograms.buckets`` scans the counts at C
+        speed and each HDR bucket is mapped once (hdrh's recorded iterator took ~35 ms a histogram,
         which kept the metrics seconds behind the run under load)."""
-        with recorder.decoded(encoded) as d:  # fnbench's layout, in C, no histogram object (no garbage)
-            if d is not None:
-                counts: Sequence[int] = d.counts[d.lo:d.hi + 1]
-                self._add_counts(counts, d.lo, _TEMPLATE)
-                return
-        hist = recorder.decode_foreign(encoded)  # another layout: rare (checked within bounds first)
-        self._add_counts(_counts_of(hist), 0, hist)
-
-    def _add_counts(self, counts: Sequence[int], first: int, hist: HdrHistogram) -> None:
-        layout = (hist.lowest_trackable_value, hist.highest_trackable_value, hist.significant_figures)
-        where = _INDEX_BUCKETS.setdefault(layout, {})
         buckets = self.buckets
-        for j in compress(range(len(counts)), counts):
-            i = j + first
-            hit = where.get(i)
+        for value_us, n in histograms.buckets(encoded):
+            hit = _BUCKET_OF.get(value_us)
             if hit is None:
-                seconds = hist.get_highest_equivalent_value(hist.get_value_from_index(i)) / 1e6
-                hit = where[i] = (bisect.bisect_left(BUCKETS_S, seconds), seconds)
-            n = counts[j]
+                seconds = value_us / 1e6
+                hit = _BUCKET_OF[value_us] = (bisect.bisect_left(BUCKETS_S, seconds), seconds)
             buckets[hit[0]] += n
             self.sum_s += hit[1] * n
             self.count += n

@@ -29,7 +29,7 @@ import yaml
 from orchestrator import session
 from orchestrator.errors import InputError, SetupError
 from orchestrator.run.result import Group
-from workers import recorder
+from workers import histograms
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
 BAND_Z = 3.2905  # two-sided 99.9 %: a correct generator leaves the band once in a thousand checks
@@ -198,9 +198,9 @@ def _serve(cfg: SyntheticConfig, conn: Any) -> None:
         conn.send(srv.sockets[0].getsockname()[1])
         await server.loop.run_in_executor(None, conn.recv)  # any message: stop and report
         srv.close()
-        hist = recorder.new_histogram()
-        recorder.fill(hist, server.truth)
-        conn.send((recorder.encode(hist), len(server.truth)))
+        hist = histograms.new_histogram()
+        histograms.fill(hist, server.truth)
+        conn.send((histograms.encode(hist), len(server.truth)))
 
     uvloop.run(main())
 
@@ -270,7 +270,7 @@ def calibrate(
         target.close()
     group = outcome.result.groups[0] if outcome.result.groups else Group("", "", "", "")
     measured = group.response_ms.to_dict()
-    truth = recorder.summary_ms(recorder.decode(truth_encoded))
+    truth = histograms.summary_ms(histograms.decode(truth_encoded))
     report: dict[str, Any] = {
         "run_id": outcome.result.run_id,
         "results": str(outcome.folder),

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 from orchestrator.errors import exit_code
 from orchestrator.run.result import Group, RunResult, SloVerdict
-from workers.contract import Interval
+from workers import histograms
+from workers.contract import HISTOGRAMS, Interval
 
 
 class Slo(Protocol):
@@ -203,25 +204,10 @@ def samples_from_intervals(intervals: Iterable[Interval], max_blocks: int | None
     return out
 
 
-def merge_encoded(encoded: Sequence[str]) -> str:
-    """One encoded HDR histogram of several (for compact history records)."""
-    if not encoded:
-        return ""
-    if len(encoded) == 1:
-        return encoded[0]
-    from workers import recorder
-
-    h = recorder.decode_foreign(encoded[0])  # each checked within bounds (recorder.HistogramError)
-    for e in encoded[1:]:
-        h.add(recorder.decode_foreign(e))
-    out = h.encode()
-    return out.decode() if isinstance(out, bytes) else str(out)
-
-
 def compact(sample: Sample) -> Sample:
     """The sample with each block's histograms merged into one (what history stores)."""
-    return replace(sample, blocks=tuple(Block((merge_encoded(b.response),) if b.response else (),
-                                              (merge_encoded(b.init),) if b.init else (), b.total, b.errors)
+    return replace(sample, blocks=tuple(Block((histograms.merge_encoded(b.response),) if b.response else (),
+                                              (histograms.merge_encoded(b.init),) if b.init else (), b.total, b.errors)
                                         for b in sample.blocks))
 
 
@@ -229,16 +215,11 @@ class _Sparse:
     """Decodes encoded histograms into (index, count) pairs of fnbench's HDR layout."""
 
     def __init__(self) -> None:
-        from orchestrator.run.collect import MergedHistogram, _tables
-
-        self.tables = _tables()
-        self.m = MergedHistogram()
+        self.m = histograms.MergedHistogram()
         self.highest: Any = None
 
     def counts(self, encoded: Sequence[str]) -> tuple[Any, Any]:
         """(bucket indices, counts) of the merged histograms, as numpy arrays."""
-        import ctypes
-
         import numpy as np
 
         m = self.m
@@ -250,15 +231,14 @@ class _Sparse:
         span = np.ctypeslib.as_array(m.counts)[lo:hi + 1]
         nz = np.flatnonzero(span)
         out = (nz + lo, span[nz].astype(np.float64))
-        ctypes.memset(ctypes.addressof(m.counts) + 8 * lo, 0, 8 * (hi + 1 - lo))
-        m.total, m.lo, m.hi = 0, -1, -1
+        m.clear()
         return out
 
     def value_ms(self, index: Any) -> Any:
         import numpy as np
 
         if self.highest is None:
-            self.highest = np.asarray(self.tables.highest, dtype=np.float64) / 1000.0
+            self.highest = np.asarray(histograms.layout().highest, dtype=np.float64) / 1000.0
         return self.highest[index]
 
 
@@ -592,8 +572,6 @@ class SloWatch:
 
 def _window_metric(intervals: Sequence[Interval], metric: str, window_s: float) -> float | None:
     """An SLO metric over some intervals of one group (histograms merged, never averaged)."""
-    from orchestrator.run.collect import HISTS, MergedHistogram
-
     total = sum(sum(iv.outcomes.values()) for iv in intervals)
     ok = sum(iv.outcomes.get("ok", 0) for iv in intervals)
     if metric == "error_rate":
@@ -601,10 +579,10 @@ def _window_metric(intervals: Sequence[Interval], metric: str, window_s: float) 
     if metric == "achieved_rps":
         return ok / window_s if window_s > 0 else None
     kind, _, stat = metric.partition(".")
-    field_name = dict(HISTS).get(kind)
+    field_name = {result: name for _, name, result in HISTOGRAMS}.get(kind)
     if field_name is None:
         return None
-    merged = MergedHistogram()
+    merged = histograms.MergedHistogram()
     for iv in intervals:
         encoded = getattr(iv, field_name)
         if encoded:

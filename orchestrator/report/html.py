@@ -14,17 +14,12 @@ spec as run.  Several runs overlay on the same axes, each series labelled by its
 
 from __future__ import annotations
 
-import bisect
-import ctypes
 import datetime as dt
 import html
-import itertools
 import math
 import statistics
-from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from ctypes import addressof
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +28,11 @@ import orjson
 
 from orchestrator.analysis.compare import TargetRow, relative_to
 from orchestrator.errors import InputError
-from orchestrator.run import collect
-from orchestrator.run.collect import Collector, MergedHistogram
+from orchestrator.run.collect import Collector
 from orchestrator.run.result import Group, RunResult
-from workers import recorder
+from workers import histograms
 from workers.contract import ERROR_OUTCOMES, OUTCOME_NAMES, Interval, SchemaError
+from workers.histograms import MergedHistogram
 
 VENDOR = Path(__file__).parent / "vendor"
 MAX_POINTS = 2000  # per series on the time axis
@@ -59,21 +54,6 @@ def distribution_percentiles() -> list[float]:
 
 def nines(p: float) -> float:
     return round(-math.log10(1.0 - p / 100.0), 5) if p < 100.0 else NINES_MAX
-
-
-def percentiles_ms(m: MergedHistogram, ps: Sequence[float]) -> list[float | None]:
-    """Values at percentiles ``ps`` exactly as ``MergedHistogram.summary`` computes them (ms)."""
-    if not m.total:
-        return [None] * len(ps)
-    t = collect._tables()
-    counts = array("Q")
-    counts.frombytes(ctypes.string_at(addressof(m.counts) + 8 * m.lo, 8 * (m.hi + 1 - m.lo)))
-    cumulative = list(itertools.accumulate(counts))
-    out: list[float | None] = []
-    for p in ps:
-        target = max(int(p * m.total / 100 + 0.5), 1)
-        out.append(t.highest[m.lo + bisect.bisect_left(cumulative, target)] / 1000.0)
-    return out
 
 
 # -- reading a run ---------------------------------------------------------------------------
@@ -109,7 +89,7 @@ def read_intervals_tolerant(path: Path) -> tuple[list[Interval], list[str]]:
         if not line.strip():
             continue
         try:
-            out.append(recorder.read_interval(line))
+            out.append(histograms.read_interval(line))
         except SchemaError:
             bad.append(n)
     damage = []
@@ -344,7 +324,7 @@ def _dist(hists: MergedHistogram | None) -> dict[float, float | None]:
     if hists is None or not hists.total:
         return {}
     ps = distribution_percentiles()
-    return dict(zip([nines(p) for p in ps], percentiles_ms(hists, ps), strict=True))
+    return dict(zip([nines(p) for p in ps], hists.percentiles_ms(ps), strict=True))
 
 
 # -- HTML ----------------------------------------------------------------------------------------

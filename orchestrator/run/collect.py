@@ -5,152 +5,28 @@ are dropped, so at-least-once delivery never double counts.  Percentiles are nev
 they are read from the merged histograms.
 
 Speed matters here: the live view and soak runs merge every interval of every shard, and the
-live view asks for the result on every refresh.  Encoded histograms are decoded straight into
-one reused scratch array and added in C (no histogram object per interval), and percentiles
-of a group are computed once per change, in one pass, from a cumulative sum and bisection.
+live view asks for the result on every refresh.  Encoded histograms are added in C into one
+``workers.histograms.MergedHistogram`` per group and histogram (no histogram object per
+interval), and a group's record (percentiles included) is rebuilt only after it changed.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import ctypes
-import itertools
-from array import array
 from collections.abc import Iterable, Sequence
-from ctypes import addressof
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
-from pyhdrh import add_array  # the C core of the hdrhistogram package
 
-from orchestrator.run.result import BadRecords, Gap, Group, RunResult, SloVerdict, Summary
+from orchestrator.run.result import BadRecords, Gap, Group, RunResult, SloVerdict
 from orchestrator.run.rollup import Rollup
-from workers import recorder
+from workers import histograms
 from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval, SchemaError
+from workers.histograms import MergedHistogram
 
 GroupKey = tuple[str, str, str, str]  # region, target, runtime, phase
 HISTS = tuple((result, field) for _, field, result in HISTOGRAMS)  # result name, Interval field
-
-
-class _Layout:
-    """Index → value tables of fnbench's histogram layout, computed once.
-
-    Within each run of 1024 counts (one HDR bucket half) the median-equivalent value of an index
-    is linear in the index, so the mean of a histogram is a few sums over its cumulative counts
-    (``MergedHistogram.summary``) instead of a product per count.
-    """
-
-    CHUNK = 1024
-
-    def __init__(self) -> None:
-        h = recorder.new_histogram()
-        self.template = h
-        self.counts_len = h.counts_len
-        # Index → lowest value and bucket width, by the layout's arithmetic (hdrh's own per-value
-        # methods take ~0.3 s for the 23k indices; checked against them on a sample below).
-        half, unit = h.sub_bucket_half_count_magnitude, h.unit_magnitude
-        lowest, width = [], []
-        for i in range(h.counts_len):
-            bucket, sub = (i >> half) - 1, (i & (h.sub_bucket_half_count - 1)) + h.sub_bucket_half_count
-            if bucket < 0:
-                bucket, sub = 0, sub - h.sub_bucket_half_count
-            lowest.append(sub << (bucket + unit))
-            width.append(1 << (bucket + unit))
-        self.highest = [lo + w - 1 for lo, w in zip(lowest, width, strict=True)]
-        median = [lo + (w >> 1) for lo, w in zip(lowest, width, strict=True)]
-        for i in (*range(0, h.counts_len, 97), h.counts_len - 1):
-            v = h.get_value_from_index(i)
-            if (lowest[i], self.highest[i], median[i]) != (
-                    v, h.get_highest_equivalent_value(v), h.get_lowest_equivalent_value(v) + (h._hdr_size_of_equiv_value_range(v) >> 1)):
-                raise AssertionError(f"HDR layout changed at index {i}")
-        self.median = median
-        # (offset, slope) of the median value in each chunk of CHUNK indices, checked to be linear.
-        self.lines: list[tuple[int, int]] = []
-        for a in range(0, h.counts_len, self.CHUNK):
-            b = min(a + self.CHUNK, h.counts_len) - 1
-            slope = median[a + 1] - median[a] if b > a else 0
-            if any(median[i] != median[a] + slope * (i - a) for i in range(a, b + 1)):
-                raise AssertionError(f"HDR layout changed: median values of indices {a}..{b} are not linear")
-            self.lines.append((median[a], slope))
-
-
-_layout: _Layout | None = None
-
-
-def _tables() -> _Layout:
-    global _layout
-    if _layout is None:
-        _layout = _Layout()
-    return _layout
-
-
-class MergedHistogram:
-    """Counts of many encoded HDR histograms of fnbench's layout, added in C."""
-
-    __slots__ = ("counts", "total", "lo", "hi")
-
-    def __init__(self) -> None:
-        self.counts = (ctypes.c_ulonglong * _tables().counts_len)()
-        self.total = 0
-        self.lo = -1  # lowest and highest non-zero index
-        self.hi = -1
-
-    def add_encoded(self, encoded: str) -> None:
-        """Add an encoded histogram (recorder.HistogramError, nothing added, when it cannot be decoded)."""
-        with recorder.decoded(encoded) as d:
-            if d is None:  # empty, or another layout (another fnbench version): value by value
-                self.add_foreign(recorder.decode_foreign(encoded))
-                return
-            self.add_decoded(d)
-
-    def add_decoded(self, d: recorder.Decoded) -> None:
-        width = d.hi + 1 - d.lo
-        # Add only the populated span (recorder.decoded zeroes it again for the next decode).
-        add_array(addressof(self.counts) + 8 * d.lo, addressof(d.counts) + 8 * d.lo, width, 8)
-        self.total += d.total
-        self.lo = d.lo if self.lo < 0 else min(self.lo, d.lo)
-        self.hi = max(self.hi, d.hi)
-
-    def add_foreign(self, other: HdrHistogram) -> None:
-        """A histogram of another layout (another fnbench version): value by value, slowly."""
-        t = _tables()
-        for item in other.get_recorded_iterator():
-            index = t.template._counts_index_for(min(item.value_iterated_to, recorder.HIGHEST_US))
-            self.counts[index] += item.count_at_value_iterated_to
-            self.total += item.count_at_value_iterated_to
-            self.lo = index if self.lo < 0 else min(self.lo, index)
-            self.hi = max(self.hi, index)
-
-    def summary(self) -> Summary:
-        """p50/p90/p99/p999/max/mean in ms, exactly as HdrHistogram reports them."""
-        if not self.total:
-            return Summary()
-        t = _tables()
-        lo, hi = self.lo, self.hi
-        counts = array("Q")
-        counts.frombytes(ctypes.string_at(addressof(self.counts) + 8 * lo, 8 * (hi + 1 - lo)))
-        cumulative = list(itertools.accumulate(counts))  # cumulative[i - lo] = counts lo..i
-        out: dict[str, float] = {}
-        for name, p in recorder.PERCENTILES.items():
-            target = max(int(p * self.total / 100 + 0.5), 1)
-            out[name] = t.highest[lo + bisect.bisect_left(cumulative, target)] / 1000.0
-        out["max"] = t.highest[hi] / 1000.0
-        # Σ count·median, chunk by chunk: median = offset + slope·(i − a) inside a chunk starting at a,
-        # and Σ (i − a)·count_i = (b − a)·C_b − Σ_{i=a}^{b-1} C_i with C the cumulative count from a.
-        weighted = 0
-        size = _Layout.CHUNK
-        for k in range(lo // size, hi // size + 1):
-            a, b = max(k * size, lo), min(k * size + size - 1, hi)
-            before = cumulative[a - lo - 1] if a > lo else 0
-            n = cumulative[b - lo] - before
-            if not n:
-                continue
-            offset, slope = t.lines[k]
-            first = offset + slope * (a - k * size)
-            moments = (b - a) * n - (sum(cumulative[a - lo:b - lo]) - before * (b - a))
-            weighted += first * n + slope * moments
-        return Summary(**out, mean=round(weighted / self.total / 1000.0, 3))
 
 
 class GroupState:
@@ -187,17 +63,17 @@ class GroupState:
     def add(self, iv: Interval, series: dict[int, list[int]] | None = None) -> None:
         """Add an interval; a rollup (many intervals folded) brings its own coarse ``series``.  Its
         histograms are decoded first, each into its own scratch slot: one that cannot be decoded
-        (recorder.HistogramError) leaves the group as it was."""
+        (histograms.HistogramError) leaves the group as it was."""
         with contextlib.ExitStack() as stack:
-            ready: list[tuple[str, recorder.Decoded | HdrHistogram]] = []
+            ready: list[tuple[str, histograms.Decoded | HdrHistogram]] = []
             for slot, (name, attr) in enumerate(HISTS):
                 encoded = getattr(iv, attr)
                 if encoded:
-                    d = stack.enter_context(recorder.decoded(encoded, slot))
-                    ready.append((name, d if d is not None else recorder.decode_foreign(encoded)))
+                    d = stack.enter_context(histograms.decoded(encoded, slot))
+                    ready.append((name, d if d is not None else histograms.decode_foreign(encoded)))
             self._add(iv, series)
             for name, h in ready:
-                if isinstance(h, recorder.Decoded):
+                if isinstance(h, histograms.Decoded):
                     self.hists[name].add_decoded(h)
                 else:
                     self.hists[name].add_foreign(h)

@@ -19,41 +19,10 @@ import orjson
 
 from workers.contract import ERROR_OUTCOMES
 from workers.errors import InputError
+from workers.histograms import Summary
 
 RESULT_SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-STATS = ("p50", "p90", "p99", "p999", "max", "mean")
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """Percentiles of one merged HDR histogram, in milliseconds (None when it is empty)."""
-
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    p999: float | None = None
-    max: float | None = None
-    mean: float | None = None
-
-    def stat(self, name: str) -> float | None:
-        if name not in STATS:
-            raise KeyError(name)
-        value: float | None = getattr(self, name)
-        return value
-
-    @property
-    def empty(self) -> bool:
-        return self.max is None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {s: getattr(self, s) for s in STATS}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Summary:
-        return cls(**{s: d.get(s) for s in STATS}) if d else cls()
-
-
 EMPTY = Summary()
 
 

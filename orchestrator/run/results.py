@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from orchestrator.errors import InputError
 from orchestrator.run.result import BadRecords, RunResult
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval, SchemaError
 
 
@@ -106,7 +106,7 @@ class RunFolder:
 
 
 def read_intervals(path: Path, bad: BadRecords | None = None) -> list[Interval]:
-    """Read intervals.jsonl, each record checked (recorder.read_interval); a torn last line (crash
+    """Read intervals.jsonl, each record checked (histograms.read_interval); a torn last line (crash
     mid-write) is skipped.  Any other bad line is counted in ``bad`` and left out, or, without ``bad``,
     an InputError naming the line."""
     try:
@@ -119,7 +119,7 @@ def read_intervals(path: Path, bad: BadRecords | None = None) -> list[Interval]:
         if not line.strip():
             continue
         try:
-            out.append(recorder.read_interval(line))
+            out.append(histograms.read_interval(line))
         except SchemaError as exc:
             if n == len(lines) and not raw.endswith(b"\n"):
                 break  # cut short by a crash mid-write

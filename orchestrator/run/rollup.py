@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from workers import recorder
+from workers import histograms
 from workers.contract import (
     ERROR_OUTCOMES,
     HISTOGRAMS,
@@ -67,7 +67,7 @@ class Rollup:
 def _merge_encoded(a: str, b: str) -> str:
     if not a or not b:
         return a or b
-    return recorder.merge_encoded((a, b))
+    return histograms.merge_encoded((a, b))
 
 
 def merge(a: Interval, b: Interval) -> Interval:

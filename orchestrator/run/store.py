@@ -12,7 +12,7 @@ import redis
 from orchestrator.errors import InputError, SetupError
 from orchestrator.run.result import BadRecords
 from orchestrator.run.rollup import Rollup
-from workers import auth, keys, recorder
+from workers import auth, histograms, keys
 from workers.contract import Interval, SchemaError, Shard
 
 WORKER_STALE_S = 6.0  # a registered worker not seen for this long is offline
@@ -207,7 +207,7 @@ class Store:
         return out, after
 
     def _interval(self, entry_id: str, fields: dict[bytes, bytes], count_bad: bool) -> Interval | None:
-        """The entry's interval, checked (recorder.read_interval); None, counted in ``bad``, when it is
+        """The entry's interval, checked (histograms.read_interval); None, counted in ``bad``, when it is
         not one: anyone who can write the stream could have put anything there."""
         try:
             raw = fields[b"iv"]
@@ -216,7 +216,7 @@ class Store:
                 self.bad.add(f"stream entry {entry_id}: no 'iv' field")
             return None
         try:
-            return recorder.read_interval(raw)
+            return histograms.read_interval(raw)
         except SchemaError as exc:
             if count_bad:
                 self.bad.add(f"stream entry {entry_id}: {exc}")
@@ -259,7 +259,7 @@ class Store:
         for field, raw in self.r.hgetall(keys.rollups(run_id)).items():
             try:
                 r = Rollup.from_json(raw)
-                recorder.check_interval(r.interval)
+                histograms.check_interval(r.interval)
             except SchemaError as exc:
                 self.bad.add(f"rollup {field.decode(errors='replace')}: {exc}")
                 continue

@@ -155,7 +155,7 @@ def test_update_function_configuration_retires_instances():
 
 
 def test_run_shard_records_the_three_clocks():
-    from workers.recorder import decode
+    from workers.histograms import decode
     with lambda_local.Background(functions(["go"], reserved=4)) as lam:
         target = Target(name="go", runtime="go", platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
                         address={"function": "go", "endpoint_url": lam.endpoint,
@@ -188,7 +188,7 @@ def test_run_shard_records_the_three_clocks():
 
 @pytest.mark.parametrize("runtime", ["rust", "go", "python", "node"])
 def test_forced_cold_starts_every_sample_has_init_duration(runtime):
-    from workers.recorder import decode
+    from workers.histograms import decode
     with lambda_local.Background(functions([runtime], reserved=2)) as lam:
         c = client(lam.endpoint)
         c.update_function_configuration(FunctionName=runtime, Environment={"Variables": {"KEEP": "me"}})

@@ -16,7 +16,7 @@ from tests.servers import strict
 from workers import functions
 from workers.contract import Interval, Shard, Target
 from workers.errors import RefusedError
-from workers.recorder import merge
+from workers.histograms import merge
 from workers.shard import run_shard, run_shards_async
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import pytest
 
 from tests.servers import closed_port
 from workers.contract import Shard, Target
-from workers.recorder import merge
+from workers.histograms import merge
 from workers.shard import run_shard
 
 RATE, SECONDS = 100, 2.0

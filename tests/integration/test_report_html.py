@@ -30,7 +30,7 @@ import websocket
 
 from orchestrator.report import html as report_html
 from tests.servers import need, strict
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -374,9 +374,9 @@ def synthetic_hour(folder: Path, targets: int = 8, regions: int = 2, flush_s: fl
     kinds = ["ok", "http_5xx", "timeout", "reset", "throttled", "dropped", "connect_error"]
     hists = []
     for _ in range(16):
-        h = recorder.new_histogram()
-        recorder.fill(h, [int(rng.lognormvariate(8.5, 0.6)) for _ in range(2000)])
-        hists.append(recorder.encode(h))
+        h = histograms.new_histogram()
+        histograms.fill(h, [int(rng.lognormvariate(8.5, 0.6)) for _ in range(2000)])
+        hists.append(histograms.encode(h))
     with open(folder / "intervals.jsonl", "wb") as f:
         for region, t, shard in itertools.product(range(regions), range(targets), range(2)):
             for seq in range(int(3600 / flush_s)):
@@ -417,9 +417,9 @@ def test_markup_in_names_and_errors_from_the_intervals_leaves_every_chart_drawn(
     folder = tmp_path / "hostile"
     folder.mkdir()
     rng = random.Random(3)
-    h = recorder.new_histogram()
-    recorder.fill(h, [int(rng.lognormvariate(8.5, 0.5)) for _ in range(500)])
-    enc = recorder.encode(h)
+    h = histograms.new_histogram()
+    histograms.fill(h, [int(rng.lognormvariate(8.5, 0.5)) for _ in range(500)])
+    enc = histograms.encode(h)
     collector = Collector("hostile")
     with open(folder / "intervals.jsonl", "wb") as f:
         for t, name in enumerate(("plain", HOSTILE)):

@@ -15,7 +15,7 @@ from orchestrator.run.dispatch.celery import CeleryDispatcher
 from orchestrator.run.store import Store
 from tests.integration.distributed_fixtures import RedisServer
 from tests.servers import need
-from workers import keys, recorder
+from workers import histograms, keys
 from workers.contract import Interval, Shard, Target
 
 pytestmark = [pytest.mark.integration]
@@ -34,13 +34,13 @@ def redis_url_fixture(tmp_path_factory):
 
 def _interval(run_id: str, shard: str, seq: int, rng: random.Random, final: bool = False) -> Interval:
     values = [int(rng.lognormvariate(0, 1) * 2000) + 1 for _ in range(300)]
-    h = recorder.new_histogram()
-    recorder.fill(h, values)
+    h = histograms.new_histogram()
+    histograms.fill(h, values)
     errors = rng.randint(0, 3)
     return Interval(run_id=run_id, shard_id=shard, attempt=0, seq=seq, region="a", target=shard.split("/")[1],
                     runtime="go", phase="warm", t0=1000.0 + seq, t1=1001.0 + seq, intended=300 + errors, sent=300 + errors,
                     completed=300 + errors, outcomes={"ok": 300, **({"timeout": errors} if errors else {})},
-                    response_us=recorder.encode(h), service_us=recorder.encode(h), send_lag_us="", final=final,
+                    response_us=histograms.encode(h), service_us=histograms.encode(h), send_lag_us="", final=final,
                     started=1000.0 if seq == 0 else 0.0)
 
 

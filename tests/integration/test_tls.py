@@ -16,7 +16,7 @@ from orchestrator.run.collect import Collector
 from tests.integration.test_outcomes import drive
 from tests.servers import FaultServer, _FaultProtocol
 from workers.contract import Interval, Shard, Target
-from workers.recorder import merge
+from workers.histograms import merge
 from workers.shard import run_shards
 
 

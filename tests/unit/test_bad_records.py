@@ -17,16 +17,16 @@ import pytest
 from hdrh.codec import PayloadHeader, payload_header_size
 
 from orchestrator.run.collect import Collector
-from workers import recorder
+from workers import histograms
 from workers.contract import SchemaError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def histogram(values=(100, 200, 300)) -> str:
-    h = recorder.new_histogram()
-    recorder.fill(h, list(values))
-    return recorder.encode(h)
+    h = histograms.new_histogram()
+    histograms.fill(h, list(values))
+    return histograms.encode(h)
 
 
 def record(**changes) -> dict:
@@ -61,7 +61,7 @@ def crafted_histogram(payload: bytes, payload_len: int | None = None, layout=(1,
     return base64.b64encode(struct.pack(">ii", 0x1C849314, len(body)) + body).decode()
 
 
-COUNTS = recorder.new_histogram().counts_len
+COUNTS = histograms.new_histogram().counts_len
 CRAFTED = {
     "not an interval": {"not": "an interval"},
     "not an object": [1, 2, 3],
@@ -90,12 +90,12 @@ CRAFTED = {
 def test_each_crafted_record_is_a_schema_error_and_leaves_decoding_intact(name):
     raw = orjson.dumps(CRAFTED[name])
     with pytest.raises(SchemaError):
-        recorder.read_interval(raw)
+        histograms.read_interval(raw)
     # A failed decode leaves no counts behind in the reused scratch arrays.
     for slot in (0, 1, 2):
-        counts = recorder._slot_counts(slot)
+        counts = histograms._slot_counts(slot)
         assert not any(counts), name
-    good = recorder.read_interval(orjson.dumps(record()))
+    good = histograms.read_interval(orjson.dumps(record()))
     c = Collector("r")
     assert c.take(good)
     assert c.result().groups[0].response_ms.max == 0.3
@@ -117,13 +117,13 @@ def test_the_collector_counts_an_undecodable_interval_and_keeps_the_rest():
 
 BOMB_CHECK = r"""
 import resource, sys
-from workers import recorder
+from workers import histograms
 from workers.contract import SchemaError
 encoded = open(sys.argv[1]).read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for _ in range(3):
     try:
-        with recorder.decoded(encoded):
+        with histograms.decoded(encoded):
             pass
     except SchemaError as exc:
         message = str(exc)
@@ -145,7 +145,7 @@ def test_a_zlib_bomb_is_refused_within_the_layouts_bound(tmp_path):
     parts.append(z.flush())
     body = b"".join(parts)
     bomb = base64.b64encode(struct.pack(">ii", 0x1C849314, len(body)) + body).decode()
-    assert len(bomb) < recorder.MAX_ENCODED_CHARS  # small enough to pass the size check: the bound is what stops it
+    assert len(bomb) < histograms.MAX_ENCODED_CHARS  # small enough to pass the size check: the bound is what stops it
     path = tmp_path / "bomb.b64"
     path.write_text(bomb)
     out = subprocess.run([sys.executable, "-c", BOMB_CHECK, str(path)], capture_output=True, text=True, cwd=ROOT,
@@ -156,12 +156,12 @@ def test_a_zlib_bomb_is_refused_within_the_layouts_bound(tmp_path):
     assert int(growth_kb) < 20_000, f"peak RSS grew by {growth_kb} KB decoding a 400 MB bomb"
     # The same bomb in an interval line: one bad record.
     with pytest.raises(SchemaError, match="Interval.response_us"):
-        recorder.read_interval(orjson.dumps(record(response_us=bomb)))
+        histograms.read_interval(orjson.dumps(record(response_us=bomb)))
 
 
 def test_scratch_arrays_are_per_slot():
     a, b = histogram([100]), histogram([5000])
-    with recorder.decoded(a, 0) as da, recorder.decoded(b, 1) as db:
+    with histograms.decoded(a, 0) as da, histograms.decoded(b, 1) as db:
         assert da is not None and db is not None and da.lo != db.lo
         assert ctypes.addressof(da.counts) != ctypes.addressof(db.counts)
     assert payload_header_size == 40

@@ -6,15 +6,15 @@ from rich.console import Console
 from orchestrator.report.terminal import groups_table
 from orchestrator.run.collect import Collector
 from orchestrator.run.result import Group, RunResult
-from workers import recorder
+from workers import histograms
 from workers.contract import HISTOGRAMS, Interval
 
 
 def _interval(seq: int, connect: list[int], counters: dict[str, float]) -> Interval:
     def enc(values: list[int]) -> str:
-        h = recorder.new_histogram()
-        recorder.fill(h, values)
-        return recorder.encode(h)
+        h = histograms.new_histogram()
+        histograms.fill(h, values)
+        return histograms.encode(h)
 
     return Interval(run_id="r", shard_id="s", attempt=0, seq=seq, region="local", target="t", runtime="rust",
                     phase="warm", t0=float(seq), t1=seq + 1.0, intended=10, sent=10, completed=10,

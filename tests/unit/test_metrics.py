@@ -4,7 +4,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval
 from workers.metrics import _GRID_GUARD_S as GUARD
 from workers.metrics import BUCKETS_S, IntervalMetrics
@@ -12,9 +12,9 @@ from workers.metrics import BUCKETS_S, IntervalMetrics
 
 def interval(seq: int, values_us: list[int], outcomes: dict[str, int], warmup: bool = False, *, t0: float | None = None,
              span: float = 1.0, final: bool = False, shard: str = "s") -> Interval:
-    h = recorder.new_histogram()
-    recorder.fill(h, values_us)
-    enc = recorder.encode(h)
+    h = histograms.new_histogram()
+    histograms.fill(h, values_us)
+    enc = histograms.encode(h)
     t0 = 100.0 + seq if t0 is None else t0
     return Interval(run_id="r1", shard_id=shard, attempt=0, seq=seq, region="eu-west-1", target="fn", runtime="go",
                     phase="warm", t0=t0, t1=t0 + span, intended=sum(outcomes.values()),

@@ -3,21 +3,21 @@ import random
 import pytest
 
 from orchestrator.run.collect import Collector
-from workers import recorder
+from workers import histograms
 from workers.contract import SCHEMA_VERSION, Interval, SchemaError, Shard, Target
 
 
 def test_merge_of_parts_equals_recording_everything_at_once():
     rng = random.Random(1)
     values = [int(rng.lognormvariate(8, 1.2)) for _ in range(20_000)]
-    whole = recorder.new_histogram()
-    recorder.fill(whole, values)
+    whole = histograms.new_histogram()
+    histograms.fill(whole, values)
     parts = []
     for chunk in (values[:7000], values[7000:15000], values[15000:]):
-        h = recorder.new_histogram()
-        recorder.fill(h, chunk)
-        parts.append(recorder.encode(h))
-    merged = recorder.merge(parts)
+        h = histograms.new_histogram()
+        histograms.fill(h, chunk)
+        parts.append(histograms.encode(h))
+    merged = histograms.merge(parts)
     assert merged.get_total_count() == whole.get_total_count() == 20_000
     for p in (50, 90, 99, 99.9, 100):
         assert merged.get_value_at_percentile(p) == whole.get_value_at_percentile(p)
@@ -26,33 +26,33 @@ def test_merge_of_parts_equals_recording_everything_at_once():
 def test_fast_fill_equals_record_value_one_by_one():
     rng = random.Random(2)
     values = [int(rng.lognormvariate(9, 2)) for _ in range(50_000)] + [1, 2047, 2048, 2049, 10**9]
-    slow = recorder.new_histogram()
+    slow = histograms.new_histogram()
     for v in values:
         slow.record_value(v)
-    fast = recorder.new_histogram()
-    recorder.fill(fast, values[:20_000])
-    recorder.fill(fast, values[20_000:])
-    assert recorder.encode(fast) == recorder.encode(slow)
+    fast = histograms.new_histogram()
+    histograms.fill(fast, values[:20_000])
+    histograms.fill(fast, values[20_000:])
+    assert histograms.encode(fast) == histograms.encode(slow)
     assert (fast.get_min_value(), fast.get_max_value()) == (slow.get_min_value(), slow.get_max_value())
 
 
 def test_values_out_of_range_are_counted_not_dropped():
-    h = recorder.new_histogram()
-    oor = recorder.fill(h, [5, recorder.HIGHEST_US * 10, recorder.HIGHEST_US * 2])
+    h = histograms.new_histogram()
+    oor = histograms.fill(h, [5, histograms.HIGHEST_US * 10, histograms.HIGHEST_US * 2])
     assert oor == 2
     assert h.get_total_count() == 3
 
 
 def test_three_significant_digits():
-    h = recorder.new_histogram()
-    recorder.fill(h, [123_456])
+    h = histograms.new_histogram()
+    histograms.fill(h, [123_456])
     assert h.get_value_at_percentile(50) == pytest.approx(123_456, rel=1e-3)
 
 
 def _interval(seq: int, attempt: int = 0, value: int = 1000) -> Interval:
-    h = recorder.new_histogram()
-    recorder.fill(h, [value] * 10)
-    enc = recorder.encode(h)
+    h = histograms.new_histogram()
+    histograms.fill(h, [value] * 10)
+    enc = histograms.encode(h)
     return Interval(run_id="r", shard_id="s", attempt=attempt, seq=seq, region="local", target="t",
                     runtime="rust", phase="warm", t0=0.0, t1=1.0, intended=10, sent=10, completed=10,
                     outcomes={"ok": 10}, response_us=enc, service_us=enc, send_lag_us=enc)
@@ -91,18 +91,18 @@ def test_merge_encoded_equals_merge_and_makes_no_histogram_per_item(monkeypatch)
     rng = random.Random(7)
     encoded = []
     for _ in range(5):
-        h = recorder.new_histogram()
-        recorder.fill(h, [rng.randint(1, 5_000_000) for _ in range(500)])
-        encoded.append(recorder.encode(h))
-    want = recorder.decode(recorder.encode(recorder.merge(encoded)))
+        h = histograms.new_histogram()
+        histograms.fill(h, [rng.randint(1, 5_000_000) for _ in range(500)])
+        encoded.append(histograms.encode(h))
+    want = histograms.decode(histograms.encode(histograms.merge(encoded)))
 
     def no_decode(*a, **kw):
         raise AssertionError("a histogram object per merged item")
 
     monkeypatch.setattr(HdrHistogram, "decode", staticmethod(no_decode))
-    got_text = recorder.merge_encoded([*encoded, ""])
+    got_text = histograms.merge_encoded([*encoded, ""])
     monkeypatch.undo()
-    got = recorder.decode(got_text)
+    got = histograms.decode(got_text)
     assert list(got.counts) == list(want.counts) and got.get_total_count() == 2500
     assert (got.get_min_value(), got.get_max_value()) == (want.get_min_value(), want.get_max_value())
-    assert recorder.merge_encoded(["", ""]) == ""
+    assert histograms.merge_encoded(["", ""]) == ""

@@ -9,34 +9,35 @@ import orjson
 import pytest
 
 from orchestrator.errors import InputError
-from orchestrator.run.collect import Collector, MergedHistogram
+from orchestrator.run.collect import Collector
 from orchestrator.run.result import RunResult
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval
+from workers.histograms import MergedHistogram
 
 
 def test_merged_histogram_summary_is_exactly_hdrhistograms():
     rng = random.Random(3)
     for _ in range(30):
-        reference, merged = recorder.new_histogram(), MergedHistogram()
+        reference, merged = histograms.new_histogram(), MergedHistogram()
         for _ in range(3):
-            part = recorder.new_histogram()
+            part = histograms.new_histogram()
             scale = rng.choice([1, 50, 3000, 10**6])
             sigma = rng.choice([0.1, 1.0, 2.0])
-            recorder.fill(part, [int(rng.lognormvariate(0, sigma) * scale) + 1 for _ in range(rng.randint(1, 3000))])
+            histograms.fill(part, [int(rng.lognormvariate(0, sigma) * scale) + 1 for _ in range(rng.randint(1, 3000))])
             reference.add(part)
-            merged.add_encoded(recorder.encode(part))
-        assert merged.summary().to_dict() == recorder.summary_ms(reference)
+            merged.add_encoded(histograms.encode(part))
+        assert merged.summary().to_dict() == histograms.summary_ms(reference)
 
 
 def _interval(seq: int, ok: int = 10, errors: int = 0) -> Interval:
-    h = recorder.new_histogram()
-    recorder.fill(h, [1000] * ok)
+    h = histograms.new_histogram()
+    histograms.fill(h, [1000] * ok)
     outcomes = {"ok": ok, **({"connect_error": errors} if errors else {})}
     return Interval(run_id="r", shard_id="a/t/warm/p0of1/s0", attempt=0, seq=seq, region="a", target="t",
                     runtime="go", phase="warm", t0=100.0 + seq, t1=101.0 + seq, intended=ok + errors,
-                    sent=ok + errors, completed=ok + errors, outcomes=outcomes, response_us=recorder.encode(h),
-                    service_us=recorder.encode(h), send_lag_us="")
+                    sent=ok + errors, completed=ok + errors, outcomes=outcomes, response_us=histograms.encode(h),
+                    service_us=histograms.encode(h), send_lag_us="")
 
 
 def test_result_round_trips_through_its_json():

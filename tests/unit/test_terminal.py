@@ -11,17 +11,17 @@ from orchestrator.report import terminal
 from orchestrator.run.collect import Collector
 from orchestrator.run.result import SloVerdict
 from orchestrator.run.watch import LiveView
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval
 
 
 def _interval(region: str, seq: int) -> Interval:
-    h = recorder.new_histogram()
-    recorder.fill(h, [1500] * 50)
+    h = histograms.new_histogram()
+    histograms.fill(h, [1500] * 50)
     return Interval(run_id="r", shard_id=f"{region}/synthetic/warm/p0of1/s0", attempt=0, seq=seq, region=region,
                     target="synthetic", runtime="other", phase="warm", t0=100.0 + seq, t1=101.0 + seq, intended=50,
-                    sent=50, completed=50, outcomes={"ok": 50}, response_us=recorder.encode(h),
-                    service_us=recorder.encode(h), send_lag_us="")
+                    sent=50, completed=50, outcomes={"ok": 50}, response_us=histograms.encode(h),
+                    service_us=histograms.encode(h), send_lag_us="")
 
 
 def _console() -> tuple[Console, io.StringIO]:

@@ -22,7 +22,7 @@ from orchestrator.errors import SetupError
 from orchestrator.run.plan import Plan
 from orchestrator.run.result import BadRecords, Gap
 from orchestrator.run.rollup import Rollup
-from workers import recorder
+from workers import histograms
 from workers.contract import Interval, SchemaError, Shard
 from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent
@@ -135,7 +135,7 @@ class LocalPool:
             self.stop_event.set()
             return
         try:
-            iv = recorder.read_interval(raw)
+            iv = histograms.read_interval(raw)
         except SchemaError as exc:
             self.bad.add(f"from a worker process: {exc}")
             return
