@@ -135,6 +135,9 @@ def report(
     for path in paths:
         path = session.locate(path, url)
         result, code = session.result_of(path, url)
+        if result.bad_records:
+            warn(escape(f"warning: {result.bad_records} record(s) could not be read and are left out "
+                        f"(bad_records); first: {result.bad_record_reasons[0] if result.bad_record_reasons else '?'}"))
         runs.append((path, result, code))
     if html or markdown:
         data = [session.run_data(path, result, url) for path, result, _ in runs]
