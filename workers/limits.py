@@ -155,11 +155,20 @@ def target_refusals(url: str, platform: str, address: dict[str, Any] | None = No
     return platform_refusals(Target(name="", runtime="other", platform=platform, url=url, address=dict(address or {})))
 
 
+def env_refusals(target: Target) -> list[str]:
+    """Every ``${env:NAME}`` in the target's URL, headers or body that this worker will not resolve
+    (FNBENCH_ALLOWED_ENV; never fnbench's own or AWS's variables): refused before anything runs."""
+    patterns = platforms.allowed_env_patterns()
+    fields = [("url", target.url), *((f"headers.{k}", v) for k, v in target.headers), ("body", target.body or "")]
+    return [f"{field}: {why}" for field, value in fields for name in dict.fromkeys(platforms.env_references(value))
+            if (why := platforms.env_refusal(name, patterns)) is not None]
+
+
 def refusals(shard: Shard) -> list[str]:
     """Every reason this worker will not run ``shard`` (empty: it runs)."""
     from workers import arrivals
 
-    out = platform_refusals(shard.target)
+    out = env_refusals(shard.target) + platform_refusals(shard.target)
     try:
         peak = float(arrivals.from_dict(shard.arrival).peak_rps())
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:

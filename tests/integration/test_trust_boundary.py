@@ -27,7 +27,7 @@ from tests.integration.distributed_fixtures import (
 )
 from tests.servers import wait_for
 from workers import auth, keys
-from workers.contract import Shard, Target
+from workers.contract import Interval, Shard, Target
 
 pytestmark = [pytest.mark.integration]
 
@@ -237,7 +237,9 @@ def test_a_signed_shard_reading_the_workers_own_variables_is_refused(cluster, fa
     time.sleep(1.5)  # past both windows
     assert all(c["state"] in ("refused", "failed") and "never resolved" in c.get("error", "") for c in claims.values()), claims
     assert not any(path.startswith("/envleak") for path in fault_server.hits), fault_server.hits
-    assert client.xlen(keys.intervals("envleak-1")) == 0
+    # A refused shard reports itself as one failed interval (the target's failure), with nothing sent.
+    sent = [Interval.from_json(fields[b"iv"]) for _, fields in client.xrange(keys.intervals("envleak-1"))]
+    assert all(iv.status == "failed" and "never resolved" in iv.failure and iv.sent == 0 for iv in sent), sent
     log = cluster.workers[0].log.read_text()
     assert cluster.task_key not in log and cluster.broker not in str(claims)
 
