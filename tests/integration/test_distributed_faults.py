@@ -12,12 +12,12 @@ import time
 import orjson
 import pytest
 
+from orchestrator.run.results import read_intervals
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
     run_json,
     write_spec,
 )
-from orchestrator.run.results import read_intervals
 from tests.servers import wait_for
 from workers import keys
 from workers.histograms import merge
