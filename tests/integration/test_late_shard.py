@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE = 50  # req/s: 5 per 100 ms
 
 
+def burst_limit(bound_s: float) -> int:
+    """The most requests any 100 ms may see: a hiccup within the bound is sent at once (rule 2), so
+    the plan's share of bound + window, with room; a replayed backlog is several times this."""
+    return int(RATE * (bound_s + 0.1) * 1.5)
+
+
 def most_in_window(times: Sequence[float], window_s: float = 0.1) -> int:
     """The most requests that arrived within any ``window_s``."""
     ts = sorted(times)
@@ -52,9 +58,9 @@ def test_a_shard_that_starts_late_beyond_its_bound_skips_what_was_due_and_never_
     route = "/timed-late-start"
     late_s, seconds = 3.0, 5.0
     intervals: list[Interval] = []
-    run_shard(shard(fault_server.url(route), time.time() - late_s, seconds, bound_s=0.5), intervals.append)
-    # The plan is 5 per 100 ms; a burst of the backlog would be 25 to 150.
-    assert most_in_window(fault_server.times[route]) <= 3 * RATE // 10, "a late start burst its backlog"
+    run_shard(shard(fault_server.url(route), time.time() - late_s, seconds, bound_s=0.2), intervals.append)
+    # The plan is 5 per 100 ms; the backlog at once would be 50 to 150.
+    assert most_in_window(fault_server.times[route]) <= burst_limit(0.2), "a late start burst its backlog"
     sent = sum(iv.sent for iv in intervals)
     gap = sum(iv.gap_s for iv in intervals)
     assert late_s * 0.9 <= gap <= late_s + 1.5, gap  # the whole lateness, not what exceeds the bound
@@ -69,7 +75,7 @@ def test_a_redispatched_remainder_replays_nothing_that_was_due_before_it_began(f
     late_s = 0.6
     intervals: list[Interval] = []
     run_shard(shard(fault_server.url(route), time.time() - late_s, 3.0, attempt=1, bound_s=1.0), intervals.append)
-    assert most_in_window(fault_server.times[route]) <= 3 * RATE // 10
+    assert most_in_window(fault_server.times[route]) <= 20, "the remainder replayed its backlog"  # replayed: ~35
     gap = sum(iv.gap_s for iv in intervals)
     assert late_s * 0.9 <= gap <= late_s + 1.0, gap
     assert sum(iv.stall_s for iv in intervals) == 0
@@ -108,7 +114,7 @@ def test_a_frozen_shard_skips_its_overdue_arrivals_when_it_wakes_and_reports_the
     assert proc.returncode == 0, err.decode()[-3000:]
     intervals = [Interval.from_dict(d) for d in orjson.loads(out)]
     # After SIGCONT nothing overdue went out at once: 5 per 100 ms planned; a burst would be ~100.
-    assert most_in_window(fault_server.times[route]) <= 3 * RATE // 10, "the overdue arrivals went out at once"
+    assert most_in_window(fault_server.times[route]) <= burst_limit(bound_s), "the overdue arrivals went out at once"
     stall = sum(iv.stall_s for iv in intervals)
     assert frozen_s - bound_s - 0.5 <= stall <= frozen_s + 1.5, stall
     assert sum(iv.gap_s for iv in intervals) == pytest.approx(stall, abs=1.0)  # it did not start late
