@@ -6,7 +6,8 @@ and CI), ``strict``,
 ``Prometheus`` scraping loopback targets.
 
 FaultServer answers by path: /ok, /5xx, /429, /reset (RST before any response), /timeout
-(never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N.
+(never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N; any other path is a
+200, and /timed* paths also record when each request arrived (``times``).
 It runs its own asyncio loop in a thread and counts requests per path.
 """
 
@@ -22,7 +23,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class _FaultProtocol(asyncio.Protocol):
     def handle(self, path: str) -> None:
         route, _, query = path.partition("?")
         self.server.hits[route] += 1
+        if route.startswith("/timed"):  # arrival times (monotonic) of the /timed* routes: bursts are visible
+            self.server.times[route].append(time.monotonic())
         t = self.transport
         if route == "/5xx":
             t.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail")
@@ -89,6 +92,7 @@ class FaultServer:
         self.host = host
         self.ssl_context = ssl_context
         self.hits: Counter[str] = Counter()
+        self.times: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=200_000))
         self.connections = 0
         self.loop = asyncio.new_event_loop()
         self.port = 0

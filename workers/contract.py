@@ -119,6 +119,7 @@ class Shard:
     queue_limit: int = 10_000
     flush_interval_s: float = 5.0
     seed: int = 0
+    late_bound_s: float = 1.0  # behind schedule by more than this, due arrivals are a gap, never a burst
     warmup: bool = False  # measurements are kept apart and excluded from results
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +187,7 @@ class Interval:
     final: bool = False  # the shard's last interval
     status: str = "ok"  # ok | expired | stopped | failed (the target could not be set up: see failure)
     gap_s: float = 0.0  # seconds of this shard's window in which no load was generated
+    stall_s: float = 0.0  # the part of gap_s lost mid-run: the generator was late beyond its bound (frozen, starved)
     cold_starts: int = 0  # processes or sandboxes started for cold invocations
     workload: str = ""
     started: float = 0.0  # epoch seconds the shard's pacing loop began (its first request is due then); 0: never ran
@@ -311,7 +313,7 @@ _INTERVAL_CHECKS: dict[str, Any] = {
     **dict.fromkeys(("attempt", "seq", "intended", "sent", "completed", "out_of_range", "retries", "peak_in_flight",
                      "cold_starts"), _check_count),
     **dict.fromkeys(("t0", "t1", "started"), _check_range(MAX_EPOCH_S)),
-    "gap_s": _check_range(MAX_SECONDS),
+    **dict.fromkeys(("gap_s", "stall_s"), _check_range(MAX_SECONDS)),
     "max_memory_mb": _check_range(MAX_SECONDS),
     **dict.fromkeys(("warmup", "final"), _check_bool),
     "outcomes": _check_outcomes,

@@ -67,6 +67,19 @@ class _MetricsForward:
             self.sock.close()
 
 
+class _Stop(threading.Event):
+    """The shard's stop flag; ``recheck()`` asks the store now (after a stall) instead of waiting for
+    the control thread's next exchange."""
+
+    def __init__(self, link: StoreLink) -> None:
+        super().__init__()
+        self._link = link
+
+    def recheck(self) -> bool:
+        self._link.recheck()
+        return self.is_set()
+
+
 class StoreLink:
     def __init__(self, url: str, shard: Shard, node: str = "") -> None:
         self.redis = client(url)
@@ -80,7 +93,7 @@ class StoreLink:
         self.node = node or socket.gethostname()
         self.buffer: deque[bytes] = deque()
         self.dropped = 0
-        self.stop = threading.Event()
+        self.stop = _Stop(self)
         self.superseded = False
         self.ended = False  # the run was over (finished or stopped) when this delivery came
         self.replayed = False  # executed on this host before, and the store has no claim of it
@@ -140,6 +153,20 @@ class StoreLink:
 
     def start(self) -> None:
         self._thread.start()
+
+    def recheck(self) -> None:
+        """Read the stop key and the shard's current attempt now (one round trip, the client's timeouts):
+        a shard that was frozen asks before it sends again.  Unreachable: it runs on (the control thread
+        keeps asking)."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.exists(self.keys["stop"])
+            pipe.hget(self.keys["attempts"], self.shard.shard_id)
+            stopped, current = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("shard %s: could not check whether it was superseded: %s", self.field, exc)
+            return
+        self._learn(stopped, current)
 
     def refuse(self, error: str) -> None:
         """Record that this worker refused the claimed shard (operator limits); it is not run."""
@@ -225,7 +252,9 @@ class StoreLink:
         # Delivered: drop exactly what was sent (the shard loop may have appended meanwhile).
         for _ in batch:
             self.buffer.popleft()
-        stopped, current = replies[-2], replies[-1]
+        self._learn(replies[-2], replies[-1])
+
+    def _learn(self, stopped: Any, current: Any) -> None:
         if current is not None and int(current) > self.shard.attempt:
             self.superseded = True
             self.stop.set()

@@ -7,6 +7,13 @@ boundaries (t0/t1) are wall-clock epoch seconds so regions line up.
 Coordinated omission: response time runs from the *due* time, service time from the actual
 send.  When ``max_in_flight`` requests are outstanding, due requests wait in a bounded queue
 with their clock running; past ``queue_limit`` they are counted as ``dropped``.
+
+A generator that falls behind its schedule by more than ``Shard.late_bound_s`` (a frozen or
+starved process, a shard that starts late) does not catch up: every arrival already due is
+skipped and the seconds they span are reported as a gap (``gap_s``; ``stall_s`` for the part
+lost mid-run), never sent as a burst.  Behind by less, due requests are sent at once with
+their clock running (rule 2).  A re-dispatched attempt (attempt > 0) replays nothing that was
+due before it began: that window was already lost with the attempt it replaces.
 """
 
 from __future__ import annotations
@@ -40,7 +47,6 @@ Sink = Callable[[Interval], None]
 
 _monotonic = time.monotonic
 _STOP_POLL_S = 0.05
-_LATE_GRACE_S = 1.0  # arrivals more than this overdue at start are reported as a gap, not burst out
 _STOP_DRAIN_S = 0.15
 _MAX_BURST = 16
 _PREPARE_LEAD_S = 2.0  # an invoker's prepare() (connections opened ahead) runs this long before start_at
@@ -75,6 +81,13 @@ class StopFlag(Protocol):
 class _Never:
     def is_set(self) -> bool:
         return False
+
+
+def _recheck(stop: StopFlag) -> bool:
+    """After a stall: ask the stop flag's source now whether the shard must stop (a flag with a
+    ``recheck()``: the store link, which learns there whether this attempt was superseded)."""
+    recheck = getattr(stop, "recheck", None)
+    return bool(recheck()) if callable(recheck) else stop.is_set()
 
 
 class ShardRun:
@@ -117,6 +130,8 @@ class ShardRun:
         self.queue: deque[float] = deque()
         self.seq = 0
         self.gap_s = 0.0
+        self.stall_s = 0.0
+        self.late_bound_s = shard.late_bound_s
         self.max_in_flight = shard.max_in_flight
         self.queue_limit = shard.queue_limit
         # Map profile offsets onto the monotonic clock once.
@@ -229,6 +244,7 @@ class ShardRun:
             status=status,
             failure=self.failure if status == "failed" else "",
             gap_s=round(self.gap_s, 3),
+            stall_s=round(self.stall_s, 3),
             workload=s.target.workload,
             max_memory_mb=round(self.peak_memory_mb, 3),
             started=self.started,
@@ -241,7 +257,7 @@ class ShardRun:
         self.intended = self.sent = self.completed = 0
         self.outcomes = [0] * len(OUTCOME_NAMES)
         self.peak_in_flight = self.in_flight
-        self.gap_s = 0.0
+        self.gap_s = self.stall_s = 0.0
         self.sink(interval)
 
     # -- the loop -------------------------------------------------------------------------
@@ -300,8 +316,11 @@ class ShardRun:
         part_offset = float(Fraction(s.part_offset))
         to_mono = self.origin_epoch + self.mono_minus_epoch
         begin = s.offset_s
-        late = time.time() - self.origin_epoch - begin - _LATE_GRACE_S
-        if late > 0:
+        # Late at the start by more than the bound (by anything, for a re-dispatched remainder): begin
+        # now, and what was due before is a gap, not a burst whose send lag would pass for response time.
+        late = time.time() - self.origin_epoch - begin
+        if late > (self.late_bound_s if s.attempt == 0 else 0.0):
+            late = min(late, s.duration_s)
             self.gap_s = late
             begin += late
         due_iter = schedule.iter_due(begin, s.offset_s + s.duration_s, part_offset, s.seed)
@@ -324,10 +343,25 @@ class ShardRun:
     async def _pace_loop(self, due_iter: Iterator[float], to_mono: float, stop: StopFlag, waker: Waker) -> str:
         dispatch = self.dispatch
         sleep = asyncio.sleep
+        bound = self.late_bound_s
         burst = 0
+        skipped_from = 0.0  # due time of the first arrival skipped in a stall (0: none)
         for offset in due_iter:
             due = offset + to_mono
             now = _monotonic()
+            if now - due > bound or (skipped_from and due < now):
+                # Stalled (the process was frozen or starved): skip every arrival already due, never burst.
+                if not skipped_from:
+                    skipped_from = due
+                continue
+            if skipped_from:
+                self.gap_s += due - skipped_from
+                self.stall_s += due - skipped_from
+                skipped_from = 0.0
+                # A frozen attempt may have been superseded meanwhile: it must not send into the window
+                # of the attempt that replaced it, nor wait for the control thread to notice.
+                if _recheck(stop) or self._housekeeping(now, stop):
+                    return "stopped"
             # Yield to responses at least every few sends, even when every request is overdue.
             if now < due or burst >= _MAX_BURST:
                 burst = 0
@@ -340,9 +374,19 @@ class ShardRun:
                     now = _monotonic()
                     if now >= self.next_poll and self._housekeeping(now, stop):
                         return "stopped"
+                if now - due > bound:  # frozen while waiting for this one
+                    skipped_from = due
+                    continue
             dispatch(due)
             burst += 1
+        if skipped_from:  # the window ended while stalled
+            lost = max(0.0, min(_monotonic(), self._end_mono(to_mono)) - skipped_from)
+            self.gap_s += lost
+            self.stall_s += lost
         return "ok"
+
+    def _end_mono(self, to_mono: float) -> float:
+        return self.shard.offset_s + self.shard.duration_s + to_mono
 
     def _housekeeping(self, now: float, stop: StopFlag) -> bool:
         """Poll the stop flag and flush when an interval is due; True when stopped."""

@@ -260,14 +260,20 @@ def analyse(run: RunData, max_points: int = MAX_POINTS) -> Analysis:
                     errors[outcome][x] += n / covered
     marks: list[dict[str, Any]] = []
     for iv in unique:  # the warm-up's gaps too: they are in the result's gaps
-        if iv.gap_s > 0 and iv.started > 0:
-            marks.append({"x0": round(iv.started - iv.gap_s - start, 3), "x1": round(iv.started - start, 3),
+        late = round(iv.gap_s - iv.stall_s, 3)
+        if late > 0 and iv.started > 0:
+            marks.append({"x0": round(iv.started - late - start, 3), "x1": round(iv.started - start, 3),
                           "kind": "gap", "target": iv.target,
-                          "label": f"{iv.target} {iv.shard_id} started {iv.gap_s:g}s late"})
+                          "label": f"{iv.target} {iv.shard_id} started {late:g}s late"})
+        if iv.stall_s > 0:  # where it ended is known to the interval's end
+            marks.append({"x0": round(iv.t1 - iv.stall_s - start, 3), "x1": round(iv.t1 - start, 3),
+                          "kind": "gap", "target": iv.target,
+                          "label": f"{iv.target} {iv.shard_id} stalled {iv.stall_s:g}s (due arrivals skipped)"})
     for g in run.result.gaps:
         if g.redispatched_at:
             at = g.redispatched_at - start
-            marks.append({"x0": round(at - g.seconds, 3), "x1": round(at, 3), "kind": "gap", "target": g.target,
+            x0 = g.start - start if g.start is not None else at - g.seconds
+            marks.append({"x0": round(x0, 3), "x1": round(x0 + g.seconds, 3), "kind": "gap", "target": g.target,
                           "label": f"{g.target} {g.shard}: {g.seconds:g}s without load ({g.reason})"})
             marks.append({"x0": round(at, 3), "x1": round(at, 3), "kind": "redispatch", "target": g.target,
                           "label": f"{g.shard} re-dispatched"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -198,6 +199,8 @@ class GroupState:
 
 
 SEAL_S = 10
+STALLED = "generator stalled: behind its schedule past late_bound, the due arrivals were skipped, not sent"
+LATE_REDISPATCH = "re-dispatched remainder started late: what was due before it began was not replayed"
 CONNECTION_COUNTERS = ("connections_opened", "connections_before_start", "tls_resumed")  # Group fields
 # The aws-lambda invoker's counters a group sums for its cost and REPORT accounting.
 LAMBDA_COUNTERS = ("billed_requests", "billed_requests_cold", "gb_s", "gb_s_cold", "cost_usd", "cost_usd_cold",
@@ -221,6 +224,7 @@ class Collector:
         self.warmup_intended = 0
         self.warmup_completed = 0
         self.interval_gaps: list[Gap] = []
+        self._gap_spans: list[tuple[float, float]] = []  # (t0, t1) of the interval of each of interval_gaps
         self.duplicates = 0
         self.covered: dict[tuple[str, int], int] = {}  # (shard, attempt) → highest seq a rollup brought
         self.bad = BadRecords()  # records left out as unreadable (here, and as readers report them)
@@ -287,9 +291,7 @@ class Collector:
             state.add(iv, series)  # all or nothing (a histogram that does not decode: SchemaError)
             self.groups.setdefault(key, state)
         if iv.gap_s > 0:
-            self.interval_gaps.append(Gap(
-                region=iv.region, shard=iv.shard_id, target=iv.target, seconds=iv.gap_s, attempt=iv.attempt,
-                reason="expired before it could start" if iv.status == "expired" else "started late"))
+            self._interval_gaps(iv)
         if iv.status == "failed":  # the target's group is failed, warm-up shard or measured
             failed = self._state(key)
             if not failed.failure:
@@ -297,6 +299,54 @@ class Collector:
                 failed.workload = failed.workload or iv.workload
                 failed._cached = None
         return True
+
+    def _interval_gaps(self, iv: Interval) -> None:
+        """The gaps an interval reports: a late start (a re-dispatched remainder's replays nothing) and a
+        stall mid-run (``stall_s``: the generator was behind its schedule past its bound and skipped what
+        was due).  Each keeps the interval's span, to be reconciled with the dispatcher's gaps."""
+        def add(seconds: float, reason: str) -> None:
+            self.interval_gaps.append(Gap(region=iv.region, shard=iv.shard_id, target=iv.target,
+                                          seconds=round(seconds, 3), attempt=iv.attempt, reason=reason))
+            self._gap_spans.append((iv.t0, iv.t1))
+
+        if iv.status == "expired":
+            add(iv.gap_s, "expired before it could start")
+            return
+        late = iv.gap_s - iv.stall_s
+        if late > 0.0005:
+            add(late, LATE_REDISPATCH if iv.attempt else "started late")
+        if iv.stall_s > 0:
+            add(iv.stall_s, STALLED)
+
+    def _reconciled(self, theirs: Sequence[Gap]) -> tuple[list[Gap], list[Gap]]:
+        """Each lost window reported once.  The dispatcher reports an attempt it judged lost (``start``:
+        the end of what it had read).  A stall of that attempt inside that window is the same loss: it is
+        dropped, and where the attempt's interval shows load until the stall began, the dispatcher's gap
+        begins there.  A re-dispatched remainder's late start continues the gap of the attempt it
+        replaces: added to it (``late_start_s``), once."""
+        out = list(theirs)
+        index = {(g.shard, g.attempt): i for i, g in enumerate(out) if g.start is not None}
+        ours: list[Gap] = []
+        for g, (_, t1) in zip(self.interval_gaps, self._gap_spans, strict=True):
+            if g.reason == STALLED and (g.shard, g.attempt) in index:
+                i = index[(g.shard, g.attempt)]
+                d = out[i]
+                assert d.start is not None
+                end, began = d.start + d.seconds, t1 - g.seconds
+                if began < end and t1 > d.start:
+                    if began > d.start:
+                        out[i] = dataclasses.replace(d, seconds=round(end - began, 3), start=round(began, 3))
+                    continue
+            elif g.reason == LATE_REDISPATCH and g.attempt and (g.shard, g.attempt - 1) in index:
+                i = index[(g.shard, g.attempt - 1)]
+                d = out[i]
+                if d.redispatched_at is not None:
+                    if d.late_start_s is None:
+                        out[i] = dataclasses.replace(d, seconds=round(d.seconds + g.seconds, 3),
+                                                     late_start_s=g.seconds)
+                    continue
+            ours.append(g)
+        return ours, out
 
     def _state(self, key: GroupKey) -> GroupState:
         state = self.groups.get(key)
@@ -323,7 +373,8 @@ class Collector:
 
     def result(self, gaps: Sequence[Gap] = (), slo: Sequence[SloVerdict] = (), **extra: Any) -> RunResult:
         """The run's result: groups from the intervals, gaps from them and from the dispatcher."""
-        all_gaps = sorted([*self.interval_gaps, *gaps], key=lambda g: (g.shard, g.attempt or 0, g.reason))
+        ours, theirs = self._reconciled(gaps)
+        all_gaps = sorted([*ours, *theirs], key=lambda g: (g.shard, g.attempt or 0, g.reason))
         failures = self.failures()
         if failures:  # a failed target is an error of the run (exit 2), beside what the others measured
             extra["errors"] = tuple(dict.fromkeys([*extra.get("errors", ()), *failures]))

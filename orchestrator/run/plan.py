@@ -148,6 +148,7 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
                                 max_in_flight=max(1, math.ceil(b.load.max_in_flight / parts)),
                                 queue_limit=math.ceil(b.load.queue_limit / parts),
                                 flush_interval_s=b.flush_interval,
+                                late_bound_s=b.late_bound,
                                 seed=zlib.crc32(f"{b.seed}:{shard_id}".encode()),
                                 warmup=warmup,
                             )

@@ -163,6 +163,8 @@ class Gap:
     abandoned: bool = False
     redispatched_at: float | None = None
     redispatch_delay_s: float | None = None
+    start: float | None = None  # epoch seconds the gap began (the end of what was measured), where known
+    late_start_s: float | None = None  # of ``seconds``: how late the re-dispatched remainder began after redispatched_at
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

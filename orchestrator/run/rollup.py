@@ -85,6 +85,7 @@ def merge(a: Interval, b: Interval) -> Interval:
         out_of_range=a.out_of_range + b.out_of_range, retries=a.retries + b.retries,
         peak_in_flight=max(a.peak_in_flight, b.peak_in_flight), max_memory_mb=max(a.max_memory_mb, b.max_memory_mb),
         final=a.final or b.final, status=b.status if b.final else a.status, gap_s=round(a.gap_s + b.gap_s, 3),
+        stall_s=round(a.stall_s + b.stall_s, 3),
         cold_starts=a.cold_starts + b.cold_starts, started=min(s for s in (a.started, b.started) if s) if a.started or b.started else 0.0,
         counters=counters, **hists)
 

@@ -175,6 +175,8 @@ class Benchmark(_Model):
     slos: list[SloSpec] = []
     sharding: ShardingSpec = ShardingSpec()
     flush_interval: Duration = 5.0
+    # A generator behind its schedule by more than this skips what is due (a gap), never bursts it out.
+    late_bound: Duration = 1.0
     seed: int = Field(default=1, ge=-(2**63), lt=2**63)
 
     def schedule(self) -> arrivals.Schedule:
@@ -213,6 +215,8 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         problems.append("warmup: must be >= 0")
     if b.flush_interval < 0.1:
         problems.append("flush_interval: must be at least 100ms")
+    if not 0.01 <= b.late_bound <= 60:
+        problems.append(f"late_bound: must be between 10ms and 60s, got {b.late_bound:g}s")
     if b.sharding.slice < 1:
         problems.append("sharding.slice: must be at least 1s")
     seen: dict[str, int] = {}

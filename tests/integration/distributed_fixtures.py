@@ -154,11 +154,11 @@ def cluster_fixture(tmp_path_factory) -> Iterator[Cluster]:
 
 
 def write_spec(path: Path, url: str, regions: str = "[a, b]", rps: int = 100, duration: str = "4s",
-               flush: str = "1s", name: str = "dist") -> Path:
+               flush: str = "1s", name: str = "dist", extra: str = "") -> Path:
     path.write_text(
         f"name: {name}\nregions: {regions}\n"
         f"targets:\n  - {{name: t, runtime: rust, url: '{url}', method: GET, timeout: 2s}}\n"
-        f"load: {{executor: constant, rps: {rps}}}\nduration: {duration}\nflush_interval: {flush}\n"
+        f"load: {{executor: constant, rps: {rps}}}\nduration: {duration}\nflush_interval: {flush}\n{extra}"
     )
     return path
 

@@ -4,11 +4,15 @@ ended run, retention and `fnbench gc`.  Loads go only to the loopback FaultServe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 
 import orjson
 import pytest
 
+from orchestrator.run.results import read_intervals
 from tests.integration.distributed_fixtures import (
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
     run_json,
@@ -16,6 +20,7 @@ from tests.integration.distributed_fixtures import (
 )
 from tests.servers import wait_for
 from workers import keys
+from workers.histograms import merge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,3 +107,113 @@ def test_a_run_whose_only_worker_dies_ends_once_with_its_result_and_the_lost_win
     assert g["intended"] + sum(x["seconds"] for x in gaps) * 50 == pytest.approx(300, abs=30)
     assert (tmp_path / "results" / result["run_id"] / "result.json").exists()
     assert orjson.loads(client.hget(keys.run(result["run_id"]), "state")) == "finished"
+
+
+def _most_in_window(times, window_s: float = 0.1) -> int:
+    ts, most, lo = sorted(times), 0, 0
+    for hi, t in enumerate(ts):
+        while t - ts[lo] > window_s:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return most
+
+
+def _shard_runner(cluster, run_id: str, workers: list) -> tuple[str, object]:
+    """The shard id and the worker (of ``workers``) running the run's one shard."""
+    claims = cluster.redis.client().hgetall(keys.claims(run_id))
+    (field, claim) = [(f.decode(), orjson.loads(v)) for f, v in claims.items()][0]
+    (runner,) = [w for w in workers if claim["node"].startswith(f"fnbench-{w.region}-{w.proc.pid}@")]
+    return field.rsplit("#", 1)[0], runner
+
+
+def test_a_frozen_worker_sends_no_burst_when_it_wakes_and_nothing_is_counted_twice(cluster, fault_server, tmp_path):
+    # Found by a probe: SIGSTOP a worker for 20 s, then SIGCONT: the superseded attempt sent its overdue
+    # arrivals at once (1,003 requests in 80 ms against a 50 req/s plan), and they were counted while the
+    # same window was also reported as a gap.
+    rate, seconds, frozen_s = 50, 10, 4.0  # frozen past the orchestrator's 2.5 s of silence: re-dispatched
+    workers = [cluster.start_worker("f"), cluster.start_worker("f")]
+    route = "/timed-frozen-worker"
+    try:
+        cluster.wait_registered(len([w for w in cluster.workers if w.proc.poll() is None]))
+        spec = write_spec(tmp_path / "spec.yaml", fault_server.url(route), regions="[f]", rps=rate,
+                          duration=f"{seconds}s", extra="late_bound: 300ms\n")
+        client = cluster.redis.client()
+        before = set(client.zrange(keys.RUNS, 0, -1))
+        proc = cluster.popen("run", str(spec), "--results", str(tmp_path / "results"), "--json", "--workers", "1")
+        run_id = next(iter(wait_for(lambda: set(client.zrange(keys.RUNS, 0, -1)) - before, 30, "the run"))).decode()
+        wait_for(lambda: client.xlen(keys.intervals(run_id)) >= 2, 30, "the run's first intervals")
+        _, frozen = _shard_runner(cluster, run_id, workers)
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)  # the worker and its pool process
+        time.sleep(frozen_s)
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(w.proc.pid, signal.SIGCONT)
+            w.stop()
+    assert proc.returncode in (0, 3), stderr[-3000:]
+    result = orjson.loads(stdout)
+    # No burst: the plan is 5 per 100 ms (a hiccup within the 0.3 s bound may send ~15 at once); the
+    # overdue arrivals at once would be ~200.
+    assert _most_in_window(fault_server.times[route]) <= int(rate * 0.4 * 1.5), "the woken worker burst its backlog"
+    assert result["redispatched"] == 1
+    gaps = [g for g in result["gaps"] if g["region"] == "f"]
+    # The frozen window is one gap (the dispatcher's), not also the frozen attempt's own stall.
+    lost = [g for g in gaps if g["reason"].startswith("worker lost")]
+    assert len(lost) == 1 and not [g for g in gaps if g["reason"].startswith("generator stalled")], gaps
+    assert frozen_s * 0.5 <= lost[0]["seconds"] <= frozen_s + 2.0, gaps
+    # Nothing counted twice: every request the server saw counted once, and load plus gaps is the plan.
+    (g,) = result["groups"]
+    assert abs(fault_server.hits[route] - g["completed"]) <= 3, (fault_server.hits[route], g)
+    assert g["intended"] + sum(x["seconds"] for x in gaps) * rate == pytest.approx(seconds * rate, abs=40), gaps
+    intervals = read_intervals(tmp_path / "results" / result["run_id"] / "intervals.jsonl")
+    assert {iv.attempt for iv in intervals} == {0, 1}
+    assert len({iv.key for iv in intervals}) == len(intervals)
+
+
+def test_a_redispatched_remainder_that_starts_late_keeps_the_targets_latency(cluster, fault_server, tmp_path):
+    # Found by a probe: after a worker's main process was killed, the re-dispatched remainder caught up on
+    # its overdue arrivals and that send lag landed in response_ms (p99 749 ms against 15.7 ms healthy).
+    # Here the spare worker is frozen until ~0.8 s after the remainder was due, so it starts late.
+    rate, seconds = 100, 10
+    workers = [cluster.start_worker("q"), cluster.start_worker("q")]
+    route = "/timed-redispatch"
+    try:
+        cluster.wait_registered(len([w for w in cluster.workers if w.proc.poll() is None]))
+        spec = write_spec(tmp_path / "spec.yaml", fault_server.url(route), regions="[q]", rps=rate,
+                          duration=f"{seconds}s")
+        client = cluster.redis.client()
+        before = set(client.zrange(keys.RUNS, 0, -1))
+        proc = cluster.popen("run", str(spec), "--results", str(tmp_path / "results"), "--json", "--workers", "1")
+        run_id = next(iter(wait_for(lambda: set(client.zrange(keys.RUNS, 0, -1)) - before, 30, "the run"))).decode()
+        wait_for(lambda: client.xlen(keys.intervals(run_id)) >= 2, 30, "the run's first intervals")
+        shard_id, victim = _shard_runner(cluster, run_id, workers)
+        (spare,) = [w for w in workers if w is not victim]
+        os.killpg(spare.proc.pid, signal.SIGSTOP)
+        try:
+            victim.proc.kill()  # the main process only: its pool process follows it (PDEATHSIG)
+            wait_for(lambda: client.hget(keys.attempts(run_id), shard_id) == b"1", 30, "the remainder re-dispatched",
+                     every=0.02)
+            time.sleep(1.3)  # due 0.5 s after the decision: ~0.8 s late
+        finally:
+            os.killpg(spare.proc.pid, signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(w.proc.pid, signal.SIGCONT)
+            w.stop()
+    assert proc.returncode in (0, 3), stderr[-3000:]
+    result = orjson.loads(stdout)
+    intervals = read_intervals(tmp_path / "results" / result["run_id"] / "intervals.jsonl")
+    healthy = merge(iv.response_us for iv in intervals if iv.attempt == 0 and iv.response_us)
+    remainder = merge(iv.response_us for iv in intervals if iv.attempt == 1 and iv.response_us)
+    assert remainder.total_count > rate, "the remainder ran"
+    p99_healthy, p99_remainder = healthy.get_value_at_percentile(99), remainder.get_value_at_percentile(99)
+    # The remainder's response time is the target's: near the healthy part's, nowhere near the lateness.
+    assert p99_remainder <= 20 * p99_healthy, (p99_remainder, p99_healthy)  # replayed: ~180 times
+    # The result says where the load was not generated: the loss and the late restart, one gap.
+    (gap,) = [g for g in result["gaps"] if g["region"] == "q"]
+    assert gap["reason"].startswith("worker lost") and gap.get("late_start_s", 0) > 0, gap
+    assert p99_remainder < gap["late_start_s"] * 1e6 / 4, (p99_remainder, gap)

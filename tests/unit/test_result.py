@@ -93,3 +93,32 @@ def test_a_second_execution_of_one_shard_attempt_is_dropped_and_reported():
     c2.add(first[0])
     c2.add(first[0])
     assert c2.duplicates == 1 and c2.problems() == []
+
+
+def test_a_lost_window_is_reported_once_and_again_the_same_from_the_saved_result():
+    # Issue 27: a frozen attempt's own stall lies inside the window the dispatcher reported lost, and a
+    # re-dispatched remainder's late start continues that gap; each is one gap, also when a report is
+    # rebuilt from the saved result (the dispatcher's gaps as saved, the intervals' recomputed).
+    from orchestrator.run.collect import LATE_REDISPATCH, STALLED
+    from orchestrator.run.result import Gap
+
+    sid = "a/t/warm/p0of1/s0"
+    ran = dataclasses.replace(_interval(0), t0=100.0, t1=101.0)
+    # Frozen at ~101.5, judged lost at 104 (re-dispatched from 104.5), woke at 106: skipped 4.5 s.
+    woke = dataclasses.replace(_interval(1, ok=25), t0=101.0, t1=106.0, gap_s=4.5, stall_s=4.5, final=True)
+    late = dataclasses.replace(_interval(0, ok=50), attempt=1, t0=104.8, t1=106.0, gap_s=0.3)
+    lost = Gap(region="a", shard=sid, target="t", seconds=3.5, reason="worker lost (silent 2.9s)", attempt=0,
+               redispatched_at=104.5, redispatch_delay_s=3.5, start=101.0)
+    c = Collector("r")
+    c.add_all([ran, woke, late])
+    assert {g.reason for g in c.interval_gaps} == {STALLED, LATE_REDISPATCH}
+    (gap,) = c.result(gaps=[lost]).gaps
+    # Load ran until the stall began (106 - 4.5); the remainder began 0.3 s after it was due.
+    assert (gap.start, gap.seconds, gap.late_start_s) == (101.5, 3.3, 0.3)
+    again = Collector("r")
+    again.add_all([ran, woke, late])
+    assert again.result(gaps=[gap]).gaps == (gap,)
+    # A stall of an attempt nobody judged lost is its own gap, with its length.
+    alone = Collector("r")
+    alone.add_all([ran, woke])
+    assert [(g.reason, g.seconds) for g in alone.result().gaps] == [(STALLED, 4.5)]

@@ -103,11 +103,12 @@ def test_load_is_validated_as_the_executors_own_model():
 
 def test_every_problem_of_a_spec_in_one_pass_structural_and_semantic():
     text = ("name: x\ntargets:\n  - {name: a, url: 'ftp://x', timeout: -1s}\n  - {name: a, url: 'http://127.0.0.1:1/'}\n"
-            "load: {executor: constant, rps: 5}\nduration: -3\nwarmup: -1\nflush_interval: 0.01\nslos: [{metric: nope}]\n")
+            "load: {executor: constant, rps: 5}\nduration: -3\nwarmup: -1\nflush_interval: 0.01\nslos: [{metric: nope}]\n"
+            "late_bound: 0s\n")
     with pytest.raises(SpecError) as err:
         spec.load_text(text, "s.yaml")
     problems = "\n".join(err.value.problems)
-    for path in ("targets[0].timeout", "duration", "warmup", "flush_interval", "targets[0].url", "targets[1].name",
+    for path in ("targets[0].timeout", "duration", "warmup", "flush_interval", "late_bound", "targets[0].url", "targets[1].name",
                  "slos[0].metric"):
         assert f"{path}:" in problems, (path, problems)
 

@@ -371,7 +371,7 @@ class CeleryDispatcher:
         self.finished.add(shard.shard_id)
         covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
         end = min(shard.start_at + shard.duration_s, self.end)
-        gap = _gap(shard, end - covered, f"refused: {why}", abandoned=True)
+        gap = _gap(shard, end - covered, f"refused: {why}", abandoned=True, start=round(covered, 3))
         self.store.add_gap(self.run_id, gap.to_dict())
         self._gaps.append(gap)
         self.warn(f"shard {shard.shard_id}: not re-dispatched: {why}")
@@ -386,7 +386,7 @@ class CeleryDispatcher:
         new_start = now + REDISPATCH_LEAD_S
         gap: Gap | None
         if new_start >= window_end - MIN_REMAINDER_S:
-            gap = _gap(shard, window_end - covered, reason, abandoned=True)
+            gap = _gap(shard, window_end - covered, reason, abandoned=True, start=round(covered, 3))
             self.finished.add(shard.shard_id)
             nxt = dataclasses.replace(shard, attempt=shard.attempt + 1)
         elif new_start <= shard.start_at:
@@ -396,7 +396,7 @@ class CeleryDispatcher:
             cut = new_start - shard.start_at
             nxt = dataclasses.replace(shard, attempt=shard.attempt + 1, start_at=new_start,
                                       offset_s=shard.offset_s + cut, duration_s=shard.duration_s - cut)
-            gap = _gap(shard, new_start - covered, reason, redispatched_at=round(new_start, 3),
+            gap = _gap(shard, new_start - covered, reason, redispatched_at=round(new_start, 3), start=round(covered, 3),
                        redispatch_delay_s=round(new_start - since, 3))
         # Supersede first: should the old attempt still be alive, it stops itself before the new one starts.
         self.store.supersede(nxt, self._key())
@@ -412,7 +412,8 @@ class CeleryDispatcher:
         for sid in self._pending():
             shard = self.shards[sid]
             covered = max(self.last_t1.get(sid, 0.0), shard.start_at)
-            gap = _gap(shard, shard.start_at + shard.duration_s - covered, reason, abandoned=True)
+            gap = _gap(shard, shard.start_at + shard.duration_s - covered, reason, abandoned=True,
+                       start=round(covered, 3))
             self.store.add_gap(self.run_id, gap.to_dict())
             self._gaps.append(gap)
             self.finished.add(sid)
