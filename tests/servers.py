@@ -34,7 +34,6 @@ from typing import Any
 import httpx
 import pytest
 
-
 ENDLESS_BYTES = 512 * 1024 * 1024  # what /endless-headers sends on one connection at most
 ENDLESS_S = 20.0  # … and for how long
 _CHUNK = 64 * 1024

@@ -48,7 +48,7 @@ def requests(t: Target, n: int) -> tuple[list[Outcome], dict[str, float]]:
         try:
             for _ in range(n):
                 fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-                inv.invoke(time.monotonic(), lambda o, *_: fut.done() or fut.set_result(o))
+                inv.invoke(time.monotonic(), lambda o, *_, f=fut: f.done() or f.set_result(o))
                 got.append(await asyncio.wait_for(fut, WAIT_S))
         finally:
             await inv.close()

@@ -284,7 +284,7 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE = re.compile(rb"\r?\n")
 
 
-def _ends_at_close(raw: bytes) -> bool:
+def _ends_at_close(raw: bytes | bytearray) -> bool:
     """Whether the final response head in ``raw`` leaves its body to end at connection close:
     neither Content-Length nor chunked as the final transfer coding (RFC 7230 §3.3.3, 4 and 7).
     ``raw`` may start with interim (1xx) heads, which are skipped."""
@@ -320,13 +320,14 @@ class _Connection(asyncio.Protocol):
 
     Bounds: the head's bytes are kept until it is complete (a close-delimited body needs them),
     appended in place (never the whole buffer copied per read), at most the pool's
-    ``max_head`` of them; the body is counted, never kept, up to ``max_body``.  Beyond either the
-    request is ``too_large`` and the connection is closed.
+    ``max_head`` of them; the body's bytes as they travel (chunk framing counted) are counted,
+    never kept, up to ``max_body``.  Beyond either the request is ``too_large`` and the connection
+    is closed.
     """
 
     __slots__ = (
         "pool", "transport", "parser", "due", "sent", "done", "complete", "closed", "status", "keep_alive",
-        "raw", "headed", "uses", "user", "ready", "body", "max_head", "max_body", "outcomes",
+        "raw", "headed", "uses", "user", "ready", "body", "max_head", "max_body", "small", "outcomes",
     )
 
     def __init__(self, pool: _Pool) -> None:
@@ -345,6 +346,7 @@ class _Connection(asyncio.Protocol):
         self.body = 0  # bytes of the current response's body so far
         self.max_head = pool.max_head
         self.max_body = pool.max_body
+        self.small = min(self.max_head, self.max_body)  # a response read whole in no more is within both
         self.outcomes = pool.outcomes  # status -> Outcome
         self.uses = 0  # requests sent on this connection
         self.user: HttpInvoker | None = None  # the invoker whose request it carries (or carried last)
@@ -361,7 +363,10 @@ class _Connection(asyncio.Protocol):
             # never let it pass for the next request's response.
             self._close()
             return
-        if not self.headed:
+        headed = self.headed
+        if headed:
+            self.body += len(data)  # (as it travels: chunk framing counted)
+        else:
             raw = self.raw
             if not raw:
                 self.raw = data  # the usual case, a head in one read: kept as it is, no copy
@@ -380,7 +385,14 @@ class _Connection(asyncio.Protocol):
             self._finish(Outcome.other)
             self._close()
             return
-        if self.body > self.max_body or (len(self.raw) > self.max_head and self._head_over()):
+        if headed:
+            over = self.body > self.max_body
+        elif not self.headed:
+            over = len(self.raw) > self.max_head
+        else:  # the head ended in this read: measure it and the body after it, unless the whole
+            # response came in one read within both bounds (the usual case)
+            over = (not self.complete or len(self.raw) > self.small) and self._measure()
+        if over:
             self._finish(Outcome.too_large)
             self._close()
             self.raw = b""
@@ -402,16 +414,14 @@ class _Connection(asyncio.Protocol):
             if done is not None:
                 done(self.outcomes[self.status], due, sent, end)
 
-    def _head_over(self) -> bool:
-        """More than ``max_head`` bytes were read for the response: is its head over the bound?
-        (If not, the head ended in this read and the rest, body bytes, is let go.)"""
-        if not self.headed:
-            return True
-        n = _head_length(self.raw)
-        if n > self.max_head:
-            return True
-        self.raw = self.raw[:n]
-        return False
+    def _measure(self) -> bool:
+        """The response's head ended in the last read: is it, or the body begun after it, over
+        its bound?  (The body bytes are let go; the head is kept for ``connection_lost``.)"""
+        raw = self.raw
+        n = _head_length(raw)
+        self.body = len(raw) - n
+        self.raw = raw[:n]
+        return n > self.max_head or self.body > self.max_body
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -436,9 +446,6 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_headers_complete(self) -> None:
         self.headed = True
-
-    def on_body(self, body: bytes) -> None:
-        self.body += len(body)
 
     def on_message_complete(self) -> None:
         # Status and keep-alive must be read here: the parser resets after the callback.
