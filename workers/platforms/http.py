@@ -171,8 +171,10 @@ def encode_request(target: Target) -> tuple[bytes, str, int, bool, str]:
 DEFAULT_EXPECT_STATUS: tuple[int | str, ...] = ("2xx",)
 MAX_EXPECT_ITEMS = 100
 # A response's header section (interim 1xx heads included) may hold at most max_header_bytes, its
-# body (as decoded from its framing) at most max_body_bytes; beyond either the request is
-# ``too_large`` and the connection is closed.  Why these defaults:
+# body (as it travels: with chunked coding, its framing counted) at most max_body_bytes; beyond
+# either the request is ``too_large`` and the connection is closed.  (``too_large`` and not
+# ``other``: the target answered well-formed HTTP, only more of it than the spec takes, which a
+# reader should tell from garbage.)  Why these defaults:
 # * 64 KiB of headers is 4x what Node (16 KiB) and 8x what nginx's default buffers (4 x 8 KiB)
 #   let through, so no real server's head is refused; a head is kept until complete (to find a
 #   close-delimited body's end), so this bounds the memory a connection holds: 256 in flight x
