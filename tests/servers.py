@@ -6,8 +6,12 @@ and CI), ``strict``,
 ``Prometheus`` scraping loopback targets.
 
 FaultServer answers by path: /ok, /5xx, /429, /reset (RST before any response), /timeout
-(never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N; any other path is a
-200, and /timed* paths also record when each request arrived (``times``).
+(never answers), /chunked (chunked 200), /close (200 then closes), /slow?ms=N,
+/redirect (302 to itself: a redirect loop), /head?bytes=N (200 whose head is exactly N bytes),
+/body?bytes=N (200 with an N-byte body, sent in 64 KiB writes), /endless-headers (a 200 status
+line, then header lines as fast as the client reads them: up to ENDLESS_BYTES per connection,
+for at most ENDLESS_S); any other path is a 200, and /timed* paths also record when each request
+arrived (``times``).
 It runs its own asyncio loop in a thread and counts requests per path.
 """
 
@@ -30,6 +34,18 @@ from typing import Any
 
 import httpx
 import pytest
+
+ENDLESS_BYTES = 512 * 1024 * 1024  # what /endless-headers sends on one connection at most
+ENDLESS_S = 20.0  # … and for how long
+_CHUNK = 64 * 1024
+_HEADER_LINES = b"".join(b"x-pad-%05d: %s\r\n" % (i, b"a" * 100) for i in range(_CHUNK // 116))
+
+
+def _head_of(size: int) -> bytes:
+    """A 200 head (status line to the blank line) of exactly ``size`` bytes, and no body."""
+    start, end = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n", b"\r\n"
+    pad = size - len(start) - len(end) - len(b"x-pad: \r\n")
+    return start + b"x-pad: " + b"a" * max(pad, 0) + b"\r\n" + end
 
 
 class _FaultProtocol(asyncio.Protocol):
@@ -78,6 +94,17 @@ class _FaultProtocol(asyncio.Protocol):
         elif route == "/close":
             t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
             t.close()
+        elif route == "/redirect":
+            t.write(b"HTTP/1.1 302 Found\r\nlocation: /redirect\r\ncontent-length: 0\r\n\r\n")
+        elif route == "/head":
+            t.write(_head_of(int(query.partition("bytes=")[2])))
+        elif route == "/body":
+            size = int(query.partition("bytes=")[2])
+            t.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+            self._stream(b"b" * _CHUNK, size, time.monotonic() + ENDLESS_S)
+        elif route == "/endless-headers":
+            t.write(b"HTTP/1.1 200 OK\r\n")
+            self._stream(_HEADER_LINES, ENDLESS_BYTES, time.monotonic() + ENDLESS_S)
         elif route == "/slow":
             ms = float(query.partition("ms=")[2] or 10)
             asyncio.get_running_loop().call_later(
@@ -85,6 +112,18 @@ class _FaultProtocol(asyncio.Protocol):
             )
         else:
             t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+    def _stream(self, chunk: bytes, left: int, until: float) -> None:
+        """Write ``left`` bytes of ``chunk`` repeated, as fast as the client takes them (the write
+        buffer kept under 1 MiB), until ``until`` or the connection closes."""
+        t = self.transport
+        while left > 0 and not t.is_closing() and time.monotonic() < until and t.get_write_buffer_size() < 1 << 20:
+            piece = chunk[:left]
+            t.write(piece)
+            left -= len(piece)
+        if left > 0 and not t.is_closing() and time.monotonic() < until:
+            asyncio.get_running_loop().call_later(0.001, self._stream, chunk, left, until)
 
 
 class FaultServer:

@@ -36,6 +36,9 @@ class Outcome(IntEnum):
     function_error = 7
     dropped = 8  # due while max_in_flight was reached and the wait queue was full
     other = 9
+    # (New outcomes go last: the values index per-process counters; the names are what is stored.)
+    http_3xx = 10  # a 3xx answer (a redirect is not followed) that the target's expect_status leaves out
+    too_large = 11  # the response's header section or body exceeded the target's bound; the connection is closed
 
 
 OUTCOME_NAMES: tuple[str, ...] = tuple(o.name for o in Outcome)

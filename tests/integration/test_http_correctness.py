@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import struct
 import threading
@@ -291,13 +292,19 @@ def test_204_304_and_interim_responses_have_no_body():
         got = {}
         async with serving(handler) as port:
             for path in answers:
-                async with invoker(target(f"http://127.0.0.1:{port}{path.decode()}")) as inv:
+                t = target(f"http://127.0.0.1:{port}{path.decode()}")
+                async with invoker(t) as inv:
                     got[path] = [await one(inv) for _ in range(5)], inv.counters()["connections_opened"]
+            # A 304 is not a success unless the target says it expects one (conditional requests).
+            t = dataclasses.replace(t, url=f"http://127.0.0.1:{port}/304", address={"expect_status": ["2xx", 304]})
+            async with invoker(t) as inv:
+                got[b"expected 304"] = [await one(inv) for _ in range(5)], inv.counters()["connections_opened"]
         return got
 
     got = run(main())
     assert got[b"/204"] == ([Outcome.ok] * 5, 1)
-    assert got[b"/304"] == ([Outcome.ok] * 5, 1)
+    assert got[b"/304"] == ([Outcome.http_3xx] * 5, 1)
+    assert got[b"expected 304"] == ([Outcome.ok] * 5, 1)
     assert got[b"/early"] == ([Outcome.http_5xx] * 5, 1)
 
 

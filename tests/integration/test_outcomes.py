@@ -33,7 +33,7 @@ def drive(url: str, timeout_s: float = 2.0, rate: int = RATE, seconds: float = S
 @pytest.mark.parametrize(
     ("path", "outcome"),
     [("/5xx", "http_5xx"), ("/429", "throttled"), ("/reset", "reset"), ("/ok", "ok"),
-     ("/chunked", "ok"), ("/close", "ok")],
+     ("/chunked", "ok"), ("/close", "ok"), ("/redirect", "http_3xx")],
 )
 def test_each_response_kind_is_its_outcome_and_the_rate_holds(fault_server, path, outcome):
     intervals, totals = drive(fault_server.url(path))

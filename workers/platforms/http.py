@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httptools
+from pydantic import BaseModel, Field
 
 from workers import limits
 from workers.contract import Outcome, Target
@@ -163,21 +164,129 @@ def encode_request(target: Target) -> tuple[bytes, str, int, bool, str]:
     return head.encode("latin-1") + b"\r\n" + body, parts.hostname, port, tls, parts.hostname
 
 
-def outcome_for_status(status: int) -> Outcome:
-    if status < 400:
-        return Outcome.ok
-    if status == 429:
-        return Outcome.throttled
-    if status < 500:
-        return Outcome.http_4xx
-    return Outcome.http_5xx
+# -- which answers are successes, and how large one may be ---------------------------------------
+# A target's ``expect_status`` lists the final statuses that count ``ok`` (default: any 2xx); any
+# other status is its class's outcome: 3xx http_3xx (redirects are not followed), 429 throttled,
+# 4xx http_4xx, 5xx http_5xx, and an unexpected 2xx (or a status beyond 599) ``other``.
+DEFAULT_EXPECT_STATUS: tuple[int | str, ...] = ("2xx",)
+MAX_EXPECT_ITEMS = 100
+# A response's header section (interim 1xx heads included) may hold at most max_header_bytes, its
+# body (as it travels: with chunked coding, its framing counted) at most max_body_bytes; beyond
+# either the request is ``too_large`` and the connection is closed.  (``too_large`` and not
+# ``other``: the target answered well-formed HTTP, only more of it than the spec takes, which a
+# reader should tell from garbage.)  Why these defaults:
+# * 64 KiB of headers is 4x what Node (16 KiB) and 8x what nginx's default buffers (4 x 8 KiB)
+#   let through, so no real server's head is refused; a head is kept until complete (to find a
+#   close-delimited body's end), so this bounds the memory a connection holds: 256 in flight x
+#   64 KiB = 16 MiB at worst, where an endless header section grew a worker to gigabytes.
+# * Bodies are parsed and dropped, never kept: the bound is about time, not memory.  16 MiB is
+#   above what a function platform returns (Lambda's response limit is 6 MB, API Gateway's 10 MB)
+#   and a loopback read parses it in milliseconds; an endless body is cut there instead of keeping
+#   the parser busy until the target's timeout.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_HEADER_BYTES_RANGE = (1024, 16 * 1024 * 1024)
+MAX_BODY_BYTES_RANGE = (0, 1 << 30)
+_STATUS_CLASS = re.compile(r"([2-5])xx", re.IGNORECASE)
+_STATUS_SPAN = re.compile(r"(\d{3})-(\d{3})")
+
+
+def _status_item(item: Any) -> tuple[tuple[int, int] | None, str]:
+    """One ``expect_status`` entry as an inclusive range, or (None, why not)."""
+    if isinstance(item, bool) or not isinstance(item, (int, str)):
+        return None, f"expected a status such as 200, a class such as \"2xx\" or a range such as \"200-299\", got {item!r}"
+    if isinstance(item, str):
+        text = item.strip()
+        if m := _STATUS_CLASS.fullmatch(text):
+            lo = int(m.group(1)) * 100
+            return (lo, lo + 99), ""
+        if m := _STATUS_SPAN.fullmatch(text.replace(" ", "")):
+            lo, hi = int(m.group(1)), int(m.group(2))
+        elif text.isascii() and text.isdigit() and len(text) == 3:
+            lo = hi = int(text)
+        else:
+            return None, (f"expected a status such as 200, a class such as \"2xx\" (2xx to 5xx) or a range "
+                          f"such as \"200-299\", got {item[:40]!r}")
+    else:
+        lo = hi = item
+    if not (200 <= lo <= hi <= 599):
+        return None, (f"{item!r}: a final status is 200 to 599 (1xx answers are interim)" if lo <= hi
+                      else f"{item!r}: the range's low end is above its high end")
+    return (lo, hi), ""
+
+
+def expect_status_problems(items: Any) -> list[tuple[str, str]]:
+    """What is wrong with an ``expect_status`` value, as (field suffix, message) pairs."""
+    if not isinstance(items, (list, tuple)) or not items:
+        return [("", "a list of at least one status, class or range, e.g. [200, 204] or [\"2xx\", 301]")]
+    if len(items) > MAX_EXPECT_ITEMS:
+        return [("", f"at most {MAX_EXPECT_ITEMS} entries (use classes or ranges), got {len(items)}")]
+    return [(f"[{i}]", why) for i, item in enumerate(items) if (why := _status_item(item)[1])]
+
+
+def outcome_table(expect: Sequence[Any] = DEFAULT_EXPECT_STATUS) -> tuple[Outcome, ...]:
+    """The outcome of every status 0-999 (what llhttp can read) given the expected ones."""
+    spans = [span for span in (_status_item(item)[0] for item in expect) if span is not None]
+    table = []
+    for status in range(1000):
+        if any(lo <= status <= hi for lo, hi in spans):
+            table.append(Outcome.ok)
+        elif status == 429:
+            table.append(Outcome.throttled)
+        elif 300 <= status < 400:
+            table.append(Outcome.http_3xx)
+        elif 400 <= status < 500:
+            table.append(Outcome.http_4xx)
+        elif 500 <= status < 600:
+            table.append(Outcome.http_5xx)
+        else:
+            table.append(Outcome.other)
+    return tuple(table)
+
+
+_DEFAULT_OUTCOMES = outcome_table()
+
+
+def outcome_for_status(status: int, table: Sequence[Outcome] = _DEFAULT_OUTCOMES) -> Outcome:
+    """A final status's outcome (the default table: any 2xx is ok)."""
+    return table[status] if 0 <= status < len(table) else Outcome.other
+
+
+def response_rules(target: Target) -> tuple[tuple[Outcome, ...], int, int]:
+    """(outcome table, max header bytes, max body bytes) from the task's address; a value the spec
+    could not have produced is a SetupError naming the target and key."""
+    address = target.address
+    where = f"target {target.name!r}"
+    expect = address.get("expect_status", DEFAULT_EXPECT_STATUS)
+    problems = [f"{where}.expect_status{field}: {why}" for field, why in expect_status_problems(expect)]
+    sizes = []
+    for key, default, (lo, hi) in (("max_header_bytes", DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_BYTES_RANGE),
+                                   ("max_body_bytes", DEFAULT_MAX_BODY_BYTES, MAX_BODY_BYTES_RANGE)):
+        value = address.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            problems.append(f"{where}.{key}: expected a whole number of bytes {lo}..{hi}, got {value!r}")
+        sizes.append(value)
+    if problems:
+        raise SetupError("; ".join(problems))
+    return (_DEFAULT_OUTCOMES if tuple(expect) == DEFAULT_EXPECT_STATUS else outcome_table(expect)), sizes[0], sizes[1]
+
+
+def _head_length(raw: bytes | bytearray) -> int:
+    """Bytes up to the end of the final (non-1xx) head in ``raw``; all of it if that head is not complete."""
+    pos = 0
+    while m := _HEAD_END.search(raw, pos):
+        status = raw[pos:m.start()].split(None, 2)
+        pos = m.end()
+        if not (len(status) > 1 and status[1].startswith(b"1")):
+            return pos
+    return len(raw)
 
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE = re.compile(rb"\r?\n")
 
 
-def _ends_at_close(raw: bytes) -> bool:
+def _ends_at_close(raw: bytes | bytearray) -> bool:
     """Whether the final response head in ``raw`` leaves its body to end at connection close:
     neither Content-Length nor chunked as the final transfer coding (RFC 7230 §3.3.3, 4 and 7).
     ``raw`` may start with interim (1xx) heads, which are skipped."""
@@ -210,11 +319,17 @@ class _Connection(asyncio.Protocol):
     headers and Content-Length and chunked bodies by their framing; a response to HEAD ends at
     its headers (``_HeadConnection``); a body with neither length nor chunking ends when the
     server closes the connection (``connection_lost``).
+
+    Bounds: the head's bytes are kept until it is complete (a close-delimited body needs them),
+    appended in place (never the whole buffer copied per read), at most the pool's
+    ``max_head`` of them; the body's bytes as they travel (chunk framing counted) are counted,
+    never kept, up to ``max_body``.  Beyond either the request is ``too_large`` and the connection
+    is closed.
     """
 
     __slots__ = (
         "pool", "transport", "parser", "due", "sent", "done", "complete", "closed", "status", "keep_alive",
-        "raw", "headed", "uses", "user", "ready",
+        "raw", "headed", "uses", "user", "ready", "body", "max_head", "max_body", "small", "outcomes",
     )
 
     def __init__(self, pool: _Pool) -> None:
@@ -228,8 +343,13 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.status = 0
         self.keep_alive = False
-        self.raw = b""  # the current response's bytes, up to the chunk that ends its final headers
+        self.raw: bytes | bytearray = b""  # the current response's bytes, up to the read that ends its final head
         self.headed = False  # the current response's final headers are complete
+        self.body = 0  # bytes of the current response's body so far
+        self.max_head = pool.max_head
+        self.max_body = pool.max_body
+        self.small = min(self.max_head, self.max_body)  # a response read whole in no more is within both
+        self.outcomes = pool.outcomes  # status -> Outcome
         self.uses = 0  # requests sent on this connection
         self.user: HttpInvoker | None = None  # the invoker whose request it carries (or carried last)
         self.ready = 0.0  # when it became usable: TCP connected and, over TLS, the handshake done
@@ -245,8 +365,17 @@ class _Connection(asyncio.Protocol):
             # never let it pass for the next request's response.
             self._close()
             return
-        if not self.headed:
-            self.raw += data
+        headed = self.headed
+        if headed:
+            self.body += len(data)  # (as it travels: chunk framing counted)
+        else:
+            raw = self.raw
+            if not raw:
+                self.raw = data  # the usual case, a head in one read: kept as it is, no copy
+            else:
+                if raw.__class__ is bytes:
+                    raw = self.raw = bytearray(raw)
+                raw += data  # in place: a head in many reads costs its length, not its length squared
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -258,10 +387,23 @@ class _Connection(asyncio.Protocol):
             self._finish(Outcome.other)
             self._close()
             return
+        if headed:
+            over = self.body > self.max_body
+        elif not self.headed:
+            over = len(self.raw) > self.max_head
+        else:  # the head ended in this read: measure it and the body after it, unless the whole
+            # response came in one read within both bounds (the usual case)
+            over = (not self.complete or len(self.raw) > self.small) and self._measure()
+        if over:
+            self._finish(Outcome.too_large)
+            self._close()
+            self.raw = b""
+            return
         if self.complete:
             self.complete = False
             self.headed = False
             self.raw = b""
+            self.body = 0
             end = _monotonic()
             done, due, sent = self.done, self.due, self.sent
             self.done = None
@@ -272,7 +414,16 @@ class _Connection(asyncio.Protocol):
             else:
                 self._close()
             if done is not None:
-                done(outcome_for_status(self.status), due, sent, end)
+                done(self.outcomes[self.status], due, sent, end)
+
+    def _measure(self) -> bool:
+        """The response's head ended in the last read: is it, or the body begun after it, over
+        its bound?  (The body bytes are let go; the head is kept for ``connection_lost``.)"""
+        raw = self.raw
+        n = _head_length(raw)
+        self.body = len(raw) - n
+        self.raw = raw[:n]
+        return n > self.max_head or self.body > self.max_body
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -282,7 +433,7 @@ class _Connection(asyncio.Protocol):
         if self.headed:
             if exc is None and _ends_at_close(self.raw):
                 # A close-delimited body (an HTTP/1.0 server's habit) is complete now.
-                self._finish(outcome_for_status(self.parser.get_status_code()))
+                self._finish(self.outcomes[self.parser.get_status_code()])
                 return
         elif not self.raw and self.uses > 1:
             # A reused keep-alive connection the server had closed: no byte of a response
@@ -422,6 +573,7 @@ class _Pool:
         self.payload = inv.payload
         self.timeout = inv.timeout
         self.conn_class = inv.conn_class
+        self.outcomes, self.max_head, self.max_body = inv.outcomes, inv.max_head, inv.max_body
         self.ssl = _client_context(inv.target.tls_verify) if inv.tls else None
         self.idle: list[_Connection] = []
         self.conns: set[_Connection] = set()
@@ -666,6 +818,7 @@ class HttpInvoker:
         self.payload, self.host, self.port, self.tls, self.server_name = encode_request(target)
         self.timeout = float(target.timeout_s)
         self.conn_class = _HeadConnection if target.method.upper() == "HEAD" else _Connection
+        self.outcomes, self.max_head, self.max_body = response_rules(target)
         self.pool: _Pool | None = None
         self.idle: list[_Connection] = []  # the pool's, once started
         self.active = False
@@ -681,7 +834,8 @@ class HttpInvoker:
     @property
     def key(self) -> tuple[Any, ...]:
         t = self.target
-        return (t.name, self.payload, self.host, self.port, self.tls, t.tls_verify, self.timeout, self.conn_class)
+        return (t.name, self.payload, self.host, self.port, self.tls, t.tls_verify, self.timeout, self.conn_class,
+                self.outcomes, self.max_head, self.max_body)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -767,9 +921,29 @@ def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
 # ------------------------------------------------------------------ the platform's declaration
 
 
+class TargetFields(BaseModel):
+    """What a spec's http target says about the answers it takes (the task's address)."""
+
+    # The final statuses that count ok: codes (200), classes ("2xx") and ranges ("200-299").
+    expect_status: list[Any] = Field(default=list(DEFAULT_EXPECT_STATUS), max_length=MAX_EXPECT_ITEMS)
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, strict=True,
+                                  ge=MAX_HEADER_BYTES_RANGE[0], le=MAX_HEADER_BYTES_RANGE[1])
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, strict=True,
+                                ge=MAX_BODY_BYTES_RANGE[0], le=MAX_BODY_BYTES_RANGE[1])
+
+
 def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
-    """The encoder's own rules (no CR/LF in headers, no spaces in the URL, …) on a spec's target."""
-    return request_problems(t.url, t.method, list(t.headers.items()))
+    """The encoder's own rules (no CR/LF in headers, no spaces in the URL, …) on a spec's target,
+    and its expect_status entries."""
+    problems = request_problems(t.url, t.method, list(t.headers.items()))
+    problems.extend((f"expect_status{field}", why) for field, why in expect_status_problems(t.expect_status))
+    return problems
+
+
+def target_address(t: Any) -> dict[str, Any]:
+    """What the worker reads (``response_rules``): the expected statuses and the response bounds."""
+    return {"expect_status": list(t.expect_status), "max_header_bytes": t.max_header_bytes,
+            "max_body_bytes": t.max_body_bytes}
 
 
 def target_refusals(target: Target) -> list[tuple[str, str]]:
@@ -777,5 +951,7 @@ def target_refusals(target: Target) -> list[tuple[str, str]]:
     return [("url", m) for m in limits.host_refusals(resolve_env(target.url, "url"))]
 
 
-# Plain HTTP(S) endpoints: the common target fields say everything (url, method, headers, body).
-PLATFORM = Platform("http", make_invoker, problems=target_problems, refusals=target_refusals)
+# Plain HTTP(S) endpoints: the common target fields (url, method, headers, body), and which answers
+# count ok and how large one may be (TargetFields).
+PLATFORM = Platform("http", make_invoker, fields=TargetFields, problems=target_problems, address=target_address,
+                    refusals=target_refusals)
