@@ -47,6 +47,10 @@ def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group], gaps: Iterable[Ga
     verdicts = []
     unsent = unsent_by_group(gaps)
     planned_s = phase_seconds or {}
+    # A group that was planned and never measured at all (its region lost every shard) is judged too.
+    measured = {(g.region, g.target, g.phase) for g in groups}
+    groups = [*groups, *(Group(region=r, target=t, runtime="", phase=p) for r, t, p in sorted(unsent)
+                         if (r, t, p) not in measured)]
     for slo in slos:
         phase = getattr(slo, "phase", "*")
         matched = False

@@ -377,7 +377,7 @@ class CeleryDispatcher:
         beats = self.store.beats(self.run_id)
         claims = self.store.claims(self.run_id)
         self._online = None
-        rejected = self._rejections()
+        rejected: dict[str, list[str]] | None = None  # read once per check, when a shard stays unclaimed
         claimed_regions = {self.shards[f.rpartition("#")[0]].region for f in claims
                            if f.rpartition("#")[0] in self.shards}
         for sid, shard in list(self.shards.items()):
@@ -395,6 +395,8 @@ class CeleryDispatcher:
             elif claim is None:
                 # Still queued: a worker that lost its broker connection may hold it unacked.
                 if now - shard.start_at > QUEUED_S:
+                    if rejected is None:
+                        rejected = self._rejections()
                     if rejected.get(shard.region) and shard.region not in claimed_regions:
                         # Delivered and rejected unverified by every worker that took one (none claimed any):
                         # another attempt would be rejected the same way.
