@@ -138,18 +138,30 @@ def _shown(value: Any) -> str:
     return repr(value)[:80] if isinstance(value, (str, int)) else type(value).__name__
 
 
-def _count(reason: str) -> None:
+def _count(reason: str, message: str = "", run: Any = None) -> None:
+    """Count a rejected task (per reason) and, under this worker's own region, record it with its reason,
+    time and the run id it claimed (unverified: data for that run's orchestrator, never a key)."""
     try:
-        client(app.conf.broker_url).incr(keys.rejected(reason))
+        r = client(app.conf.broker_url)
+        pipe = r.pipeline(transaction=False)
+        pipe.incr(keys.rejected(reason))
+        if _REGION:
+            name = keys.region_rejections(_REGION)
+            record = {"reason": reason, "message": message[:300], "node": _node_name()[:200], "at": time.time(),
+                      "run": run[:80] if isinstance(run, str) else None}
+            pipe.rpush(name, orjson.dumps(record))
+            pipe.ltrim(name, -keys.REGION_REJECTIONS_KEPT, -1)
+            pipe.expire(name, keys.ORPHAN_TTL_S)
+        pipe.execute()
     except Exception as exc:  # counting must not turn a rejection into a retry
         log.warning("could not count a rejected task: %s", exc)
 
 
 def _reject(reason: str, message: str, payload: Any) -> str:
     """Count and log a task that is not run; never shows the key or the signature."""
-    _count(reason)
     shard = payload.get("shard") if isinstance(payload, dict) else None
     shard = shard if isinstance(shard, dict) else {}
+    _count(reason, message, shard.get("run_id"))
     log.warning("rejected task (%s): %s; run %s shard %s attempt %s", reason, message, _shown(shard.get("run_id")),
                 _shown(shard.get("shard_id")), _shown(shard.get("attempt")))
     return f"rejected: {reason}"

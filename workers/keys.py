@@ -89,6 +89,17 @@ def rejected(reason: str) -> str:
     return f"{PREFIX}:rejected:{reason}"
 
 
+def region_rejections(region: str) -> str:
+    """List: JSON {reason, message, run, node, at} of each task a worker of ``region`` rejected before or
+    without running it (a bad signature, a wrong region, …), the latest REGION_REJECTIONS_KEPT.  Keyed by
+    the worker's own region, never by the task: ``run`` is the run id the task claimed, unverified, kept
+    as data only so the orchestrator of that run can say why its shards were never claimed."""
+    return f"{PREFIX}:rejected:region:{region}"
+
+
+REGION_REJECTIONS_KEPT = 1000
+
+
 # -- history and schedules (orchestrator/analysis/history.py, orchestrator/schedule.py) ----------------------
 # User-chosen names (spec and schedule names: letters, digits, ``_.@-``, never ``:``) only ever appear
 # as the last part of a key in a namespace of their own, so no name can collide with an index key

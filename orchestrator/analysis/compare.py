@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from orchestrator.errors import exit_code
-from orchestrator.run.result import Group, RunResult, SloVerdict
+from orchestrator.run.result import Gap, Group, RunResult, SloVerdict
 from workers import histograms
 from workers.contract import HISTOGRAMS, Interval
 
@@ -20,11 +20,37 @@ class Slo(Protocol):
     min: float | None
 
 
-def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group]) -> list[SloVerdict]:
+PLANNED_METRICS = ("error_rate", "achieved_rps")  # judged on the plan when planned load was never sent
+
+
+def unsent_by_group(gaps: Iterable[Gap]) -> dict[tuple[str, str, str], int]:
+    """(region, target, phase) → planned requests no attempt sent (gaps that know their phase and count)."""
+    out: dict[tuple[str, str, str], int] = {}
+    for gap in gaps:
+        if gap.unsent and gap.phase:
+            key = (gap.region, gap.target, gap.phase)
+            out[key] = out.get(key, 0) + int(gap.unsent)
+    return out
+
+
+def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group], gaps: Iterable[Gap] = (),
+                 phase_seconds: dict[str, float] | None = None) -> list[SloVerdict]:
     """One verdict per SLO per matching measured group.  No verdict without data: a group that
     completed no request (its error_rate of 0.0 would pass on nothing), or has no value of the
-    metric, is NO DATA, which fails; so is an SLO that matches no group at all."""
+    metric, is NO DATA, which fails; so is an SLO that matches no group at all.
+
+    SLOs are judged on what was planned, not on what arrived: a group with planned requests that no
+    attempt sent (``gaps`` with ``unsent``) counts them as failed requests in ``error_rate``
+    ((errors + unsent) / (answered + unsent)) and as not served in ``achieved_rps`` (ok / the phase's
+    planned seconds); any other metric (latency, cost) describes only what was measured, so its
+    verdict is PARTIAL (a failure) however good the value."""
     verdicts = []
+    unsent = unsent_by_group(gaps)
+    planned_s = phase_seconds or {}
+    # A group that was planned and never measured at all (its region lost every shard) is judged too.
+    measured = {(g.region, g.target, g.phase) for g in groups}
+    groups = [*groups, *(Group(region=r, target=t, runtime="", phase=p) for r, t, p in sorted(unsent)
+                         if (r, t, p) not in measured)]
     for slo in slos:
         phase = getattr(slo, "phase", "*")
         matched = False
@@ -32,26 +58,39 @@ def slo_verdicts(slos: Iterable[Slo], groups: Sequence[Group]) -> list[SloVerdic
             if slo.target not in ("*", g.target) or phase not in ("*", g.phase):
                 continue
             matched = True
+            lost = unsent.get((g.region, g.target, g.phase), 0)
             value = g.metric(slo.metric) if g.completed else None
+            if lost and slo.metric == "error_rate":
+                answered = sum(g.outcomes.values())
+                value = round((answered - g.ok + lost) / (answered + lost), 6)
+            elif lost and slo.metric == "achieved_rps":
+                seconds = max(planned_s.get(g.phase) or 0.0, g.seconds)
+                value = round(g.ok / seconds, 3) if seconds > 0 else 0.0
             ok = value is not None
             if value is not None and slo.max is not None:
                 ok = value <= slo.max
             if ok and value is not None and slo.min is not None:
                 ok = value >= slo.min
+            if lost and slo.metric not in PLANNED_METRICS:
+                ok = False  # PARTIAL: measured on part of the plan
             verdicts.append(SloVerdict(target=g.target, region=g.region, phase=g.phase, metric=slo.metric,
-                                       max=slo.max, min=slo.min, value=value, passed=ok, no_data=value is None))
+                                       max=slo.max, min=slo.min, value=value, passed=ok, no_data=value is None,
+                                       unsent=lost, planned=g.intended + lost if lost else None))
         if not matched:
             verdicts.append(SloVerdict(target=slo.target, region="*", phase=phase, metric=slo.metric, max=slo.max,
                                        min=slo.min, value=None, passed=False, no_data=True))
     return verdicts
 
 
-def judge(result: RunResult, slos: Iterable[Slo]) -> tuple[RunResult, int]:
-    """The result with its SLO verdicts, and the exit code it earns."""
-    result = replace(result, slo=tuple(slo_verdicts(slos, result.groups)))
+def judge(result: RunResult, slos: Iterable[Slo],
+          phase_seconds: dict[str, float] | None = None) -> tuple[RunResult, int]:
+    """The result with its SLO verdicts, and the exit code it earns.  A verdict on a group whose planned
+    load was partly never sent means load was lost: exit 3 (EXIT_LOST_LOAD), whatever the verdict."""
+    result = replace(result, slo=tuple(slo_verdicts(slos, result.groups, result.gaps, phase_seconds)))
     return result, exit_code(slo_failed=result.slo_failed, errors=bool(result.errors or result.failed_groups),
                              interrupted=result.interrupted,
-                             lost_load=result.lost_shards > 0 or result.bad_records > 0)
+                             lost_load=result.lost_shards > 0 or result.bad_records > 0
+                             or any(v.unsent for v in result.slo))
 
 
 RATIO_FIELDS = ("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb",

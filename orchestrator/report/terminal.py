@@ -137,10 +137,13 @@ def render(result: RunResult, console: Console | None = None) -> None:
     for g in result.failed_groups:
         console.print(f"[red]failed[/]: {g.region}/{g.target} {g.phase}: {escape(g.failure or '')}", highlight=False)
     for v in result.slo:
-        mark = "[red]NO DATA[/]" if v.no_data else "[green]PASS[/]" if v.passed else "[red]FAIL[/]"
+        mark = "[green]PASS[/]" if v.passed else f"[red]{v.word}[/]"
         bound = f"<= {v.max}" if v.max is not None else f">= {v.min}"
         where = f"{v.region}/{v.target}" if regions else v.target
-        console.print(f"SLO {mark} {where} {v.phase} {v.metric} = {v.value} (want {bound})")
+        plan = (f"; {v.unsent} of {v.planned} planned requests never sent"
+                + ("" if v.metric in ("error_rate", "achieved_rps") else ": measured on part of the plan")
+                if v.unsent else "")
+        console.print(f"SLO {mark} {where} {v.phase} {v.metric} = {v.value} (want {bound}{plan})")
     if result.interrupted:
         console.print("[yellow]interrupted: partial results[/]")
     if result.incomplete:

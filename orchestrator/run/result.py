@@ -165,6 +165,10 @@ class Gap:
     redispatch_delay_s: float | None = None
     start: float | None = None  # epoch seconds the gap began (the end of what was measured), where known
     late_start_s: float | None = None  # of ``seconds``: how late the re-dispatched remainder began after redispatched_at
+    # The shard's phase and the planned requests of the gap that no attempt sent (the plan's expected
+    # count over the gap); SLOs of the group count them (compare.slo_verdicts).  None: not known.
+    phase: str | None = None
+    unsent: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -187,22 +191,38 @@ class SloVerdict:
     value: float | None
     passed: bool
     no_data: bool = False  # the group completed no request (or has no value of the metric): NO DATA, a failure
+    # Planned requests of the group that were never sent (gaps with no attempt: a lost region, a worker
+    # with the wrong key) and the group's plan (intended + unsent).  error_rate and achieved_rps are
+    # judged on the plan; any other metric of a group with unsent load is PARTIAL, not a pass.
+    unsent: int = 0
+    planned: int | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Judged on part of the plan: the measured value met its bound, but planned load was never sent."""
+        return self.unsent > 0 and not self.passed and not self.no_data and self.value is not None and \
+            (self.max is None or self.value <= self.max) and (self.min is None or self.value >= self.min)
 
     @property
     def word(self) -> str:
-        return "NO DATA" if self.no_data else "PASS" if self.passed else "FAIL"
+        return "NO DATA" if self.no_data else "PASS" if self.passed else "PARTIAL" if self.partial else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
         d = {"target": self.target, "region": self.region, "phase": self.phase, "metric": self.metric,
              "max": self.max, "min": self.min, "value": self.value, "pass": self.passed}
         if self.no_data:
             d["no_data"] = True
+        if self.unsent:
+            d["unsent"] = self.unsent
+            d["planned"] = self.planned
+            if self.partial:
+                d["partial"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SloVerdict:
         return cls(d["target"], d["region"], d["phase"], d["metric"], d.get("max"), d.get("min"), d.get("value"),
-                   bool(d["pass"]), bool(d.get("no_data", False)))
+                   bool(d["pass"]), bool(d.get("no_data", False)), int(d.get("unsent") or 0), d.get("planned"))
 
 
 @dataclass(frozen=True, slots=True)

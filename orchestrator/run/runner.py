@@ -133,7 +133,7 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
                       f"(bad_records in result.json); first: {escape(collector.bad.reasons[0])}", highlight=False)
     result = collector.result(gaps=dispatcher.gaps(), errors=errors, name=plan.name, interrupted=interrupted,
                               incomplete=bool(folder.errors), **fields)
-    result, code = compare.judge(result, plan.slos)
+    result, code = compare.judge(result, plan.slos, plan.phase_seconds)
     if aborted is not None:  # stopped by its SLO: a failed SLO (exit 1), not an interruption
         result = dataclasses.replace(result, aborted_by=aborted.to_dict(), slo=(*result.slo, aborted.verdict()))
         code = max(code, EXIT_SLO) if code != EXIT_INTERRUPTED else code
@@ -177,7 +177,7 @@ def _write_html(result: RunResult, folder: Path, console: Console) -> Path | Non
 def conclude(slos: Any, collector: Collector, gaps: list[Gap], errors: list[str], **fields: Any) -> tuple[RunResult, int]:
     """The RunResult of intervals collected outside a run (``fnbench report``), judged."""
     result = collector.result(gaps=gaps, errors=tuple(dict.fromkeys([*errors, *collector.problems()])), **fields)
-    return compare.judge(result, slos)
+    return compare.judge(result, slos, collector.phase_seconds)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from workers import auth, histograms, keys
 from workers.contract import Interval, SchemaError, Shard
 
 WORKER_STALE_S = 6.0  # a registered worker not seen for this long is offline
+RUN_FIELDS = ("start_at", "total_s")  # a run record without these is not whole (Store.meta)
 
 
 def _redacted(url: str) -> str:
@@ -112,10 +113,31 @@ class Store:
                 "used_memory_before": before, "used_memory_after": after}
 
     def meta(self, run_id: str) -> dict[str, Any]:
+        """The run's record; InputError (exit 2) when it is not there, or not whole (what is missing is
+        named: a Redis restarted without persistence loses the record, and a later write re-creates a part)."""
         raw = self.r.hgetall(keys.run(run_id))
         if not raw:
             raise InputError(f"run {run_id!r} is not in the store (see `fnbench status`)")
-        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+        meta: dict[str, Any] = {}
+        unreadable = []
+        for k, v in raw.items():
+            try:
+                meta[k.decode(errors="replace")] = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                unreadable.append(k.decode(errors="replace")[:40])
+        missing = [f for f in RUN_FIELDS if not isinstance(meta.get(f), (int, float)) or isinstance(meta.get(f), bool)]
+        if missing or unreadable:
+            what = ", ".join([*(f"{f} missing" for f in missing), *(f"{f} unreadable" for f in unreadable)])
+            raise InputError(
+                f"run {run_id!r}: the store holds only part of its record ({what}; it has "
+                f"{', '.join(sorted(meta)[:12]) or 'nothing else'}): the store lost the run, e.g. Redis restarted "
+                "without persistence. Its result is in the run folder (results/<run_id>) of the orchestrator "
+                "that ran it: `fnbench report results/<run_id>`")
+        return meta
+
+    def has_record(self, run_id: str) -> bool:
+        """Whether the run's record is whole in the store (its start is there)."""
+        return bool(self.r.hexists(keys.run(run_id), "start_at"))
 
     def set_meta(self, run_id: str, **fields: Any) -> None:
         self.r.hset(keys.run(run_id), mapping={k: orjson.dumps(v) for k, v in fields.items()})
@@ -159,6 +181,18 @@ class Store:
         """Deliveries of the run's (verified) tasks that workers did not run (keys.rejections)."""
         out = []
         for raw in self.r.lrange(keys.rejections(run_id), 0, -1):
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def region_rejections(self, region: str) -> list[dict[str, Any]]:
+        """Tasks the workers of ``region`` rejected unverified (keys.region_rejections), oldest first."""
+        out = []
+        for raw in self.r.lrange(keys.region_rejections(region), 0, -1):
             try:
                 rec = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -295,7 +329,13 @@ class Store:
             r["processes"] += int(rec.get("concurrency", 1))
         out: dict[str, Any] = {"regions": {}, "runs": []}
         for rid in [run_id] if run_id else self.runs():
-            meta = self.meta(rid)
+            try:
+                meta = self.meta(rid)
+            except InputError as exc:
+                if run_id:
+                    raise
+                out["runs"].append({"run_id": rid, "state": "lost", "shards": {}, "error": str(exc)})  # listed
+                continue
             claims = self.claims(rid)
             states: dict[str, int] = {}
             for sid, shard in self.shards(rid).items():

@@ -33,10 +33,12 @@ FNBENCH = [sys.executable, "-m", "orchestrator.cli"]
 
 
 class RedisServer:
-    """redis-server on a free loopback port with persistence on; ``restart()`` keeps port and data."""
+    """redis-server on a free loopback port with persistence on; ``restart()`` keeps port and data.
+    With ``persist=False`` (no AOF, no snapshots) a restart keeps the port and loses every key."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persist: bool = True) -> None:
         self.dir = directory
+        self.persist = persist
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -44,7 +46,8 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "yes",
+             *(["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]),
+             "--save", "", "--protected-mode", "yes",
              "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -99,12 +102,13 @@ class Cluster:
                 # The workers' record of executed tasks (workers/once.py): this cluster's own.
                 "FNBENCH_STATE_DIR": str(self.tmp / "state"), **(extra or {})}
 
-    def start_worker(self, region: str, concurrency: int = 1, metrics_port: int = 0) -> Worker:
+    def start_worker(self, region: str, concurrency: int = 1, metrics_port: int = 0,
+                     extra_env: dict[str, str] | None = None) -> Worker:
         log = self.tmp / f"worker-{region}-{len(self.workers)}.log"
         proc = subprocess.Popen(
             [*FNBENCH, "worker", "--region", region, "--concurrency", str(concurrency),
              "--metrics-port", str(metrics_port), "--loglevel", "INFO"],
-            cwd=ROOT, env=self.env(), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env=self.env(extra_env), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         w = Worker(region, proc, metrics_port, log)
         self.workers.append(w)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 
@@ -14,11 +15,13 @@ import pytest
 
 from orchestrator.run.results import read_intervals
 from tests.integration.distributed_fixtures import (
+    Cluster,
+    RedisServer,
     cluster_fixture,  # noqa: F401 - the `cluster` fixture
     run_json,
     write_spec,
 )
-from tests.servers import wait_for
+from tests.servers import need, wait_for
 from workers import keys
 from workers.histograms import merge
 
@@ -217,3 +220,109 @@ def test_a_redispatched_remainder_that_starts_late_keeps_the_targets_latency(clu
     (gap,) = [g for g in result["gaps"] if g["region"] == "q"]
     assert gap["reason"].startswith("worker lost") and gap.get("late_start_s", 0) > 0, gap
     assert p99_remainder < gap["late_start_s"] * 1e6 / 4, (p99_remainder, gap)
+
+
+def _run_id_of(client, before: set) -> str:
+    new = wait_for(lambda: set(client.zrange(keys.RUNS, 0, -1)) - before, 30, "the run recorded")
+    return next(iter(new)).decode()
+
+
+def test_a_region_left_without_workers_is_said_once_and_its_slos_are_judged_on_the_plan(cluster, fault_server,
+                                                                                       tmp_path):
+    # Found by a probe: re-dispatch to a region with no workers went on saying only "still queued", and the
+    # region's error_rate SLO printed PASS on 298 of 2,000 planned requests.
+    worker = cluster.start_worker("n")
+    cluster.wait_registered(len([w for w in cluster.workers if w.proc.poll() is None]))
+    slos = ("slos:\n  - {target: t, metric: error_rate, max: 0.1}\n"
+            "  - {target: t, metric: response_ms.p99, max: 5000}\n")
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), regions="[n]", rps=25, duration="12s",
+                      extra=slos)
+    client = cluster.redis.client()
+    before = set(client.zrange(keys.RUNS, 0, -1))
+    proc = cluster.popen("run", str(spec), "--results", str(tmp_path / "results"), "--json")
+    run_id = _run_id_of(client, before)
+    wait_for(lambda: client.xlen(keys.intervals(run_id)) >= 2, 30, "the run's first intervals")
+    worker.proc.kill()  # the region's only worker
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr[-3000:]  # load was lost
+    assert stderr.count("region n has no workers") == 1, stderr[-3000:]
+    result = orjson.loads(stdout)
+    assert result["redispatched"] <= 2, result["gaps"]
+    (g,) = result["groups"]
+    unsent = sum(gap.get("unsent") or 0 for gap in result["gaps"])
+    assert unsent > 0 and g["intended"] + unsent == pytest.approx(300, abs=15), result["gaps"]
+    assert any(gap.get("abandoned") and "no workers" in gap["reason"] for gap in result["gaps"]), result["gaps"]
+    by_metric = {v["metric"]: v for v in result["slo"]}
+    # error_rate counts the planned requests never sent: a failure, not a PASS on what arrived.
+    rate = by_metric["error_rate"]
+    assert not rate["pass"] and rate["value"] > 0.1 and rate["unsent"] == unsent, rate
+    assert rate["planned"] == g["intended"] + unsent
+    # A latency SLO measured on part of the plan is PARTIAL, never a silent PASS.
+    p99 = by_metric["response_ms.p99"]
+    assert not p99["pass"] and p99.get("partial") and p99["unsent"] == unsent, p99
+    # The terminal says it too.
+    shown = cluster.fnbench("report", run_id)  # from the store
+    assert shown.returncode == 3, shown.stderr[-3000:]
+    assert "SLO PARTIAL t warm response_ms.p99" in shown.stdout + shown.stderr, shown.stdout[-3000:]
+    assert "never sent" in shown.stdout + shown.stderr
+
+
+def test_tasks_rejected_by_a_worker_with_another_key_reach_the_user(cluster, fault_server, tmp_path):
+    # Found by a probe: the tasks were delivered and rejected (bad-signature, counted in Redis), but the run
+    # only said "nothing was measured … still queued".
+    cluster.start_worker("wk", extra_env={"FNBENCH_TASK_KEY": "another-key-" + "x" * 32})
+    cluster.wait_registered(len([w for w in cluster.workers if w.proc.poll() is None]))
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), regions="[wk]", rps=20, duration="4s")
+    r = cluster.fnbench("run", str(spec), "--results", str(tmp_path / "results"), "--json", timeout=90)
+    line = "region wk: 1 task rejected (bad-signature): the worker's task key differs"
+    assert line in r.stderr, r.stderr[-3000:]
+    # Said when found (once), and again among the run's errors at its end; no "still queued" re-dispatch.
+    assert r.stderr.count(line) <= 2 and "still queued" not in r.stderr, r.stderr[-3000:]
+    result = orjson.loads(r.stdout)
+    assert any(e.startswith(line) for e in result["errors"]), result["errors"]
+    assert result["redispatched"] == 0
+    assert r.returncode == 2  # a setup error: the keys differ
+    assert any(gap.get("abandoned") and "bad-signature" in gap["reason"] for gap in result["gaps"]), result["gaps"]
+
+
+@pytest.fixture(name="volatile")
+def volatile_fixture(tmp_path_factory):
+    """Its own redis-server without persistence (a restart loses every key) and one worker, region ``v``."""
+    need(shutil.which("redis-server") is not None, "redis-server not installed (apt install redis-server)")
+    tmp = tmp_path_factory.mktemp("volatile")
+    server = RedisServer(tmp, persist=False)
+    server.start()
+    c = Cluster(server, tmp)
+    try:
+        c.start_worker("v")
+        c.wait_registered(1)
+        yield c
+    finally:
+        c.shutdown()
+        server.stop()
+
+
+def test_report_and_watch_of_a_run_the_store_lost_say_what_is_missing(volatile, fault_server, tmp_path):
+    # Found by a probe: Redis restarted without persistence mid-run; afterwards `report RUN --json` and
+    # `watch RUN` ended in KeyError: 'start_at' (exit 1): join() had re-created a partial run record.
+    spec = write_spec(tmp_path / "spec.yaml", fault_server.url("/ok"), regions="[v]", rps=50, duration="6s")
+    client = volatile.redis.client()
+    proc = volatile.popen("run", str(spec), "--results", str(tmp_path / "results"), "--json")
+    wait_for(lambda: len(client.keys(f"{keys.PREFIX}:run:*:beats")) > 0, 30, "the run's shard beats")
+    run_id = next(iter(client.zrange(keys.RUNS, 0, -1))).decode()
+    time.sleep(1.0)
+    volatile.redis.restart(down_s=1.0)  # every key is gone
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode != 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert orjson.loads(stdout)["run_id"] == run_id
+    for command in (["report", run_id, "--json"], ["watch", run_id, "--results", str(tmp_path / "w"), "--json"]):
+        r = volatile.fnbench(*command, timeout=60)
+        assert r.returncode in (2, 3), (command, r.returncode, r.stderr[-3000:])
+        assert "Traceback" not in r.stderr and "KeyError" not in r.stderr, r.stderr[-3000:]
+        assert "store lost" in r.stdout + r.stderr, (r.stdout[-2000:], r.stderr[-2000:])
+    # A record that is only a part (as an older orchestrator left it) is named, not a traceback.
+    client.delete(keys.run(run_id))
+    client.hset(keys.run(run_id), mapping={"state": orjson.dumps("finished")})
+    r = volatile.fnbench("report", run_id, "--json", timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "start_at missing" in r.stderr and "total_s missing" in r.stderr, r.stderr[-3000:]

@@ -30,7 +30,7 @@ from orchestrator.run.plan import Plan
 from orchestrator.run.result import BadRecords, Gap, RegionStart
 from orchestrator.run.rollup import Rollup, fold
 from orchestrator.run.store import Store, parse_shard_record
-from workers import auth, keys
+from workers import arrivals, auth, keys
 from workers.contract import Interval, Shard
 
 LEAD_S = 2.0  # from dispatch to the common start: workers receive, connect, start instances
@@ -106,9 +106,49 @@ def region_starts(first: dict[str, float]) -> tuple[dict[str, RegionStart], floa
     return starts, round(max(first.values()) - earliest, 4)
 
 
-def _gap(shard: Shard, seconds: float, reason: str, **extra: Any) -> Gap:
+def unsent(shard: Shard, since: float, until: float) -> int | None:
+    """Planned requests of ``shard`` due in [since, until) (epoch seconds): the plan's expected count
+    over that part of its window; None for a warm-up shard (not measured) or an unreadable schedule."""
+    if shard.warmup:
+        return None
+    try:
+        schedule = arrivals.from_dict(shard.arrival)
+    except Exception:  # noqa: BLE001 - a stored shard may hold anything; the gap's seconds still stand
+        return None
+    origin = shard.start_at - shard.offset_s
+    a = max(since, shard.start_at) - origin
+    b = min(until, shard.start_at + shard.duration_s) - origin
+    return max(0, round(schedule.count(b) - schedule.count(a))) if b > a else 0
+
+
+def _gap(shard: Shard, since: float, seconds: float, reason: str, **extra: Any) -> Gap:
+    seconds = max(0.0, seconds)
     return Gap(region=shard.region, shard=shard.shard_id, target=shard.target.name, attempt=shard.attempt,
-               seconds=round(max(0.0, seconds), 3), reason=reason, **extra)
+               seconds=round(seconds, 3), reason=reason, phase=shard.phase,
+               unsent=unsent(shard, since, since + seconds), **extra)
+
+
+# What a region's rejections (workers.auth reasons) mean for the user.
+REJECTION_ADVICE = {
+    auth.BAD_SIGNATURE: "the worker's task key differs (give the orchestrator and every worker the same key)",
+    auth.UNSIGNED: "the task reached the worker without a signature",
+    auth.STALE: "the worker's clock differs from this host's by more than the allowed skew",
+    auth.MALFORMED: "the worker cannot read this orchestrator's tasks (another fnbench version?)",
+    auth.WRONG_REGION: "a worker of another region reads this region's queue",
+}
+
+
+def rejection_lines(region: str, records: list[dict[str, Any]]) -> list[str]:
+    """"region R: 4 tasks rejected (bad-signature): the worker's task key differs", one per reason."""
+    by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        by_reason[str(rec.get("reason"))[:40]].append(rec)
+    out = []
+    for reason, recs in sorted(by_reason.items()):
+        n = len(recs)
+        why = REJECTION_ADVICE.get(reason) or str(recs[-1].get("message") or "")[:200]
+        out.append(f"region {region}: {n} task{'s' if n != 1 else ''} rejected ({reason}): {why}")
+    return out
 
 
 class CeleryDispatcher:
@@ -149,6 +189,12 @@ class CeleryDispatcher:
         self.stored: dict[str, tuple[dict[str, Any], str | None]] = {}  # attached: stored shard dict and seal
         self.refused: dict[str, str] = {}  # shard_id → why it was not re-dispatched (never signed)
         self.altered: set[str] = set()  # shards whose stored record differed from the plan in memory
+        self.meta: dict[str, Any] = {}  # the run's record as started or attached (restored if the store loses it)
+        self.invoked_at = 0.0
+        self.no_workers: set[str] = set()  # regions found without a worker: nothing more is sent there
+        self.rejected_said: dict[str, int] = {}  # region → rejections of this run already said
+        self.store_lost_at: float | None = None  # when the store was found to have lost the run's record
+        self._online: dict[str, int] | None = None  # worker processes per region, read once per check
 
     # -- start or attach -------------------------------------------------------------------
     def parts(self, regions: list[str], targets: int) -> int:
@@ -173,6 +219,7 @@ class CeleryDispatcher:
         meta = {"name": plan.name, "spec": spec_text, "start_at": self.start_at, "total_s": plan.total_s,
                 "phase_seconds": plan.phase_seconds, "shards": len(shards), "state": "running",
                 "max_timeout_s": plan.max_timeout_s, "invoked_at": invoked, "processes": self.procs}
+        self.meta, self.invoked_at = meta, invoked
         self.store.create_run(self.run_id, meta, shards, self.retention_s, key=self._key())
         t0 = time.perf_counter()
         self.publisher.send(shards)
@@ -182,8 +229,11 @@ class CeleryDispatcher:
 
     def attach(self, run_id: str) -> dict[str, Any]:
         """Follow a run started elsewhere; returns its record (spec text, timings)."""
-        meta = self.store.meta(run_id)
+        meta = self.store.meta(run_id)  # InputError naming what is missing when the record is not whole
         self.run_id = run_id
+        self.meta = meta
+        self.invoked_at = float(meta.get("invoked_at") or meta["start_at"] - LEAD_S)
+        self.store_lost_at = meta.get("store_lost_at")
         self.start_at = meta["start_at"]
         self.procs = meta.get("processes", {})
         self._follow(meta)
@@ -313,6 +363,7 @@ class CeleryDispatcher:
     def _check(self, now: float) -> None:
         if now < self.quiet_until:
             return
+        self._keep_record(now)
         if now >= self.next_renew:
             self.next_renew = now + RENEW_S
             self.store.renew(self.run_id)
@@ -325,6 +376,10 @@ class CeleryDispatcher:
             return  # stopping: nothing is re-dispatched
         beats = self.store.beats(self.run_id)
         claims = self.store.claims(self.run_id)
+        self._online = None
+        rejected: dict[str, list[str]] | None = None  # read once per check, when a shard stays unclaimed
+        claimed_regions = {self.shards[f.rpartition("#")[0]].region for f in claims
+                           if f.rpartition("#")[0] in self.shards}
         for sid, shard in list(self.shards.items()):
             if sid in self.finished:
                 continue
@@ -340,6 +395,13 @@ class CeleryDispatcher:
             elif claim is None:
                 # Still queued: a worker that lost its broker connection may hold it unacked.
                 if now - shard.start_at > QUEUED_S:
+                    if rejected is None:
+                        rejected = self._rejections()
+                    if rejected.get(shard.region) and shard.region not in claimed_regions:
+                        # Delivered and rejected unverified by every worker that took one (none claimed any):
+                        # another attempt would be rejected the same way.
+                        self._abandon(shard, "; ".join(rejected[shard.region]))
+                        continue
                     self._lost(shard, now, shard.start_at, f"still queued {now - shard.start_at:.1f}s after it was due")
                 continue
             else:
@@ -371,22 +433,82 @@ class CeleryDispatcher:
         self.finished.add(shard.shard_id)
         covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
         end = min(shard.start_at + shard.duration_s, self.end)
-        gap = _gap(shard, end - covered, f"refused: {why}", abandoned=True, start=round(covered, 3))
+        gap = _gap(shard, covered, end - covered, f"refused: {why}", abandoned=True, start=round(covered, 3))
         self.store.add_gap(self.run_id, gap.to_dict())
         self._gaps.append(gap)
         self.warn(f"shard {shard.shard_id}: not re-dispatched: {why}")
+
+    def _rejections(self) -> dict[str, list[str]]:
+        """Per region of the run, what its workers rejected of this run's tasks (counted under the worker's
+        own region: a rejected task's run id is only a claim, used here to pick this run's); said once
+        per region (again when the count grows)."""
+        out: dict[str, list[str]] = {}
+        for region in sorted({s.region for s in self.shards.values()}):
+            records = [r for r in self.store.region_rejections(region)
+                       if r.get("run") == self.run_id and isinstance(r.get("at"), (int, float))
+                       and r["at"] >= self.invoked_at - auth.MAX_SKEW_S]
+            if not records:
+                continue
+            out[region] = rejection_lines(region, records)
+            if self.rejected_said.get(region, 0) < len(records):
+                self.rejected_said[region] = len(records)
+                for line in out[region]:
+                    self.warn(f"error: {line}")
+        return out
+
+    def _region_online(self, region: str) -> bool:
+        """Whether ``region`` has a worker (the registry, read once per check); a region found without one
+        is said once and stays given up: nothing is re-dispatched there again."""
+        if region in self.no_workers:
+            return False
+        if self._online is None:
+            self._online = self.store.processes_by_region()
+        if self._online.get(region):
+            return True
+        self.no_workers.add(region)
+        pending = [s for s in self.shards.values() if s.region == region and s.shard_id not in self.finished]
+        self.warn(f"error: region {region} has no workers: its {len(pending)} unfinished shard(s) are not "
+                  f"re-dispatched; their planned load is reported as lost (start one with "
+                  f"`fnbench worker --region {region}`)")
+        return False
+
+    def _abandon(self, shard: Shard, reason: str) -> None:
+        """Give ``shard`` up: the rest of its window is a gap no attempt covers (lost load)."""
+        covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
+        gap = _gap(shard, covered, shard.start_at + shard.duration_s - covered, reason, abandoned=True)
+        self.finished.add(shard.shard_id)
+        self.store.add_gap(self.run_id, gap.to_dict())
+        self._gaps.append(gap)
+
+    def _keep_record(self, now: float) -> None:
+        """A store that lost the run's record (Redis restarted without persistence) gets it back whole, from
+        this orchestrator's memory, marked with when it was found lost: workers go on claiming its shards,
+        and a later `fnbench report` reads what the store still has and says what it lost."""
+        if not self.meta or self.store.has_record(self.run_id):
+            return
+        if self.store_lost_at is None:
+            self.store_lost_at = round(now, 3)
+            self.warn(f"warning: the store lost run {self.run_id}'s record (Redis restarted without persistence?); "
+                      "restored it from this orchestrator: intervals written before are kept here, not in the store")
+        meta = {**self.meta, "store_lost_at": self.store_lost_at, "state": self.state}
+        self.store.create_run(self.run_id, meta, list(self.shards.values()), float(meta.get("retention_s")
+                              or self.retention_s), key=self.publisher.key if self.publisher.key else None)
 
     def _lost(self, shard: Shard, now: float, since: float, reason: str) -> None:
         why = self._trust(shard)
         if why:
             self._refuse(shard, why)
             return
+        if not self._region_online(shard.region):
+            self._abandon(shard, f"{reason}; region {shard.region} has no workers: not re-dispatched")
+            return
         window_end = shard.start_at + shard.duration_s
         covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
         new_start = now + REDISPATCH_LEAD_S
         gap: Gap | None
         if new_start >= window_end - MIN_REMAINDER_S:
-            gap = _gap(shard, window_end - covered, reason, abandoned=True, start=round(covered, 3))
+            gap = _gap(shard, covered, window_end - covered, reason, abandoned=True,
+                       start=round(covered, 3))
             self.finished.add(shard.shard_id)
             nxt = dataclasses.replace(shard, attempt=shard.attempt + 1)
         elif new_start <= shard.start_at:
@@ -396,7 +518,7 @@ class CeleryDispatcher:
             cut = new_start - shard.start_at
             nxt = dataclasses.replace(shard, attempt=shard.attempt + 1, start_at=new_start,
                                       offset_s=shard.offset_s + cut, duration_s=shard.duration_s - cut)
-            gap = _gap(shard, new_start - covered, reason, redispatched_at=round(new_start, 3), start=round(covered, 3),
+            gap = _gap(shard, covered, new_start - covered, reason, redispatched_at=round(new_start, 3), start=round(covered, 3),
                        redispatch_delay_s=round(new_start - since, 3))
         # Supersede first: should the old attempt still be alive, it stops itself before the new one starts.
         self.store.supersede(nxt, self._key())
@@ -412,7 +534,7 @@ class CeleryDispatcher:
         for sid in self._pending():
             shard = self.shards[sid]
             covered = max(self.last_t1.get(sid, 0.0), shard.start_at)
-            gap = _gap(shard, shard.start_at + shard.duration_s - covered, reason, abandoned=True,
+            gap = _gap(shard, covered, shard.start_at + shard.duration_s - covered, reason, abandoned=True,
                        start=round(covered, 3))
             self.store.add_gap(self.run_id, gap.to_dict())
             self._gaps.append(gap)
@@ -449,6 +571,7 @@ class CeleryDispatcher:
         """Mark the run ended, once: workers refuse its tasks from now on."""
         stopped = self.stop_requested_at is not None or self.store.stopped(self.run_id)
         self.state = "stopped" if stopped else "finished"
+        self._keep_record(time.time())  # never a partial record: hset alone would create one
         self.store.set_meta(self.run_id, state=self.state, redispatched=self.redispatched, ended_at=time.time())
         self.store.renew(self.run_id)
         self.publisher.close()
@@ -475,6 +598,15 @@ class CeleryDispatcher:
         for (reason, message), fields in sorted(rejected.items()):
             out.append(f"{len(fields)} delivery(ies) rejected ({reason}): {message} "
                        f"({', '.join(sorted(set(fields))[:10])})")
+        for region in sorted({s.region for s in self.shards.values()}):
+            records = [r for r in self.store.region_rejections(region)
+                       if r.get("run") == self.run_id and isinstance(r.get("at"), (int, float))
+                       and r["at"] >= self.invoked_at - auth.MAX_SKEW_S]
+            out.extend(rejection_lines(region, records))
+        if self.meta.get("store_lost_at") is not None:  # attached (report, watch) to a run the store lost in part
+            out.append(f"the store lost this run's records at {self.meta['store_lost_at']:.0f} (Redis restarted without "
+                       "persistence?): what it holds of the run is partial; the orchestrator that ran it saved the "
+                       "whole result in its run folder")
         if self.altered:
             out.append(f"{len(self.altered)} shard record(s) altered in the store: "
                        f"{', '.join(sorted(self.altered)[:10])} (ignored: the planned shard was re-dispatched)")
