@@ -475,7 +475,8 @@ class CeleryDispatcher:
     def _abandon(self, shard: Shard, reason: str) -> None:
         """Give ``shard`` up: the rest of its window is a gap no attempt covers (lost load)."""
         covered = max(self.last_t1.get(shard.shard_id, 0.0), shard.start_at)
-        gap = _gap(shard, covered, shard.start_at + shard.duration_s - covered, reason, abandoned=True)
+        gap = _gap(shard, covered, shard.start_at + shard.duration_s - covered, reason, abandoned=True,
+                       start=round(covered, 3))
         self.finished.add(shard.shard_id)
         self.store.add_gap(self.run_id, gap.to_dict())
         self._gaps.append(gap)
