@@ -40,7 +40,8 @@ def runnable(text: str, source: str) -> Benchmark:
     FNBENCH_ALLOWED_TARGETS and the plan within its limits (run length, shards).  A SpecError lists
     every problem with its YAML path otherwise."""
     b = spec.load_text(text, source)
-    problems = spec.allow_list_problems(b) + planner.limit_problems(b, steps=max(1, len(spec.sizes(b))))
+    problems = (spec.run_problems(b) + spec.allow_list_problems(b)
+                + planner.limit_problems(b, steps=max(1, len(spec.sizes(b)))))
     if problems:
         raise SpecError(source, problems)
     return b

@@ -114,6 +114,22 @@ def memory_problems(b: Benchmark, min_parts: int = 1) -> list[str]:
             f"or raise {MAX_PLAN_MEMORY_ENV} where the machine has the memory"]
 
 
+# A target's timeout is how long the run may wait, after its load, for requests still in flight (the
+# drain).  It may not exceed the run's own length or this, whichever is longer: a 1h timeout on a 2s
+# run turned it into minutes against a stalled target.  A limit of running (not of reading a spec: an
+# old run's report still loads its spec).
+MIN_DRAIN_CAP_S = 30.0
+
+
+def drain_problems(b: Benchmark) -> list[str]:
+    total = total_length(b)
+    longest = max(MIN_DRAIN_CAP_S, total)
+    return [f"targets[{i}].timeout: {t.timeout:g}s is longer than the whole run ({total:g}s) and {MIN_DRAIN_CAP_S:g}s; "
+            f"a request still waiting at the end holds the run for its timeout (the drain): at most "
+            f"max({MIN_DRAIN_CAP_S:g}s, the run's length), here {longest:g}s"
+            for i, t in enumerate(b.targets) if t.timeout > longest]
+
+
 def rate_problems(b: Benchmark) -> list[str]:
     """The workers' per-process rate cap (FNBENCH_MAX_RPS, checked by every worker before a shard runs)
     applied to the plan: no shard may be asked for more."""
@@ -156,7 +172,7 @@ def limit_problems(b: Benchmark, steps: int = 1) -> list[str]:
         return [f"sharding: this run needs {n:,} shards ({len(b.regions)} region(s) × {len(b.targets)} target(s) × "
                 f"rate parts × time slices); at most {MAX_SHARDS:,}: raise sharding.max_rps_per_shard "
                 f"(now {b.sharding.max_rps_per_shard:g}) or sharding.slice (now {b.sharding.slice:g}s), or lower the load"]
-    return rate_problems(b) + memory_problems(b)
+    return drain_problems(b) + rate_problems(b) + memory_problems(b)
 
 
 def phase_windows(b: Benchmark) -> list[tuple[str, bool, float, float, arrivals.Schedule]]:

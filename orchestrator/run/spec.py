@@ -210,18 +210,6 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-# A target's timeout is how long the run may wait, after its load, for requests still in flight (the
-# drain).  It may not exceed the run's own length or this, whichever is longer: a 1h timeout on a 2s
-# run turned it into minutes against a stalled target.
-MIN_DRAIN_CAP_S = 30.0
-
-
-def total_s(b: Benchmark) -> float:
-    """The load's length: warm-up, measured phase and the cold phase (orchestrator.run.plan.total_length)."""
-    cold = b.cold_start.invocations / b.cold_start.rps if b.cold_start.enabled else 0.0
-    return b.warmup + b.duration + cold
-
-
 def _semantic_problems(b: Benchmark) -> list[str]:
     problems: list[str] = []
     if b.duration <= 0:
@@ -257,13 +245,6 @@ def _semantic_problems(b: Benchmark) -> list[str]:
     for field, msg in b.load.problems(b.duration):
         problems.append(f"load.{field}: {msg}")
     names = {t.name for t in b.targets}
-    longest = max(MIN_DRAIN_CAP_S, total_s(b))
-    for i, t in enumerate(b.targets):
-        if t.timeout > longest:
-            problems.append(
-                f"targets[{i}].timeout: {t.timeout:g}s is longer than the whole run ({total_s(b):g}s) and "
-                f"{MIN_DRAIN_CAP_S:g}s; a request still waiting at the end holds the run for its timeout "
-                f"(the drain): at most max({MIN_DRAIN_CAP_S:g}s, the run's length), here {longest:g}s")
     for i, slo in enumerate(b.slos):
         if slo.target != "*" and slo.target not in names:
             problems.append(f"slos[{i}].target: no target named {slo.target!r}")
@@ -271,21 +252,29 @@ def _semantic_problems(b: Benchmark) -> list[str]:
             problems.append(f"slos[{i}].metric: unknown metric {slo.metric!r}; one of {', '.join(sorted(SLO_METRICS))}")
         if slo.max is None and slo.min is None:
             problems.append(f"slos[{i}]: give max or min")
+        if slo.abort_on_fail and slo.after < max(b.flush_interval, 0.1):
+            problems.append(f"slos[{i}].after: must be at least the flush_interval ({b.flush_interval:g}s): "
+                            "the SLO is evaluated over whole intervals")
+    return problems
+
+
+def slo_problems(b: Benchmark) -> list[str]:
+    """SLOs that cannot give a verdict, or no value can meet, with their YAML paths.  Checked before a run
+    (validate, run, schedule), not when an old run's spec is read again for its report."""
+    problems: list[str] = []
+    for i, slo in enumerate(b.slos):
         if slo.max is not None and slo.min is not None and slo.min > slo.max:
             problems.append(f"slos[{i}]: min ({slo.min:g}) is above max ({slo.max:g}); no value passes")
         for bound in ("max", "min"):
             value = getattr(slo, bound)
             if value is not None and value < 0:
-                problems.append(f"slos[{i}].{bound}: {slo.metric or 'every metric'} is never negative; "
-                                f"{value:g} cannot be meant (a max below 0 always fails)")
+                problems.append(f"slos[{i}].{bound}: {slo.metric} is never negative, so {bound}: {value:g} "
+                                f"{'always fails' if bound == 'max' else 'always passes'}; give a bound of 0 or more")
             elif value is not None and slo.metric == "error_rate" and value > 1:
                 problems.append(f"slos[{i}].{bound}: error_rate is a fraction from 0 to 1, got {value:g}")
         if slo.phase == "cold" and not b.cold_start.enabled:
             problems.append(f"slos[{i}].phase: the spec has no cold phase (cold_start.enabled is false); "
                             "this SLO would never be judged — enable cold_start or use phase: warm")
-        if slo.abort_on_fail and slo.after < max(b.flush_interval, 0.1):
-            problems.append(f"slos[{i}].after: must be at least the flush_interval ({b.flush_interval:g}s): "
-                            "the SLO is evaluated over whole intervals")
     return problems
 
 
@@ -557,6 +546,12 @@ def _kind(mode: int) -> str:
 
 def load(path: str | Path) -> Benchmark:
     return load_text(read_text(path), str(path))
+
+
+def run_problems(b: Benchmark) -> list[str]:
+    """What a valid spec may not ask of a run (the SLOs here; the allow-list and the plan's limits are the
+    runnable check's other parts, orchestrator.session.runnable)."""
+    return slo_problems(b)
 
 
 def allow_list_problems(b: Benchmark) -> list[str]:

@@ -222,6 +222,9 @@ def test_a_timeout_up_to_the_drain_cap_is_fine() -> None:
     assert b.targets[0].timeout == 30
     b = session.runnable(HEAD.replace("'}]", "', timeout: 2m}]") + "load: {rps: 1}\nduration: 5m\n", "<spec>")
     assert b.targets[0].timeout == 120
+    # A limit of running, not of reading: an old run's spec still loads for its report.
+    old = HEAD.replace("'}]", "', timeout: 1h}]") + "load: {rps: 1}\nduration: 2s\nslos: [{metric: error_rate, max: -1}]\n"
+    assert spec.load_text(old).targets[0].timeout == 3600
 
 
 def test_the_memory_bound_follows_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
