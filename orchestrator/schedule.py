@@ -715,7 +715,7 @@ def run_firing(name: str, fire: str, due: float | None = None, sig: str | None =
     outcome = session.run(b, rec["spec"], where, results=cfg.results_root, console=console, interactive=False,
                           html=cfg.html, warn=say, stop_event=_shutdown,
                           recording=session.Recording(git=rec.get("git") or "", schedule=name,
-                                                      extra={"fire": fire, "due": due}))
+                                                      extra={"fire": fire, "due": due}, history_broker=cfg.broker))
     verdict = "not checked"
     try:
         entries = history.RedisHistory(schedules.r).entries(rec["spec_name"], limit=history.WINDOW * 4)

@@ -84,6 +84,7 @@ class Recording:
     schedule: str | None = None
     git: str | None = None
     extra: dict[str, Any] | None = None
+    history_broker: str | None = None  # where the entry goes (default: the run's broker; a scheduler's local runs: its Redis)
 
 
 def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("results"), run_id: str | None = None,
@@ -103,7 +104,7 @@ def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("resu
         outcome = runner.run(b, text, first, results, run_id=run_id, metrics_port=metrics_port, console=console,
                              interactive=interactive, stop_event=stop_event, html=html)
     if recording is not None:
-        history.record(outcome.result, outcome.folder, broker=where.broker, results_root=results,
+        history.record(outcome.result, outcome.folder, broker=recording.history_broker or where.broker, results_root=results,
                        spec_path=recording.spec_path, git=recording.git, schedule=recording.schedule,
                        exit_code=outcome.exit_code, say=say, extra=recording.extra)
     return outcome
