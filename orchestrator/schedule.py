@@ -634,6 +634,10 @@ _config: SchedulerConfig | None = None
 
 
 _versions: Versions | None = None
+# Set when the scheduler shuts down (SIGTERM, SIGINT): every scheduled run in flight stops (recorded as
+# interrupted) and no new firing starts, so the worker's warm shutdown ends within seconds.
+_shutdown = threading.Event()
+SHUTDOWN_JOIN_S = 1.0  # how long the shutdown waits for beat to let go of its lock (Redis may be away)
 _fired: dict[tuple[str, str], float] = {}  # firings this process claimed → when (bounded by EXPIRES_S)
 _fired_lock = threading.Lock()
 
@@ -686,6 +690,9 @@ def run_firing(name: str, fire: str, due: float | None = None, sig: str | None =
     """Run one firing of a schedule headless, once: claim it, verify the record, run, record, check."""
     assert _config is not None, "run_firing runs inside `fnbench scheduler`"
     cfg = _config
+    if _shutdown.is_set():
+        log.warning("schedule %s: firing %s not run: the scheduler is shutting down", name, fire)
+        return {"state": "shutdown", "reason": "the scheduler is shutting down"}
     schedules = Schedules(cfg.broker)
     refused = _firing_refused(schedules, name, fire, due, sig)
     if refused:
@@ -706,9 +713,9 @@ def run_firing(name: str, fire: str, due: float | None = None, sig: str | None =
         log.warning("%s", message)
 
     outcome = session.run(b, rec["spec"], where, results=cfg.results_root, console=console, interactive=False,
-                          html=cfg.html, warn=say,
+                          html=cfg.html, warn=say, stop_event=_shutdown,
                           recording=session.Recording(git=rec.get("git") or "", schedule=name,
-                                                      extra={"fire": fire, "due": due}))
+                                                      extra={"fire": fire, "due": due}, history_broker=cfg.broker))
     verdict = "not checked"
     try:
         entries = history.RedisHistory(schedules.r).entries(rec["spec_name"], limit=history.WINDOW * 4)
@@ -737,7 +744,7 @@ def _register_task(app: Any) -> None:
 
 def serve(cfg: SchedulerConfig) -> None:
     """`fnbench scheduler`: beat (RedBeat; one active, the others standing by) and a worker for runs."""
-    from celery import beat
+    from celery import beat, signals
 
     from workers import auth
 
@@ -757,6 +764,14 @@ def serve(cfg: SchedulerConfig) -> None:
     _register_task(app)
     stopping = threading.Event()
     current: list[Any] = []
+    _shutdown.clear()
+
+    def shutting_down(**_: Any) -> None:
+        # Celery's warm shutdown waits for the running tasks: stop them (they see _shutdown within a poll).
+        _shutdown.set()
+        stopping.set()
+
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
 
     def beat_main() -> None:
         # RedBeat's tick raises LockNotOwnedError when its lock expired under it (sibson/redbeat#230): a
@@ -797,7 +812,16 @@ def serve(cfg: SchedulerConfig) -> None:
     try:
         worker.start()
     finally:
+        _shutdown.set()
         stopping.set()
-        for service in current:
-            service.stop()  # releases the lock: a standby takes over at once
-        thread.join(5.0)
+
+        def let_go() -> None:
+            for service in current:
+                service.stop()  # releases the lock: a standby takes over at once
+
+        # Bounded: with Redis away, RedBeat retries each call for its retry period; the beat thread is a
+        # daemon and goes with the process.
+        releasing = threading.Thread(target=let_go, name="fnbench-beat-stop", daemon=True)
+        releasing.start()
+        releasing.join(SHUTDOWN_JOIN_S)
+        thread.join(SHUTDOWN_JOIN_S)

@@ -40,7 +40,8 @@ def runnable(text: str, source: str) -> Benchmark:
     FNBENCH_ALLOWED_TARGETS and the plan within its limits (run length, shards).  A SpecError lists
     every problem with its YAML path otherwise."""
     b = spec.load_text(text, source)
-    problems = spec.allow_list_problems(b) + planner.limit_problems(b, steps=max(1, len(spec.sizes(b))))
+    problems = (spec.run_problems(b) + spec.allow_list_problems(b)
+                + planner.limit_problems(b, steps=max(1, len(spec.sizes(b)))))
     if problems:
         raise SpecError(source, problems)
     return b
@@ -83,6 +84,7 @@ class Recording:
     schedule: str | None = None
     git: str | None = None
     extra: dict[str, Any] | None = None
+    history_broker: str | None = None  # where the entry goes (default: the run's broker; a scheduler's local runs: its Redis)
 
 
 def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("results"), run_id: str | None = None,
@@ -102,7 +104,7 @@ def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("resu
         outcome = runner.run(b, text, first, results, run_id=run_id, metrics_port=metrics_port, console=console,
                              interactive=interactive, stop_event=stop_event, html=html)
     if recording is not None:
-        history.record(outcome.result, outcome.folder, broker=where.broker, results_root=results,
+        history.record(outcome.result, outcome.folder, broker=recording.history_broker or where.broker, results_root=results,
                        spec_path=recording.spec_path, git=recording.git, schedule=recording.schedule,
                        exit_code=outcome.exit_code, say=say, extra=recording.extra)
     return outcome

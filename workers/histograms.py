@@ -133,6 +133,11 @@ def counts_len(lowest: int, highest: int, significant_digits: int) -> int:
 
 
 _COUNTS_LEN = counts_len(*_LAYOUT)
+
+
+def histogram_bytes() -> int:
+    """The memory one recording histogram holds: its dense counts array (8-byte counts)."""
+    return _COUNTS_LEN * 8
 MAX_PAYLOAD_BYTES = payload_header_size + _WORD_BYTES * _COUNTS_LEN  # fnbench's layout, decompressed
 _MAX_ANY_PAYLOAD = payload_header_size + _WORD_BYTES * MAX_FOREIGN_COUNTS
 # base64 of the compressed payload: zlib's worst case is its input plus 0.1 % and a few bytes.

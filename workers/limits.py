@@ -7,7 +7,9 @@ shard and this process's environment; a shard outside them is refused, never run
     network         ``127.0.0.0/8``, ``fd00::/8`` (IP literals in the URL only; names are not resolved)
     glob            ``*.example.com``, ``10.1.*``, ``*:8080``, or a URL pattern ``https://api.example.com/v1/*``
   default: loopback only (``127.0.0.0/8,::1,localhost``).  ``*`` allows every host.
-``FNBENCH_MAX_RPS``          peak request rate one worker process (one shard) may be asked for (default 100000)
+``FNBENCH_MAX_RPS``          peak request rate one worker process may be asked for (default 100000): one shard
+                            on a Celery worker; the sum of the shards that run together in a local process
+                            (orchestrator.run.dispatch.local), and per shard at validate time
 ``FNBENCH_MAX_IN_FLIGHT``    largest ``max_in_flight`` a shard may ask for (default 100000)
 
 Which host a target loads is its platform's knowledge: each platform declares its
@@ -164,14 +166,22 @@ def env_refusals(target: Target) -> list[str]:
             if (why := platforms.env_refusal(name, patterns)) is not None]
 
 
-def refusals(shard: Shard) -> list[str]:
-    """Every reason this worker will not run ``shard`` (empty: it runs)."""
+def peak_rps(shard: Shard) -> float:
+    """The peak rate a shard asks for; ValueError when its arrival does not decode."""
     from workers import arrivals
 
+    try:
+        return float(arrivals.from_dict(shard.arrival).peak_rps())
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def refusals(shard: Shard) -> list[str]:
+    """Every reason this worker will not run ``shard`` (empty: it runs)."""
     out = env_refusals(shard.target) + platform_refusals(shard.target)
     try:
-        peak = float(arrivals.from_dict(shard.arrival).peak_rps())
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        peak = peak_rps(shard)
+    except ValueError as exc:
         out.append(f"arrival: {exc}")
         peak = 0.0
     cap = max_rps()

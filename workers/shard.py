@@ -296,6 +296,7 @@ class ShardRun:
                 status = "failed"
             # After close: platforms report what they only know at the end (peak RSS, through counters()).
             self.flush(final=True, status=status)
+            self.rec.release()  # the shard has ended: its histograms go (other shards may still run)
 
     def _found_failure(self) -> bool:
         """An invoker may learn during the run that its target cannot work (``failure``: e.g. the

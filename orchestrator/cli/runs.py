@@ -61,9 +61,14 @@ def validate(
         raise
     steps = spec.sizes(b)
     total = planner.total_length(b) * max(1, len(steps))
+    # After its load, a run waits for requests still in flight up to the longest target timeout (the drain,
+    # bounded by the spec's validation); a sweep drains after each step.
+    drain = max(t.timeout for t in b.targets) + 1.0
+    longest = total + drain * max(1, len(steps))
     if json_out:
         summary = {"spec": str(spec_path), "ok": True, "name": b.name, "targets": len(b.targets),
-                   "regions": list(b.regions), "total_s": total, "shards_at_one_worker": len(shards) * max(1, len(steps))}
+                   "regions": list(b.regions), "total_s": total, "max_s": longest,
+                   "shards_at_one_worker": len(shards) * max(1, len(steps))}
         if steps:
             summary["memory_sizes_mb"] = steps
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
@@ -71,7 +76,8 @@ def validate(
     sweeping = f", a memory sweep in {len(steps)} steps ({', '.join(map(str, steps))} MB)" if steps else ""
     out.print(
         f"{spec_path}: ok — {len(b.targets)} target(s) × {len(b.regions)} region(s){sweeping}, "
-        f"{total:.0f}s of load, {len(shards) * max(1, len(steps))} shard(s) at one worker"
+        f"{total:.0f}s of load, {len(shards) * max(1, len(steps))} shard(s) at one worker; the run lasts at most "
+        f"~{longest:.0f}s (requests in flight at the end are waited for up to their timeout)"
     )
 
 

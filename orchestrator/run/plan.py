@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import secrets
 import time
 import zlib
@@ -20,8 +21,9 @@ from typing import Any
 from orchestrator.analysis.cost import load_pricing, price_for
 from orchestrator.errors import InputError
 from orchestrator.run.spec import PLATFORMS, Benchmark, TargetSpec
-from workers import arrivals
+from workers import arrivals, limits
 from workers.contract import Shard, Target, fraction_to_str
+from workers.recorder import HISTOGRAM_BYTES
 
 
 def to_target(t: TargetSpec) -> Target:
@@ -48,10 +50,96 @@ def to_target(t: TargetSpec) -> Target:
     )
 
 
-# Shards of one run.  A local worker process holds all of its shards at once (~80 KB each: 100,000
-# measured 7.9 GB in one worker; a million crash `run`); 20,000 is a 31-day soak of two groups at
-# 5-minute slices, and longer slices (sharding.slice: 1h) cover any longer plan.
+# Shards of one run.  A local worker process holds all of its shards at once; 20,000 is a 31-day soak
+# of two groups at 5-minute slices, and longer slices (sharding.slice: 1h) cover any longer plan.
 MAX_SHARDS = 20_000
+
+# Memory of the shards, the other bound (a run of 10,000 targets at 0.01 req/s grew a worker to 15 GB).
+# A shard waiting for its start holds little (IDLE_SHARD_BYTES); a running one holds its invoker and
+# connections (RUNNING_SHARD_BYTES) and one dense HDR histogram (workers.recorder.HISTOGRAM_BYTES,
+# ~184 KiB) for each kind it records: response, service, send lag and connect on every platform, and
+# init, platform, billed and init duration on those with cold starts or bills.  Measured on an HTTP
+# target: ~1.3 KB per waiting shard, ~840 KB per running one (4 histograms).  The bound is what the
+# run's shards may hold at once, all worker processes together (FNBENCH_MAX_PLAN_MEMORY_MB overrides).
+IDLE_SHARD_BYTES = 4 * 1024
+RUNNING_SHARD_BYTES = 128 * 1024
+MAX_PLAN_MEMORY_ENV = "FNBENCH_MAX_PLAN_MEMORY_MB"
+DEFAULT_MAX_PLAN_MEMORY_MB = 4096
+
+
+def max_plan_memory() -> int:
+    """The bound on a plan's estimated shard memory, in bytes (FNBENCH_MAX_PLAN_MEMORY_MB, default 4 GiB)."""
+    raw = os.environ.get(MAX_PLAN_MEMORY_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_MAX_PLAN_MEMORY_MB
+    except ValueError:
+        raise InputError(f"{MAX_PLAN_MEMORY_ENV}={raw!r}: expected a number of MB") from None
+    if not 0 < mb < 2**40:
+        raise InputError(f"{MAX_PLAN_MEMORY_ENV}={raw!r}: must be a positive number of MB")
+    return int(mb * 2**20)
+
+
+def shard_bytes(t: TargetSpec) -> int:
+    """The estimated memory of one running shard of target ``t``."""
+    platform = PLATFORMS[t.platform]
+    kinds = 8 if platform.cold_starts or platform.billed else 4
+    return RUNNING_SHARD_BYTES + kinds * HISTOGRAM_BYTES
+
+
+def memory_estimate(b: Benchmark, min_parts: int = 1) -> tuple[int, int]:
+    """(bytes, shards running at once): the estimated memory of the run's shards at its busiest,
+    every worker process together.  Phase windows run one after the other, and so do a group's time
+    slices; the parts of every group of a window run together."""
+    per_target = sum(shard_bytes(t) for t in b.targets) * len(b.regions)
+    busiest = running = 0
+    for phase, _, _, length, schedule in phase_windows(b):
+        parts, _ = _parts_and_slices(b, phase, length, schedule, min_parts)
+        if parts * per_target > busiest:
+            busiest, running = parts * per_target, parts * len(b.targets) * len(b.regions)
+    return busiest + shard_count(b, min_parts) * IDLE_SHARD_BYTES, running
+
+
+def memory_problems(b: Benchmark, min_parts: int = 1) -> list[str]:
+    """The plan's memory bound, with its YAML path and how to come under it."""
+    estimate, running = memory_estimate(b, min_parts)
+    bound = max_plan_memory()
+    if estimate <= bound:
+        return []
+    workers = f" with the rate split over {min_parts} worker process(es)" if min_parts > 1 else ""
+    return [f"targets: this run holds about {estimate / 2**20:,.0f} MB of shard state at once{workers} "
+            f"({running:,} shards running together, ~{shard_bytes(b.targets[0]) / 2**10:,.0f} KB each, mostly "
+            f"latency histograms); at most {bound / 2**20:,.0f} MB ({MAX_PLAN_MEMORY_ENV}): split the targets "
+            f"({len(b.targets):,}) or regions ({len(b.regions)}) over several specs, raise "
+            f"sharding.max_rps_per_shard (fewer parts per target){', use fewer --workers' if min_parts > 1 else ''}, "
+            f"or raise {MAX_PLAN_MEMORY_ENV} where the machine has the memory"]
+
+
+# A target's timeout is how long the run may wait, after its load, for requests still in flight (the
+# drain).  It may not exceed the run's own length or this, whichever is longer: a 1h timeout on a 2s
+# run turned it into minutes against a stalled target.  A limit of running (not of reading a spec: an
+# old run's report still loads its spec).
+MIN_DRAIN_CAP_S = 30.0
+
+
+def drain_problems(b: Benchmark) -> list[str]:
+    total = total_length(b)
+    longest = max(MIN_DRAIN_CAP_S, total)
+    return [f"targets[{i}].timeout: {t.timeout:g}s is longer than the whole run ({total:g}s) and {MIN_DRAIN_CAP_S:g}s; "
+            f"a request still waiting at the end holds the run for its timeout (the drain): at most "
+            f"max({MIN_DRAIN_CAP_S:g}s, the run's length), here {longest:g}s"
+            for i, t in enumerate(b.targets) if t.timeout > longest]
+
+
+def rate_problems(b: Benchmark) -> list[str]:
+    """The workers' per-process rate cap (FNBENCH_MAX_RPS, checked by every worker before a shard runs)
+    applied to the plan: no shard may be asked for more."""
+    cap = limits.max_rps()
+    peak = max(float(w[4].peak_rps()) / _parts_and_slices(b, w[0], w[3], w[4], 1)[0] for w in phase_windows(b))
+    if peak <= cap:
+        return []
+    return [f"sharding.max_rps_per_shard: a shard would be asked for {peak:g} req/s; one worker process sends at "
+            f"most {cap:g} req/s ({limits.MAX_RPS_ENV}): set sharding.max_rps_per_shard to {cap:g} or less "
+            f"(now {b.sharding.max_rps_per_shard:g}), or raise {limits.MAX_RPS_ENV} on every worker and here"]
 
 
 def parts_for(schedule: arrivals.Schedule, max_rps_per_shard: float, min_parts: int) -> int:
@@ -84,7 +172,7 @@ def limit_problems(b: Benchmark, steps: int = 1) -> list[str]:
         return [f"sharding: this run needs {n:,} shards ({len(b.regions)} region(s) × {len(b.targets)} target(s) × "
                 f"rate parts × time slices); at most {MAX_SHARDS:,}: raise sharding.max_rps_per_shard "
                 f"(now {b.sharding.max_rps_per_shard:g}) or sharding.slice (now {b.sharding.slice:g}s), or lower the load"]
-    return []
+    return drain_problems(b) + rate_problems(b) + memory_problems(b)
 
 
 def phase_windows(b: Benchmark) -> list[tuple[str, bool, float, float, arrivals.Schedule]]:
@@ -115,6 +203,9 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
     if n > MAX_SHARDS:  # checked before any shard is built
         raise InputError(f"this run would need {n:,} shards with the rate split over {min_parts} worker(s); "
                          f"at most {MAX_SHARDS:,}: use fewer workers or raise sharding.max_rps_per_shard")
+    memory = memory_problems(b, min_parts)
+    if memory:
+        raise InputError(memory[0])
     shards: list[Shard] = []
     for phase, warmup, begin, length, schedule in phase_windows(b):
         parts, slices = _parts_and_slices(b, phase, length, schedule, min_parts)

@@ -11,7 +11,9 @@ shards per run: orchestrator.run.plan), and at most MAX_PROBLEMS problems are li
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -32,6 +34,7 @@ from orchestrator.errors import InputError, SetupError, SpecError
 from workers import arrivals, platforms
 from workers.arrivals import MAX_RPS, MIN_RPS, Duration
 from workers.arrivals import parse_duration as parse_duration  # re-exported: it lived here
+from workers.arrivals.base import NotBool
 
 # Limits of the YAML itself.  A spec is a page of settings: these are far above any real one and
 # far below what takes a machine down (a 600-byte alias bomb expands to gigabytes).
@@ -41,6 +44,7 @@ MAX_ALIASES = 100  # *name references
 MAX_NODES = 200_000  # values in the document, aliases expanded
 MAX_PROBLEMS = 50  # problems listed; the rest are counted
 MAX_PROBLEM_CHARS = 300  # one problem's text (a 1 MiB key is shown cut)
+MAX_INT_DIGITS = 1000  # an integer longer than this is past every bound of a spec (Python refuses 4,300)
 Runtime = Literal["rust", "go", "node", "python", "java", "java-cds", "other"]
 
 
@@ -62,7 +66,7 @@ class TargetCommon(_Model):
     workload: str = ""
     tls_verify: bool = True
     # A memory sweep (orchestrator/analysis/sweep.py) runs the load at each Memory Size in turn (aws-lambda)
-    memory_sizes: list[Annotated[int, Field(ge=128, le=10240)]] = Field(default=[], max_length=64)
+    memory_sizes: list[Annotated[int, Field(ge=128, le=10240), NotBool]] = Field(default=[], max_length=64)
 
     @field_validator("body")
     @classmethod
@@ -140,12 +144,13 @@ else:
     ]
 
 
-PositiveRate = Annotated[float, Field(ge=MIN_RPS, le=MAX_RPS, allow_inf_nan=False)]
+# YAML's ``true`` is not 1 (pydantic's lax mode would read it so): numbers refuse booleans.
+PositiveRate = Annotated[float, Field(ge=MIN_RPS, le=MAX_RPS, allow_inf_nan=False), NotBool]
 
 
 class ColdStartSpec(_Model):
     enabled: bool = False
-    invocations: int = Field(default=20, ge=1, le=1_000_000)
+    invocations: Annotated[int, NotBool] = Field(default=20, ge=1, le=1_000_000)
     rps: PositiveRate = 2.0
 
 
@@ -153,8 +158,8 @@ class SloSpec(_Model):
     target: str = "*"
     phase: Literal["*", "warm", "cold"] = "*"  # which groups: the warm (measured) phase, the cold one, or both
     metric: str
-    max: float | None = Field(default=None, allow_inf_nan=False)
-    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: Annotated[float | None, NotBool] = Field(default=None, allow_inf_nan=False)
+    min: Annotated[float | None, NotBool] = Field(default=None, allow_inf_nan=False)
     abort_on_fail: bool = False  # stop every region once the SLO fails over the trailing `after` window
     after: Duration = 30.0  # the window an abort_on_fail SLO is evaluated over, during the run
 
@@ -166,7 +171,7 @@ class ShardingSpec(_Model):
 
 class Benchmark(_Model):
     name: str = Field(min_length=1)
-    regions: list[str] = ["local"]
+    regions: list[str] = Field(default=["local"], min_length=1)
     targets: list[TargetSpec] = Field(min_length=1)
     load: LoadSpec = arrivals.ConstantLoad()
     duration: Duration = 30.0
@@ -177,7 +182,7 @@ class Benchmark(_Model):
     flush_interval: Duration = 5.0
     # A generator behind its schedule by more than this skips what is due (a gap), never bursts it out.
     late_bound: Duration = 1.0
-    seed: int = Field(default=1, ge=-(2**63), lt=2**63)
+    seed: Annotated[int, NotBool] = Field(default=1, ge=-(2**63), lt=2**63)
 
     def schedule(self) -> arrivals.Schedule:
         """The per-target, per-region arrival schedule of the measured phase."""
@@ -254,6 +259,26 @@ def _semantic_problems(b: Benchmark) -> list[str]:
         if slo.abort_on_fail and slo.after < max(b.flush_interval, 0.1):
             problems.append(f"slos[{i}].after: must be at least the flush_interval ({b.flush_interval:g}s): "
                             "the SLO is evaluated over whole intervals")
+    return problems
+
+
+def slo_problems(b: Benchmark) -> list[str]:
+    """SLOs that cannot give a verdict, or no value can meet, with their YAML paths.  Checked before a run
+    (validate, run, schedule), not when an old run's spec is read again for its report."""
+    problems: list[str] = []
+    for i, slo in enumerate(b.slos):
+        if slo.max is not None and slo.min is not None and slo.min > slo.max:
+            problems.append(f"slos[{i}]: min ({slo.min:g}) is above max ({slo.max:g}); no value passes")
+        for bound in ("max", "min"):
+            value = getattr(slo, bound)
+            if value is not None and value < 0:
+                problems.append(f"slos[{i}].{bound}: {slo.metric} is never negative, so {bound}: {value:g} "
+                                f"{'always fails' if bound == 'max' else 'always passes'}; give a bound of 0 or more")
+            elif value is not None and slo.metric == "error_rate" and value > 1:
+                problems.append(f"slos[{i}].{bound}: error_rate is a fraction from 0 to 1, got {value:g}")
+        if slo.phase == "cold" and not b.cold_start.enabled:
+            problems.append(f"slos[{i}].phase: the spec has no cold phase (cold_start.enabled is false); "
+                            "this SLO would never be judged — enable cold_start or use phase: warm")
     return problems
 
 
@@ -351,6 +376,9 @@ class _SpecLoader(yaml.SafeLoader):
         elif isinstance(node, yaml.MappingNode):
             children = [n for pair in node.value for n in pair]
         else:
+            if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+                raise _LimitError(self._path(), f"an integer of {len(node.value):,} characters; no setting of a "
+                                  f"spec takes a number that long (at most {MAX_INT_DIGITS:,} digits)", node.start_mark)
             self._sizes[id(node)] = (1, 0)
             return
         sizes = [self._sizes.get(id(c), (1, 0)) for c in children]
@@ -491,7 +519,15 @@ def read_text(path: str | Path) -> str:
     """A spec file's text: at most MAX_SPEC_BYTES of UTF-8; SpecError (naming the file) otherwise."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
+        # A FIFO, a device or a socket would block the read (or never end): only regular files, checked
+        # before opening and again on what was opened (O_NONBLOCK: opening a FIFO does not wait).
+        if not stat.S_ISREG(p.stat().st_mode):
+            raise SpecError(str(p), [f"cannot read the spec: it is {_kind(p.stat().st_mode)}, not a regular file; "
+                                     "give the path of a YAML file"])
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(str(p), ["cannot read the spec: not a regular file; give the path of a YAML file"])
             raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(str(p), [f"cannot read the spec: {exc.strerror or exc}"]) from None
@@ -504,8 +540,22 @@ def read_text(path: str | Path) -> str:
                                  "a spec is a YAML file"]) from None
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
 def load(path: str | Path) -> Benchmark:
     return load_text(read_text(path), str(path))
+
+
+def run_problems(b: Benchmark) -> list[str]:
+    """What a valid spec may not ask of a run (the SLOs here; the allow-list and the plan's limits are the
+    runnable check's other parts, orchestrator.session.runnable)."""
+    return slo_problems(b)
 
 
 def allow_list_problems(b: Benchmark) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 from bench.bootstrap_coverage import synthetic_run
 from orchestrator.analysis import compare, history
 from orchestrator.schedule import Recurrence, _firing_sig, scheduler_app
-from tests.integration.distributed_fixtures import RedisServer
+from tests.integration.distributed_fixtures import Cluster, RedisServer
 from tests.servers import GroupLeader, closed_port, free_port, need, wait_for
 from workers import keys
 
@@ -540,3 +541,41 @@ def test_a_removed_schedule_written_back_is_not_fired_and_not_shown_verified(env
         assert _scheduled(r, "removed-int") == []
     finally:
         scheduler.stop()
+
+
+def test_sigterm_stops_a_scheduler_whose_redis_went_away_mid_run(env, redis_server, tmp_path, synthetic_target):
+    # Issue 27 item 10: with a scheduled run in flight when its Redis went away, SIGTERM was ignored for
+    # over an hour (the run waited for the store, beat retried RedBeat's setup, Celery joined the pool).
+    spec = _spec(tmp_path, synthetic_target, name="sched-term")
+    spec.write_text(spec.read_text().replace("duration: 1s", "duration: 60s"))  # still running when Redis goes
+    cluster = Cluster(redis_server, tmp_path, task_key=env["FNBENCH_TASK_KEY"])
+    cluster.start_worker("local")
+    cluster.wait_registered(1)
+    added = fnbench(env, "schedule", "add", "term", str(spec), "--every", f"{PERIOD_S:g}s")  # distributed
+    assert added.returncode == 0, added.stderr
+    scheduler = Scheduler(cluster.env({"PYTHONPATH": str(ROOT)}), tmp_path, "term")
+    results = tmp_path / "results"
+    try:
+        folder = wait_for(lambda: next(iter(results.glob("sched-term-*")), None), 4 * PERIOD_S + 30,
+                          "a scheduled run in flight")
+        time.sleep(1.0)
+        assert redis_server.proc is not None
+        redis_server.proc.kill()  # Redis goes away for good, mid-run
+        redis_server.proc.wait(10)
+        redis_server.proc = None
+        time.sleep(3.0)  # the run now waits for the store, beat retries its Redis
+        assert scheduler.proc.poll() is None
+        os.killpg(scheduler.proc.pid, signal.SIGTERM)
+        t0 = time.monotonic()
+        try:
+            scheduler.proc.wait(15)  # generous on a loaded machine: it takes about a second
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the scheduler ignored SIGTERM:\n{scheduler.log.read_text()[-3000:]}")
+        assert time.monotonic() - t0 < 15
+        # The run in flight was stopped and is recorded, in its folder, as interrupted.
+        saved = orjson.loads((folder / "result.json").read_bytes())
+        assert saved["interrupted"] is True, saved
+    finally:
+        scheduler.kill()
+        for worker in cluster.workers:
+            worker.kill()

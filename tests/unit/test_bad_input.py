@@ -3,17 +3,21 @@ in bounded time and memory.  Each case here crashed, hung or was silently accept
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
+import orjson
 import pytest
 
 from orchestrator import session
 from orchestrator.errors import InputError, SpecError
 from orchestrator.run import plan, spec
+from orchestrator.run.dispatch import local
+from workers import histograms, limits, recorder
 
 HEAD = "name: x\ntargets: [{name: a, url: 'http://127.0.0.1:1/'}]\n"
 
@@ -52,8 +56,33 @@ CASES = {
                             + "load: {rps: 1}\ncold_start: {enabled: true, invocations: 1000000, rps: 0.001}\n",
                             "duration", "31 days"),
     "nan slo": (HEAD + "load: {rps: 1}\nslos: [{metric: error_rate, max: .nan}]\n", "slos[0].max", "finite"),
-    "seed of 5000 digits": (HEAD + "load: {rps: 1}\nseed: " + "9" * 5000 + "\n", "", "digits"),
+    # refused at its path with a plain message (it said "call sys.set_int_max_str_digits()" before)
+    "seed of 5000 digits": (HEAD + "load: {rps: 1}\nseed: " + "9" * 5000 + "\n", "seed", "an integer of 5,000"),
     "seed past 64 bits": (HEAD + "load: {rps: 1}\nseed: " + str(2**70) + "\n", "seed", "less than"),
+    # issue 27 item 8: validated, then ran wrongly or not at all
+    "no regions": (HEAD + "load: {rps: 1}\nregions: []\n", "regions", "at least 1"),
+    "slo on a cold phase there is not": (HEAD + "load: {rps: 1}\nslos: [{metric: response_ms.p99, max: 100, "
+                                          "phase: cold}]\n", "slos[0].phase", "no cold phase"),
+    "slo min above max": (HEAD + "load: {rps: 1}\nslos: [{metric: response_ms.p99, min: 10, max: 1}]\n",
+                          "slos[0]", "above max"),
+    "negative error rate": (HEAD + "load: {rps: 1}\nslos: [{metric: error_rate, max: -1}]\n", "slos[0].max",
+                            "never negative"),
+    "error rate above 1": (HEAD + "load: {rps: 1}\nslos: [{metric: error_rate, min: 2}]\n", "slos[0].min",
+                           "from 0 to 1"),
+    "rps true": (HEAD + "load: {rps: true}\n", "load.rps", "got true"),
+    "max_in_flight true": (HEAD + "load: {rps: 1, max_in_flight: true}\n", "load.max_in_flight", "got true"),
+    "seed true": (HEAD + "load: {rps: 1}\nseed: true\n", "seed", "got true"),
+    "slo max false": (HEAD + "load: {rps: 1}\nslos: [{metric: error_rate, max: false}]\n", "slos[0].max",
+                      "got false"),
+    "timeout longer than the run": (HEAD.replace("'}]", "', timeout: 1h}]") + "load: {rps: 1}\nduration: 2s\n",
+                                    "targets[0].timeout", "longer than the whole run"),
+    "a shard over the worker rate cap": (HEAD + "load: {rps: 1e7}\nsharding: {max_rps_per_shard: 1e7}\n",
+                                         "sharding.max_rps_per_shard", "FNBENCH_MAX_RPS"),
+    "a step over the worker rate cap": (HEAD + "load: {executor: steps, steps: [{duration: 1s, rps: 10}, "
+                                        "{duration: 1s, rps: 1e7}]}\nsharding: {max_rps_per_shard: 1e7}\n",
+                                        "sharding.max_rps_per_shard", "FNBENCH_MAX_RPS"),
+    "ten thousand targets": ("name: x\nload: {rps: 0.01}\nduration: 10m\ntargets:\n" + "".join(
+        f"  - {{name: t{i}, url: 'http://127.0.0.1:1/'}}\n" for i in range(10_000)), "targets", "MB of shard state"),
     # YAML
     "duplicate key": (HEAD + "load: {rps: 10}\nload: {rps: 20}\n", "load", "duplicate key 'load'"),
     "duplicate nested key": (HEAD + "load: {rps: 10, rps: 20}\n", "load.rps", "duplicate key 'rps'"),
@@ -150,7 +179,8 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("case", ["rate 1e12", "duration 1000000h", "a million shards", "alias bomb"])
+@pytest.mark.parametrize("case", ["rate 1e12", "duration 1000000h", "a million shards", "alias bomb",
+                                  "ten thousand targets", "seed of 5000 digits"])
 def test_validate_ends_quickly_with_exit_2(tmp_path: Path, case: str) -> None:
     f = tmp_path / "spec.yaml"
     f.write_text(CASES[case][0])
@@ -166,3 +196,82 @@ def test_cli_options_out_of_range_are_usage_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--metrics-port" in r.stderr
     r = _cli("plan", str(f), "--workers", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_validate_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)  # opening it for reading blocked forever before
+    r = _cli("validate", str(fifo))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "FIFO" in r.stderr and "not a regular file" in r.stderr
+
+
+def test_validate_says_how_long_the_run_can_last(tmp_path: Path) -> None:
+    f = tmp_path / "spec.yaml"
+    f.write_text(HEAD.replace("'}]", "', timeout: 20s}]") + "load: {rps: 1}\nduration: 2s\n")
+    r = _cli("validate", str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = orjson.loads(r.stdout)
+    assert summary["total_s"] == 2 and summary["max_s"] == 2 + 20 + 1  # the load, then the drain
+    r = _cli("validate", str(f))
+    assert "lasts at most ~23s" in " ".join(r.stdout.split())
+
+
+def test_a_timeout_up_to_the_drain_cap_is_fine() -> None:
+    b = session.runnable(HEAD.replace("'}]", "', timeout: 30s}]") + "load: {rps: 1}\nduration: 2s\n", "<spec>")
+    assert b.targets[0].timeout == 30
+    b = session.runnable(HEAD.replace("'}]", "', timeout: 2m}]") + "load: {rps: 1}\nduration: 5m\n", "<spec>")
+    assert b.targets[0].timeout == 120
+    # A limit of running, not of reading: an old run's spec still loads for its report.
+    old = HEAD.replace("'}]", "', timeout: 1h}]") + "load: {rps: 1}\nduration: 2s\nslos: [{metric: error_rate, max: -1}]\n"
+    assert spec.load_text(old).targets[0].timeout == 3600
+
+
+def test_the_memory_bound_follows_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    many = "name: x\nload: {rps: 0.01}\ntargets:\n" + "".join(
+        f"  - {{name: t{i}, url: 'http://127.0.0.1:1/'}}\n" for i in range(1000))
+    b = session.runnable(many, "<spec>")  # ~0.9 GB: under the default bound
+    estimate, running = plan.memory_estimate(b)
+    assert running == 1000 and estimate >= 1000 * 4 * recorder.HISTOGRAM_BYTES
+    # Splitting the rate over more local processes multiplies the running shards: refused at the split.
+    with pytest.raises(InputError, match="fewer --workers"):
+        plan.split(b, "r", 0.0, min_parts=8)
+    monkeypatch.setenv(plan.MAX_PLAN_MEMORY_ENV, "100")
+    assert any("FNBENCH_MAX_PLAN_MEMORY_MB" in p for p in problems(many))
+
+
+def test_a_recorder_holds_only_the_histograms_it_fills() -> None:
+    rec = recorder.ShardRecorder()
+    assert rec.histograms() == 0  # a shard waiting for its slice holds none (it held 8, 1.5 MB, before)
+    rec.response.append(1000)
+    rec.service.append(900)
+    rec.send_lag.append(5)
+    encoded, _ = rec.drain()
+    assert rec.histograms() == 3 and set(encoded) == set(recorder.ShardRecorder.HISTOGRAMS)
+    assert encoded["response"] and encoded["connect"] == "" and encoded["init_duration"] == ""
+    assert histograms.merge([encoded["response"]]).get_total_count() == 1
+    rec.release()
+    assert rec.histograms() == 0
+
+
+def test_local_processes_are_held_to_the_worker_rate_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(limits.MAX_RPS_ENV, "100")
+    b = session.runnable(HEAD + "load: {rps: 80}\nduration: 10s\nsharding: {max_rps_per_shard: 50}\n", "<spec>")
+    shards = plan.split(b, "r", 0.0)  # 2 shards of 40 req/s
+    assert local.rate_refusal(local.assign(shards, 1)) == ""
+    b = session.runnable(HEAD.replace("[{", "[{name: b, url: 'http://127.0.0.1:2/'}, {")
+                         + "load: {rps: 80}\nduration: 10s\nsharding: {max_rps_per_shard: 50, slice: 5s}\n", "<spec>")
+    shards = plan.split(b, "r", 0.0)  # 2 targets × 2 parts × 2 slices of 40 req/s; slices follow each other
+    assert "160 req/s" in local.rate_refusal(local.assign(shards, 1))
+    assert local.rate_refusal(local.assign(shards, 2)) == ""
+
+
+def test_a_local_run_over_the_rate_cap_is_refused_before_any_load(tmp_path: Path) -> None:
+    # A 1e7 step in local mode reached 1.5 GB and dropped 1.73 M requests: the cap applied only to Celery workers.
+    f = tmp_path / "spec.yaml"
+    f.write_text(HEAD + "load: {executor: steps, steps: [{duration: 1s, rps: 10}, {duration: 1s, rps: 1e6}]}\n")
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(f), "--workers", "2",
+                        "--results", str(tmp_path / "r")], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, limits.MAX_RPS_ENV: "100000"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "FNBENCH_MAX_RPS" in r.stderr and "--workers" in r.stderr

@@ -75,7 +75,16 @@ def _rate(value: float) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 # Requests per second: finite, 0 or in [MIN_RPS, MAX_RPS].  Which profiles accept 0 is theirs to say.
-Rate = Annotated[float, Field(ge=0, le=MAX_RPS, allow_inf_nan=False), AfterValidator(_rate)]
+def not_bool(value: Any) -> Any:
+    """YAML's ``true``/``false`` is not a number: pydantic's lax mode reads ``rps: true`` as 1.  (Strict
+    mode would also refuse ``1e7``, which YAML 1.1 reads as a string.)"""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+NotBool = BeforeValidator(not_bool)
+Rate = Annotated[float, Field(ge=0, le=MAX_RPS, allow_inf_nan=False), NotBool, AfterValidator(_rate)]
 
 
 def exact(x: float) -> Fraction:
@@ -178,8 +187,8 @@ class Executor(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     executor: str
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    queue_limit: int = Field(default=10_000, ge=0, le=10_000_000)
+    max_in_flight: Annotated[int, NotBool] = Field(default=256, ge=1, le=100_000)
+    queue_limit: Annotated[int, NotBool] = Field(default=10_000, ge=0, le=10_000_000)
 
     required: ClassVar[tuple[str, ...]] = ()
     spec_names: ClassVar[dict[str, str]] = {}

@@ -48,6 +48,10 @@ POLL_BLOCK_MS = 200
 STOP_WAIT_S = 5.0
 END_GRACE_S = 10.0  # after the planned end (+ target timeout), unfinished shards are given up
 STORED_MISMATCH = "stored shard does not match its signature"
+# A store that stays away is waited for until the run's end (+ timeout and grace) has passed by this much;
+# then, or at once after a stop, the run ends with what it has (nothing more can arrive without Redis).
+OUTAGE_AFTER_END_S = 60.0
+STORE_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
 class Publisher:
@@ -183,6 +187,7 @@ class CeleryDispatcher:
         self.end = 0.0
         self.stop_requested_at: float | None = None
         self.outage_since: float | None = None
+        self.store_errors: list[str] = []
         self.quiet_until = 0.0
         self.state = "running"
         self.trusted: set[str] = set()  # shards whose current attempt this orchestrator planned or verified
@@ -318,14 +323,24 @@ class CeleryDispatcher:
                 self.next_check = now + CHECK_S
                 self._check(now)
             self.outage_since = None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except STORE_DOWN as exc:
             self._unreachable(exc)
+            if self.stop_requested_at is not None:  # stopped (Ctrl-C, SIGTERM): never wait for a store that is away
+                self._end_without_store("stopped while the store was unreachable")
+                return False
+            if time.time() > self.end + OUTAGE_AFTER_END_S:
+                self._end_without_store(f"the store was unreachable past the run's end (since "
+                                        f"{time.strftime('%H:%M:%S', time.localtime(self.outage_since or 0))})")
+                return False
             return True
         if self.stop_requested_at is not None and time.time() - self.stop_requested_at > STOP_WAIT_S:
             return False
         if time.time() > self.end and self._pending():
-            self._read(on_interval, None)  # what is already in the stream, without blocking
-            self._give_up("never ran: no worker took it before the run's end")
+            try:
+                self._read(on_interval, None)  # what is already in the stream, without blocking
+                self._give_up("never ran: no worker took it before the run's end")
+            except STORE_DOWN as exc:
+                self._unreachable(exc)  # the next poll waits for it, within its bounds
         return bool(self._pending())
 
     def _pending(self) -> list[str]:
@@ -531,6 +546,16 @@ class CeleryDispatcher:
             self.store.add_gap(self.run_id, gap.to_dict())
             self._gaps.append(gap)
 
+    def _end_without_store(self, reason: str) -> None:
+        """End without the store: what never arrived is a gap (kept here; the store cannot take it)."""
+        self.store_errors.append(f"store unreachable: {reason}; intervals not read by then are missing")
+        for sid in self._pending():
+            shard = self.shards[sid]
+            covered = max(self.last_t1.get(sid, 0.0), shard.start_at)
+            self._gaps.append(_gap(shard, covered, shard.start_at + shard.duration_s - covered, reason,
+                                   abandoned=True, start=round(covered, 3)))
+            self.finished.add(sid)
+
     def _give_up(self, reason: str) -> None:
         for sid in self._pending():
             shard = self.shards[sid]
@@ -564,25 +589,38 @@ class CeleryDispatcher:
 
     # -- ending ----------------------------------------------------------------------------
     def stop(self) -> None:
-        self.store.stop(self.run_id)
         if self.stop_requested_at is None:
             self.stop_requested_at = time.time()
+        try:
+            self.store.stop(self.run_id)
+        except STORE_DOWN as exc:  # the next poll ends the run: nothing more can arrive
+            self._unreachable(exc)
 
     def join(self) -> None:
         """Mark the run ended, once: workers refuse its tasks from now on."""
-        stopped = self.stop_requested_at is not None or self.store.stopped(self.run_id)
-        self.state = "stopped" if stopped else "finished"
-        self._keep_record(time.time())  # never a partial record: hset alone would create one
-        self.store.set_meta(self.run_id, state=self.state, redispatched=self.redispatched, ended_at=time.time())
-        self.store.renew(self.run_id)
+        try:
+            stopped = self.stop_requested_at is not None or self.store.stopped(self.run_id)
+            self.state = "stopped" if stopped else "finished"
+            self._keep_record(time.time())  # never a partial record: hset alone would create one
+            self.store.set_meta(self.run_id, state=self.state, redispatched=self.redispatched, ended_at=time.time())
+            self.store.renew(self.run_id)
+        except STORE_DOWN as exc:
+            self.state = "stopped" if self.stop_requested_at is not None else "finished"
+            self.store_errors.append(f"store unreachable at the run's end ({exc}): its end is not recorded there")
         self.publisher.close()
 
     def gaps(self) -> list[Gap]:
         return list(self._gaps)
 
     def errors(self) -> list[str]:
-        out = sorted({f"{field}: {c['error']}" for field, c in self.store.claims(self.run_id).items()
-                      if isinstance(c, dict) and c.get("error")})
+        out = list(dict.fromkeys(self.store_errors))
+        try:
+            claims, rejections = self.store.claims(self.run_id), self.store.rejections(self.run_id)
+        except STORE_DOWN as exc:
+            claims, rejections = {}, []
+            out.append(f"store unreachable ({exc}): workers' errors and rejections are not known")
+        out += sorted({f"{field}: {c['error']}" for field, c in claims.items()
+                       if isinstance(c, dict) and c.get("error")})
         refused: dict[str, list[str]] = defaultdict(list)
         for sid, why in self.refused.items():
             refused[why].append(sid)
@@ -594,7 +632,7 @@ class CeleryDispatcher:
             if sids:
                 out.append(f"{len(sids)} shard(s) refused: {why} (not re-dispatched: {', '.join(sorted(sids)[:10])})")
         rejected: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for rec in self.store.rejections(self.run_id):
+        for rec in rejections:
             rejected[(str(rec.get("reason"))[:40], str(rec.get("message"))[:300])].append(str(rec.get("field"))[:100])
         for (reason, message), fields in sorted(rejected.items()):
             out.append(f"{len(fields)} delivery(ies) rejected ({reason}): {message} "

@@ -9,6 +9,7 @@ Ctrl-C and sets the shared stop event, so every worker flushes.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -18,11 +19,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orchestrator.errors import SetupError
+from orchestrator.errors import InputError, SetupError
 from orchestrator.run.plan import Plan
 from orchestrator.run.result import BadRecords, Gap
 from orchestrator.run.rollup import Rollup
-from workers import histograms
+from workers import histograms, limits
 from workers.contract import Interval, SchemaError, Shard
 from workers.errors import FnbenchError
 from workers.lifecycle import die_with_parent
@@ -51,6 +52,24 @@ def _worker_main(inbox: Any, out: Any, stop: Any, parent: int) -> None:
         out.put(_ERROR + f"{type(exc).__name__}: {exc}".encode())
     except Exception as exc:  # a bug: the parent shows the short traceback
         out.put(_ERROR + f"{type(exc).__name__}: {traceback.format_exc(limit=3)}".encode())
+
+
+def rate_refusal(batches: Sequence[Sequence[Shard]]) -> str:
+    """The workers' per-process rate cap (FNBENCH_MAX_RPS) applied to local processes: a Celery worker
+    process runs one shard at a time, a local one every shard it is handed, so its rate is the sum of
+    the peaks of its shards that run together (those with the same start; a group's slices and the
+    phase windows follow one another).  Empty: every process is under the cap."""
+    cap = limits.max_rps()
+    for i, batch in enumerate(batches):
+        together: dict[float, float] = {}
+        for shard in batch:
+            together[shard.start_at] = together.get(shard.start_at, 0.0) + limits.peak_rps(shard)
+        peak = max(together.values(), default=0.0)
+        if peak > cap:
+            return (f"local worker process {i} would send up to {peak:,.0f} req/s; one process sends at most "
+                    f"{cap:g} req/s ({limits.MAX_RPS_ENV}): run with more --workers (at least "
+                    f"{math.ceil(peak * len(batches) / cap)}), lower the load, or run it distributed (--broker)")
+    return ""
 
 
 def assign(shards: Sequence[Shard], workers: int) -> list[list[Shard]]:
@@ -179,6 +198,9 @@ class LocalDispatcher:
 
     def start(self, plan: Plan, spec_text: str) -> None:
         self.processes = max(1, min(self.workers, len(plan.shards)))
+        refused = rate_refusal(assign(plan.shards, self.processes))
+        if refused:  # before any process starts: the load is never sent
+            raise InputError(refused)
         self.pool = LocalPool(self.processes)
         self.pool.start()
         try:
