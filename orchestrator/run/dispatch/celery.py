@@ -614,10 +614,12 @@ class CeleryDispatcher:
 
     def errors(self) -> list[str]:
         out = list(dict.fromkeys(self.store_errors))
+        regions = sorted({s.region for s in self.shards.values()})
         try:
             claims, rejections = self.store.claims(self.run_id), self.store.rejections(self.run_id)
+            by_region = {region: self.store.region_rejections(region) for region in regions}
         except STORE_DOWN as exc:
-            claims, rejections = {}, []
+            claims, rejections, by_region = {}, [], {}
             out.append(f"store unreachable ({exc}): workers' errors and rejections are not known")
         out += sorted({f"{field}: {c['error']}" for field, c in claims.items()
                        if isinstance(c, dict) and c.get("error")})
@@ -637,8 +639,8 @@ class CeleryDispatcher:
         for (reason, message), fields in sorted(rejected.items()):
             out.append(f"{len(fields)} delivery(ies) rejected ({reason}): {message} "
                        f"({', '.join(sorted(set(fields))[:10])})")
-        for region in sorted({s.region for s in self.shards.values()}):
-            records = [r for r in self.store.region_rejections(region)
+        for region, found in by_region.items():
+            records = [r for r in found
                        if r.get("run") == self.run_id and isinstance(r.get("at"), (int, float))
                        and r["at"] >= self.invoked_at - auth.MAX_SKEW_S]
             out.extend(rejection_lines(region, records))
