@@ -179,20 +179,16 @@ class Store:
 
     def rejections(self, run_id: str) -> list[dict[str, Any]]:
         """Deliveries of the run's (verified) tasks that workers did not run (keys.rejections)."""
-        out = []
-        for raw in self.r.lrange(keys.rejections(run_id), 0, -1):
-            try:
-                rec = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return self._records(keys.rejections(run_id))
 
     def region_rejections(self, region: str) -> list[dict[str, Any]]:
         """Tasks the workers of ``region`` rejected unverified (keys.region_rejections), oldest first."""
+        return self._records(keys.region_rejections(region))
+
+    def _records(self, key: str) -> list[dict[str, Any]]:
+        """The JSON objects of a Redis list written by workers; anything else in it is skipped."""
         out = []
-        for raw in self.r.lrange(keys.region_rejections(region), 0, -1):
+        for raw in self.r.lrange(key, 0, -1):
             try:
                 rec = orjson.loads(raw)
             except orjson.JSONDecodeError:
