@@ -347,6 +347,8 @@ def soak_distributed(args: argparse.Namespace, url: str, tmp: Path) -> dict[str,
         key_file = tmp / "task.key"
         env = {**os.environ, "FNBENCH_TASK_KEY_FILE": str(key_file), "FNBENCH_GRAFANA_URL": ""}
         env.pop("FNBENCH_TASK_KEY", None)
+        if args.memtrace:
+            env["FNBENCH_MEMTRACE"] = f"{tmp / 'memtrace'}:{args.memtrace}"
         subprocess.run([*FNBENCH, "keygen", "--file", str(key_file)], cwd=REPO, env=env, check=True,
                        capture_output=True)
         metrics_port = free_port() if args.worker_metrics_port < 0 else args.worker_metrics_port
@@ -399,6 +401,7 @@ def soak_distributed(args: argparse.Namespace, url: str, tmp: Path) -> dict[str,
                 "worker_command": f"fnbench worker --region a --broker {broker} --concurrency {args.concurrency} "
                                   f"--metrics-port {metrics_port}",
                 "processes": sampler.summaries(args.warmup * 60, args.goal),
+                "memtrace": memtrace_growth(tmp / "memtrace", args) if args.memtrace else None,
                 "redis": {"samples": sampler.redis_points, "after_end_used_memory_mb": info["used_memory"] / 2**20,
                           "key_ttls_s": ttls, "retention": args.retention},
                 "samples": {f"{s.label}[{s.pid}]": s.points for s in sampler.series.values()}}
@@ -412,6 +415,34 @@ def soak_distributed(args: argparse.Namespace, url: str, tmp: Path) -> dict[str,
                 worker.wait(10)
         rds.terminate()
         rds.wait(10)
+
+
+def memtrace_growth(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Per worker process (FNBENCH_MEMTRACE snapshots): the allocation sites that grew between the
+    first snapshot after the warm-up and the last one, live memory only (each after gc.collect())."""
+    import tracemalloc
+
+    by_proc: dict[str, list[Path]] = {}
+    for f in sorted(folder.glob("*.snap")):
+        role, pid, _n = f.stem.rsplit("-", 2)
+        by_proc.setdefault(f"{role}-{pid}", []).append(f)
+    out: dict[str, Any] = {}
+    skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
+    for proc, files in by_proc.items():
+        first = min(len(files) - 1, max(0, int(args.warmup * 60 // args.memtrace) - 1))
+        if first >= len(files) - 1:
+            out[proc] = {"snapshots": len(files), "top": [], "note": "fewer than two snapshots after the warm-up"}
+            continue
+        a = tracemalloc.Snapshot.load(str(files[first])).filter_traces(skip)
+        b = tracemalloc.Snapshot.load(str(files[-1])).filter_traces(skip)
+        minutes = (len(files) - 1 - first) * args.memtrace / 60
+        traced = (sum(s.size for s in b.statistics("filename")) - sum(s.size for s in a.statistics("filename"))) / 2**20
+        top = [{"size_diff_kb": round(st.size_diff / 1024, 1), "count_diff": st.count_diff,
+                "traceback": st.traceback.format()[-12:]}
+               for st in b.compare_to(a, "traceback")[:12] if st.size_diff > 0]
+        out[proc] = {"snapshots": len(files), "minutes": minutes, "traced_growth_mb": round(traced, 3),
+                     "traced_mb_h": round(traced * 60 / minutes, 2) if minutes else None, "top": top}
+    return out
 
 
 # -- engine (tracemalloc) ---------------------------------------------------------------------------
@@ -525,6 +556,14 @@ def print_report(results: list[dict[str, Any]], args: argparse.Namespace) -> Non
             print(f"   cycle garbage at the end (gc.DEBUG_SAVEALL): {g.get('objects')} objects, "
                   f"{_f(g.get('mb'), '.2f')} MB; most: {g.get('types')}")
             print("   live growth between the snapshots (each after gc.collect):")
+        for proc, mt in (res.get("memtrace") or {}).items():
+            print(f"   {proc}: traced memory {_f(mt.get('traced_growth_mb'), '+.3f')} MB over "
+                  f"{_f(mt.get('minutes'), '.0f')} min after the warm-up ({_f(mt.get('traced_mb_h'), '+.2f')} MB/h); "
+                  f"{mt.get('note', 'sites that grew:')}")
+            for top in mt["top"][:8]:
+                print(f"     {top['size_diff_kb']:+.1f} KiB ({top['count_diff']:+d} blocks)")
+                for line in top["traceback"][-6:]:
+                    print(f"        {line}")
         for top in res.get("top_growth", []):
             print(f"   {top['size_diff_kb']:+.1f} KiB ({top['count_diff']:+d} blocks)")
             for line in top["traceback"][-6:]:
@@ -545,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-metrics-port", type=int, default=-1,
                     help="distributed: the worker's --metrics-port (default: a free port, as a worker serves "
                          "/metrics by default; 0 = off)")
+    ap.add_argument("--memtrace", type=float, default=0.0, metavar="PERIOD_S",
+                    help="distributed: trace the worker's processes (FNBENCH_MEMTRACE) with a snapshot every "
+                         "PERIOD_S s and print the allocation sites that grew after the warm-up (RSS then "
+                         "includes tracemalloc's own memory; a diagnosis, not the goal figure)")
     ap.add_argument("--retention", default="1h", help="distributed: --retention of the run (default 1h)")
     ap.add_argument("--target", choices=["auto", "nginx", "synthetic"], default="auto")
     ap.add_argument("--json", action="store_true", help="JSON on stdout (progress on stderr)")

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from celery import Celery, signals
 
-from workers import auth, keys, limits, once
+from workers import auth, keys, limits, memtrace, once
 from workers import sinks as sink_seam
 from workers.contract import Interval, Shard
 from workers.errors import SetupError
@@ -177,6 +177,7 @@ def _pool_process_init(**_: Any) -> None:
     from workers.lifecycle import die_with_parent
 
     die_with_parent()
+    memtrace.start("pool")
 
 
 def _feed_sinks(port: int, sock_path: str) -> None:
@@ -230,6 +231,7 @@ def start_worker(region: str, queue: str, broker: str, concurrency: int, metrics
     for line in limits.check_config():
         print(f"fnbench worker {region}: {line}", file=sys.stderr)
     _REGION = region
+    memtrace.start("main")
     node = f"fnbench-{region}-{os.getpid()}@{socket.gethostname()}"
     os.environ["FNBENCH_NODE"] = node
     app.conf.broker_url = broker

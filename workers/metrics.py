@@ -80,6 +80,13 @@ _ARRIVALS_KEPT = 16
 _LAG_STEP_S = 0.1  # a grown lag is taken up a tenth of a second a tick: no gap between samples
 _GRID_GUARD_S = 0.02
 LINGER_MAX_S = 10.0  # at exit, the longest wait for Prometheus to scrape a run's final values
+# Without scrapes (nobody reads /metrics) nothing moves tau, so the intervals' parts would pile up:
+# parts this far behind any tau a later scrape could show are folded into the matured counts as
+# they arrive (a scrape would have done the same), which bounds a series to ~a minute of parts.
+_FOLD_BEHIND_S = 60.0
+# A finished label set (every shard final) is dropped this long after its last interval ended:
+# well past Prometheus' 5-minute lookback, so a worker that serves runs for weeks stays bounded.
+SERIES_KEPT_S = 900.0
 
 
 _BUCKET_OF: dict[int, tuple[int, float]] = {}  # HDR bucket's highest value (µs) → (Prometheus bucket, s)
@@ -206,6 +213,22 @@ class _Series:
                 shard.pace = n / (t1 - t0)
         self.last_t1 = max(self.last_t1, iv.t1)
         self.pending.append(_Part(t0, t1, counts))
+        self.fold(iv.t1 + delay)
+
+    def fold(self, now: float) -> None:
+        """Fold the parts that every later scrape's tau has passed into the matured counts.  A
+        scrape at ``now`` or later shows tau >= now - 1 - lag (tau never moves back), and the lag
+        grows by at most its margin; parts older than that by a minute more are matured already."""
+        horizon = now - 2 * self.lag - _MARGIN_MAX_S - _FOLD_BEHIND_S
+        if self.pending and self.pending[0].t1 <= horizon:
+            keep = []
+            for part in self.pending:
+                if part.t1 <= horizon:
+                    self.matured.add(part.counts)
+                else:
+                    keep.append(part)
+            self.pending = keep
+            self.shown = None
 
     def at(self, tick: float, now: float, finishing: bool = False) -> tuple[float, _Counts]:
         """(tau, counts as of tau) for a scrape at ``now`` (``tick``: its point on the scrape grid);
@@ -282,7 +305,9 @@ class IntervalMetrics(Collector):
         with self._lock:
             if iv.final:  # totals change: only scrapes from now on can have exported them
                 self._final_scrapes = 0
-            self._series.setdefault(labels, _Series()).add(iv, counts, self._clock() - iv.t1)
+            now = self._clock()
+            self._series.setdefault(labels, _Series()).add(iv, counts, now - iv.t1)
+            self._forget_finished(now)
             span = iv.t1 - iv.t0
             if span > 0:
                 self._intended_rps[(*labels, iv.shard_id)] = 0.0 if iv.final else iv.intended / span
@@ -291,6 +316,7 @@ class IntervalMetrics(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         with self._lock:
             now = self._clock()
+            self._forget_finished(now)
             self._scrapes.append(now)
             tick = self._tick(now)
             shown = {labels: s.at(tick, now, self._finishing) for labels, s in self._series.items()}
@@ -319,6 +345,18 @@ class IntervalMetrics(Collector):
             yield oor
             yield from hists.values()
             yield from self._gauges()
+
+    def _forget_finished(self, now: float) -> None:
+        """Drop the label sets whose shards all ended more than SERIES_KEPT_S ago (and their gauges)."""
+        gone = [labels for labels, s in self._series.items()
+                if s.complete_pending() and s.last_t1 < now - SERIES_KEPT_S]
+        for labels in gone:
+            del self._series[labels]
+        if gone:
+            dropped = set(gone)
+            for src in (self._intended_rps, self._in_flight):
+                for key in [k for k in src if k[:-1] in dropped]:
+                    del src[key]
 
     def _all_final_shown(self) -> bool:
         finished = [s for s in self._series.values() if s.complete_pending()]

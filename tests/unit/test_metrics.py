@@ -205,3 +205,37 @@ def test_intervals_that_arrive_late_raise_the_lag():
     m = IntervalMetrics(clock)
     m.add(interval(0, [1_000] * 10, {"ok": 10}, t0=100.0, span=1.0))
     assert scrape_ts(m)[OK][1] == pytest.approx(103.0 - GUARD - 4.5)  # 1.25 spans + 1.5 x the delay
+
+
+def test_unscraped_metrics_stay_bounded_and_keep_every_count():
+    """Nobody scrapes /metrics (a soak without Prometheus): the intervals must not pile up (issue 27
+    item 9: the worker's main process grew ~5 MB/h this way), and the first scrape still shows all."""
+    from workers.metrics import _FOLD_BEHIND_S, _MARGIN_MAX_S
+
+    clock = Clock(0.0)
+    m = IntervalMetrics(clock)
+    n = 2_000
+    for seq in range(n):  # 2,000 five-second intervals: ~2.8 hours
+        feed(m, clock, interval(seq, [1_000] * 10, {"ok": 10}, t0=100.0 + 5 * seq, span=5.0))
+    (series,) = m._series.values()
+    span_kept = 2 * series.lag + _MARGIN_MAX_S + _FOLD_BEHIND_S
+    assert len(series.pending) <= span_kept / 5 + 2, len(series.pending)
+    clock.now = 100.0 + 5 * n + 60
+    got = scrape(m)
+    assert got[OK] == 10 * n and got[COUNT] == 10 * n
+
+
+def test_a_finished_label_set_is_dropped_after_it_was_kept_for_a_while():
+    from workers.metrics import SERIES_KEPT_S
+
+    clock = Clock(0.0)
+    m = IntervalMetrics(clock)
+    feed(m, clock, interval(0, [1_000] * 10, {"ok": 10}, t0=100.0))
+    feed(m, clock, interval(1, [1_000] * 10, {"ok": 10}, t0=101.0, final=True))
+    clock.now = 110.0
+    assert scrape(m)[OK] == 20
+    clock.now = 102.0 + SERIES_KEPT_S - 5
+    assert OK in scrape(m)  # kept well past Prometheus' lookback
+    clock.now = 102.0 + SERIES_KEPT_S + 5
+    got = scrape(m)
+    assert OK not in got and not m._series and not m._in_flight and not m._intended_rps
