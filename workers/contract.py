@@ -17,6 +17,9 @@ import orjson
 from workers.errors import InputError
 
 SCHEMA_VERSION = 1
+SLOWEST_DEFAULT = 5  # Shard.slowest: the K slowest requests of each interval
+SLOWEST_MAX = 100  # the most an interval may carry (a record from the store is checked against it)
+SLOW_REPORT_FIELDS = ("duration_ms", "billed_ms", "memory_mb", "max_memory_mb", "init_ms", "restore_ms")
 
 
 class SchemaError(InputError, ValueError):
@@ -124,6 +127,8 @@ class Shard:
     seed: int = 0
     late_bound_s: float = 1.0  # behind schedule by more than this, due arrivals are a gap, never a burst
     warmup: bool = False  # measurements are kept apart and excluded from results
+    slowest: int = SLOWEST_DEFAULT  # the K slowest requests each interval keeps (0: none)
+    trace_ratio: float = 0.0  # the share of requests sent with trace context (traceparent, X-Amzn-Trace-Id)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -200,6 +205,8 @@ class Interval:
     billed_us: str = ""  # its Billed Duration (+ Billed Restore Duration)
     init_duration_us: str = ""  # the platform's Init Duration, cold invocations only
     failure: str = ""  # status "failed": why (a SetupError or refusal naming the target), else ""
+    # The interval's K slowest requests (by response time, any outcome), slowest first: see SlowRequest.
+    slowest: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -310,6 +317,46 @@ def _shown(v: Any) -> str:
 
 
 _OUTCOMES = frozenset(OUTCOME_NAMES)
+# One of Interval.slowest: the request's due time (epoch s), its response time (from the due time) and
+# service time (from the send) in ms, its outcome, and the ids that find it elsewhere: the trace id
+# fnbench sent (W3C traceparent / X-Ray Root, 32 hex digits; "" when not sampled), the platform's
+# request id (Lambda's x-amzn-RequestId, an HTTP target's request_id_headers) and, for Lambda, the
+# numbers of its REPORT line (SLOW_REPORT_FIELDS).
+_SLOW_CHECKS: dict[str, Any] = {
+    "due": lambda v: _check_range(MAX_EPOCH_S)(v),
+    "response_ms": lambda v: _check_range(MAX_SECONDS)(v),
+    "service_ms": lambda v: _check_range(MAX_SECONDS)(v),
+    "outcome": lambda v: "" if v in _OUTCOMES else f"unknown outcome {_shown(v)}",
+    "trace_id": lambda v: "" if isinstance(v, str) and len(v) <= 64 else f"expected a short string, got {_shown(v)}",
+    "request_id": lambda v: "" if isinstance(v, str) and len(v) <= 200 else f"expected a string of at most 200 "
+                                                                             f"characters, got {_shown(v)}",
+    "report": lambda v: _check_report(v),
+}
+
+
+def _check_report(v: Any) -> str:
+    if not isinstance(v, dict):
+        return f"expected an object of REPORT numbers, got {_shown(v)}"
+    for k, n in v.items():
+        if k not in SLOW_REPORT_FIELDS or not (_is_number(n) and 0 <= n <= MAX_SECONDS):
+            return f"{_shown(k)}: expected one of {', '.join(SLOW_REPORT_FIELDS)} with a number, got {_shown(n)}"
+    return ""
+
+
+def _check_slowest(v: Any) -> str:
+    if not isinstance(v, list) or len(v) > SLOWEST_MAX:
+        return f"expected a list of at most {SLOWEST_MAX} requests, got {_shown(v)}"
+    for i, item in enumerate(v):
+        if not isinstance(item, dict) or not {"due", "response_ms", "outcome"} <= item.keys():
+            return f"[{i}]: expected an object with due, response_ms and outcome, got {_shown(item)}"
+        for k, value in item.items():
+            check = _SLOW_CHECKS.get(k)
+            problem = f"unknown key {_shown(k)}" if check is None else check(value)
+            if problem:
+                return f"[{i}].{k}: {problem}"
+    return ""
+
+
 _INTERVAL_CHECKS: dict[str, Any] = {
     **dict.fromkeys(("run_id", "shard_id", "region", "target", "runtime", "phase", "status", "failure", "workload",
                      *(f for _, f, _ in HISTOGRAMS)), _check_str),
@@ -321,6 +368,7 @@ _INTERVAL_CHECKS: dict[str, Any] = {
     **dict.fromkeys(("warmup", "final"), _check_bool),
     "outcomes": _check_outcomes,
     "counters": _check_counters,
+    "slowest": _check_slowest,
 }
 assert _INTERVAL_CHECKS.keys() == _INTERVAL_FIELDS, _INTERVAL_FIELDS ^ _INTERVAL_CHECKS.keys()
 

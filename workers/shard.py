@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +39,8 @@ from workers.platforms import (
     Invoker,
     Prepares,
     ReportsFailure,
+    ReportsIds,
+    Traces,
     counters_of,
     make_invoker,
 )
@@ -121,6 +125,16 @@ class ShardRun:
         self._invoke = self.invoker.invoke
         self._connect_times: Callable[[], Sequence[int]] | None = (
             self.invoker.connect_times if isinstance(self.invoker, CountsConnections) else None)
+        # The K slowest requests of the interval: a min-heap of K entries; a request is looked at
+        # only when it is slower than the fastest of them (one comparison on the hot path).
+        self.slow_k = max(0, shard.slowest)
+        self.slowest: list[tuple[float, int, float, float, int, str, str, object]] = []
+        self._slow_floor = -math.inf if self.slow_k else math.inf
+        self._slow_n = 0
+        self._ids: Callable[[float], tuple[str, str]] | None = (
+            self.invoker.request_ids if isinstance(self.invoker, ReportsIds) else None)
+        if shard.trace_ratio and isinstance(self.invoker, Traces):
+            self.invoker.trace_ratio = shard.trace_ratio
         self.cold_starts = 0
         self.peak_memory_mb = 0.0
         self._counted: dict[str, float] = {}
@@ -159,9 +173,12 @@ class ShardRun:
         self.completed += 1
         self.outcomes[outcome] += 1
         self.rec.send_lag.append(int((sent - due) * 1e6))
+        took = end - due
         if outcome == 0:  # Outcome.ok: latency histograms hold successful responses only
-            self.rec.response.append(int((end - due) * 1e6))
+            self.rec.response.append(int(took * 1e6))
             self.rec.service.append(int((end - sent) * 1e6))
+        if took > self._slow_floor:
+            self._keep_slow(took, outcome, due, sent, info)
         if info is not None:
             self._learned(info)
         if self.queue:
@@ -169,6 +186,46 @@ class ShardRun:
             self._invoke(self.queue.popleft(), self._done)
         else:
             self.in_flight -= 1
+
+    def _keep_slow(self, took: float, outcome: Outcome, due: float, sent: float, info: Invocation | None) -> None:
+        """One of the interval's K slowest so far: keep it with the ids that find it elsewhere."""
+        trace, rid, report = "", "", None
+        if info is not None:
+            trace, rid, report = info.trace_id, info.request_id, info.report
+        if not (trace or rid) and self._ids is not None:
+            trace, rid = self._ids(due)
+        self._slow_n += 1
+        entry = (took, self._slow_n, due, sent, int(outcome), trace, rid, report)
+        heap = self.slowest
+        if len(heap) < self.slow_k:
+            heapq.heappush(heap, entry)
+            if len(heap) == self.slow_k:
+                self._slow_floor = heap[0][0]
+        else:
+            heapq.heapreplace(heap, entry)
+            self._slow_floor = heap[0][0]
+
+    def _take_slowest(self) -> list[dict[str, object]]:
+        """The interval's slowest requests as records (slowest first); the heap starts again."""
+        if not self.slowest:
+            return []
+        out: list[dict[str, object]] = []
+        to_epoch = self.mono_minus_epoch
+        for took, _, due, sent, outcome, trace, rid, report in sorted(self.slowest, reverse=True):
+            record: dict[str, object] = {"due": round(due - to_epoch, 6), "response_ms": round(took * 1e3, 3),
+                                         "service_ms": round(max(0.0, due + took - sent) * 1e3, 3),
+                                         "outcome": OUTCOME_NAMES[outcome]}
+            if trace:
+                record["trace_id"] = trace
+            if rid:
+                record["request_id"] = rid[:200]
+            fields = getattr(report, "slow_fields", None)
+            if fields is not None:
+                record["report"] = fields()
+            out.append(record)
+        self.slowest = []
+        self._slow_floor = -math.inf if self.slow_k else math.inf
+        return out
 
     def _take_connect_times(self) -> None:
         if self._connect_times is not None:
@@ -249,6 +306,7 @@ class ShardRun:
             max_memory_mb=round(self.peak_memory_mb, 3),
             started=self.started,
             counters=counters,
+            slowest=self._take_slowest(),
             **fields,
         )
         self.cold_starts = 0

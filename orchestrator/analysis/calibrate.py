@@ -127,7 +127,9 @@ def judge(cfg: SyntheticConfig, measured: dict[str, float | None], truth: dict[s
 
 
 class _SyntheticProtocol(asyncio.Protocol):
-    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+    # Each response carries its own request id (the target's number of it), as platforms do: the
+    # slowest requests fnbench keeps can be found in the target's record.
+    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\nx-request-id: syn-%d\r\n\r\nok"
 
     def __init__(self, server: _SyntheticServer) -> None:
         self.server = server
@@ -146,7 +148,8 @@ class _SyntheticProtocol(asyncio.Protocol):
 
     def respond(self, received: float) -> None:
         if not self.transport.is_closing():
-            self.transport.write(self.RESPONSE)
+            self.server.answered += 1
+            self.transport.write(self.RESPONSE % self.server.answered)
             self.server.truth.append(int((time.monotonic() - received) * 1e6))
 
 
@@ -156,6 +159,7 @@ class _SyntheticServer:
         self.rng = random.Random(cfg.seed)
         self.mu = math.log(cfg.median_ms / 1000.0)
         self.truth: list[int] = []
+        self.answered = 0
         self.loop = asyncio.get_running_loop()
 
     def schedule(self, proto: _SyntheticProtocol) -> None:

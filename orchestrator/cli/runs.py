@@ -133,6 +133,7 @@ def report(
     broker_file: BrokerFileOpt = None,
     html: Annotated[bool, typer.Option("--html", help="write a self-contained HTML report (charts; several runs overlaid) to results/<run>/report.html, or to a last argument ending in .html")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print a compact Markdown table (for a pull-request comment)")] = False,
+    slowest: Annotated[int, typer.Option("--slowest", min=0, metavar="N", help="print each group's N slowest requests of the run with their trace and request ids (the spec's tracing.slowest sets how many each interval keeps)")] = 0,
 ) -> None:
     """Re-render a result from its recorded intervals (the intervals are the source of truth)."""
     out_file = paths.pop() if html and len(paths) > 1 and paths[-1].suffix.lower() in (".html", ".htm") else None
@@ -153,9 +154,17 @@ def report(
             written = html_report.write(data, out_file)
     if json_out and len(runs) > 1:
         dump([r.to_dict() for _, r, _ in runs])
-    elif json_out or not (html or markdown):
+    elif json_out or not (html or markdown or slowest):
         for _, result, _ in runs:
             show(result, json_out)
+    if slowest and not json_out:
+        for _, result, _ in runs:
+            for g in result.groups:
+                if g.slowest:
+                    out.print(terminal.slowest_table(g, slowest))
+                else:
+                    out.print(f"{escape(g.region)} / {escape(g.target)} / {g.phase}: no slowest requests recorded "
+                              "(tracing.slowest: 0, or a run made before fnbench kept them)", highlight=False)
     if html:
         err.print(f"report: {written}", highlight=False)
     raise typer.Exit(max(code for _, _, code in runs))

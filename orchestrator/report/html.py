@@ -447,15 +447,19 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
     out.append(_section("Response time distribution (from the due time, coordinated-omission corrected)",
                         "".join(dist) or '<p class="empty">nothing measured</p>', "distribution"))
     over = []
+    chart_of: dict[tuple[str, str, str, str], str] = {}
     for n, k in enumerate(k for k in keys if k[3] == "warm"):
         s = a.series.get(k)
         if s is None:
             continue
         region, target = k[0], k[1]
+        chart_of[k] = f"chart-time-{n}"
         over.append(charts.add(f"time-{n}", f"{target} @{region}: response time per {a.width:g} s (merged histograms)",
                                "time", [(stat, s.p[stat], _style(i)) for i, stat in enumerate(STATS)], "ms",
                                marks=[m for m in a.marks if m["target"] == target]))
     out.append(_section("Percentiles over time", "".join(over) or '<p class="empty">no warm intervals</p>', "over-time"))
+    out.append(_section("Slowest requests (with the ids that find them in the platform's logs and traces)",
+                        _slowest(r.groups, a.origin, chart_of), "slowest"))
     thr = []
     series = []
     for k in (k for k in keys if k[3] == "warm"):
@@ -484,6 +488,31 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
     out.append(_section("The spec as run", f"<pre>{html.escape(spec)}</pre>" if spec else '<p class="empty">spec.yaml not found</p>',
                         "spec"))
     return out
+
+
+def _slowest(groups: Sequence[Group], origin: float, chart_of: dict[tuple[str, str, str, str], str]) -> str:
+    """A table per group: its slowest requests of the run; the time links to the group's chart."""
+    parts = []
+    for g in groups:
+        if not g.slowest:
+            continue
+        chart = chart_of.get((g.region, g.target, g.runtime, g.phase))
+        rows = []
+        for rec in g.slowest:
+            at = float(rec["due"]) - origin
+            when = html.escape(f"{at:.3f}")
+            report = rec.get("report") or {}
+            rows.append((Markup(f'<a href="#{chart}">{when}</a>' if chart else when), float(rec["response_ms"]),
+                         float(rec.get("service_ms", 0.0)), rec["outcome"], rec.get("trace_id", ""),
+                         rec.get("request_id", ""), ", ".join(f"{k} {v:g}" for k, v in report.items())))
+        parts.append(f"<h3>{html.escape(f'{g.target} @{g.region} ({g.phase})')}</h3>" + _table(
+            ("at s (due)", "response ms", "service ms", "outcome", "trace id", "request id", "platform REPORT"), rows,
+            "slowest"))
+    if not parts:
+        return '<p class="empty">no slowest requests recorded (tracing.slowest: 0, or a run made before fnbench kept them)</p>'
+    return ('<p class="note">The K slowest requests of each group over the run (the spec\'s tracing.slowest per '
+            'interval); the time is seconds from the run\'s start, linked to the group\'s percentiles over time.</p>'
+            + "".join(parts))
 
 
 def _gaps_table(a: Analysis) -> str:

@@ -90,6 +90,21 @@ def relative_table(rows: Sequence[TargetRow]) -> Table:
     return t
 
 
+def slowest_table(g: Group, limit: int = 0) -> Table:
+    """A group's slowest requests over the run, with the ids that find them in other tools."""
+    rows = g.slowest[:limit] if limit else g.slowest
+    t = Table(title=f"slowest requests: {g.region} / {g.target} / {g.phase}", title_justify="left")
+    for col in ("due (UTC)", "response ms", "service ms", "outcome", "trace id", "request id", "platform"):
+        t.add_column(col, justify="right" if col.endswith("ms") else "left")
+    for r in rows:
+        report = r.get("report") or {}
+        platform = ", ".join(f"{k} {v:g}" for k, v in report.items())
+        due = dt.datetime.fromtimestamp(float(r["due"]), dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        t.add_row(due, f"{r['response_ms']:.2f}", f"{r.get('service_ms', 0.0):.2f}", str(r["outcome"]),
+                  escape(str(r.get("trace_id", ""))), escape(str(r.get("request_id", ""))), escape(platform))
+    return t
+
+
 def _usd(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 

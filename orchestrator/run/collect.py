@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ class GroupState:
 
     __slots__ = ("intended", "sent", "completed", "outcomes", "hists", "out_of_range", "t0", "t1",
                  "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "connections", "workload", "series", "_seconds",
-                 "lambda_counters", "report_memory_mb", "failure",
+                 "lambda_counters", "report_memory_mb", "failure", "slow",
                  "_sealed", "_sealed_upto", "_cached")
 
     def __init__(self) -> None:
@@ -55,6 +56,7 @@ class GroupState:
         self.workload = ""
         self.failure = ""  # the first reason a shard of this group failed (Interval.status "failed")
         self.series: dict[int, list[int]] = {}  # second of t1 → [intended, completed, errors]
+        self.slow = Slowest()
         self._seconds: list[int] = []  # the keys of series, in order
         # Rows more than SEAL_S older than the newest second rarely change: kept as a built tuple.
         self._sealed: tuple[tuple[int, int, int, int], ...] = ()
@@ -106,6 +108,8 @@ class GroupState:
                 self.report_memory_mb = iv.max_memory_mb
         self.workload = iv.workload
         self.peak_rss_mb = max(self.peak_rss_mb, iv.max_memory_mb)
+        if iv.slowest:
+            self.slow.add(iv.slowest)
         if series is not None:
             for second, (intended, completed, errs) in series.items():
                 self._add_to_series(second, intended, completed, errs)
@@ -159,6 +163,8 @@ class GroupState:
             series=self._series(),
             status="failed" if self.failure else "ok",
             failure=self.failure or None,
+            slowest=self.slow.run(),
+            slowest_by_minute=self.slow.minutes(),
             **self._platform_fields(),
         )
         self._cached = (planned_s, group)
@@ -196,6 +202,40 @@ class GroupState:
             self._sealed_upto = upto
         tail = seconds[bisect.bisect_left(seconds, self._sealed_upto):]
         return self._sealed + tuple((t, *series[t]) for t in tail)  # type: ignore[misc]
+
+
+class Slowest:
+    """The K slowest requests of a group over the run and in each minute (K: the most any interval
+    brought); a heap of K per list, so memory is K per minute of the run."""
+
+    __slots__ = ("k", "n", "all", "by_minute")
+
+    def __init__(self) -> None:
+        self.k = 0
+        self.n = 0  # tie-breaker: records never compare
+        self.all: list[tuple[float, int, dict[str, Any]]] = []
+        self.by_minute: dict[int, list[tuple[float, int, dict[str, Any]]]] = {}
+
+    def add(self, records: Sequence[dict[str, Any]]) -> None:
+        self.k = max(self.k, len(records))
+        for record in records:
+            self.n += 1
+            entry = (float(record["response_ms"]), self.n, record)
+            self._push(self.all, entry)
+            self._push(self.by_minute.setdefault(int(record["due"]) // 60 * 60, []), entry)
+
+    def _push(self, heap: list[tuple[float, int, dict[str, Any]]], entry: tuple[float, int, dict[str, Any]]) -> None:
+        if len(heap) < self.k:
+            heapq.heappush(heap, entry)
+        elif entry[0] > heap[0][0]:
+            heapq.heapreplace(heap, entry)
+
+    def run(self) -> tuple[dict[str, Any], ...]:
+        return tuple(r for _, _, r in sorted(self.all, reverse=True))
+
+    def minutes(self) -> tuple[dict[str, Any], ...]:
+        return tuple({"minute": m, "requests": [r for _, _, r in sorted(self.by_minute[m], reverse=True)]}
+                     for m in sorted(self.by_minute))
 
 
 SEAL_S = 10

@@ -240,6 +240,8 @@ def split(b: Benchmark, run_id: str, start_at: float, min_parts: int = 1) -> lis
                                 queue_limit=math.ceil(b.load.queue_limit / parts),
                                 flush_interval_s=b.flush_interval,
                                 late_bound_s=b.late_bound,
+                                slowest=b.tracing.slowest,
+                                trace_ratio=b.tracing.sample,
                                 seed=zlib.crc32(f"{b.seed}:{shard_id}".encode()),
                                 warmup=warmup,
                             )

@@ -70,6 +70,10 @@ class Group:
     # function that does not exist, a refusal); ``failure`` says why.  What was measured is kept.
     status: str = "ok"
     failure: str | None = None
+    # The K slowest requests over the run (workers.contract.Interval.slowest records, slowest first),
+    # and those of each minute: ({"minute": epoch of its start, "requests": [...]}, ...) in time order.
+    slowest: tuple[dict[str, Any], ...] = ()
+    slowest_by_minute: tuple[dict[str, Any], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -136,6 +140,9 @@ class Group:
         if self.failed:
             d["status"] = self.status
             d["failure"] = self.failure or ""
+        if self.slowest:
+            d["slowest"] = list(self.slowest)
+            d["slowest_by_minute"] = list(self.slowest_by_minute)
         d["series"] = [list(s) for s in self.series]
         return d
 
@@ -147,6 +154,8 @@ class Group:
         for name in ("init_ms", "connect_ms", "platform_ms", "billed_ms", "init_duration_ms"):
             values[name] = Summary.from_dict(d[name]) if d.get(name) is not None else None
         values["series"] = tuple((int(s[0]), int(s[1]), int(s[2]), int(s[3])) for s in d.get("series", []))
+        values["slowest"] = tuple(r for r in d.get("slowest", ()) if isinstance(r, dict))
+        values["slowest_by_minute"] = tuple(m for m in d.get("slowest_by_minute", ()) if isinstance(m, dict))
         return cls(**values)
 
 

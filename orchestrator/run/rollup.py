@@ -87,7 +87,15 @@ def merge(a: Interval, b: Interval) -> Interval:
         final=a.final or b.final, status=b.status if b.final else a.status, gap_s=round(a.gap_s + b.gap_s, 3),
         stall_s=round(a.stall_s + b.stall_s, 3),
         cold_starts=a.cold_starts + b.cold_starts, started=min(s for s in (a.started, b.started) if s) if a.started or b.started else 0.0,
-        counters=counters, **hists)
+        counters=counters, slowest=slowest_of(a.slowest, b.slowest), **hists)
+
+
+def slowest_of(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The slowest requests of two intervals as one list of the larger one's length (a rollup keeps the
+    run's K slowest of its shard; the per-minute lists of what it folded are not kept)."""
+    if not a or not b:
+        return list(a or b)
+    return sorted((*a, *b), key=lambda r: r["response_ms"], reverse=True)[:max(len(a), len(b))]
 
 
 def _bucket(series: dict[int, list[int]], iv: Interval) -> None:

@@ -35,6 +35,7 @@ from workers import arrivals, platforms
 from workers.arrivals import MAX_RPS, MIN_RPS, Duration
 from workers.arrivals import parse_duration as parse_duration  # re-exported: it lived here
 from workers.arrivals.base import NotBool
+from workers.contract import SLOWEST_DEFAULT, SLOWEST_MAX
 
 # Limits of the YAML itself.  A spec is a page of settings: these are far above any real one and
 # far below what takes a machine down (a 600-byte alias bomb expands to gigabytes).
@@ -164,6 +165,16 @@ class SloSpec(_Model):
     after: Duration = 30.0  # the window an abort_on_fail SLO is evaluated over, during the run
 
 
+class TracingSpec(_Model):
+    """The slowest requests each interval keeps, and trace context on the wire."""
+
+    # The K slowest requests of each interval and group (workers.contract.Interval.slowest): 0 = none.
+    slowest: Annotated[int, NotBool] = Field(default=SLOWEST_DEFAULT, ge=0, le=SLOWEST_MAX)
+    # The share of requests sent with trace context: W3C traceparent on http targets, X-Amzn-Trace-Id
+    # on aws-lambda (0 = none: the bytes on the wire stay as they were; 1 = every request).
+    sample: Annotated[float, NotBool] = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
 class ShardingSpec(_Model):
     max_rps_per_shard: PositiveRate = 5000
     slice: Duration = 300.0
@@ -179,6 +190,7 @@ class Benchmark(_Model):
     cold_start: ColdStartSpec = ColdStartSpec()
     slos: list[SloSpec] = []
     sharding: ShardingSpec = ShardingSpec()
+    tracing: TracingSpec = TracingSpec()
     flush_interval: Duration = 5.0
     # A generator behind its schedule by more than this skips what is due (a gap), never bursts it out.
     late_bound: Duration = 1.0

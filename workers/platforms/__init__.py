@@ -48,10 +48,12 @@ LEVELS = frozenset({"max_memory_mb"})  # counters() values that are peaks, not r
 class Invocation:
     """What an invoker learned about one invocation besides its timings (the rare cases)."""
 
-    __slots__ = ("cold", "init_us", "memory_mb", "platform_us", "billed_us", "init_duration_us")
+    __slots__ = ("cold", "init_us", "memory_mb", "platform_us", "billed_us", "init_duration_us", "request_id",
+                 "trace_id", "report")
 
     def __init__(self, cold: bool = False, init_us: int = -1, memory_mb: float = 0.0, platform_us: int = -1,
-                 billed_us: int = -1, init_duration_us: int = -1) -> None:
+                 billed_us: int = -1, init_duration_us: int = -1, request_id: str = "", trace_id: str = "",
+                 report: Any = None) -> None:
         self.cold = cold  # this invocation started a new instance (process, sandbox)
         self.init_us = init_us  # the function's own initialisation time; -1: unknown
         self.memory_mb = memory_mb  # peak memory of the instance that served it; 0: unknown
@@ -60,6 +62,12 @@ class Invocation:
         self.platform_us = platform_us
         self.billed_us = billed_us
         self.init_duration_us = init_duration_us
+        # The ids that find it elsewhere (read only when it is one of the slowest): the platform's
+        # request id, the trace id fnbench sent, and an object whose ``slow_fields()`` gives the
+        # numbers of the platform's own record (Lambda's REPORT line).
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.report = report
 
     def __repr__(self) -> str:
         return (f"Invocation(cold={self.cold}, init_us={self.init_us}, memory_mb={self.memory_mb}, "
@@ -104,6 +112,24 @@ class CountsConnections(Protocol):
     """An invoker that times each new connection (connect + TLS handshake, µs): the connect histogram."""
 
     def connect_times(self) -> Sequence[int]: ...
+
+
+@runtime_checkable
+class ReportsIds(Protocol):
+    """An invoker that can say, during the ``done`` call of the request due at ``due``, which ids it
+    carried: (the trace id fnbench sent or "", the platform's request id or "").  Asked only for the
+    slowest requests, so it may parse what it kept of the response; ("", "") when it kept nothing of
+    that request."""
+
+    def request_ids(self, due: float) -> tuple[str, str]: ...
+
+
+@runtime_checkable
+class Traces(Protocol):
+    """An invoker that sends trace context (W3C traceparent, X-Amzn-Trace-Id) on this share of its
+    requests (0: none, the default: the bytes on the wire stay as they were)."""
+
+    trace_ratio: float
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import os
 import re
 import socket
 import ssl
@@ -21,7 +22,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -312,6 +313,31 @@ def _ends_at_close(raw: bytes | bytearray) -> bool:
     return False
 
 
+DEFAULT_REQUEST_ID_HEADERS = ("x-request-id", "x-amzn-requestid", "x-cloud-trace-context", "x-correlation-id")
+MAX_ID_HEADERS = 16
+
+
+def new_trace_id() -> str:
+    """32 hex digits: a W3C trace id that is also an X-Ray trace id (8 digits of epoch seconds first)."""
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}{os.urandom(12).hex()}"
+
+
+def header_value(head: bytes | bytearray, names: Sequence[bytes]) -> str:
+    """The value of the first of ``names`` (lower case) that the response head carries, else ""."""
+    if not names or not head:
+        return ""
+    end = head.find(b"\r\n\r\n")
+    found: dict[bytes, bytes] = {}
+    for line in bytes(head[: end if end >= 0 else len(head)]).split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            found.setdefault(name.strip().lower(), value.strip())
+    for name in names:
+        if name in found:
+            return found[name].decode("latin-1")[:200]
+    return ""
+
+
 class _Connection(asyncio.Protocol):
     """One connection, one request at a time.
 
@@ -329,7 +355,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "pool", "transport", "parser", "due", "sent", "done", "complete", "closed", "status", "keep_alive",
-        "raw", "headed", "uses", "user", "ready", "body", "max_head", "max_body", "small", "outcomes",
+        "raw", "headed", "uses", "user", "ready", "body", "max_head", "max_body", "small", "outcomes", "trace",
     )
 
     def __init__(self, pool: _Pool) -> None:
@@ -353,6 +379,7 @@ class _Connection(asyncio.Protocol):
         self.uses = 0  # requests sent on this connection
         self.user: HttpInvoker | None = None  # the invoker whose request it carries (or carried last)
         self.ready = 0.0  # when it became usable: TCP connected and, over TLS, the handshake done
+        self.trace = ""  # the trace id the current request carries ("" when it carries none)
 
     # asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -402,6 +429,11 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             self.complete = False
             self.headed = False
+            user = self.user
+            if user is not None:  # what the slowest requests' ids are read from (request_ids)
+                user.last_due = self.due
+                user.last_head = self.raw
+                user.last_trace = self.trace
             self.raw = b""
             self.body = 0
             end = _monotonic()
@@ -465,6 +497,8 @@ class _Connection(asyncio.Protocol):
         self.done = done
         self.user = user
         self.uses += 1
+        if user.trace_ratio:
+            payload = user.traced(self, payload)
         self.sent = _monotonic()
         self.transport.write(payload)
 
@@ -472,6 +506,11 @@ class _Connection(asyncio.Protocol):
         done = self.done
         if done is not None:
             self.done = None
+            user = self.user
+            if user is not None:
+                user.last_due = self.due
+                user.last_head = b""
+                user.last_trace = self.trace
             done(outcome, self.due, self.sent, _monotonic())
 
     def _close(self) -> None:
@@ -830,6 +869,15 @@ class HttpInvoker:
         self.resumed = 0
         self.connect_failures = 0
         self.connect_us: array[int] = array("q")
+        # Trace context (workers.platforms.Traces) and the ids of the request being completed
+        # (ReportsIds: read only for the slowest requests).
+        self.trace_ratio = 0.0
+        self._trace_due = 0.0
+        self.last_due = -1.0
+        self.last_head: bytes | bytearray = b""
+        self.last_trace = ""
+        self.id_headers = tuple(str(h).lower().encode("latin-1")
+                                for h in target.address.get("request_id_headers", DEFAULT_REQUEST_ID_HEADERS))
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -899,6 +947,26 @@ class HttpInvoker:
             self.connect_us = array("q")
         return taken
 
+    def traced(self, conn: _Connection, payload: bytes) -> bytes:
+        """The request with trace context when its turn comes (every 1/trace_ratio-th request)."""
+        self._trace_due += self.trace_ratio
+        if self._trace_due < 1.0:
+            conn.trace = ""
+            return payload
+        self._trace_due -= 1.0
+        trace = conn.trace = new_trace_id()
+        line = payload.find(b"\r\n") + 2  # after the request line
+        return payload[:line] + self.trace_header(trace) + payload[line:]
+
+    def trace_header(self, trace: str) -> bytes:
+        return b"traceparent: 00-%s-%s-01\r\n" % (trace.encode(), os.urandom(8).hex().encode())
+
+    def request_ids(self, due: float) -> tuple[str, str]:
+        """(trace id, request id) of the request due at ``due`` being completed now (ReportsIds)."""
+        if due != self.last_due:
+            return "", ""
+        return self.last_trace, header_value(self.last_head, self.id_headers)
+
     def invoke(self, due: float, done: Done) -> None:
         idle = self.idle
         while idle:
@@ -930,6 +998,10 @@ class TargetFields(BaseModel):
                                   ge=MAX_HEADER_BYTES_RANGE[0], le=MAX_HEADER_BYTES_RANGE[1])
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, strict=True,
                                 ge=MAX_BODY_BYTES_RANGE[0], le=MAX_BODY_BYTES_RANGE[1])
+    # Response headers whose value is the platform's request id, kept with the slowest requests
+    # (the first one present wins).
+    request_id_headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]] = Field(
+        default=list(DEFAULT_REQUEST_ID_HEADERS), max_length=MAX_ID_HEADERS)
 
 
 def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
@@ -943,7 +1015,7 @@ def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
 def target_address(t: Any) -> dict[str, Any]:
     """What the worker reads (``response_rules``): the expected statuses and the response bounds."""
     return {"expect_status": list(t.expect_status), "max_header_bytes": t.max_header_bytes,
-            "max_body_bytes": t.max_body_bytes}
+            "max_body_bytes": t.max_body_bytes, "request_id_headers": list(t.request_id_headers)}
 
 
 def target_refusals(target: Target) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import time
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -61,7 +62,7 @@ def endpoint_for(address: dict[str, Any]) -> str:
 class _Call:
     """One invoke in flight: what its response's headers said, then its completion."""
 
-    __slots__ = ("done", "inv", "function_error", "log_result", "error_type")
+    __slots__ = ("done", "inv", "function_error", "log_result", "error_type", "request_id", "trace_id")
 
     def __init__(self, done: Done, inv: LambdaInvoker) -> None:
         self.done = done
@@ -69,6 +70,8 @@ class _Call:
         self.function_error = False
         self.log_result: bytes | None = None
         self.error_type: bytes | None = None
+        self.request_id = b""  # x-amzn-RequestId
+        self.trace_id = ""  # the X-Amzn-Trace-Id root fnbench sent (as 32 hex digits), if any
 
     def __call__(self, outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
         inv = self.inv
@@ -86,6 +89,11 @@ class _Call:
                                f"(ResourceNotFoundException from {inv.endpoint})")
             if outcome != _THROTTLED and self.error_type.startswith(b"TooManyRequests"):
                 outcome = _THROTTLED
+        if self.request_id or self.trace_id:  # read only if it turns out one of the slowest
+            if info is None:
+                info = Invocation()
+            info.request_id = self.request_id.decode("latin-1")[:200]
+            info.trace_id = self.trace_id
         self.done(outcome, due, sent, end, info)
 
 
@@ -98,7 +106,9 @@ class _LambdaConnection(_Connection):
     def send(self, due: float, done: Done, payload: bytes, user: Any) -> None:
         if isinstance(done, _Call):  # a resend after a closed keep-alive connection
             done = done.done
-        super().send(due, _Call(done, user), user.signed(), user)
+        call = _Call(done, user)
+        super().send(due, call, user.signed(), user)
+        call.trace_id = self.trace
 
     def on_header(self, name: bytes, value: bytes) -> None:
         call = self.done
@@ -111,6 +121,8 @@ class _LambdaConnection(_Connection):
             call.function_error = True
         elif lname == b"x-amzn-errortype":
             call.error_type = value.split(b":", 1)[0]
+        elif lname == b"x-amzn-requestid":
+            call.request_id = value
 
 
 class LambdaInvoker(HttpInvoker):
@@ -183,6 +195,11 @@ class LambdaInvoker(HttpInvoker):
         self._latest = await loop.run_in_executor(None, self._freeze)
         self._resign(_time())
         await super().start()
+
+    def trace_header(self, trace: str) -> bytes:
+        """X-Ray's header (Lambda passes it to the function as _X_AMZN_TRACE_ID); not signed."""
+        return b"x-amzn-trace-id: Root=1-%s-%s;Parent=%s;Sampled=1\r\n" % (
+            trace[:8].encode(), trace[8:].encode(), os.urandom(8).hex().encode())
 
     # -- signing --------------------------------------------------------------------------------
     def signed(self) -> bytes:
@@ -267,7 +284,7 @@ class LambdaInvoker(HttpInvoker):
         if found.max_memory_mb > self.peak_memory_mb:
             self.peak_memory_mb = found.max_memory_mb
         info = Invocation(memory_mb=found.max_memory_mb, platform_us=int(found.duration_ms * 1000),
-                          billed_us=int(billed * 1000))
+                          billed_us=int(billed * 1000), report=found)
         init = found.init_ms if found.init_ms is not None else found.restore_ms
         if init is not None:
             self.cold += 1

@@ -69,6 +69,16 @@ class Report:
         """What AWS bills for compute: Billed Duration + Billed Restore Duration."""
         return self.billed_ms + (self.billed_restore_ms or 0.0)
 
+    def slow_fields(self) -> dict[str, float]:
+        """The numbers a slow request carries (workers.contract.SLOW_REPORT_FIELDS); billed_ms is the total."""
+        out = {"duration_ms": self.duration_ms, "billed_ms": self.billed_total_ms, "memory_mb": self.memory_mb,
+               "max_memory_mb": self.max_memory_mb}
+        if self.init_ms is not None:
+            out["init_ms"] = self.init_ms
+        if self.restore_ms is not None:
+            out["restore_ms"] = self.restore_ms
+        return out
+
 
 class _Marker:
     __slots__ = ("name",)
