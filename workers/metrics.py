@@ -89,7 +89,15 @@ _FOLD_BEHIND_S = 60.0
 SERIES_KEPT_S = 900.0
 
 
-_BUCKET_OF: dict[int, tuple[int, float]] = {}  # HDR bucket's highest value (µs) → (Prometheus bucket, s)
+# HDR bucket's highest value (µs) → Prometheus bucket, every bucket of fnbench's layout filled at the
+# first use (a cache that grew with each new latency made a long-lived process's memory creep).
+_BUCKET_OF: dict[int, int] = {}
+
+
+def _bucket_of() -> dict[int, int]:
+    if not _BUCKET_OF:
+        _BUCKET_OF.update((v, bisect.bisect_left(BUCKETS_S, v / 1e6)) for v in histograms.layout().highest)
+    return _BUCKET_OF
 
 
 class _Hist:
@@ -105,13 +113,13 @@ class _Hist:
         speed and each HDR bucket is mapped once (hdrh's recorded iterator took ~35 ms a histogram,
         which kept the metrics seconds behind the run under load)."""
         buckets = self.buckets
+        bucket_of = _BUCKET_OF or _bucket_of()
         for value_us, n in histograms.buckets(encoded):
-            hit = _BUCKET_OF.get(value_us)
-            if hit is None:
-                seconds = value_us / 1e6
-                hit = _BUCKET_OF[value_us] = (bisect.bisect_left(BUCKETS_S, seconds), seconds)
-            buckets[hit[0]] += n
-            self.sum_s += hit[1] * n
+            i = bucket_of.get(value_us)
+            if i is None:  # another layout's value (a foreign histogram)
+                i = bisect.bisect_left(BUCKETS_S, value_us / 1e6)
+            buckets[i] += n
+            self.sum_s += value_us / 1e6 * n
             self.count += n
 
     def add(self, other: _Hist, share: float = 1.0) -> None:
