@@ -50,8 +50,10 @@ def whole_run_quantile(q: str, metric: str, by: str) -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) (max_over_time({metric}_bucket{{{SEL}}}[$__range])))"
 
 
-def query(expr: str, legend: str, ref: str, *, instant: bool = False) -> prometheus.Dataquery:
+def query(expr: str, legend: str, ref: str, *, instant: bool = False, exemplar: bool = False) -> prometheus.Dataquery:
     q = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DS)
+    if exemplar:  # the slowest requests' trace / request ids on the bucket they fell in (workers/metrics.py)
+        q = q.exemplar(True)
     return q.instant() if instant else q.range()
 
 
@@ -99,7 +101,8 @@ def throughput_panels() -> list[timeseries.Panel]:
 
 def latency_panels() -> list[timeseries.Panel]:
     per_target = [
-        query(quantile(q, "fnbench_response_time_seconds", "target", 'phase="warm"'), f"{{{{target}}}} {name}", chr(65 + i))
+        query(quantile(q, "fnbench_response_time_seconds", "target", 'phase="warm"'), f"{{{{target}}}} {name}", chr(65 + i),
+              exemplar=name == "p99")
         for i, (name, q) in enumerate(QUANTILES)
     ]
     rust = quantile("0.99", "fnbench_response_time_seconds", "region", 'phase="warm", runtime="rust"')
@@ -107,7 +110,9 @@ def latency_panels() -> list[timeseries.Panel]:
     return [
         series("Response time p50 / p90 / p99 / p99.9 per target (warm)", "s",
                "From the due time, so queueing counts (coordinated-omission correct). histogram_quantile over "
-               "buckets summed across workers; never an average of percentiles.", per_target, log=True, width=24),
+               "buckets summed across workers; never an average of percentiles. The dots are exemplars: the "
+               "slowest requests of each interval with the trace id fnbench sent or the platform's request id "
+               "(Prometheus needs --enable-feature=exemplar-storage).", per_target, log=True, width=24),
         series("Rust vs baseline: p99 ratio (warm)", "percentunit",
                "Rust p99 divided by each baseline runtime's p99, per region. Below 100 % Rust is faster.",
                [query(f"{rust} / on (region) group_right {base}", "rust / {{runtime}} ({{region}})", "A")]),

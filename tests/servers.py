@@ -262,7 +262,8 @@ class Prometheus:
         )
         self.proc = subprocess.Popen(
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+             "--enable-feature=exemplar-storage"],  # the slowest requests' ids on the latency buckets
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
@@ -293,6 +294,13 @@ class Prometheus:
         r = httpx.post(f"{self.url}/api/v1/query", data={"query": expr, "time": f"{at:.3f}"}, timeout=10)
         assert r.status_code == 200, (expr, r.text)
         return r.json()["data"]["result"]
+
+    def exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """/api/v1/query_exemplars: [{seriesLabels, exemplars: [{labels, value, timestamp}]}]."""
+        r = httpx.post(f"{self.url}/api/v1/query_exemplars", timeout=10,
+                       data={"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+        assert r.status_code == 200, (expr, r.text)
+        return r.json()["data"] or []
 
     def query_range(self, expr: str, start: float, end: float, step: float = 0.5) -> list[float]:
         """The values of a single-series range query (empty when there is no data)."""

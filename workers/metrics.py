@@ -41,10 +41,12 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from workers import histograms
 from workers.contract import Interval
@@ -62,6 +64,7 @@ HISTOGRAMS = {
     "fnbench_billed_duration_seconds": ("billed_us", "Billed Duration per invocation (Lambda REPORT, + Billed Restore Duration)."),
     "fnbench_platform_init_duration_seconds": ("init_duration_us", "The platform's Init Duration (Lambda REPORT, cold starts)."),
 }
+EXEMPLAR_HISTOGRAM = "fnbench_response_time_seconds"  # its buckets carry the slowest requests' ids
 # Invoker counters (Interval.counters) exported as Prometheus counters: Lambda billing.
 PLATFORM_COUNTERS = {
     "gb_s": ("fnbench_lambda_gb_seconds", "GB-seconds billed (Billed Duration x Memory Size, from REPORT lines)."),
@@ -285,6 +288,9 @@ class IntervalMetrics(Collector):
         self._clock = clock  # epoch seconds, the clock of the intervals' t0/t1
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}
+        # The response-time buckets' exemplars: per label set, per bucket, the latest slow request
+        # with an id (workers.contract.Interval.slowest), shown in OpenMetrics expositions.
+        self._exemplars: dict[tuple[str, ...], dict[int, Exemplar]] = {}
         self._intended_rps: dict[tuple[str, ...], float] = {}
         self._in_flight: dict[tuple[str, ...], int] = {}
         self._scrapes: deque[float] = deque(maxlen=_ARRIVALS_KEPT)
@@ -315,6 +321,8 @@ class IntervalMetrics(Collector):
                 self._final_scrapes = 0
             now = self._clock()
             self._series.setdefault(labels, _Series()).add(iv, counts, now - iv.t1)
+            if iv.slowest:
+                self._keep_exemplars(labels, iv.slowest)
             self._forget_finished(now)
             span = iv.t1 - iv.t0
             if span > 0:
@@ -344,7 +352,11 @@ class IntervalMetrics(Collector):
                 intended.add_metric(list(labels), c.intended, timestamp=tau)
                 oor.add_metric(list(labels), c.out_of_range, timestamp=tau)
                 for name, h in c.hists.items():
-                    hists[name].add_metric(list(labels), h.cumulative(), h.sum_s, timestamp=tau)
+                    buckets: list[Any] = h.cumulative()
+                    if name == EXEMPLAR_HISTOGRAM and labels in self._exemplars:
+                        for i, ex in self._exemplars[labels].items():
+                            buckets[i] = (*buckets[i], ex)
+                    hists[name].add_metric(list(labels), buckets, h.sum_s, timestamp=tau)
                 for name, v in c.platform.items():
                     platform[name].add_metric(list(labels), v, timestamp=tau)
             yield requests
@@ -354,12 +366,33 @@ class IntervalMetrics(Collector):
             yield from hists.values()
             yield from self._gauges()
 
+    def _keep_exemplars(self, labels: tuple[str, ...], slowest: list[dict[str, object]]) -> None:
+        """A newer interval's request replaces a bucket's exemplar; within one interval the slowest
+        (the list comes slowest first) wins."""
+        kept = self._exemplars.setdefault(labels, {})
+        taken: set[int] = set()
+        for rec in slowest:
+            if rec.get("outcome") != "ok":  # the response histogram holds successful responses only
+                continue
+            trace, rid = str(rec.get("trace_id", "")), str(rec.get("request_id", ""))
+            if not (trace or rid):
+                continue
+            # OpenMetrics allows 128 characters of exemplar labels.
+            ids = {"trace_id": trace} if trace else {"request_id": rid[:100]}
+            value = float(rec["response_ms"]) / 1e3  # type: ignore[arg-type]
+            bucket = bisect.bisect_left(BUCKETS_S, value)
+            if bucket in taken:
+                continue
+            taken.add(bucket)
+            kept[bucket] = Exemplar(ids, value, round(float(rec["due"]) + value, 3))  # type: ignore[arg-type]
+
     def _forget_finished(self, now: float) -> None:
         """Drop the label sets whose shards all ended more than SERIES_KEPT_S ago (and their gauges)."""
         gone = [labels for labels, s in self._series.items()
                 if s.complete_pending() and s.last_t1 < now - SERIES_KEPT_S]
         for labels in gone:
             del self._series[labels]
+            self._exemplars.pop(labels, None)
         if gone:
             dropped = set(gone)
             for src in (self._intended_rps, self._in_flight):
