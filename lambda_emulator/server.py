@@ -55,6 +55,7 @@ import base64
 import contextlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,11 +148,21 @@ def function_environment(fn: Function, port: int) -> dict[str, str]:
     return env
 
 
-class Invocation:
-    __slots__ = ("request_id", "payload", "client", "tail", "delivered", "instance", "cold", "logs")
+_TRACE_ROOT = re.compile(rb"(?:^|;)\s*Root=(1-[0-9a-f]{8}-[0-9a-f]{24})(?:;|$)")
 
-    def __init__(self, payload: bytes, client: _HttpConn, tail: bool) -> None:
+
+def _trace_root(header: bytes) -> str:
+    """The Root of an X-Amzn-Trace-Id header ("" when absent or malformed: never echoed as it came)."""
+    m = _TRACE_ROOT.search(header[:256])
+    return m.group(1).decode() if m else ""
+
+
+class Invocation:
+    __slots__ = ("request_id", "payload", "client", "tail", "delivered", "instance", "cold", "logs", "trace")
+
+    def __init__(self, payload: bytes, client: _HttpConn, tail: bool, trace: str = "") -> None:
         self.request_id = str(uuid.uuid4())
+        self.trace = trace  # the caller's X-Amzn-Trace-Id Root ("1-xxxxxxxx-yyyy…"), passed on to the function
         self.payload = payload
         self.client = client
         self.tail = tail
@@ -546,7 +557,8 @@ class LocalLambda(CodeApi):
             conn.reply(*error(409, "ResourceConflictException", "The operation cannot be performed at this time. "
                                f"The function is currently in the following state: {fn.state}"))
             return
-        inv = Invocation(body or b"{}", conn, headers.get(b"x-amz-log-type", b"None") == b"Tail")
+        inv = Invocation(body or b"{}", conn, headers.get(b"x-amz-log-type", b"None") == b"Tail",
+                         _trace_root(headers.get(b"x-amzn-trace-id", b"")))
         idle = fn.idle
         while idle:
             inst = idle.pop()
@@ -581,7 +593,10 @@ class LocalLambda(CodeApi):
         poll.reply(200, inv.payload, [
             ("Lambda-Runtime-Aws-Request-Id", inv.request_id), ("Lambda-Runtime-Deadline-Ms", str(deadline)),
             ("Lambda-Runtime-Invoked-Function-Arn", fn.arn),
-            ("Lambda-Runtime-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
+            # As Lambda does: the caller's X-Amzn-Trace-Id Root reaches the function (sampled), else a new one.
+            ("Lambda-Runtime-Trace-Id",
+             f"Root={inv.trace};Parent={uuid.uuid4().hex[:16]};Sampled=1" if inv.trace
+             else f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
         ])
 
     # -- Runtime API (instances) ----------------------------------------------------------------

@@ -334,6 +334,22 @@ def buckets(encoded: str) -> Iterator[tuple[int, int]]:
             for i in compress(range(len(counts)), counts))
 
 
+def medians(encoded: str) -> Iterator[tuple[int, int]]:
+    """(median equivalent value in µs, count) of each non-empty bucket, in value order: the value a
+    bucket's count stands for when it is re-bucketed into another layout (OTLP exponential buckets)."""
+    if not encoded:
+        return iter(())
+    with decoded(encoded) as d:
+        if d is not None:
+            counts = d.counts[d.lo:d.hi + 1]  # a copy: the scratch array is zeroed on exit
+            values = map(layout().median.__getitem__, compress(range(d.lo, d.hi + 1), counts))
+            return zip(values, compress(counts, counts), strict=True)
+    hist = HdrHistogram.decode(encoded)
+    counts = _counts_of(hist)
+    return ((hist.get_median_equivalent_value(hist.get_value_from_index(i)), counts[i])
+            for i in compress(range(len(counts)), counts))
+
+
 # -- summaries ------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ by that command, so that `fnbench run` starts its load quickly."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ from orchestrator.report import terminal
 from orchestrator.run import plan as planner
 from orchestrator.run import spec
 from orchestrator.run.dispatch.local import default_workers
-from workers import auth, keys
+from workers import auth, keys, otlp
 
 SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")]
 
@@ -105,6 +106,7 @@ def run(
     retention: Annotated[str, typer.Option(help="with --broker: how long the run's records stay in Redis after its end (e.g. 3d, 12h); `fnbench gc` removes expired runs")] = "3d",
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
+    otlp_endpoint: Annotated[str | None, typer.Option("--otlp-endpoint", metavar="URL", help="export the run's metrics (latency as exponential histograms) and its slowest requests as spans over OTLP/HTTP to this base URL, e.g. http://127.0.0.1:4318 (/v1/metrics and /v1/traces are added); default: the standard OTEL_EXPORTER_OTLP_* variables, if set")] = None,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
@@ -114,6 +116,11 @@ def run(
                               metrics_port)
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", run_id):
         raise InputError(f"--run-id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if otlp_endpoint is not None:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", otlp_endpoint):
+            raise InputError(f"--otlp-endpoint {otlp_endpoint!r}: expected an http:// or https:// URL, "
+                             "e.g. http://127.0.0.1:4318")
+        os.environ[otlp.FNBENCH_ENV] = otlp_endpoint
     b, text = session.read_runnable(spec_path)
     outcome = session.run(b, text, where, results=results, run_id=run_id, html=not no_html, console=err, warn=warn,
                           recording=session.Recording(spec_path=spec_path))

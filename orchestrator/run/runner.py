@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     collector = Collector(plan.run_id, plan.phase_seconds)  # the gate: each interval once, duplicates dropped
     slo_watch = compare.SloWatch(plan.slos)  # abort_on_fail SLOs, over their trailing window
     aborted: compare.SloAbort | None = None
-    sinks = Fanout([folder, slo_watch, *_metrics_sink(metrics_port, console),
+    sinks = Fanout([folder, slo_watch, *_metrics_sink(metrics_port, console), *_otlp_sink(plan.run_id, console),
                     RunAnnotations.from_env(plan.run_id, plan.name, console),  # no-op without FNBENCH_GRAFANA_URL
                     *sink_seam.configured(plan.run_id)],
                    warn=lambda message: console.print(f"[yellow]warning[/]: {escape(message)}", highlight=False))
@@ -153,6 +154,18 @@ def _metrics_sink(port: int, console: Console) -> list[IntervalMetrics]:
         console.print(f"[yellow]warning[/]: metrics not served on :{port} ({exc.strerror}); use --metrics-port")
         return []
     return [metrics]
+
+
+def _otlp_sink(run_id: str, console: Console) -> list[Any]:
+    """OTLP export when FNBENCH_OTLP_ENDPOINT (``--otlp-endpoint``) or an OTEL_EXPORTER_OTLP_* endpoint is set."""
+    from workers import otlp
+
+    endpoint = os.environ.get(otlp.FNBENCH_ENV, "")
+    where = otlp.configured(endpoint)
+    if not where:
+        return []
+    console.print(f"OTLP: exporting metrics and the slowest requests' spans to {escape(where)}", highlight=False)
+    return [otlp.OtlpSink(run_id, endpoint or None)]
 
 
 def finish(result: RunResult, code: int, folder: RunFolder, console: Console, html: bool) -> RunOutcome:

@@ -247,3 +247,37 @@ def test_function_timeout_ends_the_instance():
         assert isinstance(report, Report) and report.status == "timeout" and report.duration_ms >= 300
         got = ours(lam.endpoint, "rust", [HASH])[0]
         assert got[0][0] == Outcome.ok and got[0][1].cold  # the timed-out sandbox was replaced
+
+
+def test_the_slowest_invocations_carry_the_request_id_report_and_trace_id():
+    """Issue 21: a slow Lambda invocation is found by its x-amzn-RequestId (the REPORT's RequestId), with the
+    REPORT's numbers, and by the X-Amzn-Trace-Id root fnbench sent (tracing.sample: 1)."""
+    with lambda_local.Background(functions(["go"], reserved=4)) as lam:
+        target = Target(name="go", runtime="go", platform="aws-lambda", body=json.dumps(HASH), timeout_s=10,
+                        address={"function": "go", "endpoint_url": lam.endpoint})
+        shard = Shard(run_id="r", shard_id="s", region="local", target=target, phase="warm",
+                      arrival={"kind": "constant", "rps": "40"}, start_at=time.time() + 0.3, duration_s=1.0,
+                      max_in_flight=4, flush_interval_s=5.0, slowest=3, trace_ratio=1.0)
+        intervals = []
+        run_shard(shard, intervals.append)
+    slow = [s for iv in intervals for s in iv.slowest]
+    assert slow and len(slow) <= 3 * len(intervals)
+    for s in slow:
+        assert len(s["request_id"]) == 36 and s["request_id"].count("-") == 4  # a UUID, as Lambda's
+        assert len(s["trace_id"]) == 32 and int(s["trace_id"], 16)
+        report = s["report"]
+        assert report["duration_ms"] > 0 and report["billed_ms"] >= 1 and report["memory_mb"] == 128
+        assert report["max_memory_mb"] > 0
+    assert any("init_ms" in s["report"] for s in slow)  # the cold start is among the slowest
+
+
+def test_the_local_lambda_passes_only_a_well_formed_trace_root_on():
+    from lambda_emulator.server import _trace_root
+
+    assert _trace_root(b"Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1") == \
+        "1-5759e988-bd862e3fe1be46a994272793"
+    assert _trace_root(b"Root=1-5759e988-bd862e3fe1be46a994272793") == "1-5759e988-bd862e3fe1be46a994272793"
+    for bad in (b"", b"Root=1-xyz", b"Root=1-5759e988-bd862e3fe1be46a994272793\r\nX-Evil: 1",
+                b"Root=2-5759e988-bd862e3fe1be46a994272793"):
+        assert _trace_root(bad) == "" or "\r" not in _trace_root(bad)
+    assert _trace_root(b"Root=2-5759e988-bd862e3fe1be46a994272793") == ""
