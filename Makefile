@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 
 
 .PHONY: lambda-ric lambda-demo setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot \
-        system-demo system-lambda-demo system-test
+        system-demo system-lambda-demo system-test otelcol
 
 # What the machine needs beyond Python (toolchains checked; Debian packages installed, asking for root
 # only there): scripts/setup-system.sh says what it installs. FNBENCH_NO_INSTALL=1 only checks.
@@ -75,9 +75,19 @@ lambda-demo: system-lambda-demo functions lambda-ric
 	  --region us-east-1 --role arn:aws:iam::000000000000:role/fnbench && \
 	for spec in $(LAMBDA_SPECS); do $(LAMBDA_ENV) $(BIN)/fnbench run $$spec --metrics-port 0 || exit $$?; done
 
+# The OpenTelemetry Collector the OTLP export tests send to (tools/otelcol: an OTLP receiver and the file
+# exporter, every Go module pinned by its go.mod/go.sum); rebuilt only when those files change.
+OTELCOL := build/tools/otelcol
+$(OTELCOL): tools/otelcol/go.mod tools/otelcol/go.sum $(wildcard tools/otelcol/*.go)
+	mkdir -p $(@D)
+	cd tools/otelcol && go build -mod=readonly -trimpath -buildvcs=false -ldflags='-s -w' -o $(CURDIR)/$@.tmp .
+	mv -f $@.tmp $@
+
+otelcol: $(OTELCOL)
+
 # Every test runs: FNBENCH_TEST_STRICT makes a missing server, browser or build a failure, not a skip
 # (this target installed them); -rs lists any skip that remains, with its reason, at the end.
-test: system-test functions lambda-ric lint
+test: system-test functions lambda-ric otelcol lint
 	PATH="$(CURDIR)/build/tools:$$PATH" FNBENCH_TEST_STRICT=1 $(BIN)/pytest -q -rs
 
 # The chart library inlined into HTML reports (checked in; nothing is fetched at build or test time).

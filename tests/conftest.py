@@ -1,6 +1,6 @@
 import pytest
 
-from tests.servers import FaultServer
+from tests.servers import FaultServer, OtelCollector
 
 
 @pytest.fixture
@@ -18,3 +18,11 @@ def lambda_credentials(monkeypatch):
 def fault_server():
     with FaultServer() as server:
         yield server
+
+
+@pytest.fixture
+def otel_collector(tmp_path):
+    """fnbench's OpenTelemetry Collector on free loopback ports (``OtelCollector``): send OTLP to
+    ``http_endpoint`` (or ``grpc_endpoint``), read what arrived with ``read()`` / ``wait_for()``."""
+    with OtelCollector(tmp_path / "otelcol") as collector:
+        yield collector
