@@ -39,6 +39,7 @@ from orchestrator.report import terminal
 from orchestrator.run import plan as planner
 from orchestrator.run import spec
 from orchestrator.run.dispatch.local import default_workers
+from orchestrator.run.result import RunResult
 from workers import auth, keys
 
 SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")]
@@ -105,6 +106,7 @@ def run(
     retention: Annotated[str, typer.Option(help="with --broker: how long the run's records stay in Redis after its end (e.g. 3d, 12h); `fnbench gc` removes expired runs")] = "3d",
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML for CI: one test case per SLO verdict (value, bound, sentence), or per measured group when the spec sets no SLOs. GITHUB_STEP_SUMMARY, when set, gets the Markdown summary")] = None,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
@@ -121,9 +123,21 @@ def run(
     for e in outcome.result.errors:
         err.print(f"[red]error[/]: {escape(e)}", highlight=False)
     err.print(f"results: {outcome.folder}/result.json")
+    if junit is not None:
+        from orchestrator.report import junit as junit_report
+
+        err.print(f"junit: {junit_report.write(junit, junit_report.from_run(outcome.result))}", highlight=False)
+    _step_summary(outcome.result)
     if outcome.report is not None:
         err.print(f"report: {outcome.report}", highlight=False)
     raise typer.Exit(outcome.exit_code)
+
+
+def _step_summary(result: RunResult) -> None:
+    """GitHub Actions: the run's Markdown summary appended to $GITHUB_STEP_SUMMARY when it is set."""
+    from orchestrator.report import junit as junit_report
+
+    junit_report.append_step_summary(md_report.summary(result), warn)
 
 
 def report(
