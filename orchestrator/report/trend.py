@@ -34,6 +34,7 @@ from orchestrator.report.html import CSS, PALETTE, _vendor, inline_json
 
 BAND_BUDGET = 60  # entries without stored bands whose bands are bootstrapped while building a page
 WEEK_S = 7 * 86400.0
+WEEK_SLACK_S = 3600.0
 MAX_SENTENCES = 12
 MIN_SEGMENT = 3  # runs on each side of a change point drawn  # per first-screen list
 RANK_METRICS = {"p50": ("warm p50", "ms"), "p99": ("warm p99", "ms"), "p999": ("warm p99.9", "ms"),
@@ -265,11 +266,12 @@ def changes(t: Trend, old: int, new: int) -> list[str]:
 
 
 def week_before(t: Trend) -> int | None:
-    """The newest run at least a week older than the newest run."""
+    """The newest run about a week (or more) older than the newest run: a daily schedule's run of the same
+    time a week ago counts although it started seconds later in its day."""
     if not t.runs:
         return None
     newest = t.runs[-1]["start"]
-    older = [i for i, r in enumerate(t.runs) if r["start"] <= newest - WEEK_S]
+    older = [i for i, r in enumerate(t.runs) if r["start"] <= newest - WEEK_S + WEEK_SLACK_S]
     return older[-1] if older else None
 
 
@@ -504,8 +506,8 @@ def leaderboard_page(named: Mapping[str, Sequence[dict[str, Any]]], rank_by: str
                             f"@{r['region']}" for r in ranked],
              "series": [{"label": label, "metric": metric_key, "color": PALETTE[0],
                          "values": [display(metric_key, _metric_of(r, rank_by)) for r in ranked],
-                         "low": [display(metric_key, b[0]) if b and b[0] is not None else None for b in bands],
-                         "high": [display(metric_key, b[1]) if b and b[1] is not None else None for b in bands]}],
+                         "low": [display(metric_key, _r(b[0])) if b and b[0] is not None else None for b in bands],
+                         "high": [display(metric_key, _r(b[1])) if b and b[1] is not None else None for b in bands]}],
              "marks": []}
     data = {"kind": "leaderboard", "x": list(range(len(ranked))), "runs": [r["run_id"] for r in ranked],
             "links": [r["link"] for r in ranked], "charts": [chart] if ranked else []}
@@ -574,26 +576,29 @@ SCRIPT = r"""
       return bars ? (c.categories[i] || "") : date(xs[i]) + " " + data.runs[i];
     }}], bands = [];
     c.series.forEach(function (s) {
-      var base = cols.length;
-      cols.push(s.values);
+      // Lines: the band's two ends first (uPlot fills a band when it draws them, so the value's line goes on
+      // top); bars: the bar first, so both ends' dots stay visible.
       var o = {label: s.label, stroke: s.color, width: 2, spanGaps: true,
                points: {show: xs.length < 60, size: 5, fill: s.color}, value: function (u, v) { return show(v); }};
       if (bars) { o.fill = s.color; o.paths = uPlot.paths.bars({size: [0.6, 60]}); o.points = {show: false}; }
-      series.push(o);
+      if (bars) { cols.push(s.values); series.push(o); }
       if (s.low && s.low.some(function (v) { return v != null; })) {
+        var base = cols.length;
         cols.push(s.high); cols.push(s.low);
         var band = {stroke: alpha(s.color, bars ? 0.9 : 0), width: 0, spanGaps: true, value: function (u, v) { return show(v); },
                     points: bars ? {show: true, size: 8, fill: "#222", stroke: "#222"} : {show: false}};
         if (bars) band.paths = function () { return null; };
         series.push(Object.assign({label: s.label + " 95% high"}, band));
         series.push(Object.assign({label: s.label + " 95% low"}, band));
-        if (!bars) bands.push({series: [base + 1, base + 2], fill: alpha(s.color, 0.18)});
+        if (!bars) bands.push({series: [base, base + 1], fill: alpha(s.color, 0.18)});
       }
+      if (!bars) { cols.push(s.values); series.push(o); }
     });
-    var width = bars ? Math.max(600, Math.min(40 * xs.length + 200, 1200)) : 560;
+    var width = bars ? Math.max(600, Math.min(70 * xs.length + 200, 1200)) : 560;
     var opts = {
       title: c.title, width: width, height: bars ? 320 : 240, bands: bands,
-      scales: {x: bars ? {time: false, range: [-0.5, xs.length - 0.5]} : {time: true}},
+      scales: {x: bars ? {time: false, range: [-0.5, xs.length - 0.5]} : {time: true},
+               y: bars ? {range: function (u, lo, hi) { return [0, hi * 1.1]; }} : {}},
       axes: [bars ? {splits: function () { return xs; }, rotate: -30, size: 90,
                      values: function (u, vals) { return vals.map(function (v) { return c.categories[v] || ""; }); }}
                   : {}, {label: c.ylabel, size: 60}],
