@@ -136,13 +136,17 @@ def scheduler(
     lock_timeout: Annotated[float, typer.Option(min=1, help="seconds a dead scheduler's lock lasts before a standby takes over")] = 5.0,
     loop_interval: Annotated[float, typer.Option(min=0.1, help="beat's longest sleep (seconds); the lock timeout must be at least 3x this")] = 1.0,
     loglevel: Annotated[str, typer.Option(help="log level")] = "WARNING",
+    no_html: Annotated[bool, typer.Option("--no-html", help="do not write RESULTS/<run>/report.html for each scheduled run (the trend page then links its result.json)")] = False,
 ) -> None:
     """Run Celery beat with RedBeat and a worker for headless scheduled runs (queue fnbench.scheduled).
 
-    Start one on each of two hosts: one beats, the other stands by and takes over when it dies."""
+    Start one on each of two hosts: one beats, the other stands by and takes over when it dies.
+    After each firing: the run's report, its history entry and regression check, and the spec's trend
+    page RESULTS/trend-NAME.html written again (serve RESULTS statically to publish it)."""
     from orchestrator.schedule import SchedulerConfig, serve
 
-    serve(SchedulerConfig(require_broker(broker, broker_file), results, concurrency, loop_interval, lock_timeout, loglevel))
+    serve(SchedulerConfig(require_broker(broker, broker_file), results, concurrency, loop_interval, lock_timeout, loglevel,
+                          html=not no_html))
 
 
 def history(

@@ -371,7 +371,8 @@ def trend_page(name: str, entries: Sequence[dict[str, Any]], results: Path | Non
             f'<section id="changed"><h2>What changed</h2>{first_screen(t, by_id)}</section></header>'
             + "".join(cards) + runs_table)
     legend = ('<p class="note">Lines: each run\'s value; shaded: its 95 % bootstrap interval (over the run\'s own '
-              "interval blocks). Dashed grey: a change point (Otava); red: a regression verdict. Hover for values, "
+              "interval blocks; $/1M has none: it is priced from billed durations). Dashed grey: a change point (Otava); "
+              "red: a regression verdict. Hover for values, "
               "drag to zoom, double-click to reset, click to open the run.</p>")
     return _page(f"fnbench trend — {name}", body.replace("</header>", legend + "</header>", 1), data)
 

@@ -459,6 +459,9 @@ def test_every_firing_refreshes_the_trend_page_and_keeps_its_verdict_with_the_ru
     for e in runs:  # each run carries the verdict its firing reached (too few earlier runs yet)
         assert e["check"]["newest"] == e["run_id"] and e["check"]["verdict"].startswith("no verdict"), e.get("check")
     assert "What changed" in text and "Since the last run" in text
+    for e in runs:  # each run's own report, written by the scheduler, is linked from the page
+        assert (tmp_path / "results" / e["run_id"] / "report.html").exists()
+        assert f'href="{e["run_id"]}/report.html"' in text
     # Every run's bands were stored when it was recorded (its own 95 % intervals).
     warm = next(s for s in runs[0]["samples"] if s["phase"] == "warm")
     low, high = warm["bands"]["p50"]
