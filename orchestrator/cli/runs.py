@@ -106,12 +106,14 @@ def run(
     retention: Annotated[str, typer.Option(help="with --broker: how long the run's records stay in Redis after its end (e.g. 3d, 12h); `fnbench gc` removes expired runs")] = "3d",
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
-    junit: Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML for CI: one test case per SLO verdict (value, bound, sentence), or per measured group when the spec sets no SLOs. GITHUB_STEP_SUMMARY, when set, gets the Markdown summary")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML for CI: one test case per SLO verdict (value, bound, sentence), or per measured group when the spec sets no SLOs (never an empty file)")] = None,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
     Exit 0 ok, 1 an SLO failed, 2 bad input or a setup/worker error, 3 load was lost (shards expired or
-    abandoned) or unreadable records were left out, 130 interrupted; the partial result is written in every case."""
+    abandoned) or unreadable records were left out, 130 interrupted; the partial result is written in every case.
+    In CI: --junit FILE for test reports; with GITHUB_STEP_SUMMARY set (GitHub Actions) the run's Markdown
+    summary is appended to that file."""
     where = session.Placement(broker_url(broker, broker_file), workers, spec.parse_span(retention, "--retention"),
                               metrics_port)
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", run_id):
