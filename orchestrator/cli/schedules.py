@@ -152,7 +152,7 @@ def scheduler(
 def history(
     names: Annotated[list[str] | None, typer.Argument(metavar="NAME...", show_default=False, help="the spec's name (`name:` in the YAML); with --html several names (or --all) make a leaderboard; a last argument ending in .html is the page's file")] = None,
     limit: Annotated[int, typer.Option(min=1, help="runs shown")] = 20,
-    check: Annotated[bool, typer.Option("--check", help="judge the newest run against its recent history; exit 1 on a regression. GITHUB_STEP_SUMMARY, when set, gets the verdict as Markdown")] = False,
+    check: Annotated[bool, typer.Option("--check", help="judge the newest run against its recent history (the verdict is kept with it, for its trend page); exit 1 on a regression. GITHUB_STEP_SUMMARY, when set, gets the verdict as Markdown")] = False,
     notify: Annotated[bool, typer.Option("--notify", help="with --check: announce a regression (Grafana annotation, FNBENCH_WEBHOOK_URL)")] = False,
     band: Annotated[float, typer.Option(help="noise band: relative differences within ± this are 'no change'")] = 0.03,
     html: Annotated[bool, typer.Option("--html", help="write an offline HTML page: with one NAME its trend page (percentiles, cold starts, errors and $/1M over the runs with 95 % bands, change points, verdicts, what changed since the last run and the last week) to RESULTS/trend-NAME.html; with several NAMEs or --all a leaderboard (runtime × region ranked by --rank-by) to RESULTS/leaderboard.html; or to a last argument ending in .html")] = False,
@@ -221,6 +221,11 @@ def history(
                 if not f.regressed:
                     out.print(f"  {f.comparison.sentence}", highlight=False, markup=False)
     if verdict is not None:
+        if verdict.newest is not None:  # kept with the run it judged: its trend page marks it
+            try:
+                store.annotate(name, verdict.newest, {"check": verdict.to_dict()})
+            except Exception as exc:  # noqa: BLE001 - the verdict stands without its copy in the history
+                warn(f"warning: the verdict was not kept with run {verdict.newest}: {exc}")
         if junit is not None:
             say(f"junit: {junit_report.write(junit, junit_report.from_check(verdict))}")
         junit_report.append_step_summary(md_report.check_summary(verdict), warn)

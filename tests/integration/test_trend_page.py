@@ -182,6 +182,8 @@ def test_history_check_writes_valid_junit_and_the_step_summary(env, redis_server
     failed = [c for c in suite["testcase"] if "failure" in c]
     assert suite["@failures"] == len(failed) >= 1 and suite["@tests"] == len(suite["testcase"]) >= 3
     assert any(c["@name"] == "no regression: p99 · synthetic @local" for c in failed)
+    kept = store.find("slow-1")["check"]  # the verdict stays with the run, for its trend page
+    assert kept["regressed"] and kept["newest"] == "slow-1"
     md = summary.read_text()
     assert md.startswith("### an earlier step\n### fnbench history `svc`: **regression**")
     assert "| REGRESSION | synthetic | local | p99 |" in md
@@ -247,3 +249,32 @@ def test_run_writes_valid_junit_with_or_without_slos_and_the_step_summary(tmp_pa
             assert "breaks its bound <= 0.001" in cases[0]["failure"]["@message"]
     md = summary.read_text()
     assert md.count("### fnbench `ci-") == 2 and "**PASS**" in md and "**FAIL**" in md
+
+
+HOSTILE = "x<!--<script>y</script>z\u2028&amp;"
+
+
+def test_without_a_broker_the_page_reads_the_run_folders_and_keeps_hostile_names_inert(tmp_path, browser):
+    """No broker: entries are RESULTS/RUN/history.json; each run's folder is linked.  A target name with
+    markup is shown as text and leaves every chart drawn."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FNBENCH_BROKER", "FNBENCH_BROKER_FILE")}
+    results = tmp_path / "results"
+    store = history.FileHistory(results)
+    for e in synthetic_history("local", days=8, targets=2, regions=1):
+        for g in e["groups"] + e["samples"]:
+            g["target"] = g["target"].replace("go-1", HOSTILE)
+        store.add(e, history.Retention(keep=None, max_age_s=None))
+        (results / e["run_id"] / "report.html").write_text("<!doctype html><title>r</title>")
+    r = fnbench(env, "history", "local", "--html", "--results", str(results))
+    assert r.returncode == 0, r.stderr
+    page = results / "trend-local.html"
+    text = page.read_text()
+    assert text.count("<script") == 3 and HOSTILE not in text  # escaped everywhere, never raw markup
+    browser.open(page.as_uri())
+    assert browser.problems() == []
+    drawn = browser.eval(DRAWN)
+    assert len(drawn) == 2 * 4 and all(max(d["counts"]) > 20 for d in drawn.values()), drawn
+    assert any(HOSTILE in t for t in browser.eval("Object.values(window.fnbench.specs).map(c => c.title)"))
+    links = browser.eval("Array.from(document.querySelectorAll('#runs a')).map(a => a.getAttribute('href'))")
+    assert links == [f"local-{d:03d}/report.html" for d in range(7, -1, -1)]
+    assert browser.eval("document.querySelectorAll('script').length") == 3
