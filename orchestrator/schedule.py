@@ -717,18 +717,37 @@ def run_firing(name: str, fire: str, due: float | None = None, sig: str | None =
                           recording=session.Recording(git=rec.get("git") or "", schedule=name,
                                                       extra={"fire": fire, "due": due}, history_broker=cfg.broker))
     verdict = "not checked"
+    store = history.RedisHistory(schedules.r)
     try:
-        entries = history.RedisHistory(schedules.r).entries(rec["spec_name"], limit=history.WINDOW * 4)
+        entries = store.entries(rec["spec_name"], limit=history.WINDOW * 4)
         result = history.check(rec["spec_name"], entries)
         verdict = result.verdict
+        if result.newest == outcome.result.run_id:  # kept with the run: the trend page marks it
+            store.annotate(rec["spec_name"], outcome.result.run_id, {"check": result.to_dict()})
         if result.failed:
             log.warning("%s", result.message())
             history.notify(result, say)
     except Exception as exc:  # noqa: BLE001 - the run is recorded; say why it was not judged
         log.warning("schedule %s: regression check failed: %s", name, exc)
+    refresh_trend(store, rec["spec_name"], cfg.results_root)
     schedules.note(name, last_run=outcome.result.run_id, last_started=started, last_exit=outcome.exit_code,
                    last_verdict=verdict, last_due=due)
     return {"state": "done", "run_id": outcome.result.run_id, "exit_code": outcome.exit_code, "verdict": verdict}
+
+
+def refresh_trend(store: history.History, spec_name: str, results_root: Path) -> Path | None:
+    """Write the spec's trend page (RESULTS/trend-NAME.html) again after a firing, so it can be served
+    statically; a page that cannot be written is a warning."""
+    from orchestrator.report import trend
+
+    try:
+        entries = store.entries(spec_name)
+        if not entries:
+            return None
+        return trend.write_trend(spec_name, entries, trend.default_trend_path(results_root, spec_name), results_root)
+    except Exception as exc:  # noqa: BLE001 - the run and its verdict stand without the page
+        log.warning("schedule: trend page of %s not refreshed: %s", spec_name, exc)
+        return None
 
 
 def _register_task(app: Any) -> None:

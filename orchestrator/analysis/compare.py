@@ -627,3 +627,46 @@ def _window_metric(intervals: Sequence[Interval], metric: str, window_s: float) 
         if encoded:
             merged.add_encoded(encoded)
     return merged.summary().stat(stat) if merged.total else None
+
+
+# -- one run's own intervals (the bands of the trend page) ------------------------------------------
+LEVEL_METRICS = ("p50", "p99", "p999", "error_rate")
+COLD_LEVEL_METRICS = ("init_p50", "init_p99")
+_PERCENT_LEVEL = {**_PERCENT, "init_p99": 99.0}
+
+
+def levels(blocks: Sequence[Block], metrics: Sequence[str], replicates: int = 400, level: float = LEVEL,
+           seed: int | None = 0) -> dict[str, tuple[float | None, float | None]]:
+    """Each metric's 95 % percentile interval over one run's own blocks (resampled with replacement, merged,
+    the statistic read off the merged counts): the uncertainty of that run's value, drawn as a band.
+    Error rates are fractions; percentiles ms.  (None, None) without data or with a single block."""
+    import numpy as np
+
+    out: dict[str, tuple[float | None, float | None]] = dict.fromkeys(metrics, (None, None))
+    if len(blocks) < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - level) / 2.0
+    w = _weights(rng, len(blocks), replicates)
+    cums: dict[str, Any] = {}
+    for metric in metrics:
+        if metric == "error_rate":
+            t, e = (np.array([getattr(b, f) for b in blocks], dtype=np.float64) for f in ("total", "errors"))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rates = (w @ e) / (w @ t)
+            rates = rates[np.isfinite(rates)]
+            if rates.size:
+                out[metric] = (float(np.quantile(rates, alpha)), float(np.quantile(rates, 1 - alpha)))
+            continue
+        which = "init" if metric.startswith("init") else "response"
+        if which not in cums:
+            counts, _, support = _matrix(blocks, (), which)
+            cums[which] = (np.cumsum(w @ counts, axis=1), support) if support.size and counts.sum() else None
+        found = cums[which]
+        if found is None:
+            continue
+        values = _percentiles(found[0], found[1], _PERCENT_LEVEL[metric])
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[metric] = (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+    return out

@@ -103,8 +103,14 @@ def make_entry(result: RunResult, intervals: Sequence[Any], *, name: str | None 
         "broker": result.broker, "slo_failed": result.slo_failed,
         "groups": [group_summary(g) for g in result.groups],
         "samples": [{"region": s.region, "target": s.target, "runtime": s.runtime, "workload": s.workload,
-                     "phase": s.phase, "blocks": [b.to_dict() for b in s.blocks]} for s in samples],
+                     "phase": s.phase, "blocks": [b.to_dict() for b in s.blocks], "bands": bands(s)} for s in samples],
     }
+
+
+def bands(sample: compare.Sample) -> dict[str, list[float | None]]:
+    """The 95 % bootstrap interval of each of the sample's own values (the trend page's bands), over its blocks."""
+    metrics = compare.COLD_LEVEL_METRICS if sample.phase == "cold" else compare.LEVEL_METRICS
+    return {m: list(v) for m, v in compare.levels(sample.blocks, metrics).items()}
 
 
 def samples_of(entry: dict[str, Any]) -> list[compare.Sample]:
@@ -118,6 +124,7 @@ class History(Protocol):
     def entries(self, name: str, limit: int | None = None) -> list[dict[str, Any]]: ...
     def find(self, run_id: str) -> dict[str, Any] | None: ...
     def names(self) -> list[str]: ...
+    def annotate(self, name: str, run_id: str, fields: dict[str, Any]) -> bool: ...
 
 
 def redis_error() -> type[Exception]:
@@ -208,6 +215,14 @@ class RedisHistory:
     def names(self) -> list[str]:
         return sorted(n.decode() for n in self.r.smembers(keys.HISTORY_NAMES))
 
+    def annotate(self, name: str, run_id: str, fields: dict[str, Any]) -> bool:
+        """Add ``fields`` to a stored entry (e.g. its regression verdict), keeping its expiry; False if it is gone."""
+        key = keys.history_entry(name, run_id)
+        raw = self.r.get(key)
+        if not raw:
+            return False
+        return bool(self.r.set(key, orjson.dumps({**orjson.loads(raw), **fields}), keepttl=True, xx=True))
+
 
 class FileHistory:
     """History without a broker: one ``history.json`` in each run's folder (results/<run_id>/), so the
@@ -261,6 +276,16 @@ class FileHistory:
 
     def names(self) -> list[str]:
         return sorted({str(e.get("name")) for e in self._all()})
+
+    def annotate(self, name: str, run_id: str, fields: dict[str, Any]) -> bool:
+        entry = self.find(run_id)
+        if entry is None or entry.get("name") != name:
+            return False
+        path = self._path(run_id)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_bytes(orjson.dumps({**entry, **fields}))
+        os.replace(tmp, path)
+        return True
 
 
 def open_history(broker: str | None, results_root: Path = Path("results")) -> History:

@@ -40,6 +40,7 @@ from orchestrator.report import terminal
 from orchestrator.run import plan as planner
 from orchestrator.run import spec
 from orchestrator.run.dispatch.local import default_workers
+from orchestrator.run.result import RunResult
 from workers import auth, keys, otlp
 
 SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="benchmark YAML (see examples/)")]
@@ -107,11 +108,14 @@ def run(
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option("--otlp-endpoint", metavar="URL", help="export the run's metrics (latency as exponential histograms) and its slowest requests as spans over OTLP/HTTP to this base URL, e.g. http://127.0.0.1:4318 (/v1/metrics and /v1/traces are added); default: the standard OTEL_EXPORTER_OTLP_* variables, if set")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML for CI: one test case per SLO verdict (value, bound, sentence), or per measured group when the spec sets no SLOs (never an empty file)")] = None,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
     Exit 0 ok, 1 an SLO failed, 2 bad input or a setup/worker error, 3 load was lost (shards expired or
-    abandoned) or unreadable records were left out, 130 interrupted; the partial result is written in every case."""
+    abandoned) or unreadable records were left out, 130 interrupted; the partial result is written in every case.
+    In CI: --junit FILE for test reports; with GITHUB_STEP_SUMMARY set (GitHub Actions) the run's Markdown
+    summary is appended to that file."""
     where = session.Placement(broker_url(broker, broker_file), workers, spec.parse_span(retention, "--retention"),
                               metrics_port)
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", run_id):
@@ -128,9 +132,21 @@ def run(
     for e in outcome.result.errors:
         err.print(f"[red]error[/]: {escape(e)}", highlight=False)
     err.print(f"results: {outcome.folder}/result.json")
+    if junit is not None:
+        from orchestrator.report import junit as junit_report
+
+        err.print(f"junit: {junit_report.write(junit, junit_report.from_run(outcome.result))}", highlight=False)
+    _step_summary(outcome.result)
     if outcome.report is not None:
         err.print(f"report: {outcome.report}", highlight=False)
     raise typer.Exit(outcome.exit_code)
+
+
+def _step_summary(result: RunResult) -> None:
+    """GitHub Actions: the run's Markdown summary appended to $GITHUB_STEP_SUMMARY when it is set."""
+    from orchestrator.report import junit as junit_report
+
+    junit_report.append_step_summary(md_report.summary(result), warn)
 
 
 def report(

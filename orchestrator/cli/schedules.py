@@ -136,37 +136,83 @@ def scheduler(
     lock_timeout: Annotated[float, typer.Option(min=1, help="seconds a dead scheduler's lock lasts before a standby takes over")] = 5.0,
     loop_interval: Annotated[float, typer.Option(min=0.1, help="beat's longest sleep (seconds); the lock timeout must be at least 3x this")] = 1.0,
     loglevel: Annotated[str, typer.Option(help="log level")] = "WARNING",
+    no_html: Annotated[bool, typer.Option("--no-html", help="do not write RESULTS/<run>/report.html for each scheduled run (the trend page then links its result.json)")] = False,
 ) -> None:
     """Run Celery beat with RedBeat and a worker for headless scheduled runs (queue fnbench.scheduled).
 
-    Start one on each of two hosts: one beats, the other stands by and takes over when it dies."""
+    Start one on each of two hosts: one beats, the other stands by and takes over when it dies.
+    After each firing: the run's report, its history entry and regression check, and the spec's trend
+    page RESULTS/trend-NAME.html written again (serve RESULTS statically to publish it)."""
     from orchestrator.schedule import SchedulerConfig, serve
 
-    serve(SchedulerConfig(require_broker(broker, broker_file), results, concurrency, loop_interval, lock_timeout, loglevel))
+    serve(SchedulerConfig(require_broker(broker, broker_file), results, concurrency, loop_interval, lock_timeout, loglevel,
+                          html=not no_html))
 
 
 def history(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="the spec's name (`name:` in the YAML)")],
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAME...", show_default=False, help="the spec's name (`name:` in the YAML); with --html several names (or --all) make a leaderboard; a last argument ending in .html is the page's file")] = None,
     limit: Annotated[int, typer.Option(min=1, help="runs shown")] = 20,
-    check: Annotated[bool, typer.Option("--check", help="judge the newest run against its recent history; exit 1 on a regression")] = False,
+    check: Annotated[bool, typer.Option("--check", help="judge the newest run against its recent history (the verdict is kept with it, for its trend page); exit 1 on a regression. GITHUB_STEP_SUMMARY, when set, gets the verdict as Markdown")] = False,
     notify: Annotated[bool, typer.Option("--notify", help="with --check: announce a regression (Grafana annotation, FNBENCH_WEBHOOK_URL)")] = False,
     band: Annotated[float, typer.Option(help="noise band: relative differences within ± this are 'no change'")] = 0.03,
+    html: Annotated[bool, typer.Option("--html", help="write an offline HTML page: with one NAME its trend page (percentiles, cold starts, errors and $/1M over the runs with 95 % bands, change points, verdicts, what changed since the last run and the last week) to RESULTS/trend-NAME.html; with several NAMEs or --all a leaderboard (runtime × region ranked by --rank-by) to RESULTS/leaderboard.html; or to a last argument ending in .html")] = False,
+    all_names: Annotated[bool, typer.Option("--all", help="with --html: a leaderboard of every spec name in the history")] = False,
+    rank_by: Annotated[str, typer.Option("--rank-by", metavar="METRIC", help="the leaderboard's ranking metric (lower is better): p50, p99, p999, error_rate, init_p50, init_p99, cost")] = "p99",
+    junit: Annotated[Path | None, typer.Option("--junit", help="with --check: write JUnit XML (one test case per regression verdict, with its value, bound and sentence) for CI")] = None,
     json_out: JsonOpt = False,
     broker: BrokerOpt = None,
     broker_file: BrokerFileOpt = None,
-    results: Annotated[Path, typer.Option(help="results root (without a broker, history entries are RESULTS/<run>/history.json)")] = Path("results"),
+    results: Annotated[Path, typer.Option(help="results root (without a broker, history entries are RESULTS/<run>/history.json; pages link the runs' reports here)")] = Path("results"),
 ) -> None:
-    """Runs of a spec per target × region, newest first, with a trend glyph per column."""
-    entries = hist.open_history(broker_url(broker, broker_file), results).entries(name)
+    """Runs of a spec per target × region, newest first, with a trend glyph per column.
+
+    `fnbench history NAME --html` writes its trend page; `fnbench history A B --html` (or `--all --html`)
+    a leaderboard; `fnbench history NAME --check --junit FILE` a JUnit file for CI."""
+    from orchestrator.report import junit as junit_report
+    from orchestrator.report import markdown as md_report
+    from orchestrator.report import trend
+
+    names = list(names or [])
+    out_file = Path(names.pop()) if html and names and names[-1].lower().endswith((".html", ".htm")) else None
+    if rank_by not in trend.RANK_METRICS:
+        raise InputError(f"--rank-by {rank_by!r}: use one of {', '.join(trend.RANK_METRICS)}")
+    if junit is not None and not check:
+        raise InputError("--junit needs --check (the JUnit file holds the regression verdicts)")
+    store = hist.open_history(broker_url(broker, broker_file), results)
+    if all_names:
+        if not html:
+            raise InputError("--all needs --html (it draws the leaderboard)")
+        names = store.names()
+        if not names:
+            raise InputError("no runs recorded in the history")
+    if not names:
+        raise InputError("give a spec NAME (or --all --html for a leaderboard)")
+    if len(names) > 1 or all_names:
+        if not html:
+            raise InputError(f"{len(names)} names: give one NAME, or add --html for a leaderboard of several")
+        if check:
+            raise InputError("--check judges one NAME at a time")
+        named = {n: store.entries(n, limit=2) for n in names}
+        empty = [n for n, e in named.items() if not e]
+        if empty:
+            raise InputError("no runs recorded for " + ", ".join(repr(n) for n in empty))
+        written = trend.write_leaderboard(named, out_file or results / "leaderboard.html", rank_by, results)
+        say(f"leaderboard: {written}")
+        return
+    name = names[0]
+    entries = store.entries(name)
     verdict = hist.check(name, entries, band=band) if check else None
     if not entries:
         raise InputError(f"no runs recorded for {name!r}")
+    if html:
+        written = trend.write_trend(name, entries, out_file or trend.default_trend_path(results, name), results)
+        say(f"trend page: {written}")
     if json_out:
         doc: dict[str, Any] = {"name": name, "runs": [{k: v for k, v in e.items() if k != "samples"} for e in entries[:limit]]}
         if verdict is not None:
             doc["check"] = verdict.to_dict()
         dump(doc)
-    else:
+    elif not html or verdict is not None:
         for table in terminal.history_tables(name, entries, limit, band):
             out.print(table)
         if verdict is not None:
@@ -174,8 +220,17 @@ def history(
             for f in verdict.findings:
                 if not f.regressed:
                     out.print(f"  {f.comparison.sentence}", highlight=False, markup=False)
-    if verdict is not None and notify:
-        hist.notify(verdict, warn)
+    if verdict is not None:
+        if verdict.newest is not None:  # kept with the run it judged: its trend page marks it
+            try:
+                store.annotate(name, verdict.newest, {"check": verdict.to_dict()})
+            except Exception as exc:  # noqa: BLE001 - the verdict stands without its copy in the history
+                warn(f"warning: the verdict was not kept with run {verdict.newest}: {exc}")
+        if junit is not None:
+            say(f"junit: {junit_report.write(junit, junit_report.from_check(verdict))}")
+        junit_report.append_step_summary(md_report.check_summary(verdict), warn)
+        if notify:
+            hist.notify(verdict, warn)
     raise typer.Exit(1 if verdict is not None and verdict.failed else 0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from orchestrator.analysis.compare import relative_to
 from orchestrator.report.html import RunData, health, verdict
@@ -55,3 +56,24 @@ def summary(result: RunResult, damage: Sequence[str] = ()) -> str:
 
 def render(runs: Sequence[RunData]) -> str:
     return "\n".join(summary(r.result, r.damage) for r in runs)
+
+
+def check_summary(check: Any) -> str:
+    """A history check (history.Check) as Markdown: the verdict and one row per regression verdict."""
+    out = [f"### fnbench history `{_cell(check.name)}`: **{check.verdict}** (newest run `{check.newest or '–'}`)", ""]
+    if check.findings:
+        out += ["| verdict | target | region | metric | newest | window | change (95 % CI) | sentence |",
+                "|---|---|---|---|--:|--:|---|---|"]
+        for f in check.findings:
+            c = f.comparison
+            scale, unit = (100, " %") if c.relative else (1, " pp")
+            change = (f"{c.change * scale:+.1f}{unit} ({c.low * scale:+.1f} to {c.high * scale:+.1f})"
+                      if c.change is not None and c.low is not None and c.high is not None else "–")
+            out.append("| " + " | ".join(_cell(x) for x in (
+                "REGRESSION" if f.regressed else c.verdict, f.target, f.region, f.metric, _n(c.subject_value),
+                _n(c.reference_value), change, c.sentence)) + " |")
+    for line in check.no_data:
+        out.append(f"\n> NO DATA: {_cell(line)}")
+    if not check.findings and check.reason:
+        out.append(f"no verdict: {_cell(check.reason)}")
+    return "\n".join(out) + "\n"

@@ -436,6 +436,39 @@ def test_a_beat_that_loses_its_lock_takes_it_again_and_keeps_firing(env, redis_s
         scheduler.stop()
 
 
+def test_every_firing_refreshes_the_trend_page_and_keeps_its_verdict_with_the_run(env, redis_server, tmp_path,
+                                                                                   synthetic_target):
+    """After each firing the scheduler writes RESULTS/trend-NAME.html again (to be served statically) and
+    stores the regression check with the run it judged, where the page marks it (issue 23)."""
+    r = redis_server.client()
+    spec = _spec(tmp_path, synthetic_target, name="trended")
+    assert fnbench(env, "schedule", "add", "trend4", str(spec), "--every", "4s", "--local").returncode == 0
+    scheduler = Scheduler(env, tmp_path, "trend")
+    page = tmp_path / "results" / "trend-trended.html"
+    try:
+        def shows_every_run() -> bool:
+            runs = _scheduled(r, "trended")
+            return len(runs) >= 2 and page.exists() and all(f'"{e["run_id"]}"' in page.read_text() for e in runs)
+
+        wait_for(shows_every_run, 60, "a trend page showing two scheduled runs")
+    finally:
+        scheduler.stop()
+    runs = _scheduled(r, "trended")
+    text = page.read_text()
+    assert all(e["run_id"] in text for e in runs)
+    for e in runs:  # each run carries the verdict its firing reached (too few earlier runs yet)
+        assert e["check"]["newest"] == e["run_id"] and e["check"]["verdict"].startswith("no verdict"), e.get("check")
+    assert "What changed" in text and "Since the last run" in text
+    for e in runs:  # each run's own report, written by the scheduler, is linked from the page
+        assert (tmp_path / "results" / e["run_id"] / "report.html").exists()
+        assert f'href="{e["run_id"]}/report.html"' in text
+    # Every run's bands were stored when it was recorded (its own 95 % intervals).
+    warm = next(s for s in runs[0]["samples"] if s["phase"] == "warm")
+    low, high = warm["bands"]["p50"]
+    p50 = next(g["p50"] for g in runs[0]["groups"] if g["phase"] == "warm")
+    assert low <= p50 <= high
+
+
 # -- schedules cannot be fired or revived through Redis (issue 20 item 5) ---------------------------------
 # The whole record is signed (paused and a version included); every firing, by beat or by hand, is checked
 # against it; a removal leaves a signed tombstone and the scheduler remembers the newest version it has
