@@ -276,6 +276,7 @@ def write_spec(path: Path, url: str, args: argparse.Namespace, region: str) -> P
         load: {{executor: constant, rps: {args.rps}, max_in_flight: 64}}
         duration: {int(args.minutes * 60)}s
         flush_interval: {args.flush_interval}s
+        sharding: {{slice: {args.slice}s}}
         """))
     return path
 
@@ -588,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="distributed: trace the worker's processes (FNBENCH_MEMTRACE) with a snapshot every "
                          "PERIOD_S s and print the allocation sites that grew after the warm-up (RSS then "
                          "includes tracemalloc's own memory; a diagnosis, not the goal figure)")
+    ap.add_argument("--slice", type=float, default=300.0,
+                    help="the spec's sharding.slice in seconds (default 300, the default): shorter slices show "
+                         "what a worker keeps from one shard to the next sooner")
     ap.add_argument("--retention", default="1h", help="distributed: --retention of the run (default 1h)")
     ap.add_argument("--target", choices=["auto", "nginx", "synthetic"], default="auto")
     ap.add_argument("--json", action="store_true", help="JSON on stdout (progress on stderr)")

@@ -318,36 +318,28 @@ def _counts_of(hist: HdrHistogram) -> Sequence[int]:
     return counts
 
 
-def buckets(encoded: str) -> Iterator[tuple[int, int]]:
+def buckets(encoded: str, median: bool = False) -> Iterator[tuple[int, int]]:
     """(highest equivalent value in µs, count) of each non-empty bucket, in value order; scanned in C
-    for fnbench's layout (hdrh's recorded iterator takes ~35 ms a histogram)."""
+    for fnbench's layout (hdrh's recorded iterator takes ~35 ms a histogram).  ``median``: each
+    bucket's median equivalent value instead."""
     if not encoded:
         return iter(())
     with decoded(encoded) as d:
         if d is not None:
             counts = d.counts[d.lo:d.hi + 1]  # a copy: the scratch array is zeroed on exit
-            values = map(layout().highest.__getitem__, compress(range(d.lo, d.hi + 1), counts))
+            table = layout().median if median else layout().highest
+            values = map(table.__getitem__, compress(range(d.lo, d.hi + 1), counts))
             return zip(values, compress(counts, counts), strict=True)
     hist = HdrHistogram.decode(encoded)  # empty, or another layout (rare); bounded: decoded() checked it
     counts = _counts_of(hist)
-    return ((hist.get_highest_equivalent_value(hist.get_value_from_index(i)), counts[i])
-            for i in compress(range(len(counts)), counts))
+    value_at = hist.get_median_equivalent_value if median else hist.get_highest_equivalent_value
+    return ((value_at(hist.get_value_from_index(i)), counts[i]) for i in compress(range(len(counts)), counts))
 
 
 def medians(encoded: str) -> Iterator[tuple[int, int]]:
     """(median equivalent value in µs, count) of each non-empty bucket, in value order: the value a
     bucket's count stands for when it is re-bucketed into another layout (OTLP exponential buckets)."""
-    if not encoded:
-        return iter(())
-    with decoded(encoded) as d:
-        if d is not None:
-            counts = d.counts[d.lo:d.hi + 1]  # a copy: the scratch array is zeroed on exit
-            values = map(layout().median.__getitem__, compress(range(d.lo, d.hi + 1), counts))
-            return zip(values, compress(counts, counts), strict=True)
-    hist = HdrHistogram.decode(encoded)
-    counts = _counts_of(hist)
-    return ((hist.get_median_equivalent_value(hist.get_value_from_index(i)), counts[i])
-            for i in compress(range(len(counts)), counts))
+    return buckets(encoded, median=True)
 
 
 # -- summaries ------------------------------------------------------------------------------------

@@ -176,14 +176,17 @@ def from_check(check: Any) -> str:
 
 
 # -- files ---------------------------------------------------------------------------------------------
-def write(path: Path, text: str) -> Path:
+def write(path: Path, text: str, what: str = "") -> Path:
+    """``text`` to ``path`` whole or not at all (a temporary file moved into place); InputError naming
+    the path (``what``: what it is, for the message; default the --junit file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:
-        raise InputError(f"--junit {path}: cannot write: {exc.strerror}") from None
+        raise InputError(f"{path}: cannot write {what}: {exc.strerror}" if what
+                         else f"--junit {path}: cannot write: {exc.strerror}") from None
     return path
 
 

@@ -30,6 +30,7 @@ from urllib.parse import quote
 from orchestrator.analysis import compare
 from orchestrator.analysis import history as hist
 from orchestrator.errors import InputError
+from orchestrator.report import junit
 from orchestrator.report.html import CSS, PALETTE, _vendor, inline_json
 
 BAND_BUDGET = 60  # entries without stored bands whose bands are bootstrapped while building a page
@@ -391,14 +392,7 @@ def _page(title: str, body: str, data: dict[str, Any]) -> str:
 
 
 def write(path: Path, text: str) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the page: {exc.strerror}") from None
-    return path
+    return junit.write(path, text, "the page")
 
 
 def default_trend_path(results: Path, name: str) -> Path:
