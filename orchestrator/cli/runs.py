@@ -107,6 +107,7 @@ def run(
     run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (letters, digits, . _ -) instead of NAME-DATE-TIME-XXXX")] = None,
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option("--otlp-endpoint", metavar="URL", help="export the run's metrics (latency as exponential histograms) and its slowest requests as spans over OTLP/HTTP to this base URL, e.g. http://127.0.0.1:4318 (/v1/metrics and /v1/traces are added); default: the standard OTEL_EXPORTER_OTLP_* variables, if set")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="a memory sweep: afterwards set each function to the size its strategy chose (sweep.strategy), instead of the size it had")] = False,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
@@ -122,8 +123,10 @@ def run(
                              "e.g. http://127.0.0.1:4318")
         os.environ[otlp.FNBENCH_ENV] = otlp_endpoint
     b, text = session.read_runnable(spec_path)
+    if apply and not spec.sizes(b):
+        raise InputError(f"--apply: {spec_path} is not a memory sweep (no target lists memory_sizes)")
     outcome = session.run(b, text, where, results=results, run_id=run_id, html=not no_html, console=err, warn=warn,
-                          recording=session.Recording(spec_path=spec_path))
+                          recording=session.Recording(spec_path=spec_path), apply=apply)
     show(outcome.result, json_out)
     for e in outcome.result.errors:
         err.print(f"[red]error[/]: {escape(e)}", highlight=False)
