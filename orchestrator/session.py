@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from orchestrator.analysis import history, sweep
+from orchestrator.analysis import budget, history, sweep
 from orchestrator.errors import InputError, SpecError
 from orchestrator.report.html import RunData, load_run
 from orchestrator.run import plan as planner
@@ -41,7 +41,7 @@ def runnable(text: str, source: str) -> Benchmark:
     every problem with its YAML path otherwise."""
     b = spec.load_text(text, source)
     problems = (spec.run_problems(b) + spec.allow_list_problems(b)
-                + planner.limit_problems(b, steps=max(1, len(spec.sizes(b)))))
+                + planner.limit_problems(b, steps=max(1, len(spec.sizes(b)))) + budget.problems(b))
     if problems:
         raise SpecError(source, problems)
     return b

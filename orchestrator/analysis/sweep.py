@@ -50,8 +50,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.analysis import compare
-from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, exit_code
+from orchestrator.analysis import budget, compare
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SLO, exit_code
 from orchestrator.run import plan as planner
 from orchestrator.run import runner
 from orchestrator.run.collect import Collector
@@ -142,6 +142,8 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
     start_at: float | None = None
     codes: list[int] = []
     measured: list[Any] = []  # every step's intervals, in order
+    spent = budget.BudgetWatch(None, None)  # the budget (max_cost_usd, max_invocations) holds over every step
+    aborted_by: dict[str, Any] | None = None
     try:
         for n, size in enumerate(steps, 1):
             if stop_event is not None and stop_event.is_set():
@@ -157,7 +159,7 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
                 break
             console.print(f"  Memory Size {size} MB on {len(_functions(b, size))} function(s) after "
                           f"{time.monotonic() - began:.1f} s", highlight=False)
-            step = step_spec(b, size)
+            step = _within_budget(step_spec(b, size), b, spent)
             try:
                 dispatcher, first = first or make_dispatcher(), None
                 outcome = runner.run(step, spec_text(step), dispatcher, folder.path / "steps",
@@ -175,8 +177,14 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
             for iv in read_intervals(step_file) if step_file.exists() else ():
                 folder.add(iv)
                 measured.append(iv)
+                spent.add(iv)
             if r.interrupted or outcome.exit_code == EXIT_INTERRUPTED:
                 interrupted = True
+                break
+            if r.aborted_by is not None and "budget" in r.aborted_by:
+                aborted_by = dict(r.aborted_by)
+                console.print(f"memory sweep: stopped at {size} MB by its budget ({aborted_by['budget']})",
+                              highlight=False)
                 break
     finally:
         restored = _restore(controls, console)
@@ -184,7 +192,10 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
     folder.close()
     result, code = conclude(b, run_id, measured, gaps, errors, name=b.name, interrupted=interrupted,
                             incomplete=bool(folder.errors), start_at=start_at)
-    if apply and not interrupted and result.sweep is not None:
+    if aborted_by is not None:  # stopped by its budget: exit 1, as an SLO abort (and nothing applied)
+        result = dataclasses.replace(result, aborted_by=aborted_by)
+        code = max(code, EXIT_SLO)
+    elif apply and not interrupted and result.sweep is not None:
         problems = apply_choices(b, result.sweep, controls, console)
         if problems:
             result = dataclasses.replace(result, errors=tuple(result.errors) + tuple(problems))
@@ -194,6 +205,16 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
     elif any(c == EXIT_INPUT for c in codes):
         code = max(code, EXIT_INPUT)
     return runner.finish(result, code, folder, console, html)
+
+
+def _within_budget(step: Benchmark, b: Benchmark, spent: budget.BudgetWatch) -> Benchmark:
+    """A step's budget: what the sweep's budget leaves after the steps before it."""
+    update: dict[str, Any] = {}
+    if b.max_cost_usd is not None:
+        update["max_cost_usd"] = b.max_cost_usd - spent.cost_usd
+    if b.max_invocations is not None:
+        update["max_invocations"] = b.max_invocations - spent.invocations
+    return step.model_copy(update=update) if update else step
 
 
 def apply_choices(b: Benchmark, sweep: dict[str, Any], controls: _Controls, console: Console) -> list[str]:

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from orchestrator import session
+from orchestrator.analysis import budget
 from orchestrator.analysis.sweep import step_spec
 from orchestrator.cli.common import (
     BROKER_ENV,
@@ -86,8 +87,16 @@ def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC")],
     workers: Annotated[int, typer.Option(min=1, max=4096, help="worker processes the rate is split over")] = 1,
 ) -> None:
-    """Show the shards a spec splits into (rates as exact fractions)."""
+    """Show the shards a spec splits into (rates as exact fractions), and the budget estimate.
+
+    Exit 2 when the estimate exceeds the spec's max_cost_usd or max_invocations."""
     b = spec.load(spec_path)
+    estimate = budget.estimate(b)
+    if any(line.billed for line in estimate.lines) or b.max_cost_usd is not None or b.max_invocations is not None:
+        out.print(escape(estimate.text()), highlight=False)
+    over = budget.problems(b)
+    if over:
+        raise SpecError(str(spec_path), over)
     sizes = spec.sizes(b)
     steps = [(f"memory sweep step {n}/{len(sizes)}: {m} MB (set by the control plane first; "
               "start times are from the step's start)", step_spec(b, m)) for n, m in enumerate(sizes, 1)] or [("", b)]

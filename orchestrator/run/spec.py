@@ -210,6 +210,8 @@ class Benchmark(_Model):
     max_invocations: Annotated[int | None, NotBool] = Field(default=None, ge=1)
     # The billed ms per invocation the estimate assumes; unset: each target's timeout (the worst case).
     expected_billed_ms: Annotated[float | None, NotBool] = Field(default=None, gt=0, allow_inf_nan=False)
+    # The Memory Size the estimate assumes where no sweep step gives one; unset: 10,240 MB (the worst case).
+    expected_memory_mb: Annotated[int | None, NotBool] = Field(default=None, ge=128, le=10240)
 
     def schedule(self) -> arrivals.Schedule:
         """The per-target, per-region arrival schedule of the measured phase."""
