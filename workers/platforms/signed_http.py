@@ -51,7 +51,10 @@ class SignedHttpInvoker(SignsEachSecond, HttpInvoker):
         path, _, query = target_path.partition("?")
         self.path = path
         self.query = canonical_query(parse_qsl(query, keep_blank_values=True))
-        self.headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
+        self.headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, _, value = line.partition(": ")
+            self.headers.append((name, value))
         self.body = body
         self.payload_hash = hashlib.sha256(body).hexdigest()
         self.conn_class = _SignedHeadConnection if self.conn_class is _HeadConnection else _SignedConnection
@@ -66,7 +69,7 @@ class SignedHttpInvoker(SignsEachSecond, HttpInvoker):
         await super().start()
 
     def request_bytes(self, amz_date: str, creds: Credentials) -> bytes:
-        headers = dict(self.headers)
+        headers: dict[str, str] = dict(self.headers)
         headers["x-amz-date"] = amz_date
         if creds.token:
             headers["x-amz-security-token"] = creds.token
