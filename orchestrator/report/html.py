@@ -609,9 +609,14 @@ def _frontier(sweep: dict[str, Any], charts: Charts) -> str:
                       "frontier", series, unit, note=" (no size was measured)")
 
 
-def _sweep(sweep: dict[str, Any]) -> str:
-    from orchestrator.analysis.sweep import _marks
+def _marks(entry: dict[str, Any], mb: int) -> str:
+    """`` *`` on the size the sweep's strategy chose, and which strategies choose it (C, S, B)."""
+    choices = entry.get("choices") or {"cost": entry.get("cheapest_mb")}
+    letters = "".join(s[0].upper() for s in ("cost", "speed", "balanced") if choices.get(s) == mb)
+    return (" *" if entry.get("chosen_mb", entry.get("cheapest_mb")) == mb else "") + (f" {letters}" if letters else "")
 
+
+def _sweep(sweep: dict[str, Any]) -> str:
     rows = []
     for name, entry in sweep.get("targets", {}).items():
         for mb, p in entry["curve"].items():

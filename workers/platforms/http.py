@@ -982,11 +982,8 @@ class HttpInvoker:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
-    """The ``http`` platform's factory; a target with ``sigv4`` is signed (workers.platforms.signed_http)."""
-    if target.address.get("sigv4"):
-        from workers.platforms.signed_http import SignedHttpInvoker  # it imports this module
-
-        return SignedHttpInvoker(target)
+    """The plain HTTP factory (the registered ``http`` platform, workers.platforms.signed_http, also
+    signs targets with ``sigv4``)."""
     return HttpInvoker(target)
 
 

@@ -1,4 +1,4 @@
-"""An ``http`` target signed with AWS SigV4 (``sigv4: {service: lambda, region: us-east-1}``): a Lambda
+"""The registered ``http`` platform's factory, and an ``http`` target signed with AWS SigV4 (``sigv4: {service: lambda, region: us-east-1}``): a Lambda
 Function URL whose AuthType is AWS_IAM, or any endpoint behind IAM auth, measured on the same fast
 HTTP engine as every HTTP(S) endpoint.
 
@@ -12,12 +12,13 @@ context (traceparent) goes after the request line unsigned, as botocore never si
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 from urllib.parse import parse_qsl
 
 from workers.contract import Target
-from workers.platforms import Done
+from workers.platforms import Done, http
 from workers.platforms.aws_lambda.signing import SignsEachSecond
 from workers.platforms.aws_lambda.sigv4 import Credentials, Signer, canonical_query
 from workers.platforms.http import HttpInvoker, _Connection, _HeadConnection
@@ -77,3 +78,13 @@ class SignedHttpInvoker(SignsEachSecond, HttpInvoker):
                                                              self.payload_hash, amz_date, creds)
         head = f"{self.method} {self.request_target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         return head.encode("latin-1") + b"\r\n" + self.body
+
+
+def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
+    """The ``http`` platform's factory: signed when the target has ``sigv4``."""
+    return SignedHttpInvoker(target) if target.address.get("sigv4") else HttpInvoker(target)
+
+
+# The registered ``http`` platform (workers.platforms.BUILTIN): workers.platforms.http's declaration
+# with this factory, so that http.py never imports the AWS signing it does not otherwise need.
+PLATFORM = dataclasses.replace(http.PLATFORM, make_invoker=make_invoker)
