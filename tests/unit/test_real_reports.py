@@ -32,7 +32,7 @@ def test_the_fixtures_cover_the_kinds_with_sources():
     assert len(FIXTURES) >= 20
     kinds = {k for fx in FIXTURES for k in fx["kinds"]}
     assert {"warm", "cold", "managed-runtime", "before-2025-08", "after-2025-08", "init-billed", "snapstart",
-            "timeout", "out-of-memory", "xray", "json"} <= kinds
+            "timeout", "out-of-memory", "xray", "json", "custom-runtime"} <= kinds
     assert all(fx["source"] and fx["what"] for fx in FIXTURES)
     assert len({fx["id"] for fx in FIXTURES}) == len(FIXTURES)
 

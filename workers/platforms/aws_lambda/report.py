@@ -9,7 +9,7 @@ with optional ``Init Duration`` (a cold start), ``Restore Duration`` / ``Billed 
 Duration`` (SnapStart), ``Status`` / ``Error Type`` (an instance that failed or timed out) and, with
 active tracing, ``XRAY TraceId: … SegmentId: … Sampled: …`` (ignored).  Fields are found by name
 after any whitespace, not only a tab: lines copied out of the console or a web page carry spaces
-(tests/fixtures/lambda_reports.jsonl holds 21 real lines, with their sources).
+(tests/fixtures/lambda_reports.jsonl holds 26 real records, with their sources).
 
 What AWS bills is the line's Billed Duration, nothing added: on a SnapStart line it already
 includes Billed Restore Duration (Billed = ceil(Duration + Billed Restore Duration) on every real
