@@ -77,3 +77,14 @@ def test_the_watch_sums_the_workers_cost_counters_and_stops_past_the_budget():
     assert count.check() is None
     count.add(_iv(1, 0.0, 10))
     assert count.check().key == "max_invocations"
+
+
+def test_a_sweep_step_gets_what_the_budget_leaves_after_the_steps_before_it():
+    from orchestrator.analysis import sweep
+
+    b = spec.load_text(BASE.replace("timeout: 3s}", "timeout: 3s, memory_sizes: [128, 1024]}")
+                       + "max_cost_usd: 1.0\nmax_invocations: 100\nexpected_billed_ms: 1\n", "s.yaml")
+    spent = budget.BudgetWatch(None, None)
+    spent.add(_iv(0, 0.3, 30))
+    step = sweep._within_budget(sweep.step_spec(b, 1024), b, spent)
+    assert step.max_cost_usd == pytest.approx(1.0 - 0.3 - 30 * 0.2e-6) and step.max_invocations == 70
