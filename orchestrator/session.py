@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from orchestrator.analysis import history, sweep
+from orchestrator.analysis import budget, history, sweep
 from orchestrator.errors import InputError, SpecError
 from orchestrator.report.html import RunData, load_run
 from orchestrator.run import plan as planner
@@ -41,7 +41,7 @@ def runnable(text: str, source: str) -> Benchmark:
     every problem with its YAML path otherwise."""
     b = spec.load_text(text, source)
     problems = (spec.run_problems(b) + spec.allow_list_problems(b)
-                + planner.limit_problems(b, steps=max(1, len(spec.sizes(b)))))
+                + planner.limit_problems(b, steps=max(1, len(spec.sizes(b)))) + budget.problems(b))
     if problems:
         raise SpecError(source, problems)
     return b
@@ -89,7 +89,7 @@ class Recording:
 
 def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("results"), run_id: str | None = None,
         html: bool = True, console: Console | None = None, interactive: bool = True, stop_event: Any = None,
-        warn: Say | None = None, recording: Recording | None = Recording()) -> runner.RunOutcome:
+        warn: Say | None = None, recording: Recording | None = Recording(), apply: bool = False) -> runner.RunOutcome:
     """Run ``b`` (one run, or a memory sweep's runs) to its end, save it, and record its history entry
     (``recording=None``: none, as for a calibration)."""
     console = console or Console(stderr=True)
@@ -99,7 +99,7 @@ def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("resu
     metrics_port = 0 if where.broker else where.metrics_port
     if spec.sizes(b):
         outcome = sweep.run(b, text, make, results, run_id=run_id, metrics_port=metrics_port, console=console,
-                            interactive=interactive, stop_event=stop_event, html=html, first=first)
+                            interactive=interactive, stop_event=stop_event, html=html, first=first, apply=apply)
     else:
         outcome = runner.run(b, text, first, results, run_id=run_id, metrics_port=metrics_port, console=console,
                              interactive=interactive, stop_event=stop_event, html=html)

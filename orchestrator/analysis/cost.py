@@ -10,7 +10,8 @@ The cost of one invocation is AWS Lambda Power Tuning's formula (computePrice)::
 
     ceil(billed ms) × price per ms at 128 MB × memory / 128        (no request fee)
 
-with billed ms = Billed Duration + Billed Restore Duration (SnapStart) from the REPORT line;
+with billed ms = the REPORT line's Billed Duration (on a SnapStart line it already includes Billed
+Restore Duration: tests/fixtures/lambda_reports.jsonl holds real lines that show it);
 ``with_requests`` adds the request fee.  Billed ms are already whole milliseconds (1 ms billing
 since Dec 2020), so summing GB-s × price gives the same total.  Tiers are per account per
 month: a run is priced at the first tier unless ``tier_offset_gb_s`` says how much of the month
@@ -97,6 +98,16 @@ def invocation_cost(billed_ms: float, memory_mb: float, price: Price, *, with_re
     """Power Tuning: ceil(billed ms) × price per ms at 128 MB × memory / 128 (+ the request fee)."""
     cost = math.ceil(billed_ms) * price.per_ms_128mb * memory_mb / 128
     return cost + price.request_usd if with_requests else cost
+
+
+def monthly_charges(invocations: int, billed_ms: float, memory_mb: float, price: Price, *,
+                    free_gb_s: float = 0.0, free_requests: int = 0) -> dict[str, float]:
+    """A month's bill the way AWS's pricing page works its examples: total GB-s less the free tier
+    times the GB-s price, plus the requests beyond the free ones at the request price."""
+    gb_s = invocations * gb_seconds(billed_ms, memory_mb)
+    compute = max(0.0, gb_s - free_gb_s) * price.gb_s_usd
+    requests = max(0, invocations - free_requests) * price.request_usd
+    return {"gb_s": gb_s, "compute_usd": compute, "request_usd": requests, "total_usd": compute + requests}
 
 
 def gb_seconds(billed_ms: float, memory_mb: float) -> float:

@@ -13,11 +13,28 @@ one result.json (every group, SLO verdicts per size, ``sweep``: the curve per ta
 cheapest size that meets the SLOs) and the HTML report.  The functions' Memory Size is set back to
 what it was when the sweep began, also after an interrupted or failed step.
 
-The cheapest size of a target is the lowest cost per million invocations (compute, Power Tuning's
-formula; GB-s per invocation where the region has no price) among the sizes at which every SLO
-of the target passed; with no SLOs, the cheapest of all.  Sizes failing their SLOs are what a sweep
-finds out, so its exit code is 1 only when some target has no size meeting them (2, 3 and 130 as
-for any run).
+The chosen size of a target follows the spec's ``sweep.strategy`` exactly as AWS Lambda Power Tuning
+chooses (lambda/analyzer.js: findCheapest, findFastest, findBalanced), among the sizes at which every
+SLO of the target passed (with no SLOs, all measured sizes):
+
+- ``cost``: the lowest cost; equal costs → the faster (analyzer.js sorts by cost, then duration);
+- ``speed``: the lowest duration; equal durations → the cheaper;
+- ``balanced``: the lowest ``w × cost / max cost + (1 − w) × duration / max duration`` with
+  ``w = sweep.balanced_weight`` (Power Tuning's balancedWeight, default 0.5: 0 = fastest, 1 = cheapest);
+  the maxima are over the candidates.
+
+Ties beyond those keys go to the smaller size (Power Tuning's stats are in power order and V8's
+sort is stable).  The inputs: cost = the size's cost per invocation (compute, Power Tuning's
+computePrice on each REPORT's Billed Duration, summed by the workers; GB-s per invocation where the
+region has no price); duration = the warm group's mean REPORT Duration (Power Tuning: the 20 %-trimmed
+mean of Duration + Init Duration over its invocations; fnbench measures cold starts in their own
+group and keeps HDR histograms, so the mean is untrimmed; without REPORT lines, the mean response
+time).  ``cheapest_mb`` stays the ``cost`` choice; ``choices`` holds all three and ``chosen_mb`` the
+spec's.  ``fnbench run --apply`` sets the chosen size on each function after the sweep (the control
+plane's UpdateFunctionConfiguration, as Power Tuning's optimizer does with setLambdaPower).
+
+Sizes failing their SLOs are what a sweep finds out, so its exit code is 1 only when some target has
+no size meeting them (2, 3 and 130 as for any run).
 """
 
 from __future__ import annotations
@@ -33,8 +50,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.analysis import compare
-from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, exit_code
+from orchestrator.analysis import budget, compare
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SLO, exit_code
 from orchestrator.run import plan as planner
 from orchestrator.run import runner
 from orchestrator.run.collect import Collector
@@ -109,9 +126,11 @@ class _Controls:
 
 def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_root: Path = Path("results"), *,
         run_id: str | None = None, metrics_port: int = 0, console: Console | None = None,
-        interactive: bool = True, stop_event: Any = None, html: bool = True, first: Any = None) -> Any:
+        interactive: bool = True, stop_event: Any = None, html: bool = True, first: Any = None,
+        apply: bool = False) -> Any:
     """Run the sweep step by step through the one run loop; returns the merged RunOutcome (``first``:
-    the dispatcher of the first step, already made)."""
+    the dispatcher of the first step, already made; ``apply``: set each function to its chosen size
+    afterwards instead of the size it had)."""
     console = console or Console(stderr=True)
     run_id = run_id or planner.new_run_id(b.name)
     folder = RunFolder.create(results_root, run_id, text)
@@ -123,6 +142,8 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
     start_at: float | None = None
     codes: list[int] = []
     measured: list[Any] = []  # every step's intervals, in order
+    spent = budget.BudgetWatch(None, None)  # the budget (max_cost_usd, max_invocations) holds over every step
+    aborted_by: dict[str, Any] | None = None
     try:
         for n, size in enumerate(steps, 1):
             if stop_event is not None and stop_event.is_set():
@@ -138,7 +159,7 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
                 break
             console.print(f"  Memory Size {size} MB on {len(_functions(b, size))} function(s) after "
                           f"{time.monotonic() - began:.1f} s", highlight=False)
-            step = step_spec(b, size)
+            step = _within_budget(step_spec(b, size), b, spent)
             try:
                 dispatcher, first = first or make_dispatcher(), None
                 outcome = runner.run(step, spec_text(step), dispatcher, folder.path / "steps",
@@ -156,8 +177,14 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
             for iv in read_intervals(step_file) if step_file.exists() else ():
                 folder.add(iv)
                 measured.append(iv)
+                spent.add(iv)
             if r.interrupted or outcome.exit_code == EXIT_INTERRUPTED:
                 interrupted = True
+                break
+            if r.aborted_by is not None and "budget" in r.aborted_by:
+                aborted_by = dict(r.aborted_by)
+                console.print(f"memory sweep: stopped at {size} MB by its budget ({aborted_by['budget']})",
+                              highlight=False)
                 break
     finally:
         restored = _restore(controls, console)
@@ -165,11 +192,50 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
     folder.close()
     result, code = conclude(b, run_id, measured, gaps, errors, name=b.name, interrupted=interrupted,
                             incomplete=bool(folder.errors), start_at=start_at)
+    if aborted_by is not None:  # stopped by its budget: exit 1, as an SLO abort (and nothing applied)
+        result = dataclasses.replace(result, aborted_by=aborted_by)
+        code = max(code, EXIT_SLO)
+    elif apply and not interrupted and result.sweep is not None:
+        problems = apply_choices(b, result.sweep, controls, console)
+        if problems:
+            result = dataclasses.replace(result, errors=tuple(result.errors) + tuple(problems))
+            code = max(code, exit_code(slo_failed=False, errors=True, interrupted=False, lost_load=False))
     if interrupted:
         code = EXIT_INTERRUPTED
     elif any(c == EXIT_INPUT for c in codes):
         code = max(code, EXIT_INPUT)
     return runner.finish(result, code, folder, console, html)
+
+
+def _within_budget(step: Benchmark, b: Benchmark, spent: budget.BudgetWatch) -> Benchmark:
+    """A step's budget: what the sweep's budget leaves after the steps before it."""
+    update: dict[str, Any] = {}
+    if b.max_cost_usd is not None:
+        update["max_cost_usd"] = b.max_cost_usd - spent.cost_usd
+    if b.max_invocations is not None:
+        update["max_invocations"] = b.max_invocations - spent.invocations
+    return step.model_copy(update=update) if update else step
+
+
+def apply_choices(b: Benchmark, sweep: dict[str, Any], controls: _Controls, console: Console) -> list[str]:
+    """``--apply``: set every swept function to its chosen size (Power Tuning's optimizer step)."""
+    problems = []
+    by_name = {t.name: t for t in b.targets if t.memory_sizes}
+    for key, entry in sweep.get("targets", {}).items():
+        t = by_name.get(key.split("/", 1)[-1])
+        size = entry.get("chosen_mb")
+        if t is None or size is None:
+            console.print(f"memory sweep --apply: {key} has no chosen size; its Memory Size stays", highlight=False)
+            continue
+        fn = (t.function, t.region or "us-east-1", t.endpoint_url)  # the key _functions gives the steps
+        if (m := controls.get(fn).update(lambda cfg, s=size: {"MemorySize": s}, UPDATE_TIMEOUT_S)) is not None:
+            problems.append(f"memory sweep --apply: could not set {t.function} to {size} MB: {m}")
+            console.print(f"[red]error[/]: {escape(problems[-1])}", highlight=False)
+        else:
+            entry["applied_mb"] = size
+            console.print(f"memory sweep --apply: {t.function} set to {size} MB "
+                          f"(strategy {sweep.get('strategy', 'cost')})", highlight=False)
+    return problems
 
 
 def _restore(controls: _Controls, console: Console) -> list[str]:
@@ -206,10 +272,12 @@ def _point(g: Group | None, cold: Group | None, verdicts: list[Any]) -> dict[str
     if g is not None:
         cost = g.cost or {}
         point.update({
-            "p50_ms": g.response_ms.p50, "p99_ms": g.response_ms.p99, "achieved_rps": g.achieved_rps,
+            "p50_ms": g.response_ms.p50, "p99_ms": g.response_ms.p99, "mean_ms": g.response_ms.mean,
+            "achieved_rps": g.achieved_rps,
             "error_rate": g.error_rate,
             "duration_p50_ms": g.platform_ms.p50 if g.platform_ms else None,
             "duration_p99_ms": g.platform_ms.p99 if g.platform_ms else None,
+            "duration_mean_ms": g.platform_ms.mean if g.platform_ms else None,
             "billed_p50_ms": g.billed_ms.p50 if g.billed_ms else None,
             "max_memory_used_mb": g.max_memory_used_mb,
             "per_million_usd": cost.get("per_million_usd"),
@@ -230,7 +298,8 @@ def _point(g: Group | None, cold: Group | None, verdicts: list[Any]) -> dict[str
 
 def summary(b: Benchmark, result: RunResult) -> dict[str, Any]:
     """Per swept target and region: the curve (one point per size) and the cheapest size meeting the SLOs."""
-    out: dict[str, Any] = {"sizes_mb": sizes(b), "targets": {}}
+    strategy, weight = b.sweep.strategy, b.sweep.balanced_weight
+    out: dict[str, Any] = {"sizes_mb": sizes(b), "strategy": strategy, "balanced_weight": weight, "targets": {}}
     regions = sorted({g.region for g in result.groups}) or list(b.regions)
     for t in b.targets:
         if not t.memory_sizes:
@@ -244,31 +313,74 @@ def summary(b: Benchmark, result: RunResult) -> dict[str, Any]:
                 verdicts = [v for v in result.slo if v.target == name and v.region == region]
                 curve[str(m)] = _point(warm, cold, verdicts)
             key = t.name if len(regions) == 1 else f"{region}/{t.name}"
+            choices = {s: choose(curve, bool(b.slos), s, weight) for s in ("cost", "speed", "balanced")}
             out["targets"][key] = {"runtime": t.runtime, "region": region, "function": t.function,
-                                   "curve": curve, "cheapest_mb": _cheapest(curve, bool(b.slos)),
-                                   "rule": "lowest cost per million among sizes whose SLOs all pass" if b.slos
-                                   else "lowest cost per million (the spec has no SLOs)"}
+                                   "curve": curve, "cheapest_mb": choices["cost"], "choices": choices,
+                                   "chosen_mb": choices[strategy],
+                                   "rule": (f"strategy {strategy} (AWS Lambda Power Tuning) among sizes whose SLOs all pass"
+                                            if b.slos else f"strategy {strategy} (AWS Lambda Power Tuning); the spec has no SLOs")}
     return out
 
 
-def _cheapest(curve: dict[str, Any], with_slos: bool) -> int | None:
-    ok = [(m, p) for m, p in curve.items() if p.get("measured") and (p.get("slo_passed") or not with_slos)]
+def _cost_of(p: dict[str, Any]) -> float | None:
+    """A point's cost per invocation: USD (Power Tuning's computePrice), else GB-s where unpriced."""
+    if p.get("per_million_usd") is not None:
+        return float(p["per_million_usd"]) / 1e6
+    value = p.get("gb_s_per_invocation")
+    return None if value is None else float(value)
 
-    def price(item: tuple[str, Any]) -> tuple[float, int]:
-        p = item[1]
-        value = p.get("per_million_usd")
-        if value is None:
-            value = p.get("gb_s_per_invocation")
-        return (float("inf") if value is None else value, int(item[0]))
 
-    ok = [x for x in ok if price(x)[0] != float("inf")]
-    return int(min(ok, key=price)[0]) if ok else None
+def _duration_of(p: dict[str, Any]) -> float | None:
+    """A point's duration: the mean REPORT Duration (Power Tuning's averageDuration), else the mean response."""
+    value = p.get("duration_mean_ms")
+    if value is None:
+        value = p.get("mean_ms")
+    return None if value is None else float(value)
+
+
+def choose(curve: dict[str, Any], with_slos: bool, strategy: str = "cost", weight: float = 0.5) -> int | None:
+    """The size AWS Lambda Power Tuning's analyzer (lambda/analyzer.js) would choose among the measured
+    sizes that meet the SLOs: findCheapest / findFastest / findBalanced with their tie-breaking."""
+    stats = []
+    for m in sorted(curve, key=int):  # Power Tuning's stats are in power order; its sort is stable
+        p = curve[m]
+        if not p.get("measured") or (with_slos and not p.get("slo_passed")):
+            continue
+        cost, duration = _cost_of(p), _duration_of(p)
+        if cost is None or duration is None or not duration:  # analyzer.js: filter(stat => stat.averageDuration)
+            continue
+        stats.append((int(m), cost, duration))
+    if not stats:
+        return None
+    if strategy == "cost":  # findCheapest: sort by cost; same cost → fastest
+        return min(stats, key=lambda s: (s[1], s[2]))[0]
+    if strategy == "speed":  # findFastest: sort by duration; same duration → cheapest
+        return min(stats, key=lambda s: (s[2], s[1]))[0]
+    if strategy != "balanced":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    # findBalanced: weight * cost / maxCost + (1 - weight) * duration / maxDuration, minimised.
+    weight = min(max(weight, 0.0), 1.0)
+    max_cost = max(s[1] for s in stats)
+    max_duration = max(s[2] for s in stats)
+
+    def value(s: tuple[int, float, float]) -> float:
+        return weight * s[1] / max_cost + (1 - weight) * s[2] / max_duration if max_cost else (1 - weight) * s[2] / max_duration
+
+    return min(stats, key=value)[0]  # min() keeps the first of equal values: the smaller size
+
+
+def _marks(entry: dict[str, Any], mb: int) -> str:
+    """`` *`` on the chosen size, and which strategies choose it (C cost, S speed, B balanced)."""
+    choices = entry.get("choices") or {"cost": entry.get("cheapest_mb")}
+    letters = "".join(s[0].upper() for s in ("cost", "speed", "balanced") if choices.get(s) == mb)
+    chosen = entry.get("chosen_mb", entry.get("cheapest_mb"))
+    return (" *" if chosen == mb else "") + (f" {letters}" if letters else "")
 
 
 def table(sweep: dict[str, Any]) -> Table:
     """The sweep's curves: one row per target and size; the cheapest size meeting the SLOs marked."""
-    t = Table(title="memory sweep: the same load at each Memory Size (cheapest that meets the SLOs: *)",
-              header_style="bold")
+    t = Table(title=f"memory sweep: the same load at each Memory Size (chosen by strategy "
+                    f"{sweep.get('strategy', 'cost')}: *; cost C, speed S, balanced B)", header_style="bold")
     for col in ("target", "runtime", "MB", "p50 ms", "p99 ms", "dur p99 ms", "init p50 ms", "max mem MB",
                 "$/1M", "SLOs"):
         t.add_column(col, justify="left" if col in ("target", "runtime") else "right")
@@ -278,7 +390,7 @@ def table(sweep: dict[str, Any]) -> Table:
 
     for name, entry in sweep.get("targets", {}).items():
         for m, p in entry["curve"].items():
-            mark = " *" if entry.get("cheapest_mb") == int(m) else ""
+            mark = _marks(entry, int(m))
             slo = "NO DATA" if p.get("no_data") else {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]
             usd = p.get("per_million_usd")
             t.add_row(name, entry["runtime"], f"{m}{mark}", ms(p.get("p50_ms")), ms(p.get("p99_ms")),

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from orchestrator import session
+from orchestrator.analysis import budget
 from orchestrator.analysis.sweep import step_spec
 from orchestrator.cli.common import (
     BROKER_ENV,
@@ -87,8 +88,16 @@ def plan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC")],
     workers: Annotated[int, typer.Option(min=1, max=4096, help="worker processes the rate is split over")] = 1,
 ) -> None:
-    """Show the shards a spec splits into (rates as exact fractions)."""
+    """Show the shards a spec splits into (rates as exact fractions), and the budget estimate.
+
+    Exit 2 when the estimate exceeds the spec's max_cost_usd or max_invocations."""
     b = spec.load(spec_path)
+    estimate = budget.estimate(b)
+    if any(line.billed for line in estimate.lines) or b.max_cost_usd is not None or b.max_invocations is not None:
+        out.print(escape(estimate.text()), highlight=False)
+    over = budget.problems(b)
+    if over:
+        raise SpecError(str(spec_path), over)
     sizes = spec.sizes(b)
     steps = [(f"memory sweep step {n}/{len(sizes)}: {m} MB (set by the control plane first; "
               "start times are from the step's start)", step_spec(b, m)) for n, m in enumerate(sizes, 1)] or [("", b)]
@@ -109,6 +118,7 @@ def run(
     no_html: Annotated[bool, typer.Option("--no-html", help="do not write results/<run>/report.html at the end")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option("--otlp-endpoint", metavar="URL", help="export the run's metrics (latency as exponential histograms) and its slowest requests as spans over OTLP/HTTP to this base URL, e.g. http://127.0.0.1:4318 (/v1/metrics and /v1/traces are added); default: the standard OTEL_EXPORTER_OTLP_* variables, if set")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="also write JUnit XML for CI: one test case per SLO verdict (value, bound, sentence), or per measured group when the spec sets no SLOs (never an empty file)")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="a memory sweep: afterwards set each function to the size its strategy chose (sweep.strategy), instead of the size it had")] = False,
 ) -> None:
     """Run a benchmark on this machine (or on workers per region with --broker) and report.
 
@@ -126,8 +136,10 @@ def run(
                              "e.g. http://127.0.0.1:4318")
         os.environ[otlp.FNBENCH_ENV] = otlp_endpoint
     b, text = session.read_runnable(spec_path)
+    if apply and not spec.sizes(b):
+        raise InputError(f"--apply: {spec_path} is not a memory sweep (no target lists memory_sizes)")
     outcome = session.run(b, text, where, results=results, run_id=run_id, html=not no_html, console=err, warn=warn,
-                          recording=session.Recording(spec_path=spec_path))
+                          recording=session.Recording(spec_path=spec_path), apply=apply)
     show(outcome.result, json_out)
     for e in outcome.result.errors:
         err.print(f"[red]error[/]: {escape(e)}", highlight=False)

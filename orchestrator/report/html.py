@@ -309,9 +309,18 @@ class Charts:
         self.items.append({
             "id": cid, "title": title, "kind": kind, "x": xs, "ylabel": ylabel, "ylog": ylog,
             "marks": list(marks), "categories": list(categories),
-            "series": [{"label": label, "values": v, **style} for (label, _, style), v in zip(series, values, strict=True)],
+            "series": [{"label": label, "values": v, **_labels_at(style, xs)}
+                       for (label, _, style), v in zip(series, values, strict=True)],
         })
         return f'<div class="chart" id="chart-{cid}"></div>'
+
+
+def _labels_at(style: dict[str, Any], xs: Sequence[float]) -> dict[str, Any]:
+    """A series' point labels ({x: text}, e.g. the Memory Size of each point) aligned to the chart's x."""
+    if "labels" not in style:
+        return style
+    labels = style["labels"]
+    return {**style, "labels": [labels.get(x) for x in xs]}
 
 
 DASHES: tuple[list[int], ...] = ([], [8, 4], [2, 3], [10, 3, 2, 3])
@@ -478,8 +487,9 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
     out.append(_section("Memory", _memory(a, charts, keys, regions), "memory"))
     out.append(_section("Cost", _cost(r), "cost"))
     if r.sweep:
-        out.append(_section("Memory sweep (the same load at each Memory Size; * the cheapest meeting the SLOs)",
-                            _sweep(r.sweep), "sweep"))
+        out.append(_section(f"Memory sweep (the same load at each Memory Size; * chosen by strategy "
+                            f"{r.sweep.get('strategy', 'cost')}; C cost, S speed, B balanced)",
+                            _frontier(r.sweep, charts) + _sweep(r.sweep), "sweep"))
     out.append(_section("Compared with Rust (same workload and region; ratio ×)", _comparison(relative_to(r.groups)),
                         "comparison"))
     out.append(_section("All groups", _groups_table(r.groups), "groups"))
@@ -578,11 +588,39 @@ def _cost(r: RunResult) -> str:
     return _table(("region", "target", "runtime", "phase", "USD per million", "billed p50 ms"), rows, "cost")
 
 
+def _frontier(sweep: dict[str, Any], charts: Charts) -> str:
+    """The price-performance frontier: USD per million against warm p99, one line per target and
+    runtime through its sizes (each point labelled with its Memory Size)."""
+    series: list[tuple[str, dict[float, Any], dict[str, Any]]] = []
+    unpriced = False
+    for i, (name, entry) in enumerate(sweep.get("targets", {}).items()):
+        points: dict[float, Any] = {}
+        labels: dict[float, str] = {}
+        for mb, p in sorted(entry["curve"].items(), key=lambda kv: int(kv[0])):
+            cost = p.get("per_million_usd")
+            if cost is None and p.get("gb_s_per_invocation") is not None:
+                cost, unpriced = p["gb_s_per_invocation"] * 1e6, True
+            if p.get("measured") and p.get("p99_ms") is not None and cost is not None:
+                points[float(p["p99_ms"])] = cost
+                labels[float(p["p99_ms"])] = f"{mb} MB" + (" *" if entry.get("chosen_mb") == int(mb) else "")
+        series.append((f"{name} ({entry['runtime']})", points, _style(i, labels=labels)))
+    unit = "GB-s per million (unpriced region)" if unpriced else "USD per million"
+    return charts.add("frontier", f"price-performance frontier: {unit} against warm p99 ms, every size and runtime",
+                      "frontier", series, unit, note=" (no size was measured)")
+
+
+def _marks(entry: dict[str, Any], mb: int) -> str:
+    """`` *`` on the size the sweep's strategy chose, and which strategies choose it (C, S, B)."""
+    choices = entry.get("choices") or {"cost": entry.get("cheapest_mb")}
+    letters = "".join(s[0].upper() for s in ("cost", "speed", "balanced") if choices.get(s) == mb)
+    return (" *" if entry.get("chosen_mb", entry.get("cheapest_mb")) == mb else "") + (f" {letters}" if letters else "")
+
+
 def _sweep(sweep: dict[str, Any]) -> str:
     rows = []
     for name, entry in sweep.get("targets", {}).items():
         for mb, p in entry["curve"].items():
-            mark = " *" if entry.get("cheapest_mb") == int(mb) else ""
+            mark = _marks(entry, int(mb))
             rows.append((name, entry["runtime"], f"{mb}{mark}", p.get("p50_ms"), p.get("p99_ms"), p.get("duration_p99_ms"),
                          p.get("init_duration_p50_ms"), p.get("max_memory_used_mb"), p.get("per_million_usd"),
                          "NO DATA" if p.get("no_data") else {True: "pass", False: "FAIL", None: "-"}[p.get("slo_passed")]))
@@ -755,7 +793,8 @@ SCRIPT = r"""
     var dist = c.kind === "dist";
     var width = Math.max(480, Math.min((el.parentNode.clientWidth || 1000) - 10, 1150));
     var bars = c.kind === "bars";
-    var xaxis = dist
+    var xy = c.kind === "frontier";
+    var xaxis = xy ? {label: "warm p99 ms"} : dist
       ? {label: "percentile", splits: function () { return [0, 1, 2, 3, 4]; },
          values: function (u, vals) { return vals.map(function (v) { return pct(v) + "%"; }); }}
       : bars
@@ -763,7 +802,7 @@ SCRIPT = r"""
       : {label: "seconds since the run's start"};
     function xval(u, v) {
       if (v == null) return "\u2013";
-      return dist ? pct(v) + "%" : bars ? (c.categories[v] || "") : v + " s";
+      return dist ? pct(v) + "%" : bars ? (c.categories[v] || "") : xy ? v + " ms" : v + " s";
     }
     function few(values) { return values.filter(function (v) { return v != null; }).length < 100; }
     var opts = {
@@ -773,10 +812,11 @@ SCRIPT = r"""
       axes: [xaxis, {label: c.ylabel, size: 60}],
       cursor: {drag: {x: true, y: false}, points: {size: 7}},
       legend: {live: true},
-      series: [{label: dist ? "percentile" : bars ? "group" : "s", value: xval}]
+      series: [{label: dist ? "percentile" : bars ? "group" : xy ? "p99" : "s", value: xval}]
         .concat(c.series.map(function (s) {
-          var o = {label: s.label, stroke: s.color, width: 2, dash: s.dash || [], spanGaps: false,
-                   points: {show: !dist && few(s.values), size: 6, fill: s.color}, value: function (u, v) { return show(v); }};
+          var o = {label: s.label, stroke: s.color, width: 2, dash: s.dash || [], spanGaps: xy,
+                   points: {show: !dist && few(s.values), size: 6, fill: s.color},
+                   value: function (u, v, si, i) { return show(v) + (s.labels && i != null && s.labels[i] ? " @ " + s.labels[i] : ""); }};
           if (bars) { o.fill = s.color; o.paths = uPlot.paths.bars({size: [0.6, 80]}); o.points = {show: false}; }
           return o;
         })),

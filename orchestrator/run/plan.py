@@ -272,6 +272,9 @@ class Plan:
     regions: tuple[str, ...]
     targets: int
     slos: tuple[Any, ...] = ()  # the spec's SLOs, judged on the result
+    # The budget (orchestrator/analysis/budget.py): the run stops once the workers' cost or invocations pass it.
+    max_cost_usd: float | None = None
+    max_invocations: int | None = None
 
     def at(self, start_at: float) -> list[Shard]:
         """The shards with absolute start times, the run beginning at epoch ``start_at``."""
@@ -296,4 +299,6 @@ def make(b: Benchmark, run_id: str | None = None, min_parts: int = 1) -> Plan:
         regions=tuple(b.regions),
         targets=len(b.targets),
         slos=tuple(b.slos),
+        max_cost_usd=b.max_cost_usd,
+        max_invocations=b.max_invocations,
     )

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator.analysis import compare
+from orchestrator.analysis import budget, compare
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_SLO
 from orchestrator.report import html as html_report
 from orchestrator.report.grafana import RunAnnotations
@@ -74,7 +74,8 @@ def attach(dispatcher: Any, run_id: str, results_root: Path = Path("results"), c
     followed = planner.Plan(run_id=run_id, name=meta.get("name") or run_id, shards=(),
                             phase_seconds=meta.get("phase_seconds") or {}, total_s=meta["total_s"],
                             max_timeout_s=meta.get("max_timeout_s", 0.0), regions=(), targets=0,
-                            slos=tuple(b.slos) if b else ())
+                            slos=tuple(b.slos) if b else (), max_cost_usd=b.max_cost_usd if b else None,
+                            max_invocations=b.max_invocations if b else None)
     # The folder is rewritten from the stream: the intervals file restarts with what is in Redis.
     folder = RunFolder.create(results_root, run_id, meta.get("spec"), fresh=True)
     return _follow(followed, dispatcher, folder, 0, console or Console(stderr=True), interactive, None, html)
@@ -85,7 +86,10 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     collector = Collector(plan.run_id, plan.phase_seconds)  # the gate: each interval once, duplicates dropped
     slo_watch = compare.SloWatch(plan.slos)  # abort_on_fail SLOs, over their trailing window
     aborted: compare.SloAbort | None = None
-    sinks = Fanout([folder, slo_watch, *_metrics_sink(metrics_port, console), *_otlp_sink(plan.run_id, console),
+    # max_cost_usd / max_invocations: the workers' cost counters and invocations, summed here.
+    budget_watch = budget.BudgetWatch(plan.max_cost_usd, plan.max_invocations)
+    over: budget.BudgetAbort | None = None
+    sinks = Fanout([folder, slo_watch, budget_watch, *_metrics_sink(metrics_port, console), *_otlp_sink(plan.run_id, console),
                     RunAnnotations.from_env(plan.run_id, plan.name, console),  # no-op without FNBENCH_GRAFANA_URL
                     *sink_seam.configured(plan.run_id)],
                    warn=lambda message: console.print(f"[yellow]warning[/]: {escape(message)}", highlight=False))
@@ -113,6 +117,9 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
                 if aborted is None and not interrupted and (aborted := slo_watch.check()) is not None:
                     console.print(f"[red]abort[/]: {escape(aborted.message)}", highlight=False)
                     dispatcher.stop()  # every region, within about a second
+                if over is None and aborted is None and not interrupted and (over := budget_watch.check()) is not None:
+                    console.print(f"[red]abort[/]: {escape(over.message)}", highlight=False)
+                    dispatcher.stop()
                 if stop_event is not None and stop_event.is_set() and not interrupted:
                     interrupted = True
                     dispatcher.stop()
@@ -125,7 +132,7 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     dispatcher.join()
     folder.close()
     fields = dispatcher.fields()
-    interrupted = interrupted or (fields.get("state") == "stopped" and aborted is None)
+    interrupted = interrupted or (fields.get("state") == "stopped" and aborted is None and over is None)
     # One line per distinct error: every shard of a worker meets the same setup error.
     errors = tuple(dict.fromkeys([*dispatcher.errors(), *collector.problems(), *folder.errors]))
     collector.bad.extend(dispatcher.bad.count, dispatcher.bad.reasons)  # records it could not read
@@ -137,6 +144,9 @@ def _follow(plan: planner.Plan, dispatcher: Dispatcher, folder: RunFolder, metri
     result, code = compare.judge(result, plan.slos, plan.phase_seconds)
     if aborted is not None:  # stopped by its SLO: a failed SLO (exit 1), not an interruption
         result = dataclasses.replace(result, aborted_by=aborted.to_dict(), slo=(*result.slo, aborted.verdict()))
+        code = max(code, EXIT_SLO) if code != EXIT_INTERRUPTED else code
+    elif over is not None:  # stopped by its budget: exit 1, as an SLO abort
+        result = dataclasses.replace(result, aborted_by=over.to_dict())
         code = max(code, EXIT_SLO) if code != EXIT_INTERRUPTED else code
     sinks.conclude(result)
     sinks.close()

@@ -175,6 +175,14 @@ class TracingSpec(_Model):
     sample: Annotated[float, NotBool] = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
+class SweepSpec(_Model):
+    """How a memory sweep chooses a size (orchestrator/analysis/sweep.py): AWS Lambda Power Tuning's
+    strategies.  balanced_weight: 0 = fastest, 1 = cheapest (Power Tuning's balancedWeight)."""
+
+    strategy: Literal["cost", "speed", "balanced"] = "cost"
+    balanced_weight: Annotated[float, NotBool] = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
 class ShardingSpec(_Model):
     max_rps_per_shard: PositiveRate = 5000
     slice: Duration = 300.0
@@ -195,6 +203,15 @@ class Benchmark(_Model):
     # A generator behind its schedule by more than this skips what is due (a gap), never bursts it out.
     late_bound: Duration = 1.0
     seed: Annotated[int, NotBool] = Field(default=1, ge=-(2**63), lt=2**63)
+    sweep: SweepSpec = SweepSpec()
+    # A budget guard (orchestrator/analysis/budget.py): plan, validate and run refuse a plan whose
+    # estimate exceeds it; a run stops once the cost its workers counted passes it.
+    max_cost_usd: Annotated[float | None, NotBool] = Field(default=None, gt=0, allow_inf_nan=False)
+    max_invocations: Annotated[int | None, NotBool] = Field(default=None, ge=1)
+    # The billed ms per invocation the estimate assumes; unset: each target's timeout (the worst case).
+    expected_billed_ms: Annotated[float | None, NotBool] = Field(default=None, gt=0, allow_inf_nan=False)
+    # The Memory Size the estimate assumes where no sweep step gives one; unset: 10,240 MB (the worst case).
+    expected_memory_mb: Annotated[int | None, NotBool] = Field(default=None, ge=128, le=10240)
 
     def schedule(self) -> arrivals.Schedule:
         """The per-target, per-region arrival schedule of the measured phase."""

@@ -127,3 +127,56 @@ def test_the_html_report_has_the_sweep(swept, tmp_path):
     page = out.read_text()
     assert "Memory sweep" in page and 'class="sweep"' in page
     assert page.count("<td>rust-hash</td>") == len(SIZES) and page.count("<td>go-hash</td>") == len(SIZES)
+
+
+def test_apply_sets_the_size_the_strategy_chose_and_the_report_draws_the_frontier(tmp_path):
+    try:
+        fns = lambda_local.make_functions(["rust", "go"], memory_mb=256, reserved=6)
+    except FileNotFoundError as exc:
+        need(False, str(exc))
+    with lambda_local.Background(fns, credentials=Credentials("fnbench", "fnbench")) as lam:
+        spec = sweep_spec(tmp_path, lam.endpoint, "sweep: {strategy: balanced, balanced_weight: 0.3}\n")
+        r = fnbench("run", str(spec), "--results", str(tmp_path / "results"), "--metrics-port", "0", "--workers", "1",
+                    "--run-id", "ap", "--apply")
+        after = lam.call(lambda s: {n: f.memory_mb for n, f in s.functions.items()})
+    assert r.returncode == 0, r.stderr[-3000:]
+    folder = tmp_path / "results" / "ap"
+    sweep = orjson.loads((folder / "result.json").read_bytes())["sweep"]
+    assert (sweep["strategy"], sweep["balanced_weight"]) == ("balanced", 0.3)
+    chosen = {}
+    for name, fn in (("rust-hash", "rust"), ("go-hash", "go")):
+        entry = sweep["targets"][name]
+        curve = entry["curve"]
+        # Power Tuning's findBalanced over the measured points, recomputed here from the curve.
+        stats = [(int(m), p["per_million_usd"], p["duration_mean_ms"]) for m, p in curve.items()]
+        top_cost, top_duration = max(s[1] for s in stats), max(s[2] for s in stats)
+        best = min(stats, key=lambda s: 0.3 * s[1] / top_cost + 0.7 * s[2] / top_duration)[0]
+        assert entry["chosen_mb"] == entry["choices"]["balanced"] == best
+        assert entry["choices"]["cost"] == entry["cheapest_mb"]
+        chosen[fn] = best
+    assert after == chosen  # --apply: each function now has the size its strategy chose
+    assert "set to" in r.stderr and "strategy balanced" in r.stderr
+    page = (folder / "report.html").read_text()
+    data = orjson.loads(page.split('<script type="application/json" id="fnbench-data">', 1)[1].split("</script>", 1)[0])
+    frontier = next(c for c in data["charts"] if c["id"] == "frontier")
+    assert frontier["kind"] == "frontier" and {s["label"] for s in frontier["series"]} == {"rust-hash (rust)", "go-hash (go)"}
+    for s in frontier["series"]:
+        # every size is a point: its p99 on x, its USD per million on y, its Memory Size as the label
+        assert sorted(label.split()[0] for label in s["labels"] if label) == sorted(str(m) for m in SIZES)
+    # In a browser: the frontier is drawn, and hovering a point shows its cost and its Memory Size.
+    from tests.integration.test_report_html import DRAWN, Browser, hover_value
+
+    b = Browser()
+    try:
+        b.open((folder / "report.html").as_uri())
+        assert b.problems() == []
+        drawn = b.eval(DRAWN)["frontier"]
+        assert min(drawn["counts"]) >= 20, drawn  # each runtime's line through its sizes
+        rust = next(s for s in frontier["series"] if s["label"] == "rust-hash (rust)")
+        i = next(k for k, label in enumerate(rust["labels"]) if label)
+        x_shown, value = hover_value(b, "frontier", "rust-hash (rust)", frontier["x"][i])
+        assert x_shown == f"{frontier['x'][i]} ms" and value.endswith(f"@ {rust['labels'][i]}")
+        assert float(value.split(" @ ")[0]) == rust["values"][i]
+        assert b.problems() == []
+    finally:
+        b.close()

@@ -47,7 +47,7 @@ def test_tiers():
 @pytest.mark.parametrize("price", [X86, ARM])
 def test_invocation_cost_is_power_tunings_formula(line, price):
     r = parse_text(line)
-    billed = r.billed_total_ms  # Billed Duration + Billed Restore Duration
+    billed = r.billed_total_ms  # Billed Duration (it includes Billed Restore Duration)
     expected = power_tuning(billed, r.memory_mb, price.per_ms_128mb)
     assert cost.invocation_cost(billed, r.memory_mb, price) == pytest.approx(expected, rel=1e-12)
     assert cost.invocation_cost(billed, r.memory_mb, price, with_requests=True) == pytest.approx(expected + 0.2e-6, rel=1e-12)
@@ -59,6 +59,20 @@ def test_worked_example():
     # 500 ms at 1024 MB on x86_64: 0.5 GB-s x $0.0000166667 = $0.00000833335; + $0.0000002 per request.
     assert cost.invocation_cost(500, 1024, X86) == pytest.approx(8.33335e-6)
     assert cost.invocation_cost(500, 1024, X86, with_requests=True) == pytest.approx(8.53335e-6)
+
+
+def test_pricing_page_example_1():
+    # aws.amazon.com/lambda/pricing (the page's "Example 1" in its 100 ms-billing edition): 512 MB, 3M
+    # invocations of 1 s, $0.00001667 per GB-s, free tier 400,000 GB-s and 1M requests:
+    # compute (1,500,000 - 400,000) GB-s x $0.00001667 = $18.34; requests 2M x $0.2/M = $0.40; total $18.74.
+    page = cost.Price("us-east-1", "x86_64", 0.00001667, 0.20 / 1e6, "page")
+    bill = cost.monthly_charges(3_000_000, 1000, 512, page, free_gb_s=400_000, free_requests=1_000_000)
+    assert bill["gb_s"] == 1_500_000
+    assert round(bill["compute_usd"], 2) == 18.34 and round(bill["request_usd"], 2) == 0.40
+    assert round(bill["total_usd"], 2) == 18.74
+    # Without the free tier it is the per-invocation formula times the count.
+    plain = cost.monthly_charges(3_000_000, 1000, 512, page)
+    assert plain["compute_usd"] == pytest.approx(3_000_000 * cost.invocation_cost(1000, 512, page))
 
 
 def test_init_billing_rule():

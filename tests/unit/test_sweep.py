@@ -1,6 +1,9 @@
 """Memory sweep arithmetic (orchestrator/analysis/sweep.py): steps, renamed targets and SLOs, the cheapest size."""
 
+import pytest
+
 from orchestrator.analysis import sweep
+from orchestrator.errors import SpecError
 from orchestrator.run import spec
 from orchestrator.run.result import Group, RunResult, Summary
 
@@ -60,16 +63,59 @@ def test_the_cheapest_size_is_the_cheapest_that_meets_every_slo():
     assert r["curve"]["128"]["slo_passed"] is False and r["curve"]["512"]["slo_passed"] is True
     assert r["cheapest_mb"] == 512  # 128 MB is cheaper but misses the SLO
     assert s["targets"]["g"]["cheapest_mb"] == 512
-    assert "512 *" in _text(sweep.table(s))
+    assert "512 * C" in _text(sweep.table(s))
+    assert s["strategy"] == "cost" and r["chosen_mb"] == 512 and set(r["choices"]) == {"cost", "speed", "balanced"}
 
 
 def test_with_no_size_meeting_the_slos_there_is_no_cheapest():
-    curve = {"128": {"measured": True, "slo_passed": False, "per_million_usd": 1.0}}
-    assert sweep._cheapest(curve, with_slos=True) is None
-    assert sweep._cheapest(curve, with_slos=False) == 128
-    unpriced = {"128": {"measured": True, "slo_passed": None, "per_million_usd": None, "gb_s_per_invocation": 2.0},
-                "256": {"measured": True, "slo_passed": None, "per_million_usd": None, "gb_s_per_invocation": 1.0}}
-    assert sweep._cheapest(unpriced, with_slos=False) == 256  # no price in the region: GB-s per invocation
+    curve = {"128": {"measured": True, "slo_passed": False, "per_million_usd": 1.0, "mean_ms": 5.0}}
+    assert sweep.choose(curve, with_slos=True) is None
+    assert sweep.choose(curve, with_slos=False) == 128
+    unpriced = {"128": {"measured": True, "slo_passed": None, "per_million_usd": None, "gb_s_per_invocation": 2.0,
+                        "mean_ms": 5.0},
+                "256": {"measured": True, "slo_passed": None, "per_million_usd": None, "gb_s_per_invocation": 1.0,
+                        "mean_ms": 5.0}}
+    assert sweep.choose(unpriced, with_slos=False) == 256  # no price in the region: GB-s per invocation
+
+
+# AWS Lambda Power Tuning's own analyzer cases (test/unit/test-lambda.js, "analyzer" describe block, at
+# alexcasalboni/aws-lambda-power-tuning 262ecc2): (strategy, weight, [(power, averagePrice,
+# averageDuration)], the power it returns).
+POWER_TUNING_CASES = [
+    ("cost", 0.5, [(128, 100, 100), (256, 200, 300), (512, 30, 200)], 512),
+    ("cost", 0.5, [(128, 100, 100), (256, 100, 90), (512, 300, 200)], 256),  # same cost: the fastest
+    ("speed", 0.5, [(128, 100, 300), (256, 200, 200), (512, 300, 100)], 512),
+    ("speed", 0.5, [(128, 100, 200), (256, 90, 200), (512, 300, 400)], 256),  # same duration: the cheapest
+    ("balanced", 1.0, [(128, 100, 100), (256, 200, 300), (512, 30, 200)], 512),
+    ("balanced", 0.0, [(128, 100, 300), (256, 200, 200), (512, 300, 100)], 512),
+    ("balanced", 0.5, [(128, 101, 300), (256, 200, 200), (512, 300, 101)], 256),
+    ("balanced", 0.3, [(128, 100, 300), (256, 200, 200), (512, 300, 100), (1024, 1000, 50)], 512),
+]
+
+
+@pytest.mark.parametrize(("strategy", "weight", "stats", "power"), POWER_TUNING_CASES)
+def test_strategies_choose_as_power_tuning_does(strategy, weight, stats, power):
+    # Power Tuning's averagePrice is USD per invocation; a curve holds USD per million.
+    curve = {str(m): {"measured": True, "slo_passed": None, "per_million_usd": price * 1e6, "duration_mean_ms": d}
+             for m, price, d in stats}
+    assert sweep.choose(curve, False, strategy, weight) == power
+
+
+def test_a_full_tie_goes_to_the_smaller_size_and_slos_still_filter():
+    same = {str(m): {"measured": True, "slo_passed": m != 128, "per_million_usd": 1.0, "duration_mean_ms": 10.0}
+            for m in (128, 256, 512)}
+    for strategy in ("cost", "speed", "balanced"):
+        assert sweep.choose(same, False, strategy) == 128
+        assert sweep.choose(same, True, strategy) == 256  # 128 MB misses an SLO
+
+
+def test_the_spec_names_the_strategy_and_a_weight_between_0_and_1():
+    b = spec.load_text(SPEC + "sweep: {strategy: balanced, balanced_weight: 0.3}\n", "sw.yaml")
+    assert (b.sweep.strategy, b.sweep.balanced_weight) == ("balanced", 0.3)
+    for bad, where in (("{strategy: cheapest}", "sweep.strategy"), ("{balanced_weight: 1.5}", "sweep.balanced_weight")):
+        with pytest.raises(SpecError) as e:
+            spec.load_text(SPEC + f"sweep: {bad}\n", "sw.yaml")
+        assert where in str(e.value)
 
 
 def _text(table) -> str:

@@ -190,7 +190,7 @@ class Platform:
 
 
 BUILTIN: tuple[str, ...] = (
-    "workers.platforms.http:PLATFORM",
+    "workers.platforms.signed_http:PLATFORM",  # workers.platforms.http's, signing targets with sigv4
     "workers.platforms.local:PLATFORM",
     "workers.platforms.aws_lambda:PLATFORM",
 )

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import httptools
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers import limits
 from workers.contract import Outcome, Target
@@ -982,15 +982,28 @@ class HttpInvoker:
 
 
 def make_invoker(target: Target, phase: str, max_in_flight: int) -> HttpInvoker:
-    """The ``http`` platform's factory."""
+    """The plain HTTP factory (the registered ``http`` platform, workers.platforms.signed_http, also
+    signs targets with ``sigv4``)."""
     return HttpInvoker(target)
 
 
 # ------------------------------------------------------------------ the platform's declaration
 
 
+class SigV4Fields(BaseModel):
+    """``sigv4: {service: lambda, region: us-east-1}``: sign each request with AWS SigV4 (a Function URL
+    with AuthType AWS_IAM signs for service lambda); credentials from the standard chain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str = Field(default="lambda", pattern=r"^[a-z0-9-]{1,64}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
 class TargetFields(BaseModel):
     """What a spec's http target says about the answers it takes (the task's address)."""
+
+    sigv4: SigV4Fields | None = None
 
     # The final statuses that count ok: codes (200), classes ("2xx") and ranges ("200-299").
     expect_status: list[Any] = Field(default=list(DEFAULT_EXPECT_STATUS), max_length=MAX_EXPECT_ITEMS)
@@ -1009,13 +1022,20 @@ def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
     and its expect_status entries."""
     problems = request_problems(t.url, t.method, list(t.headers.items()))
     problems.extend((f"expect_status{field}", why) for field, why in expect_status_problems(t.expect_status))
+    if getattr(t, "sigv4", None) is not None:
+        for name in t.headers:
+            if name.lower() in ("authorization", "x-amz-date", "x-amz-security-token"):
+                problems.append((f"headers.{name}", "sigv4 signs the request and sets this header itself"))
     return problems
 
 
 def target_address(t: Any) -> dict[str, Any]:
     """What the worker reads (``response_rules``): the expected statuses and the response bounds."""
-    return {"expect_status": list(t.expect_status), "max_header_bytes": t.max_header_bytes,
-            "max_body_bytes": t.max_body_bytes, "request_id_headers": list(t.request_id_headers)}
+    address = {"expect_status": list(t.expect_status), "max_header_bytes": t.max_header_bytes,
+               "max_body_bytes": t.max_body_bytes, "request_id_headers": list(t.request_id_headers)}
+    if getattr(t, "sigv4", None) is not None:
+        address["sigv4"] = {"service": t.sigv4.service, "region": t.sigv4.region}
+    return address
 
 
 def target_refusals(target: Target) -> list[tuple[str, str]]:

@@ -1,13 +1,10 @@
 """The ``aws-lambda`` platform: SigV4-signed Invoke (2015-03-31) on fnbench's async HTTP engine.
 
 No thread per call and no SDK on the hot path: each invoke goes on a keep-alive connection of
-workers.platforms.http's pool, as bytes signed with ``workers.platforms.aws_lambda.sigv4``.  The signature covers
-X-Amz-Date (one-second resolution), so the signed request is rebuilt once per second (and when
-the credentials change): requests within a second carry the same, valid, signature.  The key is
-derived once per date/region/service.  Credentials come from the standard botocore chain (env,
-shared files, SSO, container/instance roles), looked up off the event loop; refreshable ones are
-refreshed on a thread once they enter botocore's advisory window (requests are signed with the
-current ones meanwhile), never written anywhere.
+workers.platforms.http's pool, as bytes signed with ``workers.platforms.aws_lambda.sigv4``, rebuilt
+once per second (workers.platforms.aws_lambda.signing.SignsEachSecond, shared with http targets that
+have ``sigv4``).  The key is derived once per date/region/service.  Credentials come from the
+standard botocore chain, looked up off the event loop and refreshed on a thread, never written anywhere.
 
 Outcomes (DESIGN.md §4.7): ``X-Amz-Function-Error`` → function_error; 429 (TooManyRequests,
 its Reason in the body) → throttled; other 4xx → http_4xx; 5xx (service errors) → http_5xx;
@@ -15,7 +12,7 @@ transport failures as the HTTP engine reports them.  The error type (``x-amzn-Er
 each failed invoke is counted (``lambda_error:<Type>``).
 
 With ``LogType: Tail`` (the default), the REPORT line in ``X-Amz-Log-Result`` gives the
-platform's clocks (Duration, Billed Duration + Billed Restore Duration, Init Duration) and Max
+platform's clocks (Duration, Billed Duration — which includes Billed Restore Duration —, Init Duration) and Max
 Memory Used; an invocation with Init Duration is a cold start.  A missing or truncated REPORT is
 counted (``report_missing``, ``report_truncated``), never guessed.  Billing totals for cost:
 ``billed_ms``, ``gb_s`` (Billed × Memory Size), ``billed_requests`` and their ``_cold`` parts and,
@@ -44,10 +41,10 @@ from workers.contract import Outcome, Target
 from workers.errors import SetupError
 from workers.platforms import Done, Invocation, Platform
 from workers.platforms.aws_lambda.report import MISSING, Report, from_log_result
+from workers.platforms.aws_lambda.signing import SignsEachSecond
 from workers.platforms.aws_lambda.sigv4 import Credentials, Signer, canonical_query
 from workers.platforms.http import HttpInvoker, _Connection
 
-_time = time.time
 _monotonic = time.monotonic
 _OK = Outcome.ok
 _FUNCTION_ERROR = Outcome.function_error
@@ -125,7 +122,7 @@ class _LambdaConnection(_Connection):
             call.request_id = value
 
 
-class LambdaInvoker(HttpInvoker):
+class LambdaInvoker(SignsEachSecond, HttpInvoker):
     def __init__(self, target: Target) -> None:
         address = dict(target.address)
         function = str(address.get("function") or "")
@@ -153,14 +150,7 @@ class LambdaInvoker(HttpInvoker):
         self.body = (target.body or "{}").encode()
         self.payload_hash = hashlib.sha256(self.body).hexdigest()
         self.signer = Signer(self.region, "lambda")
-        self.credentials: Any = None  # botocore's (refreshable) credentials
-        self._frozen: Credentials | None = None
-        self._latest: Credentials | None = None  # the credentials requests are signed with
-        self._refreshing = False
-        self._loop: Any = None
-        self.credential_refresh_failures = 0
-        self._signed = b""
-        self._next_sign = 0.0  # epoch second at which the signed request is rebuilt
+        self.init_signing()
         self.function_errors = 0
         self.report_missing = 0
         self.report_truncated = 0
@@ -183,17 +173,7 @@ class LambdaInvoker(HttpInvoker):
         return ("aws-lambda", *super().key)
 
     async def start(self) -> None:
-        import asyncio
-
-        loop = self._loop = asyncio.get_running_loop()
-        if self.credentials is None:  # the chain may ask a metadata endpoint: off the loop
-            creds = await loop.run_in_executor(None, _chain_credentials)
-            if creds is None:
-                raise SetupError(f"target {self.target.name!r}: no AWS credentials in the standard chain "
-                                 "(environment, shared files, SSO, container or instance role)")
-            self.credentials = creds
-        self._latest = await loop.run_in_executor(None, self._freeze)
-        self._resign(_time())
+        await self.start_signing()
         await super().start()
 
     def trace_header(self, trace: str) -> bytes:
@@ -201,41 +181,7 @@ class LambdaInvoker(HttpInvoker):
         return b"x-amzn-trace-id: Root=1-%s-%s;Parent=%s;Sampled=1\r\n" % (
             trace[:8].encode(), trace[8:].encode(), os.urandom(8).hex().encode())
 
-    # -- signing --------------------------------------------------------------------------------
-    def signed(self) -> bytes:
-        now = _time()
-        if now >= self._next_sign:
-            self._resign(now)
-        return self._signed
-
-    def _freeze(self) -> Credentials:
-        """On a thread: botocore refreshes expiring credentials here (STS, SSO, IMDS…)."""
-        frozen = self.credentials.get_frozen_credentials()
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-
-    def _refreshed(self, fut: Any) -> None:
-        self._refreshing = False
-        if fut.cancelled() or fut.exception() is not None:
-            self.credential_refresh_failures += 1  # signed with the old ones until botocore succeeds
-            return
-        self._latest = fut.result()
-        self._next_sign = 0.0  # sign with the new credentials from the next request on
-
-    def _resign(self, now: float) -> None:
-        # Refreshable credentials nearing expiry (botocore's advisory window) are refreshed on a
-        # thread; requests keep being signed with the current ones meanwhile.
-        needed = getattr(self.credentials, "refresh_needed", None)
-        if needed is not None and not self._refreshing and self._loop is not None and needed():
-            self._refreshing = True
-            self._loop.run_in_executor(None, self._freeze).add_done_callback(self._refreshed)
-        creds = self._latest
-        assert creds is not None, "start() first"
-        second = int(now)
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
-        self._signed = self.request_bytes(amz_date, creds)
-        self._frozen = creds
-        self._next_sign = second + 1.0
-
+    # -- signing (SignsEachSecond: once per second, credentials from the standard chain) ------
     def request_headers(self, amz_date: str, creds: Credentials) -> dict[str, str]:
         """The signed headers (and Authorization) of one Invoke at ``amz_date``."""
         headers = {
@@ -446,12 +392,6 @@ class LambdaColdInvoker(LambdaInvoker):
             if value:
                 counts[name] = value
         return counts
-
-
-def _chain_credentials() -> Any:
-    import botocore.session  # the standard chain; imported here, off the workers' import path
-
-    return botocore.session.get_session().get_credentials()
 
 
 def _resolver(fut: Any) -> Done:

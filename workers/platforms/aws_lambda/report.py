@@ -6,7 +6,15 @@ Text format (one line, tab-separated ``Name: value unit`` fields after the reque
     Max Memory Used: 21 MB\tInit Duration: 100.99 ms
 
 with optional ``Init Duration`` (a cold start), ``Restore Duration`` / ``Billed Restore
-Duration`` (SnapStart), ``Status`` / ``Error Type`` (an instance that failed or timed out).
+Duration`` (SnapStart), ``Status`` / ``Error Type`` (an instance that failed or timed out) and, with
+active tracing, ``XRAY TraceId: … SegmentId: … Sampled: …`` (ignored).  Fields are found by name
+after any whitespace, not only a tab: lines copied out of the console or a web page carry spaces
+(tests/fixtures/lambda_reports.jsonl holds 26 real records, with their sources).
+
+What AWS bills is the line's Billed Duration, nothing added: on a SnapStart line it already
+includes Billed Restore Duration (Billed = ceil(Duration + Billed Restore Duration) on every real
+SnapStart line in the fixtures), and since 1 Aug 2025 it includes Init Duration for managed runtimes
+too (ceil(Duration + Init Duration) on the real lines after that date; before it, ceil(Duration)).
 JSON format: ``{"type": "platform.report", "record": {"requestId", "status", "metrics":
 {"durationMs", "billedDurationMs", "memorySizeMB", "maxMemoryUsedMB", "initDurationMs"?,
 "restoreDurationMs"?, "billedRestoreDurationMs"?}}}``.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -66,8 +75,9 @@ class Report:
 
     @property
     def billed_total_ms(self) -> float:
-        """What AWS bills for compute: Billed Duration + Billed Restore Duration."""
-        return self.billed_ms + (self.billed_restore_ms or 0.0)
+        """What AWS bills for compute: the Billed Duration, which on a SnapStart line already
+        includes the Billed Restore Duration (and Init Duration where Init is billed)."""
+        return self.billed_ms
 
     def slow_fields(self) -> dict[str, float]:
         """The numbers a slow request carries (workers.contract.SLOW_REPORT_FIELDS); billed_ms is the total."""
@@ -95,31 +105,34 @@ TRUNCATED: Final = _Marker("TRUNCATED")
 Found = Report | _Marker
 
 
+# A field name where a field starts (after the head or whitespace); the longer names first so that
+# "Billed Duration" is never read as "Duration".  XRAY's fields end the numbers that precede them.
+_LABEL = re.compile(r"(?:(?<=\s)|^)(Billed Restore Duration|Restore Duration|Billed Duration|Init Duration|"
+                    r"Max Memory Used|Memory Size|Duration|Status|Error Type|XRAY TraceId|SegmentId|Sampled): ")
+_NUMBER = re.compile(r"([0-9]+(?:\.[0-9]+)?) (ms|MB)\s*$")
+
+
 def parse_text(line: str) -> Found:
     """One text-format REPORT line (from ``REPORT RequestId:``)."""
-    fields = line.rstrip("\r\n").split("\t")
-    head = fields[0]
-    if not head.startswith("REPORT RequestId: "):
+    line = line.rstrip("\r\n")
+    if not line.startswith("REPORT RequestId: "):
         return TRUNCATED
-    values: dict[str, Any] = {"request_id": head[len("REPORT RequestId: "):].strip()}
-    for item in fields[1:]:
-        name, sep, rest = item.partition(": ")
-        if not sep:
-            continue
-        name = name.strip()
+    labels = list(_LABEL.finditer(line))
+    head_end = labels[0].start() if labels else len(line)
+    values: dict[str, Any] = {"request_id": line[len("REPORT RequestId: "):head_end].strip()}
+    for i, m in enumerate(labels):
+        name = m.group(1)
+        rest = line[m.end():labels[i + 1].start() if i + 1 < len(labels) else len(line)].strip()
         attr = _TEXT_FIELDS.get(name)
         if attr is not None:
-            number, _, unit = rest.strip().partition(" ")
-            if unit not in ("ms", "MB"):  # cut inside the value
+            number = _NUMBER.match(rest)
+            if number is None:  # cut inside the value
                 return TRUNCATED
-            try:
-                values[attr] = float(number)
-            except ValueError:
-                return TRUNCATED
+            values[attr] = float(number.group(1))
         elif name == "Status":
-            values["status"] = rest.strip()
+            values["status"] = rest
         elif name == "Error Type":
-            values["error_type"] = rest.strip()
+            values["error_type"] = rest
     if any(k not in values for k in REQUIRED):
         return TRUNCATED
     return Report(**values)
