@@ -1,6 +1,6 @@
 //! A strict JSON reader and writer (RFC 8259), enough for the contract: one value, no trailing
 //! data, no NaN/Infinity, numbers parsed correctly rounded (std's `str::parse::<f64>`), at most
-//! 128 levels deep. Zero dependencies: the guest builds with Debian's rustc 1.63 (see ../README).
+//! 128 levels deep. Zero dependencies: the guest builds with Debian's rustc 1.63 (functions/CONTRACT.md §6).
 
 use std::fmt::Write;
 
