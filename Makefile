@@ -24,7 +24,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-functions: setup
+# system-demo: the Debian packages rust-wasm's guest compiles with (a fresh machine has none).
+functions: setup system-demo
 	$(BIN)/fnbench functions build
 
 # The Java jar rebuilt by Maven in offline mode: once ~/.m2 holds the pinned set of

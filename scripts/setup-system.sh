@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What fnbench needs from this machine beyond Python: the one place that installs it.
 #
-#   scripts/setup-system.sh demo         toolchains for the functions (cargo, go, node, JDK 17, Maven)
+#   scripts/setup-system.sh demo         toolchains for the functions (cargo, go, node, JDK 17, Maven) and
+#                                        the Debian packages that compile Rust to wasm32-wasi (rust-wasm)
 #   scripts/setup-system.sh lambda-demo  + autotools, cmake and a C++ compiler (AWS's Node runtime client)
 #   scripts/setup-system.sh test         + the real servers and tools the tests use (redis-server,
 #                                        prometheus, nginx, wrk, chromium, openssl) and kustomize
@@ -28,8 +29,17 @@ if [ ${#missing_tools[@]} -gt 0 ]; then
   exit 2
 fi
 
-# command → Debian package, per profile.
+# command (or an absolute path that must exist) → Debian package, per profile.
 declare -a want=()
+# rust-wasm's guest (functions/wasm/guest): Debian's rustc with its wasm32-wasi standard library
+# and rust-lld. rustup's newer rustc builds everything else; it cannot fetch targets on every
+# machine, and a std only works with its own compiler, so the guest builds with Debian's 1.63
+# (/usr/bin/rustc). Pinned to Debian 12 (bookworm)'s versions; elsewhere the release's own.
+rustc_deb=1.63.0+dfsg1-2 lld_deb=1:14.0.6-12
+if [ "$(. /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-}")" != bookworm ]; then rustc_deb="" lld_deb=""; fi
+want+=("/usr/bin/rustc:rustc${rustc_deb:+=$rustc_deb}"
+       "/usr/lib/rustlib/wasm32-wasi/lib:libstd-rust-dev-wasm32${rustc_deb:+=$rustc_deb}"
+       "/usr/bin/rust-lld:lld-14${lld_deb:+=$lld_deb}")
 if [ "$profile" != demo ]; then
   # The native part of AWS's Node.js runtime interface client (aws-lambda-ric) builds with these.
   want+=(autoreconf:autoconf automake:automake libtoolize:libtool cmake:cmake g++:g++ make:make)
@@ -39,10 +49,11 @@ if [ "$profile" = test ]; then
          chromium:chromium)
 fi
 
+have() { case "$1" in /*) [ -e "$1" ] ;; *) command -v "$1" >/dev/null ;; esac; }
 packages=()
 for pair in "${want[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
-  command -v "$cmd" >/dev/null || packages+=("$pkg")
+  have "$cmd" || packages+=("$pkg")
 done
 
 if [ ${#packages[@]} -gt 0 ]; then
@@ -62,7 +73,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   for pair in "${want[@]}"; do
     cmd=${pair%%:*}
-    command -v "$cmd" >/dev/null || { echo "setup: '$cmd' is still missing after installing ${pair#*:}" >&2; exit 2; }
+    have "$cmd" || { echo "setup: '$cmd' is still missing after installing ${pair#*:}" >&2; exit 2; }
   done
 fi
 

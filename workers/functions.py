@@ -12,7 +12,11 @@ build: the artefact is their source directory, run by the interpreter found on t
 Java is built (Maven) into ``<out_dir>/java/fnbench-java.jar``, run by the JDK's ``java``;
 ``java-cds`` is the same jar with the tuning a Java team would try (C1 only, and an AppCDS
 archive ``fnbench-java.jsa`` written at build time), a runtime of its own so that results
-compare it with Rust like any other.  Standard library only.
+compare it with Rust like any other.  ``rust-wasm`` is Rust compiled to WebAssembly, served by
+fnbench's wasmtime host (``functions/wasm/``) with a fresh instance per request, as an edge
+platform does; ``rust-wasm-reuse`` is the same module and host reusing warm instances.  Both are
+built into ``<out_dir>/rust-wasm/`` (the host, the module, the module precompiled).  Standard
+library only.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 DEFAULT_OUT_DIR = REPO_ROOT / "build" / "functions"
 
-RUNTIMES: tuple[str, ...] = ("rust", "go", "node", "python", "java", "java-cds")
+RUNTIMES: tuple[str, ...] = ("rust", "go", "node", "python", "java", "java-cds", "rust-wasm", "rust-wasm-reuse")
 WORKLOADS: tuple[str, ...] = ("echo", "transform", "hash", "matmul", "alloc", "sleep", "validate")
 
 MIN_NODE_MAJOR = 18
@@ -44,6 +48,12 @@ MIN_JAVA_MAJOR = 17
 
 JAVA_JAR = "fnbench-java.jar"  # <out_dir>/java/: the shaded jar (workloads, Jackson, AWS's runtime client)
 JAVA_CDS_ARCHIVE = "fnbench-java.jsa"  # <out_dir>/java/: the java-cds class-data sharing archive
+# The WebAssembly runtimes: one module, one host, the host's --mode (functions/wasm/host/src/main.rs).
+WASM_MODES: dict[str, str] = {"rust-wasm": "per-request", "rust-wasm-reuse": "reuse"}
+WASM_DIR = "rust-wasm"  # <out_dir>/rust-wasm/: the host, the module and the module precompiled
+WASM_HOST = "fnbench-wasm-host"
+WASM_MODULE = "fnbench.wasm"
+WASM_PRECOMPILED = "fnbench.cwasm"
 # The JVM flags of each Java runtime (functions/CONTRACT.md §5). `java` is the JVM as it comes;
 # `java-cds` stops at the C1 compiler (faster to warm, slower at peak) and maps the application's
 # classes from an archive dumped at build time. -Xshare:auto: a stale archive is ignored, not fatal.
@@ -60,6 +70,10 @@ _INSTALL_HINTS: dict[str, str] = {
     "java": f"install a JDK >= {MIN_JAVA_MAJOR} (`apt-get install openjdk-17-jdk-headless`), or set JAVA_HOME",
     "javac": f"install a JDK >= {MIN_JAVA_MAJOR}, not only a JRE (`apt-get install openjdk-17-jdk-headless`)",
     "mvn": "install Apache Maven >= 3.6 (`apt-get install maven`)",
+    "rustc (wasm32-wasi)": "on Debian 12: `apt-get install rustc libstd-rust-dev-wasm32 lld-14` (what "
+                           "`scripts/setup-system.sh demo` installs; rustup's rustc is not used for the guest), or "
+                           "set FNBENCH_WASM_RUSTC to a rustc that has the wasm32-wasi standard library",
+    "rust-lld": "on Debian 12: `apt-get install lld-14` (the linker rustc uses for wasm32-wasi)",
 }
 
 # Well-known install locations that are often missing from a non-login PATH.
@@ -213,6 +227,20 @@ def python_artifact() -> Artifact:
                     command=[_python(), "-I", "-B", str(src / "server.py")], env={})
 
 
+def wasm_artifact(runtime: str, out_dir: Path, seconds: float = 0.0) -> Artifact:
+    """The host and the module (precompiled) as a runnable artefact of `runtime` (its --mode);
+    FileNotFoundError if not built.  Its size is the module's: what an edge platform is sent (the
+    host is the platform's)."""
+    folder = Path(out_dir) / WASM_DIR
+    host, module, precompiled = folder / WASM_HOST, folder / WASM_MODULE, folder / WASM_PRECOMPILED
+    for path in (host, module, precompiled):
+        if not path.is_file():
+            raise FileNotFoundError(f"{runtime} is not built: {path} missing; run build({runtime!r})")
+    return Artifact(runtime=runtime, path=module, size_bytes=module.stat().st_size,
+                    command=[str(host), "--mode", WASM_MODES[runtime], str(precompiled)], env={},
+                    build_seconds=seconds)
+
+
 def check_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
@@ -232,6 +260,8 @@ def artifact_for(runtime: str, out_dir: Path = DEFAULT_OUT_DIR) -> Artifact:
         return binary_artifact(runtime, path)
     if runtime in ("java", "java-cds"):
         return java_artifact(runtime, out_dir)
+    if runtime in WASM_MODES:
+        return wasm_artifact(runtime, out_dir)
     return node_artifact() if runtime == "node" else python_artifact()
 
 

@@ -4,6 +4,7 @@ every other table the CLI prints (shards, calibration, functions, schedules, his
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from rich.table import Table
 from orchestrator.analysis import history as hist
 from orchestrator.analysis.compare import METRIC_LABEL, TargetRow, relative_to
 from orchestrator.run.result import Group, RunResult
+from workers.errors import SetupError
+from workers.functions import artifact_for
 
 
 def _ms(v: float | None) -> str:
@@ -67,14 +70,25 @@ def _cell(value: Any, ratio: Any, unit: str = "") -> str:
     return text if ratio in (None, 1.0) else f"{text} ({ratio:g}×)"
 
 
+@functools.cache
+def built_size_mb(runtime: str) -> float | None:
+    """The size of this machine's build of a runtime's function (`fnbench functions build`), in MB;
+    None when it is not built here (or is not one of fnbench's functions)."""
+    try:
+        return artifact_for(runtime).size_bytes / 1e6
+    except (ValueError, OSError, SetupError):
+        return None
+
+
 def relative_table(rows: Sequence[TargetRow]) -> Table:
-    """Every target beside Rust's for the same workload: value (ratio to Rust)."""
+    """Every target beside Rust's for the same workload: value (ratio to Rust); for local functions
+    also the size of this machine's build of each (rust-wasm: the .wasm module)."""
     t = Table(title="relative to rust, same workload (value and ratio ×)", header_style="bold")
     # Lambda targets: the platform's clocks (REPORT) and cost beside the client's; else the process's.
     platform = any(r.duration_p99_ms is not None for r in rows)
     columns = ["workload", "target", "runtime", "p50 ms", "p99 ms", "ok/s", "cold start p50 ms"]
     columns += (["Duration p99 ms", "Init Duration p50 ms", "max mem MB", "$/1M"] if platform
-                else ["init p50 ms", "peak RSS MB"])
+                else ["init p50 ms", "peak RSS MB", "artefact MB"])
     for col in columns:
         t.add_column(col, justify="left" if col in ("workload", "target", "runtime") else "right")
     for r in sorted(rows, key=lambda r: (r.workload, r.runtime != "rust", r.target)):
@@ -85,7 +99,9 @@ def relative_table(rows: Sequence[TargetRow]) -> Table:
             cells += [_cell(r.duration_p99_ms, x["duration_p99_ms"]), _cell(r.init_duration_ms, x["init_duration_ms"]),
                       _cell(r.max_memory_mb, x["max_memory_mb"]), _cell(r.per_million_usd, x["per_million_usd"])]
         else:
-            cells += [_cell(r.init_ms, None), _cell(r.rss_mb, x["rss_mb"])]
+            size, base = built_size_mb(r.runtime), built_size_mb("rust")
+            cells += [_cell(r.init_ms, None), _cell(r.rss_mb, x["rss_mb"]),
+                      _cell(size, round(size / base, 2) if size and base else None)]
         t.add_row(*cells)
     return t
 

@@ -46,7 +46,7 @@ MAX_NODES = 200_000  # values in the document, aliases expanded
 MAX_PROBLEMS = 50  # problems listed; the rest are counted
 MAX_PROBLEM_CHARS = 300  # one problem's text (a 1 MiB key is shown cut)
 MAX_INT_DIGITS = 1000  # an integer longer than this is past every bound of a spec (Python refuses 4,300)
-Runtime = Literal["rust", "go", "node", "python", "java", "java-cds", "other"]
+Runtime = Literal["rust", "go", "node", "python", "java", "java-cds", "rust-wasm", "rust-wasm-reuse", "other"]
 
 
 class _Model(BaseModel):

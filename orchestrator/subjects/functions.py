@@ -11,7 +11,10 @@
 Rust and Go build into `<out_dir>/<runtime>/bootstrap` (the file name AWS Lambda's
 custom runtimes expect). Node and Python need no build: the artefact is their
 source directory. Java builds one jar with Maven into `<out_dir>/java/fnbench-java.jar`;
-`java-cds` adds a class-data sharing archive dumped by a training run of that jar. Finding a built artefact lives in workers.functions, because a worker
+`java-cds` adds a class-data sharing archive dumped by a training run of that jar. `rust-wasm` and
+`rust-wasm-reuse` build `<out_dir>/rust-wasm/`: the guest (functions/wasm/guest, compiled by a rustc
+with the wasm32-wasi standard library: Debian's 1.63), the host (functions/wasm/host, cargo on the
+wasmtime crate) and the module precompiled by that host. Finding a built artefact lives in workers.functions, because a worker
 starts local functions from its own build; this module only adds building. Standard library only.
 """
 
@@ -39,6 +42,11 @@ from workers.functions import (
     MIN_PYTHON,
     REPO_ROOT,
     RUNTIMES,
+    WASM_DIR,
+    WASM_HOST,
+    WASM_MODES,
+    WASM_MODULE,
+    WASM_PRECOMPILED,
     WORKLOADS,
     Artifact,
     NotListening,
@@ -53,12 +61,13 @@ from workers.functions import (
     python_artifact,
     start_function,
     wait_port,
+    wasm_artifact,
 )
 
 __all__ = [
-    "DEFAULT_OUT_DIR", "FUNCTIONS_DIR", "MIN_NODE_MAJOR", "MIN_PYTHON", "REPO_ROOT", "RUNTIMES", "WORKLOADS",
+    "DEFAULT_OUT_DIR", "FUNCTIONS_DIR", "MIN_NODE_MAJOR", "MIN_PYTHON", "REPO_ROOT", "RUNTIMES", "WASM_MODES", "WORKLOADS",
     "Artifact", "BuildFailed", "ToolchainMissing", "artifact_for", "build", "serve", "start_server",
-    "stop_server", "wait_ready",
+    "stop_server", "wait_ready", "wasm_rustc",
 ]
 
 
@@ -133,6 +142,79 @@ def _build_go(out_dir: Path) -> Artifact:
     cmd = [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest), "."]
     seconds = _run_build("go", cmd, src, env)
     return binary_artifact("go", dest, seconds)
+
+
+WASM_SRC = FUNCTIONS_DIR / "wasm"
+WASM_TARGET = "wasm32-wasi"
+# The guest's rustc flags: the release profile of functions/rust (CONTRACT.md §5), for wasm32-wasi.
+WASM_RUSTC_FLAGS = ("--edition", "2021", "--crate-type", "cdylib", "--crate-name", "fnbench_wasm",
+                    "--target", WASM_TARGET, "-C", "opt-level=3", "-C", "lto=fat", "-C", "codegen-units=1",
+                    "-C", "panic=abort", "-C", "strip=symbols")
+
+
+def wasm_rustc() -> str:
+    """A rustc that has the wasm32-wasi standard library: $FNBENCH_WASM_RUSTC (then only that one),
+    else Debian's /usr/bin/rustc (libstd-rust-dev-wasm32), else rustc on PATH; ToolchainMissing
+    otherwise.  The guest has no dependencies, so any rustc >= 1.63 with that target builds it."""
+    chosen = os.environ.get("FNBENCH_WASM_RUSTC", "")
+    candidates = [chosen] if chosen else ["/usr/bin/rustc", shutil.which("rustc") or ""]
+    seen: list[str] = []
+    for rustc in dict.fromkeys(filter(None, candidates)):
+        if not (Path(rustc).is_file() and os.access(rustc, os.X_OK)):
+            if rustc == chosen:
+                seen.append(f"{rustc} (FNBENCH_WASM_RUSTC) is not an executable file")
+            continue
+        try:
+            sysroot = subprocess.run([rustc, "--print", "sysroot"], capture_output=True, text=True,
+                                     timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if sysroot and (Path(sysroot) / "lib" / "rustlib" / WASM_TARGET / "lib").is_dir():
+            return rustc
+        seen.append(rustc)
+    detail = f"{', '.join(seen)}: no {WASM_TARGET} standard library" if seen else "no rustc found"
+    raise ToolchainMissing("rustc (wasm32-wasi)", "rust-wasm", detail)
+
+
+def _newer(out: Path, sources: list[Path]) -> bool:
+    return out.is_file() and all(out.stat().st_mtime >= p.stat().st_mtime for p in sources)
+
+
+def _build_wasm(runtime: str, out_dir: Path) -> Artifact:
+    """The guest module, the host, and the module precompiled by that host (each only when its
+    sources changed), into <out_dir>/rust-wasm/."""
+    rustc = wasm_rustc()
+    lld = shutil.which("rust-lld", path=f"{Path(rustc).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if lld is None:
+        raise ToolchainMissing("rust-lld", runtime, "not on PATH")
+    cargo = find_tool("cargo", runtime)
+    folder = Path(out_dir) / WASM_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = 0.0
+    guest = WASM_SRC / "guest"
+    module = folder / WASM_MODULE
+    if not _newer(module, sorted((guest / "src").glob("*.rs"))):
+        tmp = module.with_suffix(".wasm.tmp")
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(lld).parent}{os.pathsep}{env.get('PATH', '')}"
+        seconds += _run_build(runtime, [rustc, *WASM_RUSTC_FLAGS, "src/lib.rs", "-o", str(tmp)], guest, env)
+        os.replace(tmp, module)
+    host_src = WASM_SRC / "host"
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(cargo).parent}{os.pathsep}{env.get('PATH', '')}"  # rustup's rustc next to cargo
+    env.pop("RUSTC", None)
+    seconds += _run_build(runtime, [cargo, "build", "--release", "--locked", "-j", _jobs()], host_src, env)
+    target = Path(env.get("CARGO_TARGET_DIR") or host_src / "target")
+    host = folder / WASM_HOST
+    built = target / "release" / WASM_HOST
+    if not (host.is_file() and filecmp.cmp(built, host, shallow=False)):
+        tmp = host.with_suffix(".tmp")  # copy then rename: a running host is "text file busy"
+        shutil.copy2(built, tmp)
+        os.replace(tmp, host)
+    precompiled = folder / WASM_PRECOMPILED
+    if not _newer(precompiled, [module, host]):
+        seconds += _run_build(runtime, [str(host), "--compile", str(module), str(precompiled)], folder, env)
+    return wasm_artifact(runtime, out_dir, seconds)
 
 
 JAVA_SRC = FUNCTIONS_DIR / "java"
@@ -251,6 +333,8 @@ def build(runtime: str | None = None, out_dir: Path = DEFAULT_OUT_DIR) -> list[A
             artifacts.append(_build_go(out_dir))
         elif r in ("java", "java-cds"):
             artifacts.append(_build_java(r, out_dir))
+        elif r in WASM_MODES:
+            artifacts.append(_build_wasm(r, out_dir))
         elif r == "node":
             artifacts.append(node_artifact())
         else:

@@ -52,3 +52,33 @@ def test_result_columns_say_offered_and_ok_and_p50():
     table = terminal.groups_table(c.result().groups)
     headers = [str(col.header) for col in table.columns]
     assert "offered/s" in headers and "ok/s" in headers and "req/s" not in headers
+
+
+def test_the_relative_table_shows_the_size_of_this_machines_build_beside_rusts(tmp_path, monkeypatch):
+    """Local functions: the artefact's size (rust-wasm: its .wasm module) and its ratio to Rust's binary;
+    '-' for a runtime that is not built here or is not one of fnbench's functions."""
+    from orchestrator.analysis.compare import TargetRow
+
+    sizes = {"rust": 1_000_000, "rust-wasm": 250_000}
+
+    def fake_size(runtime: str) -> float | None:
+        return sizes[runtime] / 1e6 if runtime in sizes else None
+
+    monkeypatch.setattr(terminal, "built_size_mb", fake_size)
+    x = dict.fromkeys(("p50_ms", "p99_ms", "rps", "cold_start_ms", "rss_mb"), None)
+    rows = [TargetRow("r", "rust-hash", "rust", "hash", p50_ms=1.0, x=x),
+            TargetRow("r", "wasm-hash", "rust-wasm", "hash", p50_ms=2.0, x=x),
+            TargetRow("r", "other-hash", "other", "hash", p50_ms=3.0, x=x)]
+    console = Console(file=io.StringIO(), width=250, force_terminal=False, color_system=None)
+    console.print(terminal.relative_table(rows))
+    text = console.file.getvalue()
+    assert "artefact MB" in text
+    wasm = next(line for line in text.splitlines() if "wasm-hash" in line)
+    other = next(line for line in text.splitlines() if "other-hash" in line)
+    assert "0.25 (0.25×)" in wasm
+    assert other.rstrip().rstrip("│").rstrip().endswith("-")
+
+
+def test_built_size_is_none_for_what_is_not_built_or_not_a_function():
+    terminal.built_size_mb.cache_clear()
+    assert terminal.built_size_mb("other") is None

@@ -15,7 +15,9 @@ are ignored.
 
 A function that exits or does not listen in time is a SetupError (warm) or an outcome (cold:
 ``function_error`` or ``timeout``) whose message says which: its exit code after how long and the
-tail of its output, or alive and not listening.
+tail of its output, or alive and not listening.  The WebAssembly host (rust-wasm, rust-wasm-reuse)
+answers 500 exactly when its module failed (a trap, its deadline, its memory limit) and serves
+on: that is a ``function_error`` too, as a crashed process would be.
 
 Spawning, waiting until the process listens, and reaping (fork/exec, connect polls, kill,
 wait, /proc reads) run on a pool of threads, never on the event loop that other shards'
@@ -55,6 +57,7 @@ from workers.contract import Outcome, Target
 from workers.errors import RefusedError, SetupError
 from workers.functions import (
     RUNTIMES,
+    WASM_MODES,
     WORKLOADS,
     Artifact,
     NotListening,
@@ -64,7 +67,7 @@ from workers.functions import (
     wait_port,
 )
 from workers.platforms import Done, Invocation, Platform, counters_of
-from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status
+from workers.platforms.http import HttpInvoker, encode_request, outcome_for_status, outcome_table
 
 log = logging.getLogger("fnbench.local")
 
@@ -267,6 +270,15 @@ async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.shield(asyncio.get_running_loop().run_in_executor(spawner(), fn, *args))
 
 
+# The wasm host's 500: its module trapped, ran past its deadline or out of memory (a function error).
+_WASM_OUTCOMES = tuple(Outcome.function_error if status == 500 else o for status, o in enumerate(outcome_table()))
+
+
+def outcomes_of(runtime: str) -> tuple[Outcome, ...] | None:
+    """The status → outcome table of a runtime whose statuses mean more than HTTP's (None: HTTP's)."""
+    return _WASM_OUTCOMES if runtime in WASM_MODES else None
+
+
 def _url(target: Target, port: int) -> str:
     return f"http://127.0.0.1:{port}/{target.workload}"
 
@@ -348,6 +360,9 @@ class LocalWarmInvoker:
         for port in ports:
             http_target = dataclasses.replace(self.target, platform="http", url=_url(self.target, port), address={})
             pool = HttpInvoker(http_target)
+            table = outcomes_of(self.target.runtime)
+            if table is not None:
+                pool.outcomes = table  # before start(): its connections copy it
             await pool.start()
             self.pools.append(pool)
 
@@ -480,7 +495,8 @@ class LocalColdInvoker:
                 return
             finally:
                 transport.abort()
-            outcome = outcome_for_status(status)
+            table = outcomes_of(self.target.runtime)
+            outcome = outcome_for_status(status, table) if table else outcome_for_status(status)
             if outcome == Outcome.ok:
                 init_us = _init_us(body)
         except OSError:
