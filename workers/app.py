@@ -28,6 +28,7 @@ from workers import auth, keys, limits, memtrace, once
 from workers import sinks as sink_seam
 from workers.contract import Interval, Shard
 from workers.errors import SetupError
+from workers.lifecycle import release_memory
 from workers.link import METRICS_SOCK_ENV, StoreLink, client
 from workers.shard import report_failed, run_shard
 
@@ -116,6 +117,7 @@ def run_shard_task(payload: Any = None, **_: Any) -> str:
         log.error("shard %s#%d failed: %s", shard.shard_id, shard.attempt, error)
     finally:
         link.finish(state, error)
+        release_memory()  # a pool process runs shard after shard for days (workers/lifecycle.py)
     return state
 
 
@@ -174,9 +176,10 @@ def _node_name() -> str:
 @signals.worker_process_init.connect
 def _pool_process_init(**_: Any) -> None:
     # A pool process must not keep sending load after its worker is gone.
-    from workers.lifecycle import die_with_parent
+    from workers.lifecycle import die_with_parent, steady_malloc
 
     die_with_parent()
+    steady_malloc()
     memtrace.start("pool")
 
 

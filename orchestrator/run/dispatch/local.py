@@ -26,7 +26,7 @@ from orchestrator.run.rollup import Rollup
 from workers import histograms, limits
 from workers.contract import Interval, SchemaError, Shard
 from workers.errors import FnbenchError
-from workers.lifecycle import die_with_parent
+from workers.lifecycle import die_with_parent, steady_malloc
 
 _ERROR = b"!"
 _READY = b"+"
@@ -39,6 +39,7 @@ def _worker_main(inbox: Any, out: Any, stop: Any, parent: int) -> None:
     # If the orchestrator is killed, its workers (and through them the function processes
     # they started) go too: nothing keeps sending load with nobody collecting it.
     die_with_parent(parent)
+    steady_malloc()  # big buffers stay on mmap, returned when freed (workers/lifecycle.py)
     try:
         from workers.shard import run_shards
 
