@@ -28,7 +28,12 @@ from tests.servers import FaultServer
 from workers.contract import Interval, Outcome, Shard, Target
 from workers.errors import SetupError
 from workers.histograms import merge
-from workers.platforms.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, HttpInvoker
+from workers.platforms.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_REQUEST_ID_HEADERS,
+    HttpInvoker,
+)
 
 WAIT_S = 5.0  # the most one request may take here before the test fails
 
@@ -109,9 +114,11 @@ load: {rps: 1}
 duration: 1s
 """)
     addresses = {s.target.name: s.target.address for s in plan.split(b, "r", 0.0)}
-    assert addresses["a"] == {"expect_status": ["2xx", 301, "400-404"], "max_header_bytes": 8192, "max_body_bytes": 0}
+    ids = list(DEFAULT_REQUEST_ID_HEADERS)  # (the slowest requests' ids: issue 21)
+    assert addresses["a"] == {"expect_status": ["2xx", 301, "400-404"], "max_header_bytes": 8192, "max_body_bytes": 0,
+                              "request_id_headers": ids}
     assert addresses["b"] == {"expect_status": ["2xx"], "max_header_bytes": DEFAULT_MAX_HEADER_BYTES,
-                              "max_body_bytes": DEFAULT_MAX_BODY_BYTES}
+                              "max_body_bytes": DEFAULT_MAX_BODY_BYTES, "request_id_headers": ids}
     table = HttpInvoker(Target(name="a", runtime="other", platform="http", url="http://127.0.0.1:1/",
                                address=addresses["a"])).outcomes
     assert [table[s] for s in (200, 299, 301, 302, 400, 404, 405, 429, 503)] == [
