@@ -279,5 +279,4 @@ def test_the_local_lambda_passes_only_a_well_formed_trace_root_on():
     assert _trace_root(b"Root=1-5759e988-bd862e3fe1be46a994272793") == "1-5759e988-bd862e3fe1be46a994272793"
     for bad in (b"", b"Root=1-xyz", b"Root=1-5759e988-bd862e3fe1be46a994272793\r\nX-Evil: 1",
                 b"Root=2-5759e988-bd862e3fe1be46a994272793"):
-        assert _trace_root(bad) == "" or "\r" not in _trace_root(bad)
-    assert _trace_root(b"Root=2-5759e988-bd862e3fe1be46a994272793") == ""
+        assert _trace_root(bad) == "", bad  # dropped whole, never echoed in part
