@@ -32,7 +32,7 @@ class Function:
     env: dict[str, str] = field(default_factory=dict)  # the runtime's own (from its build)
     memory_mb: int = 128
     timeout_s: float = 30.0
-    reserved: int = 10
+    reserved: int | None = 10  # reserved concurrency; None: none (it shares the account's unreserved concurrency)
     region: str = "us-east-1"
     architecture: str = "x86_64"
     environment: dict[str, str] = field(default_factory=dict)  # the function's configuration
@@ -41,7 +41,7 @@ class Function:
     last_modified: str = field(default_factory=now_iso)
     instances: list[Any] = field(default_factory=list)  # its server.Instance objects
     idle: list[Any] = field(default_factory=list)  # LIFO: the warmest first
-    throttles: int = 0
+    throttles: dict[str, int] = field(default_factory=dict)  # 429s by Reason (lambda_emulator/throttle.py)
     cold_starts: int = 0
     # Set for code deployed through CreateFunction/UpdateFunctionCode (lambda_emulator/code.py);
     # empty for this machine's builds, which take the runtime's defaults.

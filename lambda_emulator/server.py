@@ -10,8 +10,10 @@ aws-lambda-java-runtime-interface-client (started by the jar).
 As Lambda does, per function:
 
 * one request at a time per instance; an invoke with no idle instance starts a new one and
-  waits for its init, up to ``reserved`` instances (reserved concurrency); beyond it the invoke
-  is answered 429 ``TooManyRequestsException`` (Reason ReservedFunctionConcurrentInvocationLimitExceeded);
+  waits for its init.  It is answered 429 ``TooManyRequestsException`` instead when the
+  function's reserved concurrency, the account's unreserved concurrency or the function's
+  scaling rate (1,000 new instances per 10 s) is spent, with AWS's Reason for each
+  (lambda_emulator/throttle.py);
 * idle instances are reaped after ``idle_s``;
 * ``LogType: Tail`` answers ``X-Amz-Log-Result``: base64 of the last 4 KB of the invocation's
   log — START, what the function wrote, END and a REPORT line in AWS's text format: Duration
@@ -33,8 +35,8 @@ As Lambda does, per function:
 * GetFunctionConfiguration and UpdateFunctionConfiguration (Environment, MemorySize, Timeout):
   an update answers LastUpdateStatus InProgress with a new RevisionId, retires every instance
   (idle ones at once, busy ones after their invocation) and becomes Successful shortly after;
-  an update while one is in progress is 409 ResourceConflictException.  PutFunctionConcurrency
-  sets ``reserved``.
+  an update while one is in progress is 409 ResourceConflictException.  Put/Get/DeleteFunctionConcurrency
+  set, show and remove ``reserved``; GetAccountSettings shows the account's concurrency.
 
 Not modelled: any CPU beyond the memory share that Lambda may allow the init phase (init runs
 at the instance's share here), network and disk limits, Event (async) invocations,
@@ -73,6 +75,7 @@ from lambda_emulator.auth import Verifier, browser_check, content_type_check, ow
 from lambda_emulator.code import CodeApi, command_for
 from lambda_emulator.model import _REASONS, ACCOUNT, NODE_RIC, Function, error, now_iso
 from lambda_emulator.sandbox import Cell, Sandbox, peak_mb
+from lambda_emulator.throttle import Limits
 from workers.functions import FUNCTIONS_DIR, artifact_for
 from workers.platforms.aws_lambda.runtimes import HANDLER, init_billed
 from workers.platforms.aws_lambda.sigv4 import Credentials
@@ -80,7 +83,9 @@ from workers.platforms.aws_lambda.sigv4 import Credentials
 _monotonic = time.monotonic
 RUNTIME_API = b"/2018-06-01/runtime/"
 INVOKE_PREFIX = "/2015-03-31/functions/"
-CONCURRENCY_PREFIX = "/2017-10-31/functions/"
+CONCURRENCY_PREFIX = "/2017-10-31/functions/"  # Put/DeleteFunctionConcurrency
+CONCURRENCY_GET_PREFIX = "/2019-09-30/functions/"  # GetFunctionConcurrency
+ACCOUNT_SETTINGS = "/2016-08-19/account-settings"
 TAIL_BYTES = 4096
 UPDATE_SETTLE_S = 0.05  # InProgress → Successful after an update (the instances are retired by then)
 # Request bodies, as AWS caps them: an Invoke payload (and a function's response) 6 MB; a
@@ -409,9 +414,11 @@ class LocalLambda(CodeApi):
     """The service: functions by name, the Invoke API port, the reaper."""
 
     def __init__(self, functions: list[Function], *, credentials: Credentials, idle_s: float = 300.0,
-                 host: str = "127.0.0.1", port: int = 0, cgroups: bool = True, reserved: int = 10,
-                 region: str = "us-east-1", code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
+                 host: str = "127.0.0.1", port: int = 0, cgroups: bool = True, reserved: int | None = 10,
+                 region: str = "us-east-1", code_storage_bytes: int = CODE_STORAGE_BYTES,
+                 limits: Limits | None = None) -> None:
         self.functions = {f.name: f for f in functions}
+        self.limits = limits if limits is not None else Limits()  # when a new instance is throttled, and why
         self.verifier = Verifier(credentials, region)  # every Invoke API request is signed with these
         self.hosts: frozenset[bytes] = frozenset()  # the Host values of this server's address (start())
         self.code_storage_bytes = code_storage_bytes  # all deployed functions' unpacked code together
@@ -516,21 +523,38 @@ class LocalLambda(CodeApi):
             conn.reply(*self.create_function(body))
         elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"GET":
             conn.reply(200, orjson.dumps({"Functions": [f.configuration() for f in self.functions.values()]}))
-        elif path.startswith(CONCURRENCY_PREFIX) and path.endswith("/concurrency") and method == b"PUT":
-            fn = self._function(unquote(path[len(CONCURRENCY_PREFIX):].partition("/")[0]))
-            try:
-                n = int(orjson.loads(body)["ReservedConcurrentExecutions"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                conn.reply(*error(400, "InvalidParameterValueException", "ReservedConcurrentExecutions"))
-                return
-            if fn is None:
-                conn.reply(*error(404, "ResourceNotFoundException", "Function not found"))
-                return
-            fn.reserved = n
-            conn.reply(200, orjson.dumps({"ReservedConcurrentExecutions": n}))
+        elif path.endswith("/concurrency") and path.startswith((CONCURRENCY_PREFIX, CONCURRENCY_GET_PREFIX)):
+            conn.reply(*self._concurrency(method, path, body))
+        elif path.rstrip("/") == ACCOUNT_SETTINGS and method == b"GET":
+            conn.reply(200, orjson.dumps(self.limits.account_settings(self.functions.values())))
         else:
             conn.reply(*error(404, "UnknownOperationException", f"{method.decode()} {path}"))
         _ = parse_qsl  # (Qualifier is accepted and ignored)
+
+    def _concurrency(self, method: bytes, path: str, body: bytes) -> Reply:
+        """Put/Get/DeleteFunctionConcurrency (a reservation is checked against the account's unreserved minimum)."""
+        prefix = CONCURRENCY_PREFIX if path.startswith(CONCURRENCY_PREFIX) else CONCURRENCY_GET_PREFIX
+        fn = self._function(unquote(path[len(prefix):].partition("/")[0]))
+        if fn is None:
+            return error(404, "ResourceNotFoundException", "Function not found")
+        if method == b"GET" and prefix == CONCURRENCY_GET_PREFIX:
+            return 200, orjson.dumps({} if fn.reserved is None else {"ReservedConcurrentExecutions": fn.reserved}), []
+        if method == b"DELETE" and prefix == CONCURRENCY_PREFIX:
+            fn.reserved = None
+            return 204, b"", [("x-amzn-RequestId", str(uuid.uuid4()))]
+        if method != b"PUT" or prefix != CONCURRENCY_PREFIX:
+            return error(404, "UnknownOperationException", f"{method.decode()} {path}")
+        try:
+            n = orjson.loads(body)["ReservedConcurrentExecutions"]
+            if not isinstance(n, int) or isinstance(n, bool):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return error(400, "InvalidParameterValueException", "ReservedConcurrentExecutions: an integer is required")
+        problem = self.limits.reservation_problem(fn, n, self.functions.values())
+        if problem is not None:
+            return error(400, "InvalidParameterValueException", problem)
+        fn.reserved = n
+        return 200, orjson.dumps({"ReservedConcurrentExecutions": n}), []
 
     def _arn(self, name: str) -> str:
         return name if name.startswith("arn:") else f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
@@ -565,10 +589,10 @@ class LocalLambda(CodeApi):
             if not inst.dead and not inst.retiring:
                 self._assign(inst, inv)
                 return
-        if len(fn.instances) >= fn.reserved:
-            fn.throttles += 1
-            conn.reply(*error(429, "TooManyRequestsException", "Rate Exceeded.",
-                               {"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}))
+        reason = self.limits.refuse_new_instance(fn, self.functions.values())
+        if reason is not None:
+            fn.throttles[reason] = fn.throttles.get(reason, 0) + 1
+            conn.reply(*error(429, "TooManyRequestsException", "Rate Exceeded.", {"Reason": reason}))
             return
         inst = Instance(fn, self)
         fn.instances.append(inst)
@@ -789,7 +813,7 @@ class LocalLambda(CodeApi):
                         self.exiterror(inst, inv, "Runtime init timed out", status="timeout")
 
 
-def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: float = 30.0, reserved: int = 10,
+def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: float = 30.0, reserved: int | None = 10,
                    region: str = "us-east-1") -> list[Function]:
     """One function per runtime, named after it (``rust``, ``go``, …), from this machine's builds."""
     out = []
@@ -801,10 +825,11 @@ def make_functions(runtimes: list[str], *, memory_mb: int = 128, timeout_s: floa
 
 
 async def serve(functions: list[Function], *, credentials: Credentials, port: int, idle_s: float, ready: Any = None,
-                stop: asyncio.Event | None = None, cgroups: bool = True, reserved: int = 10,
-                region: str = "us-east-1", code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
+                stop: asyncio.Event | None = None, cgroups: bool = True, reserved: int | None = 10,
+                region: str = "us-east-1", code_storage_bytes: int = CODE_STORAGE_BYTES,
+                limits: Limits | None = None) -> None:
     lam = LocalLambda(functions, credentials=credentials, idle_s=idle_s, port=port, cgroups=cgroups, reserved=reserved,
-                      region=region, code_storage_bytes=code_storage_bytes)
+                      region=region, code_storage_bytes=code_storage_bytes, limits=limits)
     await lam.start()
     if ready is not None:
         ready(lam)
@@ -825,13 +850,14 @@ class Background:
 
     def __init__(self, functions: list[Function], *, idle_s: float = 300.0, port: int = 0,
                  cgroups: bool = True, credentials: Credentials | None = None,
-                 code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
+                 code_storage_bytes: int = CODE_STORAGE_BYTES, limits: Limits | None = None) -> None:
         import threading
 
         from lambda_emulator.auth import server_credentials
 
         self.credentials = credentials if credentials is not None else server_credentials()
         self.code_storage_bytes = code_storage_bytes
+        self.limits = limits
         self.functions = functions
         self.cgroups = cgroups
         self.idle_s = idle_s
@@ -853,7 +879,8 @@ class Background:
                 self._ready.set()
 
             await serve(self.functions, credentials=self.credentials, port=self.port, idle_s=self.idle_s, ready=ready,
-                        stop=self._stop, cgroups=self.cgroups, code_storage_bytes=self.code_storage_bytes)
+                        stop=self._stop, cgroups=self.cgroups, code_storage_bytes=self.code_storage_bytes,
+                        limits=self.limits)
 
         try:
             asyncio.run(main())
@@ -896,8 +923,8 @@ class Background:
 
 
 def run_cli(runtimes: list[str], *, credentials: Credentials, port: int, idle_s: float, memory_mb: int,
-            timeout_s: float, reserved: int, region: str, announce: Any, cgroups: bool = True,
-            code_storage_bytes: int = CODE_STORAGE_BYTES) -> None:
+            timeout_s: float, reserved: int | None, region: str, announce: Any, cgroups: bool = True,
+            code_storage_bytes: int = CODE_STORAGE_BYTES, limits: Limits | None = None) -> None:
     """``fnbench lambda serve``: serve until interrupted; ``announce(line)`` says where, whose
     signatures it takes and how instances are sandboxed (cgroups, or why not)."""
     functions = make_functions(runtimes, memory_mb=memory_mb, timeout_s=timeout_s, reserved=reserved, region=region)
@@ -905,7 +932,8 @@ def run_cli(runtimes: list[str], *, credentials: Credentials, port: int, idle_s:
     def ready(lam: LocalLambda) -> None:
         announce(f"local Lambda on {lam.endpoint} (Invoke API 2015-03-31): functions "
                  f"{', '.join(lam.functions) or 'none yet (fnbench functions deploy --endpoint-url ' + lam.endpoint + ')'}; "
-                 f"reserved concurrency {reserved}, idle instances reaped after {idle_s:g} s; "
+                 f"reserved concurrency {'none' if reserved is None else reserved}, {lam.limits.describe()}, "
+                 f"idle instances reaped after {idle_s:g} s; "
                  f"requests must be SigV4-signed (service lambda, region {region}) with its access key; "
                  f"instances: {lam.sandbox.describe()}")
 
@@ -915,7 +943,8 @@ def run_cli(runtimes: list[str], *, credentials: Credentials, port: int, idle_s:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await serve(functions, credentials=credentials, port=port, idle_s=idle_s, ready=ready, stop=stop,
-                    cgroups=cgroups, reserved=reserved, region=region, code_storage_bytes=code_storage_bytes)
+                    cgroups=cgroups, reserved=reserved, region=region, code_storage_bytes=code_storage_bytes,
+                    limits=limits)
 
     try:
         import uvloop

@@ -32,7 +32,9 @@ def lambda_serve(
     idle: Annotated[str, typer.Option(help="reap an instance idle this long (e.g. 5m, 30s)")] = "5m",
     memory: Annotated[int, typer.Option(help="MemorySize (MB) of every function")] = 128,
     timeout: Annotated[int, typer.Option(help="Timeout (s) of every function")] = 30,
-    reserved: Annotated[int, typer.Option(help="reserved concurrency: most instances per function; beyond: 429")] = 10,
+    reserved: Annotated[str, typer.Option(help="reserved concurrency of each function: most instances; beyond: 429 ReservedFunctionConcurrentInvocationLimitExceeded ('none': no reservation, the functions share --account-concurrency)")] = "10",
+    account_concurrency: Annotated[int, typer.Option("--account-concurrency", help="the account's concurrency limit; functions without a reservation share what reservations leave; beyond: 429 ConcurrentInvocationLimitExceeded (AWS's default: 1000)")] = 1000,
+    scaling_rate: Annotated[int, typer.Option("--scaling-rate", help="new instances per function per 10 s, refilled continuously; beyond: 429 FunctionInvocationRateLimitExceeded (AWS: 1000)")] = 1000,
     region: Annotated[str, typer.Option(help="the region the functions' ARNs and AWS_REGION name")] = "us-east-1",
     no_cgroups: Annotated[bool, typer.Option("--no-cgroups", help="run instances uncapped (default: memory capped at Memory Size and CPU scaled to memory/1769 MB with cgroups where this machine allows; also FNBENCH_LAMBDA_CGROUPS=off)")] = False,
     code_storage_mb: Annotated[int, typer.Option("--code-storage-mb", help="most MB of unpacked code of all deployed functions together (each at most 250 MB, as on AWS); beyond: CodeStorageExceededException")] = 1024,
@@ -52,11 +54,28 @@ def lambda_serve(
         raise SetupError(str(exc)) from None
     if code_storage_mb < 1:
         raise SetupError(f"--code-storage-mb {code_storage_mb}: at least 1")
+    from lambda_emulator.throttle import Limits
+
+    reserved_n: int | None = None
+    if reserved.strip().lower() != "none":
+        try:
+            reserved_n = int(reserved)
+        except ValueError:
+            raise SetupError(f"--reserved {reserved!r}: a whole number of instances (0 or more) or 'none'") from None
+        if reserved_n < 0:
+            raise SetupError(f"--reserved {reserved_n}: 0 or more ('none': no reservation)")
+    for flag, value in (("--account-concurrency", account_concurrency), ("--scaling-rate", scaling_rate)):
+        if value < 1:
+            raise SetupError(f"{flag} {value}: at least 1")
+    if reserved_n is not None and reserved_n > account_concurrency:
+        raise SetupError(f"--reserved {reserved_n}: more than --account-concurrency {account_concurrency}")
+    limits = Limits(account_concurrency=account_concurrency, scaling_per_10s=scaling_rate)
     runtimes = [r.strip() for r in functions.split(",") if r.strip() and r.strip() != "none"]
     try:
         lambda_local.run_cli(runtimes, credentials=credentials, port=port, idle_s=parse_span(idle, "--idle"),
-                             memory_mb=memory, timeout_s=float(timeout), reserved=reserved, region=region,
-                             announce=say, cgroups=not no_cgroups, code_storage_bytes=code_storage_mb * 1024 * 1024)
+                             memory_mb=memory, timeout_s=float(timeout), reserved=reserved_n, region=region,
+                             announce=say, cgroups=not no_cgroups, code_storage_bytes=code_storage_mb * 1024 * 1024,
+                             limits=limits)
     except FileNotFoundError as exc:
         raise SetupError(f"{exc}; build it with `fnbench functions build`") from None
     except OSError as exc:

@@ -482,7 +482,7 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
     errs = [(name, a.errors[name], _style(i + 1)) for i, name in enumerate(OUTCOME_NAMES) if name in a.errors]
     thr.append(charts.add("errors", "errors by outcome, per second", "time", errs, "errors/s", marks=a.marks,
                           note=": no request failed"))
-    out.append(_section("Throughput and errors", "".join(thr) + _gaps_table(a), "throughput"))
+    out.append(_section("Throughput and errors", "".join(thr) + _throttles(r.groups) + _gaps_table(a), "throughput"))
     out.append(_section("Cold starts", _cold(a, charts, keys, region_names, colour), "cold"))
     out.append(_section("Memory", _memory(a, charts, keys, regions), "memory"))
     out.append(_section("Cost", _cost(r), "cost"))
@@ -523,6 +523,22 @@ def _slowest(groups: Sequence[Group], origin: float, chart_of: dict[tuple[str, s
     return ('<p class="note">The K slowest requests of each group over the run (the spec\'s tracing.slowest per '
             'interval); the time is seconds from the run\'s start, linked to the group\'s percentiles over time.</p>'
             + "".join(parts))
+
+
+def _throttles(groups: Sequence[Group]) -> str:
+    """Per group that was throttled: its 429s by Reason, window by window beside offered and ok req/s."""
+    parts = []
+    for g in groups:
+        if not g.throttled_by_reason:
+            continue
+        reasons = sorted(g.throttled_by_reason)
+        rows = [(f"+{w['start_s']}..{w['start_s'] + w['seconds']}", round(w["intended"] / w["seconds"], 1),
+                 round(w["ok"] / w["seconds"], 1), *(w["throttled"].get(r, 0) for r in reasons))
+                for w in g.throttle_windows()]
+        total = ", ".join(f"{r} {g.throttled_by_reason[r]}" for r in reasons)
+        parts.append(f"<h3>{html.escape(f'throttles {g.target} @{g.region} ({g.phase}): {total}')}</h3>"
+                     + _table(("window s", "offered/s", "ok/s", *reasons), rows, "throttles"))
+    return "".join(parts)
 
 
 def _gaps_table(a: Analysis) -> str:

@@ -63,6 +63,19 @@ def groups_table(groups: Sequence[Group], title: str = "") -> Table:
     return table
 
 
+def throttle_table(g: Group) -> Table:
+    """429s by Reason over the run of one group, window by window."""
+    reasons = sorted(g.throttled_by_reason)
+    total = ", ".join(f"{r} {g.throttled_by_reason[r]}" for r in reasons)
+    table = Table("window s", "offered/s", "ok/s", *reasons, header_style="bold",
+                  title=f"throttles {g.region}/{g.target} {g.phase}: {total}")
+    for w in g.throttle_windows():
+        secs = w["seconds"]
+        table.add_row(f"+{w['start_s']}..{w['start_s'] + secs}", f"{w['intended'] / secs:.1f}", f"{w['ok'] / secs:.1f}",
+                      *(str(w["throttled"].get(r, 0)) for r in reasons))
+    return table
+
+
 def _cell(value: Any, ratio: Any, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -155,6 +168,9 @@ def render(result: RunResult, console: Console | None = None) -> None:
     platform = platform_table(result.groups)
     if platform is not None:
         console.print(platform)
+    for g in result.groups:
+        if g.throttled_by_reason:
+            console.print(throttle_table(g))
     ratios = relative_to(result.groups)
     if len(ratios) > 1:
         console.print(relative_table(ratios))

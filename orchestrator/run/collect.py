@@ -36,7 +36,7 @@ class GroupState:
 
     __slots__ = ("intended", "sent", "completed", "outcomes", "hists", "out_of_range", "t0", "t1",
                  "peak_in_flight", "cold_starts", "peak_rss_mb", "retries", "connections", "workload", "series", "_seconds",
-                 "lambda_counters", "report_memory_mb", "failure", "slow",
+                 "lambda_counters", "report_memory_mb", "failure", "slow", "throttles",
                  "_sealed", "_sealed_upto", "_cached")
 
     def __init__(self) -> None:
@@ -57,6 +57,7 @@ class GroupState:
         self.failure = ""  # the first reason a shard of this group failed (Interval.status "failed")
         self.series: dict[int, list[int]] = {}  # second of t1 → [intended, completed, errors]
         self.slow = Slowest()
+        self.throttles: dict[int, dict[str, int]] = {}  # second of t1 → {Reason: 429s} (the aws-lambda invoker's)
         self._seconds: list[int] = []  # the keys of series, in order
         # Rows more than SEAL_S older than the newest second rarely change: kept as a built tuple.
         self._sealed: tuple[tuple[int, int, int, int], ...] = ()
@@ -104,6 +105,11 @@ class GroupState:
             for name in LAMBDA_COUNTERS:
                 if name in iv.counters:
                     self.lambda_counters[name] = self.lambda_counters.get(name, 0.0) + iv.counters[name]
+            for name, count in iv.counters.items():
+                if name.startswith(THROTTLE_PREFIX) and count > 0:
+                    at = self.throttles.setdefault(int(iv.t1), {})
+                    reason = name[len(THROTTLE_PREFIX):]
+                    at[reason] = at.get(reason, 0) + int(count)
             if iv.platform_us and iv.max_memory_mb > self.report_memory_mb:
                 self.report_memory_mb = iv.max_memory_mb
         self.workload = iv.workload
@@ -165,11 +171,20 @@ class GroupState:
             failure=self.failure or None,
             slowest=self.slow.run(),
             slowest_by_minute=self.slow.minutes(),
+            throttled_by_reason=self._throttled_by_reason(),
+            throttle_series=tuple((t, dict(self.throttles[t])) for t in sorted(self.throttles)),
             **self._platform_fields(),
         )
         self._cached = (planned_s, group)
         return group
 
+
+    def _throttled_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for counts in self.throttles.values():
+            for reason, n in counts.items():
+                out[reason] = out.get(reason, 0) + n
+        return out
 
     def _platform_fields(self) -> dict[str, Any]:
         """The platform's clocks (Lambda REPORT), memory and cost; nothing for platforms without them."""
@@ -246,6 +261,7 @@ CONNECTION_COUNTERS = ("connections_opened", "connections_before_start", "tls_re
 LAMBDA_COUNTERS = ("billed_requests", "billed_requests_cold", "gb_s", "gb_s_cold", "cost_usd", "cost_usd_cold",
                    "request_usd", "report_missing", "report_truncated")
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
+THROTTLE_PREFIX = "lambda_throttle:"  # + the 429's Reason (workers/platforms/aws_lambda: THROTTLE_REASONS)
 
 
 def _peak_in_flight(iv: Interval) -> int:

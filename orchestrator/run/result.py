@@ -24,6 +24,7 @@ from workers.histograms import Summary
 RESULT_SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 EMPTY = Summary()
+MAX_THROTTLE_ROWS = 12  # windows Group.throttle_windows splits a run into
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,10 @@ class Group:
     # and those of each minute: ({"minute": epoch of its start, "requests": [...]}, ...) in time order.
     slowest: tuple[dict[str, Any], ...] = ()
     slowest_by_minute: tuple[dict[str, Any], ...] = ()
+    # 429s by the platform's Reason (AWS Lambda's TooManyRequestsException), over the run and per
+    # second of the run: ((epoch second, {Reason: count}), ...) for the seconds that had any.
+    throttled_by_reason: dict[str, int] = field(default_factory=dict)
+    throttle_series: tuple[tuple[int, dict[str, int]], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -90,6 +95,31 @@ class Group:
     @property
     def error_outcomes(self) -> dict[str, int]:
         return {k: n for k, n in self.outcomes.items() if k in ERROR_OUTCOMES}
+
+    def throttle_windows(self, rows: int = MAX_THROTTLE_ROWS) -> list[dict[str, Any]]:
+        """The group's run in at most ``rows`` equal windows of whole seconds: offered and ok per second
+        and the 429s by Reason in each (how a ramp meets reserved concurrency, the account's limit or the
+        scaling rate)."""
+        if not self.series:
+            return []
+        first, last = self.series[0][0], self.series[-1][0]
+        width = max(1, -(-(last - first + 1) // rows))
+        windows: dict[int, dict[str, Any]] = {}
+
+        def window(second: int) -> dict[str, Any]:
+            start = first + (second - first) // width * width
+            return windows.setdefault(start, {"start_s": start - first, "seconds": width, "intended": 0, "ok": 0,
+                                              "throttled": {}})
+
+        for second, intended, completed, errors in self.series:
+            w = window(second)
+            w["intended"] += intended
+            w["ok"] += completed - errors
+        for second, counts in self.throttle_series:
+            w = window(max(first, min(second, last)))
+            for reason, n in counts.items():
+                w["throttled"][reason] = w["throttled"].get(reason, 0) + n
+        return [windows[k] for k in sorted(windows)]
 
     def metric(self, name: str) -> float | None:
         """An SLO metric: ``error_rate``, ``achieved_rps``, ``cost_per_million_usd`` or
@@ -140,6 +170,9 @@ class Group:
         if self.failed:
             d["status"] = self.status
             d["failure"] = self.failure or ""
+        if self.throttled_by_reason:
+            d["throttled_by_reason"] = dict(self.throttled_by_reason)
+            d["throttle_series"] = [[t, dict(c)] for t, c in self.throttle_series]
         if self.slowest:
             d["slowest"] = list(self.slowest)
             d["slowest_by_minute"] = list(self.slowest_by_minute)
@@ -155,6 +188,9 @@ class Group:
             values[name] = Summary.from_dict(d[name]) if d.get(name) is not None else None
         values["series"] = tuple((int(s[0]), int(s[1]), int(s[2]), int(s[3])) for s in d.get("series", []))
         values["slowest"] = tuple(r for r in d.get("slowest", ()) if isinstance(r, dict))
+        values["throttled_by_reason"] = {str(k): int(v) for k, v in (d.get("throttled_by_reason") or {}).items()}
+        values["throttle_series"] = tuple((int(t), {str(k): int(v) for k, v in c.items()})
+                                          for t, c in d.get("throttle_series") or () if isinstance(c, dict))
         values["slowest_by_minute"] = tuple(m for m in d.get("slowest_by_minute", ()) if isinstance(m, dict))
         return cls(**values)
 

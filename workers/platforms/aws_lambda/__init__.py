@@ -9,7 +9,8 @@ standard botocore chain, looked up off the event loop and refreshed on a thread,
 Outcomes (DESIGN.md §4.7): ``X-Amz-Function-Error`` → function_error; 429 (TooManyRequests,
 its Reason in the body) → throttled; other 4xx → http_4xx; 5xx (service errors) → http_5xx;
 transport failures as the HTTP engine reports them.  The error type (``x-amzn-ErrorType``) of
-each failed invoke is counted (``lambda_error:<Type>``).
+each failed invoke is counted (``lambda_error:<Type>``), and each throttle by the Reason in its
+body (``lambda_throttle:<Reason>``: one of botocore's ThrottleReason values, else ``unknown``).
 
 With ``LogType: Tail`` (the default), the REPORT line in ``X-Amz-Log-Result`` gives the
 platform's clocks (Duration, Billed Duration — which includes Billed Restore Duration —, Init Duration) and Max
@@ -30,6 +31,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 import time
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -49,6 +51,13 @@ _monotonic = time.monotonic
 _OK = Outcome.ok
 _FUNCTION_ERROR = Outcome.function_error
 _THROTTLED = Outcome.throttled
+MAX_ERROR_BODY = 1024
+_REASON = re.compile(rb'"Reason"\s*:\s*"([A-Za-z]{1,64})"')
+# botocore's ThrottleReason (TooManyRequestsException.Reason); anything else is counted as "unknown".
+THROTTLE_REASONS = frozenset({"ConcurrentInvocationLimitExceeded", "FunctionInvocationRateLimitExceeded",
+                              "ReservedFunctionConcurrentInvocationLimitExceeded",
+                              "ReservedFunctionInvocationRateLimitExceeded", "CallerRateLimitExceeded",
+                              "ConcurrentSnapshotCreateLimitExceeded"})
 
 
 def endpoint_for(address: dict[str, Any]) -> str:
@@ -59,7 +68,7 @@ def endpoint_for(address: dict[str, Any]) -> str:
 class _Call:
     """One invoke in flight: what its response's headers said, then its completion."""
 
-    __slots__ = ("done", "inv", "function_error", "log_result", "error_type", "request_id", "trace_id")
+    __slots__ = ("done", "inv", "function_error", "log_result", "error_type", "request_id", "trace_id", "body")
 
     def __init__(self, done: Done, inv: LambdaInvoker) -> None:
         self.done = done
@@ -69,6 +78,7 @@ class _Call:
         self.error_type: bytes | None = None
         self.request_id = b""  # x-amzn-RequestId
         self.trace_id = ""  # the X-Amzn-Trace-Id root fnbench sent (as 32 hex digits), if any
+        self.body = b""  # the start of an error's body (a throttle's Reason is read from it)
 
     def __call__(self, outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
         inv = self.inv
@@ -86,6 +96,8 @@ class _Call:
                                f"(ResourceNotFoundException from {inv.endpoint})")
             if outcome != _THROTTLED and self.error_type.startswith(b"TooManyRequests"):
                 outcome = _THROTTLED
+            if outcome == _THROTTLED:
+                inv._count_throttle(self.body)
         if self.request_id or self.trace_id:  # read only if it turns out one of the slowest
             if info is None:
                 info = Invocation()
@@ -120,6 +132,12 @@ class _LambdaConnection(_Connection):
             call.error_type = value.split(b":", 1)[0]
         elif lname == b"x-amzn-requestid":
             call.request_id = value
+
+    def on_body(self, body: bytes) -> None:
+        call = self.done
+        # Only an error's body is looked at (a throttle's Reason); a function's response is not kept.
+        if isinstance(call, _Call) and call.error_type is not None and len(call.body) < MAX_ERROR_BODY:
+            call.body += body[:MAX_ERROR_BODY]
 
 
 class LambdaInvoker(SignsEachSecond, HttpInvoker):
@@ -159,6 +177,7 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         self.gb_s = self.gb_s_cold = 0.0
         self.billed_requests = 0
         self.errors: dict[bytes, int] = {}
+        self.throttles: dict[str, int] = {}  # 429s by Reason
         self.peak_memory_mb = 0.0
         # Prices the planner attached (orchestrator/analysis/cost.py); none: GB-s only.
         price = address.get("price") or {}
@@ -207,6 +226,12 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
     # -- responses ------------------------------------------------------------------------------
     def _count_error(self, kind: bytes) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def _count_throttle(self, body: bytes) -> None:
+        m = _REASON.search(body)
+        reason = m.group(1).decode() if m else ""
+        reason = reason if reason in THROTTLE_REASONS else "unknown"
+        self.throttles[reason] = self.throttles.get(reason, 0) + 1
 
     def _report(self, log_result: bytes | None) -> Invocation | None:
         if log_result is None:
@@ -263,6 +288,8 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
                     counts["cost_usd_cold"] = self.cost_usd_cold
         for kind, n in self.errors.items():
             counts[f"lambda_error:{kind.decode('latin-1')}"] = n
+        for reason, n in self.throttles.items():
+            counts[f"lambda_throttle:{reason}"] = n
         if self.peak_memory_mb:
             counts["max_memory_mb"] = self.peak_memory_mb
         return counts
