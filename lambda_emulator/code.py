@@ -210,6 +210,9 @@ class CodeApi:
         return 200, orjson.dumps(doc), [("x-amzn-RequestId", str(uuid.uuid4()))]
 
     def delete_function(self, fn: Function) -> Reply:
+        from lambda_emulator.versions import drop
+
+        drop(self, fn)  # type: ignore[arg-type]
         self.retire_all(fn)
         self.functions.pop(fn.name, None)
         if fn.code_sha256 and self.code_root is not None and Path(fn.cwd).parent == self.code_root:

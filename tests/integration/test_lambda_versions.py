@@ -1,0 +1,149 @@
+"""Versions, aliases and provisioned concurrency on the local Lambda (issue 22 part 2), through boto3:
+PublishVersion snapshots the configuration, an alias moves, a qualified invoke runs the version's own
+instances; provisioned concurrency is READY only after its instances' Init, serves without Init
+Duration with AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency, and spills over to cold
+on-demand instances beyond N."""
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.integration.test_lambda_platform import HASH, SLEEP, client, functions
+from workers.platforms.aws_lambda.report import from_log_result
+
+pytestmark = pytest.mark.integration
+
+from lambda_emulator import server as lambda_local  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _credentials(lambda_credentials):
+    pass
+
+
+def invoke(c, name, body=HASH, qualifier=None):
+    kw = {"Qualifier": qualifier} if qualifier else {}
+    r = c.invoke(FunctionName=name, LogType="Tail", Payload=json.dumps(body), **kw)
+    r["Payload"].read()
+    return r, from_log_result(r["LogResult"])
+
+
+def environ(lam, name, version, provisioned):
+    """The environment of the function's process, read from /proc (what the runtime really got)."""
+
+    def pids(s):
+        fn = s.functions[name] if version == "$LATEST" else s.functions[name].versions[version]
+        return [i.proc.pid for i in fn.instances if i.proc is not None and i.provisioned == provisioned]
+
+    out = []
+    for pid in lam.call(pids):
+        raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        out.append(dict(x.decode().split("=", 1) for x in raw if b"=" in x))
+    return out
+
+
+def wait_ready(c, name, qualifier, limit_s=30.0):
+    seen = []
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        cfg = c.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+        seen.append(cfg)
+        if cfg["Status"] != "IN_PROGRESS":
+            return cfg, seen
+        time.sleep(0.05)
+    raise AssertionError(f"not READY within {limit_s} s: {seen[-1]}")
+
+
+def test_publish_alias_and_invoke_by_qualifier():
+    with lambda_local.Background(functions(["rust"], reserved=6)) as lam:
+        c = client(lam.endpoint)
+        c.update_function_configuration(FunctionName="rust", MemorySize=256, Environment={"Variables": {"V": "one"}})
+        c.get_waiter("function_updated").wait(FunctionName="rust", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+        v1 = c.publish_version(FunctionName="rust")
+        assert v1["Version"] == "1" and v1["MemorySize"] == 256 and v1["FunctionArn"].endswith(":rust:1")
+        assert c.publish_version(FunctionName="rust")["Version"] == "1"  # unchanged: not published again
+        c.update_function_configuration(FunctionName="rust", MemorySize=512, Environment={"Variables": {"V": "two"}})
+        c.get_waiter("function_updated").wait(FunctionName="rust", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+        assert c.publish_version(FunctionName="rust")["Version"] == "2"
+        alias = c.create_alias(FunctionName="rust", Name="live", FunctionVersion="1")
+        assert alias["FunctionVersion"] == "1" and alias["AliasArn"].endswith(":rust:live")
+        assert c.get_function_configuration(FunctionName="rust", Qualifier="live")["MemorySize"] == 256
+
+        r, report = invoke(c, "rust", qualifier="live")
+        assert r["ExecutedVersion"] == "1" and report.memory_mb == 256 and report.init_ms is not None
+        r, report = invoke(c, "rust:1")  # name:qualifier, same version, its instance is warm now
+        assert r["ExecutedVersion"] == "1" and report.init_ms is None
+        r, report = invoke(c, "rust")
+        assert r["ExecutedVersion"] == "$LATEST" and report.memory_mb == 512 and report.init_ms is not None
+        (env1,) = environ(lam, "rust", "1", False)
+        assert env1["V"] == "one" and env1["AWS_LAMBDA_FUNCTION_VERSION"] == "1"
+        assert env1["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand" and env1["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
+
+        c.update_alias(FunctionName="rust", Name="live", FunctionVersion="2")
+        assert c.get_alias(FunctionName="rust", Name="live")["FunctionVersion"] == "2"
+        r, report = invoke(c, "rust", qualifier="live")
+        assert r["ExecutedVersion"] == "2" and report.memory_mb == 512 and report.init_ms is not None
+        with pytest.raises(c.exceptions.ResourceNotFoundException):
+            invoke(c, "rust", qualifier="7")
+        with pytest.raises(c.exceptions.InvalidParameterValueException):
+            invoke(c, "rust:1", qualifier="2")  # the name's qualifier and ?Qualifier= disagree
+
+
+def test_provisioned_concurrency_ready_after_init_then_warm_and_spill_over_is_cold():
+    with lambda_local.Background(functions(["python"], reserved=5)) as lam:
+        c = client(lam.endpoint)
+        c.publish_version(FunctionName="python")
+        c.create_alias(FunctionName="python", Name="live", FunctionVersion="1")
+        with pytest.raises(c.exceptions.InvalidParameterValueException):
+            c.put_provisioned_concurrency_config(FunctionName="python", Qualifier="$LATEST", ProvisionedConcurrentExecutions=1)
+        with pytest.raises(c.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+            c.get_provisioned_concurrency_config(FunctionName="python", Qualifier="live")
+        put = c.put_provisioned_concurrency_config(FunctionName="python", Qualifier="live", ProvisionedConcurrentExecutions=2)
+        assert put["Status"] == "IN_PROGRESS" and put["RequestedProvisionedConcurrentExecutions"] == 2
+        assert put["AllocatedProvisionedConcurrentExecutions"] == 0
+        ready, seen = wait_ready(c, "python", "live")
+        assert ready["Status"] == "READY" and ready["AllocatedProvisionedConcurrentExecutions"] == 2
+        assert ready["AvailableProvisionedConcurrentExecutions"] == 2
+        # READY only once both had finished Init (their first /invocation/next).
+        assert lam.call(lambda s: all(i.init_ms is not None for i in s.functions["python"].versions["1"].instances))
+        envs = environ(lam, "python", "1", True)
+        assert len(envs) == 2 and all(e["AWS_LAMBDA_INITIALIZATION_TYPE"] == "provisioned-concurrency"
+                                      and e["AWS_LAMBDA_FUNCTION_VERSION"] == "1" for e in envs)
+
+        # Two at once: the provisioned instances, no Init Duration.
+        with ThreadPoolExecutor(3) as pool:
+            two = list(pool.map(lambda _: invoke(c, "python", SLEEP, "live"), range(2)))
+        assert all(r["ExecutedVersion"] == "1" and rep.init_ms is None for r, rep in two)
+        # Three at once: one beyond N spills to an on-demand instance, cold.
+        with ThreadPoolExecutor(3) as pool:
+            three = list(pool.map(lambda _: invoke(c, "python", SLEEP, "live"), range(3)))
+        assert sorted(rep.init_ms is not None for _, rep in three) == [False, False, True]
+        (od,) = environ(lam, "python", "1", False)
+        assert od["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+        # Reserved concurrency counts every instance of every version: 3 of 5 in use by version 1.
+        with pytest.raises(c.exceptions.InvalidParameterValueException):
+            c.put_provisioned_concurrency_config(FunctionName="python", Qualifier="live", ProvisionedConcurrentExecutions=6)
+
+        c.delete_provisioned_concurrency_config(FunctionName="python", Qualifier="live")
+        with pytest.raises(c.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+            c.get_provisioned_concurrency_config(FunctionName="python", Qualifier="live")
+        assert lam.call(lambda s: sum(i.provisioned for i in s.functions["python"].versions["1"].instances)) == 0
+
+
+def test_provisioned_instances_are_not_reaped_and_are_replaced():
+    with lambda_local.Background(functions(["rust"], reserved=4), idle_s=0.2) as lam:
+        c = client(lam.endpoint)
+        c.publish_version(FunctionName="rust")
+        c.put_provisioned_concurrency_config(FunctionName="rust", Qualifier="1", ProvisionedConcurrentExecutions=1)
+        wait_ready(c, "rust", "1")
+        r, report = invoke(c, "rust", qualifier="1")
+        assert report.init_ms is None
+        time.sleep(0.8)  # several reaper ticks past idle_s
+        assert lam.call(lambda s: len(s.functions["rust"].versions["1"].instances)) == 1
+        assert invoke(c, "rust", qualifier="1")[1].init_ms is None
+        lam.call(lambda s: s.functions["rust"].versions["1"].instances[0].kill())  # it dies: replaced
+        cfg, _ = wait_ready(c, "rust", "1")
+        assert cfg["Status"] == "READY"
+        assert invoke(c, "rust", qualifier="1")[1].init_ms is None
