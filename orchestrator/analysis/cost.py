@@ -170,6 +170,9 @@ def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:
         "per_invocation_usd": compute / n, "per_million_usd": compute / n * 1e6,
         "per_million_with_requests_usd": (compute + requests) / n * 1e6,
     }
+    provisioned_n = counters.get("billed_requests_provisioned", 0)
+    if provisioned_n:  # priced at the provisioned Duration price (the invoker's approximation, see above)
+        out["provisioned"] = {"invocations": int(provisioned_n), "gb_s": round(counters.get("gb_s_provisioned", 0.0), 6)}
     if cold_n:
         cold = counters.get("cost_usd_cold", 0.0)
         out["cold"] = {"invocations": int(cold_n), "gb_s": round(counters.get("gb_s_cold", 0.0), 6),

@@ -7,15 +7,15 @@ on-demand instances beyond N."""
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from lambda_emulator import server as lambda_local
 from tests.integration.test_lambda_platform import HASH, SLEEP, client, functions
 from workers.platforms.aws_lambda.report import from_log_result
 
 pytestmark = pytest.mark.integration
-
-from lambda_emulator import server as lambda_local  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def environ(lam, name, version, provisioned):
 
     out = []
     for pid in lam.call(pids):
-        raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         out.append(dict(x.decode().split("=", 1) for x in raw if b"=" in x))
     return out
 
