@@ -147,3 +147,45 @@ def test_provisioned_instances_are_not_reaped_and_are_replaced():
         cfg, _ = wait_ready(c, "rust", "1")
         assert cfg["Status"] == "READY"
         assert invoke(c, "rust", qualifier="1")[1].init_ms is None
+
+
+def test_the_invoker_prices_duration_at_the_provisioned_price_only_within_n():
+    import asyncio
+
+    from orchestrator.analysis import cost
+    from workers.contract import Outcome, Target
+    from workers.platforms.aws_lambda import LambdaInvoker
+
+    price = cost.price_for("us-east-1", "x86_64")
+    with lambda_local.Background(functions(["python"], reserved=5)) as lam:
+        c = client(lam.endpoint)
+        c.publish_version(FunctionName="python")
+        c.put_provisioned_concurrency_config(FunctionName="python", Qualifier="1", ProvisionedConcurrentExecutions=1)
+        wait_ready(c, "python", "1")
+
+        async def main():
+            inv = LambdaInvoker(Target(name="pc", runtime="python", platform="aws-lambda", body=json.dumps(SLEEP),
+                                       timeout_s=30, address={"function": "python", "qualifier": "1", "endpoint_url": lam.endpoint,
+                                                              "provisioned_concurrency": 1, "price": price.to_address()}))
+            await inv.start()
+            results = []
+
+            async def one():
+                fut = asyncio.get_running_loop().create_future()
+                inv.invoke(time.monotonic(), lambda o, d, s, e, info=None: fut.set_result((o, info)))
+                results.append(await fut)
+
+            await asyncio.gather(one(), one(), one())  # 1 on the provisioned instance, 2 spill over (cold)
+            await one()  # alone again: the provisioned instance
+            await inv.close()
+            return results, inv.counters()
+
+        results, counters = asyncio.run(main())
+    assert [o for o, _ in results] == [Outcome.ok] * 4
+    assert sum(info.cold for _, info in results) == 2
+    assert counters["billed_requests"] == 4 and counters["billed_requests_provisioned"] == 2
+    # Cost: the two provisioned invocations at the provisioned Duration price, the cold ones at the on-demand price.
+    pc_ms, od_ms = price.provisioned_duration_gb_s_usd * 128 / 1024 / 1000, price.per_ms_128mb
+    billed = [info.billed_us / 1000 for _, info in results]
+    want = sum(b * (od_ms if info.cold else pc_ms) for b, (_, info) in zip(billed, results, strict=True))
+    assert counters["cost_usd"] == pytest.approx(want, rel=1e-6)
