@@ -4,7 +4,7 @@ Before the run, for every aws-lambda target with ``provisioned_concurrency: N`` 
 published version or an alias): the config that was there is read (GetProvisionedConcurrencyConfig),
 N is put (PutProvisionedConcurrencyConfig) and the run waits until it is READY — every provisioned
 instance initialised — printing its progress, at most ``READY_TIMEOUT_S``.  For a target with forced
-cold starts on an alias, the alias's version is read too (each forcing moves it).
+cold starts or a memory sweep on an alias, the alias's version is read too (each forcing or step moves it).
 
 After the run — finished, failed, aborted or interrupted — what was there is put back: the alias on
 its version, then the previous config (put again) or none (DeleteProvisionedConcurrencyConfig).  The
@@ -71,7 +71,7 @@ def _slots(b: Any) -> list[_Slot]:
     from workers.platforms.aws_lambda import control as lambda_control
 
     slots: dict[Key, _Slot] = {}
-    cold = bool(b.cold_start.enabled)
+    cold = bool(b.cold_start.enabled) or any(t.memory_sizes for t in b.targets)  # both move an alias
     for t in b.targets:
         if t.platform != "aws-lambda":
             continue

@@ -98,3 +98,25 @@ def test_the_previous_config_is_put_back_and_a_refused_one_stops_the_run(lam, tm
     assert not (tmp_path / "results" / "pc3").exists()
     assert c.get_provisioned_concurrency_config(FunctionName="rust", Qualifier="live")["RequestedProvisionedConcurrentExecutions"] == 1
     assert c.get_alias(FunctionName="go", Name="live")["FunctionVersion"] == "1"
+
+
+def test_a_memory_sweep_on_an_alias_publishes_each_step(lam, tmp_path):
+    lam, c = lam
+    p = tmp_path / "sweep.yaml"
+    p.write_text(
+        "name: pcsweep\ntargets:\n"
+        f"  - {{name: rust-live, runtime: rust, platform: aws-lambda, function: rust, qualifier: live, "
+        f"endpoint_url: '{lam.endpoint}', workload: hash, body: {BODY}, memory_sizes: [128, 256]}}\n"
+        "load: {executor: constant, rps: 5, max_in_flight: 2}\nduration: 1s\nflush_interval: 1s\n")
+    r = fnbench("run", str(p), "--results", str(tmp_path / "results"), "--metrics-port", "0", "--workers", "1",
+                "--run-id", "sw", "--no-html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = orjson.loads((tmp_path / "results" / "sw" / "result.json").read_bytes())
+    price = cost.price_for("us-east-1", "x86_64")
+    for g in result["groups"]:  # each step ran on the alias, at the step's size (a version published per step)
+        size = int(g["target"].split("@")[1][:-2])
+        assert g["completed"] > 0 and g["cost"]["per_invocation_usd"] == pytest.approx(
+            g["billed_ms"]["mean"] * price.per_ms_128mb * size / 128, rel=0.02)
+    assert {v["Version"]: v["MemorySize"] for v in c.list_versions_by_function(FunctionName="rust")["Versions"]} == {
+        "$LATEST": 128, "1": 128, "2": 128, "3": 256}
+    assert c.get_alias(FunctionName="rust", Name="live")["FunctionVersion"] == "1"  # put back

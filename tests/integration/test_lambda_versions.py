@@ -189,3 +189,25 @@ def test_the_invoker_prices_duration_at_the_provisioned_price_only_within_n():
     billed = [info.billed_us / 1000 for _, info in results]
     want = sum(b * (od_ms if info.cold else pc_ms) for b, (_, info) in zip(billed, results, strict=True))
     assert counters["cost_usd"] == pytest.approx(want, rel=1e-6)
+
+
+def test_a_published_version_keeps_its_code_after_update_function_code():
+    from tests.integration.test_lambda_security import ROLE, zip_of
+
+    def handler(n):
+        return {"handler.py": f"def handler(e, c):\n    return {{'n': e['n'] + {n}}}\n".encode()}
+
+    with lambda_local.Background([]) as lam:
+        c = client(lam.endpoint)
+        c.create_function(FunctionName="py", Runtime="python3.12", Handler="handler.handler", Role=ROLE,
+                          Code={"ZipFile": zip_of(handler(1))})
+        c.get_waiter("function_active_v2").wait(FunctionName="py", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+        assert c.publish_version(FunctionName="py")["Version"] == "1"
+        c.update_function_code(FunctionName="py", ZipFile=zip_of(handler(2)))
+        c.get_waiter("function_updated_v2").wait(FunctionName="py", WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+        one = c.invoke(FunctionName="py", Qualifier="1", Payload=b'{"n": 1}')
+        latest = c.invoke(FunctionName="py", Payload=b'{"n": 1}')
+        assert json.loads(one["Payload"].read()) == {"n": 2} and one["ExecutedVersion"] == "1"
+        assert json.loads(latest["Payload"].read()) == {"n": 3} and latest["ExecutedVersion"] == "$LATEST"
+        c.delete_function(FunctionName="py")
+        assert lam.call(lambda s: list(s.functions)) == []
