@@ -48,3 +48,9 @@ def test_validate_exits_2_naming_the_key(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", str(f)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "targets[0].provisioned_concurrency" in r.stderr, r.stderr
+
+
+def test_the_example_is_valid() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "lambda-provisioned.yaml"
+    b = session.runnable(path.read_text(), str(path))
+    assert [t.provisioned_concurrency for t in b.targets] == [None, None, 2]
