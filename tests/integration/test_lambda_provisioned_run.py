@@ -120,3 +120,41 @@ def test_a_memory_sweep_on_an_alias_publishes_each_step(lam, tmp_path):
     assert {v["Version"]: v["MemorySize"] for v in c.list_versions_by_function(FunctionName="rust")["Versions"]} == {
         "$LATEST": 128, "1": 128, "2": 128, "3": 256}
     assert c.get_alias(FunctionName="rust", Name="live")["FunctionVersion"] == "1"  # put back
+
+
+def test_an_interrupted_run_still_restores(lam, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.integration.test_lambda_sweep import FNBENCH, ROOT
+
+    lam, c = lam
+    p = spec(tmp_path, lam.endpoint, cold=False)
+    p.write_text(p.read_text().replace("duration: 2s", "duration: 60s"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="fnbench", AWS_SECRET_ACCESS_KEY="fnbench")
+    proc = subprocess.Popen([*FNBENCH, "run", str(p), "--results", str(tmp_path / "results"), "--metrics-port", "0",
+                             "--workers", "1", "--run-id", "int", "--no-html"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        seen = []
+        while time.monotonic() < deadline:  # bounded: until the load has started
+            line = proc.stdout.readline()
+            seen.append(line)
+            if "results in" in line or not line:
+                break
+        assert any("READY, 2/2" in s for s in seen), "".join(seen)
+        assert c.get_provisioned_concurrency_config(FunctionName="rust", Qualifier="live")["Status"] == "READY"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-2000:]
+    assert "removed (there was none before the run)" in out
+    with pytest.raises(c.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+        c.get_provisioned_concurrency_config(FunctionName="rust", Qualifier="live")
