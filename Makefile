@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 
-.PHONY: lambda-ric lambda-demo setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot \
+.PHONY: lambda-ric lambda-demo lambda-pc-demo setup functions java-offline demo calibrate example test unit lint bench lock clean vendor-uplot \
         system-demo system-lambda-demo system-test otelcol
 
 # What the machine needs beyond Python (toolchains checked; Debian packages installed, asking for root
@@ -75,6 +75,11 @@ lambda-demo: system-lambda-demo functions lambda-ric
 	$(LAMBDA_ENV) $(BIN)/fnbench functions deploy rust go node python --endpoint-url http://127.0.0.1:$(LAMBDA_PORT) \
 	  --region us-east-1 --role arn:aws:iam::000000000000:role/fnbench && \
 	for spec in $(LAMBDA_SPECS); do $(LAMBDA_ENV) $(BIN)/fnbench run $$spec --metrics-port 0 || exit $$?; done
+
+# Rust on demand, Java on demand and Java with provisioned concurrency on the local Lambda (issue 22):
+# warm p99, cold p50 and cost per million of each (bench/lambda_provisioned_demo.py).
+lambda-pc-demo: system-lambda-demo functions
+	$(BIN)/python bench/lambda_provisioned_demo.py
 
 # The OpenTelemetry Collector the OTLP export tests send to (tools/otelcol: an OTLP receiver and the file
 # exporter, every Go module pinned by its go.mod/go.sum); rebuilt only when those files change.

@@ -154,7 +154,8 @@ class CodeApi:
         fn.code_sha256 = code_sha256(raw)
         fn.code_size = len(raw)
         fn.code_unpacked = size
-        if old is not None and self.code_root is not None and old.parent == self.code_root:
+        kept = {v.cwd for v in fn.versions.values()}  # a published version keeps the code it was published with
+        if old is not None and self.code_root is not None and old.parent == self.code_root and str(old) not in kept:
             shutil.rmtree(old, ignore_errors=True)  # the instances of the old code are retired
         return None
 
@@ -210,8 +211,14 @@ class CodeApi:
         return 200, orjson.dumps(doc), [("x-amzn-RequestId", str(uuid.uuid4()))]
 
     def delete_function(self, fn: Function) -> Reply:
+        from lambda_emulator.versions import drop
+
+        drop(self, fn)  # type: ignore[arg-type]
         self.retire_all(fn)
         self.functions.pop(fn.name, None)
+        for version in fn.versions.values():
+            if version.cwd != fn.cwd and self.code_root is not None and Path(version.cwd).parent == self.code_root:
+                shutil.rmtree(version.cwd, ignore_errors=True)
         if fn.code_sha256 and self.code_root is not None and Path(fn.cwd).parent == self.code_root:
             shutil.rmtree(fn.cwd, ignore_errors=True)
         return 204, b"", [("x-amzn-RequestId", str(uuid.uuid4()))]

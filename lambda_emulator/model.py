@@ -52,10 +52,21 @@ class Function:
     code_size: int = 0
     code_unpacked: int = 0  # bytes its unpacked code takes (deployed code only)
     state: str = "Active"  # Pending for a moment after CreateFunction
+    # Versions and aliases (lambda_emulator/versions.py): "$LATEST", or a published version's number;
+    # a published version is a Function of its own (its own instances), ``base`` is its $LATEST.
+    version: str = "$LATEST"
+    base: Any = None
+    versions: dict[str, Any] = field(default_factory=dict)  # number → published Function
+    aliases: dict[str, Any] = field(default_factory=dict)  # name → versions.Alias
+    provisioned: dict[str, Any] = field(default_factory=dict)  # qualifier → versions.Provisioned
+    published_revision: str = ""  # $LATEST's RevisionId when it was last published
+    description: str = ""
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{self.name}"
+        """The function's ARN; a published version's is qualified by its number (as GetFunctionConfiguration shows it)."""
+        qualifier = "" if self.version == "$LATEST" else f":{self.version}"
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{self.name}{qualifier}"
 
     @property
     def runtime_id(self) -> str:
@@ -83,7 +94,7 @@ class Function:
             "Role": self.role or f"arn:aws:iam::{ACCOUNT}:role/fnbench", "Handler": self.handler_name,
             "CodeSize": self.code_size, "CodeSha256": self.code_sha256,
             "Description": f"fnbench {self.runtime} (local Lambda)", "Timeout": int(self.timeout_s),
-            "MemorySize": self.memory_mb, "LastModified": self.last_modified, "Version": "$LATEST",
+            "MemorySize": self.memory_mb, "LastModified": self.last_modified, "Version": self.version,
             "Environment": {"Variables": dict(self.environment)}, "RevisionId": self.revision,
             "State": self.state, "LastUpdateStatus": self.last_update_status, "PackageType": "Zip",
             "Architectures": [self.architecture],

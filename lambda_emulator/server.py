@@ -39,8 +39,8 @@ As Lambda does, per function:
   set, show and remove ``reserved``; GetAccountSettings shows the account's concurrency.
 
 Not modelled: any CPU beyond the memory share that Lambda may allow the init phase (init runs
-at the instance's share here), network and disk limits, Event (async) invocations,
-aliases/versions (a Qualifier is accepted and ignored), SnapStart.
+at the instance's share here), network and disk limits, Event (async) invocations, weighted aliases
+(RoutingConfig), SnapStart.  Versions, aliases and provisioned concurrency: lambda_emulator/versions.py.
 
 It runs uploaded code, so it is not open to whoever reaches loopback (lambda_emulator/auth.py):
 every Invoke API request must be SigV4-signed with the access key it was started with, JSON
@@ -71,6 +71,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
+from lambda_emulator import versions
 from lambda_emulator.auth import Verifier, browser_check, content_type_check, own_hosts
 from lambda_emulator.code import CodeApi, command_for
 from lambda_emulator.model import _REASONS, ACCOUNT, NODE_RIC, Function, error, now_iso
@@ -131,7 +132,7 @@ def runtime_command(runtime: str) -> tuple[list[str], str, dict[str, str]]:
 PASSED_THROUGH = ("PATH", "LD_LIBRARY_PATH")
 
 
-def function_environment(fn: Function, port: int) -> dict[str, str]:
+def function_environment(fn: Function, port: int, init_type: str = "on-demand") -> dict[str, str]:
     """A function process's environment, as Lambda documents it (configuration-envvars.html#configuration-envvars-runtime):
     the reserved variables, LANG and TZ, PATH and LD_LIBRARY_PATH, the runtime's own (from its build) and the
     function's configured Environment.Variables; no AWS credentials (no execution role here)."""
@@ -143,9 +144,9 @@ def function_environment(fn: Function, port: int) -> dict[str, str]:
     env.update({  # reserved: a configured variable cannot change them
         "_HANDLER": fn.handler_name, "AWS_REGION": fn.region, "AWS_DEFAULT_REGION": fn.region,
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}", "AWS_LAMBDA_FUNCTION_NAME": fn.name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb), "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb), "AWS_LAMBDA_FUNCTION_VERSION": fn.version,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": init_type, "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[") + fn.version + "]" + uuid.uuid4().hex,
         "LAMBDA_TASK_ROOT": fn.cwd, "LAMBDA_RUNTIME_DIR": fn.runtime_dir(), "TZ": ":UTC",
     })
     if not fn.runtime_id.startswith("provided"):  # custom runtimes have none
@@ -198,14 +199,16 @@ class Instance:
         self.retiring = False
         self.output: deque[bytes] = deque(maxlen=256)  # lines written outside an invocation
         self.cell: Cell | None = None  # its cgroup(s), when the sandbox has a backend
+        self.provisioned = False  # started by a provisioned-concurrency config (lambda_emulator/versions.py)
 
-    async def start(self, first: Invocation) -> None:
+    async def start(self, first: Invocation | None) -> None:
+        """Spawn the runtime; ``first`` waits for its Init (None: a provisioned instance, idle after Init)."""
         loop = asyncio.get_running_loop()
         self.api = await loop.create_server(lambda: _HttpConn(self.lam, self), "127.0.0.1", 0)
         self.port = self.api.sockets[0].getsockname()[1]
         self.hosts = own_hosts(self.port)
         fn = self.fn
-        env = function_environment(fn, self.port)
+        env = function_environment(fn, self.port, "provisioned-concurrency" if self.provisioned else "on-demand")
         self.cell = self.lam.sandbox.cell(f"{fn.name}-{uuid.uuid4().hex[:12]}", fn.memory_mb)
         self.spawned = _monotonic()
         try:
@@ -214,7 +217,10 @@ class Instance:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                 preexec_fn=self.cell.preexec if self.cell is not None else None)
         except (OSError, subprocess.SubprocessError) as exc:
-            self.lam.exiterror(self, first, f"Runtime.InvalidEntrypoint: {exc}")
+            if first is None:
+                self.lam._retire(self)
+            else:
+                self.lam.exiterror(self, first, f"Runtime.InvalidEntrypoint: {exc}")
             self.lam.discard_cell(self)
             return
         loop.create_task(self._read_output())
@@ -433,6 +439,7 @@ class LocalLambda(CodeApi):
         self.server: asyncio.Server | None = None
         self.reaper: asyncio.Task[None] | None = None
         self.sweeper: asyncio.Task[None] | None = None
+        self.closing = False
 
     @property
     def endpoint(self) -> str:
@@ -453,8 +460,9 @@ class LocalLambda(CodeApi):
                 task.cancel()
         if self.server is not None:
             self.server.close()
+        self.closing = True  # provisioned instances are not replaced any more
         procs = []
-        for fn in self.functions.values():
+        for fn in versions.every_function(self.functions.values()):
             for inst in list(fn.instances):
                 if inst.proc is not None:
                     procs.append(inst.proc)
@@ -503,8 +511,17 @@ class LocalLambda(CodeApi):
             rest = path[len(INVOKE_PREFIX):]
             name, _, action = rest.partition("/")
             fn = self._function(unquote(name))
+            query = dict(parse_qsl(parts.query))
+            qualifier, problem = versions.qualifier_of(unquote(name), query)
+            target = versions.resolve(fn, qualifier) if fn is not None else None
             if fn is None:
                 conn.reply(*error(404, "ResourceNotFoundException", f"Function not found: {self._arn(unquote(name))}"))
+            elif problem is not None:
+                conn.reply(*error(400, "InvalidParameterValueException", problem))
+            elif versions.handles(action):
+                conn.reply(*versions.api(self, fn, method, action, body))
+            elif target is None and action in ("invocations", "configuration"):
+                conn.reply(*error(404, "ResourceNotFoundException", f"Function not found: {fn.arn}:{qualifier}"))
             elif action == "" and method == b"GET":
                 conn.reply(*self.get_function(fn))
             elif action == "" and method == b"DELETE":
@@ -512,9 +529,9 @@ class LocalLambda(CodeApi):
             elif action == "code" and method == b"PUT":
                 conn.reply(*self.update_function_code(fn, body))
             elif action == "invocations" and method == b"POST":
-                self._invoke(conn, fn, headers, body)
+                self._invoke(conn, target or fn, headers, body)
             elif action == "configuration" and method == b"GET":
-                conn.reply(200, orjson.dumps(fn.configuration()))
+                conn.reply(200, orjson.dumps((target or fn).configuration()))
             elif action == "configuration" and method == b"PUT":
                 conn.reply(*self._update(fn, body))
             else:
@@ -523,13 +540,18 @@ class LocalLambda(CodeApi):
             conn.reply(*self.create_function(body))
         elif path.rstrip("/") == INVOKE_PREFIX.rstrip("/") and method == b"GET":
             conn.reply(200, orjson.dumps({"Functions": [f.configuration() for f in self.functions.values()]}))
+        elif path.startswith(versions.PC_PREFIX) and path.endswith("/provisioned-concurrency"):
+            fn = self._function(unquote(path[len(versions.PC_PREFIX):].partition("/")[0]))
+            if fn is None:
+                conn.reply(*error(404, "ResourceNotFoundException", "Function not found"))
+            else:
+                conn.reply(*versions.provisioned_api(self, fn, method, dict(parse_qsl(parts.query)), body))
         elif path.endswith("/concurrency") and path.startswith((CONCURRENCY_PREFIX, CONCURRENCY_GET_PREFIX)):
             conn.reply(*self._concurrency(method, path, body))
         elif path.rstrip("/") == ACCOUNT_SETTINGS and method == b"GET":
             conn.reply(200, orjson.dumps(self.limits.account_settings(self.functions.values())))
         else:
             conn.reply(*error(404, "UnknownOperationException", f"{method.decode()} {path}"))
-        _ = parse_qsl  # (Qualifier is accepted and ignored)
 
     def _concurrency(self, method: bytes, path: str, body: bytes) -> Reply:
         """Put/Get/DeleteFunctionConcurrency (a reservation is checked against the account's unreserved minimum)."""
@@ -591,7 +613,8 @@ class LocalLambda(CodeApi):
                 return
         reason = self.limits.refuse_new_instance(fn, self.functions.values())
         if reason is not None:
-            fn.throttles[reason] = fn.throttles.get(reason, 0) + 1
+            base = versions.root(fn)
+            base.throttles[reason] = base.throttles.get(reason, 0) + 1
             conn.reply(*error(429, "TooManyRequestsException", "Rate Exceeded.", {"Reason": reason}))
             return
         inst = Instance(fn, self)
@@ -631,7 +654,8 @@ class LocalLambda(CodeApi):
         parts = url[len(RUNTIME_API):].split(b"/")
         if parts == [b"invocation", b"next"] and method == b"GET":
             now = _monotonic()
-            if inst.init_ms is None:
+            first_poll = inst.init_ms is None
+            if first_poll:
                 inst.init_ms = (now - inst.spawned) * 1000.0
                 if inst.cell is not None:  # Init is over: the invocations get their Memory Size's CPU share
                     try:
@@ -643,6 +667,8 @@ class LocalLambda(CodeApi):
                 self._deliver(inst, conn, inv)
             else:
                 inst.poll = conn
+                if first_poll and inst.provisioned:  # provisioned: initialised, waiting (the config may be READY)
+                    versions.initialised(inst)
             return
         if len(parts) == 3 and parts[0] == b"invocation" and method == b"POST":
             inv = inst.current
@@ -670,7 +696,7 @@ class LocalLambda(CodeApi):
         inst.last_used = now
         inst.invocations += 1
         duration = (now - inv.delivered) * 1000.0 if inv.delivered else 0.0
-        headers = [("X-Amz-Executed-Version", "$LATEST"), ("x-amzn-RequestId", inv.request_id),
+        headers = [("X-Amz-Executed-Version", fn.version), ("x-amzn-RequestId", inv.request_id),
                    ("x-amzn-Remapped-Content-Length", "0")]
         if error:
             headers.append(("X-Amz-Function-Error", "Unhandled"))
@@ -682,7 +708,7 @@ class LocalLambda(CodeApi):
         if inst.retiring or inst.revision != fn.revision or status:
             self._retire(inst)
         else:
-            fn.idle.append(inst)
+            versions.park(fn, inst)
 
     def _tail(self, inst: Instance, inv: Invocation, duration: float, status: str, error_type: str) -> str:
         fn = inst.fn
@@ -697,7 +723,7 @@ class LocalLambda(CodeApi):
             report += f"Status: {status}\t"
             if error_type:
                 report += f"Error Type: {error_type}\t"
-        log = b"".join([f"START RequestId: {inv.request_id} Version: $LATEST\n".encode(), *inv.logs,
+        log = b"".join([f"START RequestId: {inv.request_id} Version: {fn.version}\n".encode(), *inv.logs,
                         f"END RequestId: {inv.request_id}\n".encode(), report.encode(), b"\n"])
         return base64.b64encode(log[-TAIL_BYTES:]).decode()
 
@@ -731,6 +757,7 @@ class LocalLambda(CodeApi):
             fn.instances.remove(inst)
         if inst in fn.idle:
             fn.idle.remove(inst)
+        versions.retired(self, inst)
 
     # -- control plane --------------------------------------------------------------------------
     def _update(self, fn: Function, body: bytes) -> tuple[int, bytes, list[tuple[str, str]]]:
@@ -790,15 +817,15 @@ class LocalLambda(CodeApi):
         while True:
             await asyncio.sleep(tick)
             cutoff = _monotonic() - self.idle_s
-            for fn in self.functions.values():
-                for inst in [i for i in fn.idle if i.last_used < cutoff]:
+            for fn in versions.every_function(self.functions.values()):
+                for inst in [i for i in fn.idle if i.last_used < cutoff and not i.provisioned]:
                     self._retire(inst)
 
     async def _timeouts(self) -> None:
         while True:
             await asyncio.sleep(0.05)
             now = _monotonic()
-            for fn in self.functions.values():
+            for fn in versions.every_function(self.functions.values()):
                 for inst in list(fn.instances):
                     inv = inst.current
                     if inv is None:

@@ -43,6 +43,11 @@ SCALING_PER_10S = 1000  # new execution environments per function per 10 s
 UNRESERVED_MIN = 100  # the account concurrency PutFunctionConcurrency must leave unreserved
 
 
+def _held(fn: Any) -> int:
+    """Instances of the function and of every published version of it (lambda_emulator/versions.py)."""
+    return len(fn.instances) + sum(len(v.instances) for v in getattr(fn, "versions", {}).values())
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -69,8 +74,9 @@ class Limits:
     def refuse_new_instance(self, fn: Any, functions: Iterable[Any]) -> str | None:
         """The Reason an invoke of ``fn`` that needs a new instance is throttled, or None (and a
         scaling token is taken)."""
-        if fn.reserved is not None:
-            if len(fn.instances) >= fn.reserved:
+        base = fn.base if getattr(fn, "base", None) is not None else fn  # a published version counts as its function
+        if base.reserved is not None:
+            if _held(base) >= base.reserved:
                 return RESERVED
         else:
             reserved = used = 0
@@ -78,10 +84,10 @@ class Limits:
                 if f.reserved is not None:
                     reserved += f.reserved
                 else:
-                    used += len(f.instances)
+                    used += _held(f)
             if used >= self.account_concurrency - reserved:
                 return ACCOUNT
-        return None if self._take(fn.name) else SCALING
+        return None if self._take(base.name) else SCALING
 
     def _take(self, name: str) -> bool:
         now = self.clock()

@@ -10,6 +10,7 @@ and the CLI all come through here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from orchestrator.run.dispatch.local import LocalDispatcher
 from orchestrator.run.result import BadRecords, RunResult
 from orchestrator.run.results import read_intervals
 from orchestrator.run.spec import Benchmark
+from orchestrator.subjects import provisioned
 from workers import auth
 
 Say = Callable[[str], None]
@@ -97,17 +99,38 @@ def run(b: Benchmark, text: str, where: Placement, *, results: Path = Path("resu
     make = dispatchers(where, say)
     first = make()  # a broker that cannot be reached says so before anything is written
     metrics_port = 0 if where.broker else where.metrics_port
-    if spec.sizes(b):
-        outcome = sweep.run(b, text, make, results, run_id=run_id, metrics_port=metrics_port, console=console,
-                            interactive=interactive, stop_event=stop_event, html=html, first=first, apply=apply)
-    else:
-        outcome = runner.run(b, text, first, results, run_id=run_id, metrics_port=metrics_port, console=console,
-                             interactive=interactive, stop_event=stop_event, html=html)
+    # Provisioned concurrency (and an alias that forced cold starts move): set before, restored after.
+    with provisioned.around(b, lambda line: console.print(line, highlight=False, markup=False)) as provisioning:
+        if spec.sizes(b):
+            outcome = sweep.run(b, text, make, results, run_id=run_id, metrics_port=metrics_port, console=console,
+                                interactive=interactive, stop_event=stop_event, html=html, first=first, apply=apply)
+        else:
+            outcome = runner.run(b, text, first, results, run_id=run_id, metrics_port=metrics_port, console=console,
+                                 interactive=interactive, stop_event=stop_event, html=html)
+    _provisioned_summary(provisioning, outcome, console)
     if recording is not None:
         history.record(outcome.result, outcome.folder, broker=recording.history_broker or where.broker, results_root=results,
                        spec_path=recording.spec_path, git=recording.git, schedule=recording.schedule,
                        exit_code=outcome.exit_code, say=say, extra=recording.extra)
     return outcome
+
+
+def _provisioned_summary(provisioning: provisioned.Provisioning, outcome: runner.RunOutcome, console: Console) -> None:
+    """What provisioned concurrency the run had and what AWS charges for it (provisioned.json in the run folder)."""
+    summary = provisioning.summary()
+    if not summary and not provisioning.errors:
+        return
+    import json
+
+    for entry in summary:
+        if "provisioned_usd" in entry:
+            console.print(f"provisioned concurrency {entry['function']}:{entry['qualifier']}: "
+                          f"{entry['provisioned_concurrency']} x {entry['memory_mb']} MB for {entry['configured_s']:.0f} s, "
+                          f"billed as {entry['billed_s']} s: ${entry['provisioned_usd']:.6f} "
+                          f"(${entry['provisioned_usd_per_hour']:.4f} per hour configured)", highlight=False)
+    with contextlib.suppress(OSError):
+        (outcome.folder / "provisioned.json").write_text(
+            json.dumps({"configs": summary, "restore_errors": provisioning.errors}, indent=1) + "\n")
 
 
 def attach(broker: str, run_id: str, results: Path, console: Console, warn: Say) -> runner.RunOutcome:

@@ -20,6 +20,14 @@ the account has already used.
 INIT billing: Billed Duration includes the Init phase for custom runtimes (provided.*) and
 container images, and since 1 Aug 2025 for on-demand ZIP functions on managed runtimes too;
 ``init_billed`` (workers/platforms/aws_lambda/runtimes.py) is that rule (the local Lambda writes its REPORT by it).
+
+Provisioned concurrency (https://aws.amazon.com/lambda/pricing/, "Provisioned Concurrency Pricing"): a
+charge per GB-s *configured* (concurrency × memory, from the time it is enabled until it is disabled,
+rounded up to the nearest five minutes; no free tier) and, for invocations that run on provisioned
+instances, a lower Duration price per GB-s; requests at the usual price.  ``provisioned_charges`` is
+the page's worked example; the invoker prices an invocation at the provisioned Duration price when its
+target has ``provisioned_concurrency: N``, its REPORT has no Init Duration and no more than N of the
+shard's invocations were in flight (an approximation: AWS sends nothing that says which instance served).
 """
 
 from __future__ import annotations
@@ -38,10 +46,15 @@ PRICING_ENV = "FNBENCH_LAMBDA_PRICING"
 # region → architecture → entry.  Tiers: (GB-s per month up to which the price applies, price per GB-s).
 PRICING: dict[str, dict[str, dict[str, Any]]] = {
     "us-east-1": {
+        # Provisioned concurrency (the same page; AWS's Price List usage types Lambda-Provisioned-Concurrency
+        # and Lambda-Provisioned-GB-Second, -ARM for arm64): provisioned_gb_s_usd per GB-s configured,
+        # provisioned_duration_gb_s_usd per GB-s of Duration on provisioned instances (not tiered).
         "x86_64": {"valid_from": "2020-12-01", "request_usd": 0.20 / 1e6,
-                   "gb_s_tiers": [[6e9, 0.0000166667], [15e9, 0.0000150000], [None, 0.0000133334]]},
+                   "gb_s_tiers": [[6e9, 0.0000166667], [15e9, 0.0000150000], [None, 0.0000133334]],
+                   "provisioned_gb_s_usd": 0.0000041667, "provisioned_duration_gb_s_usd": 0.0000097222},
         "arm64": {"valid_from": "2021-09-29", "request_usd": 0.20 / 1e6,
-                  "gb_s_tiers": [[7.5e9, 0.0000133334], [18.75e9, 0.0000120001], [None, 0.0000106667]]},
+                  "gb_s_tiers": [[7.5e9, 0.0000133334], [18.75e9, 0.0000120001], [None, 0.0000106667]],
+                  "provisioned_gb_s_usd": 0.0000033334, "provisioned_duration_gb_s_usd": 0.0000077778},
     },
 }
 
@@ -53,6 +66,8 @@ class Price:
     gb_s_usd: float  # the tier that applies
     request_usd: float
     valid_from: str
+    provisioned_gb_s_usd: float = 0.0  # per GB-s of provisioned concurrency configured (0: not known)
+    provisioned_duration_gb_s_usd: float = 0.0  # Duration on provisioned instances, per GB-s
 
     @property
     def per_ms_128mb(self) -> float:
@@ -61,8 +76,11 @@ class Price:
 
     def to_address(self) -> dict[str, Any]:
         """What a worker needs to count cost (rides in the target's address)."""
-        return {"gb_s_usd": self.gb_s_usd, "request_usd": self.request_usd,
-                "source": f"{self.region} {self.architecture} from {self.valid_from}"}
+        out: dict[str, Any] = {"gb_s_usd": self.gb_s_usd, "request_usd": self.request_usd,
+                               "source": f"{self.region} {self.architecture} from {self.valid_from}"}
+        if self.provisioned_duration_gb_s_usd:
+            out["provisioned_duration_gb_s_usd"] = self.provisioned_duration_gb_s_usd
+        return out
 
 
 def load_pricing(path: str | Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
@@ -91,7 +109,8 @@ def price_for(region: str, architecture: str = "x86_64", *, tier_offset_gb_s: fl
         if limit is None or tier_offset_gb_s < limit:
             price = tier_price
             break
-    return Price(region or "us-east-1", architecture, float(price), float(entry["request_usd"]), str(entry["valid_from"]))
+    return Price(region or "us-east-1", architecture, float(price), float(entry["request_usd"]), str(entry["valid_from"]),
+                 float(entry.get("provisioned_gb_s_usd", 0.0)), float(entry.get("provisioned_duration_gb_s_usd", 0.0)))
 
 
 def invocation_cost(billed_ms: float, memory_mb: float, price: Price, *, with_requests: bool = False) -> float:
@@ -108,6 +127,28 @@ def monthly_charges(invocations: int, billed_ms: float, memory_mb: float, price:
     compute = max(0.0, gb_s - free_gb_s) * price.gb_s_usd
     requests = max(0, invocations - free_requests) * price.request_usd
     return {"gb_s": gb_s, "compute_usd": compute, "request_usd": requests, "total_usd": compute + requests}
+
+
+PROVISIONED_BILLING_S = 300  # provisioned concurrency is billed in periods rounded up to five minutes
+
+
+def provisioned_seconds(seconds: float) -> int:
+    """How long a provisioned-concurrency configuration is billed: rounded up to five minutes."""
+    return math.ceil(max(0.0, seconds) / PROVISIONED_BILLING_S) * PROVISIONED_BILLING_S
+
+
+def provisioned_charges(concurrency: int, memory_mb: float, seconds: float, invocations: int, billed_ms: float,
+                        price: Price) -> dict[str, float]:
+    """The pricing page's provisioned-concurrency arithmetic: concurrency × memory (GB) × the time it
+    was configured (rounded up to five minutes) × the provisioned price, plus every invocation's
+    billed GB-s at the provisioned Duration price, plus requests (no free tier with it)."""
+    configured_gb_s = concurrency * memory_mb / 1024 * provisioned_seconds(seconds)
+    duration_gb_s = invocations * gb_seconds(billed_ms, memory_mb)
+    pc = configured_gb_s * price.provisioned_gb_s_usd
+    compute = duration_gb_s * price.provisioned_duration_gb_s_usd
+    requests = invocations * price.request_usd
+    return {"provisioned_gb_s": configured_gb_s, "provisioned_usd": pc, "gb_s": duration_gb_s, "compute_usd": compute,
+            "request_usd": requests, "total_usd": pc + compute + requests}
 
 
 def gb_seconds(billed_ms: float, memory_mb: float) -> float:
@@ -129,6 +170,9 @@ def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:
         "per_invocation_usd": compute / n, "per_million_usd": compute / n * 1e6,
         "per_million_with_requests_usd": (compute + requests) / n * 1e6,
     }
+    provisioned_n = counters.get("billed_requests_provisioned", 0)
+    if provisioned_n:  # priced at the provisioned Duration price (the invoker's approximation, see above)
+        out["provisioned"] = {"invocations": int(provisioned_n), "gb_s": round(counters.get("gb_s_provisioned", 0.0), 6)}
     if cold_n:
         cold = counters.get("cost_usd_cold", 0.0)
         out["cold"] = {"invocations": int(cold_n), "gb_s": round(counters.get("gb_s_cold", 0.0), 6),

@@ -11,7 +11,10 @@ asks) in which each swept target is named ``<target>@<size>MB`` and its workload
 is kept under ``<run>/steps/<run>.m<size>/``; the sweep's own folder holds every step's intervals,
 one result.json (every group, SLO verdicts per size, ``sweep``: the curve per target and the
 cheapest size that meets the SLOs) and the HTML report.  The functions' Memory Size is set back to
-what it was when the sweep began, also after an interrupted or failed step.
+what it was when the sweep began, also after an interrupted or failed step.  A target on an alias
+(``qualifier: live``) has each step published as a new version and the alias moved to it (waited
+READY again when it has ``provisioned_concurrency``); the alias is put back on its version after the
+sweep (orchestrator/subjects/provisioned.py), so ``--apply`` sets $LATEST only.
 
 The chosen size of a target follows the spec's ``sweep.strategy`` exactly as AWS Lambda Power Tuning
 chooses (lambda/analyzer.js: findCheapest, findFastest, findBalanced), among the sizes at which every
@@ -111,7 +114,7 @@ class _Controls:
             from workers.platforms.aws_lambda import control as lambda_control
 
             function, region, endpoint = key
-            self.made[key] = lambda_control.ControlPlane(lambda_control.client(region, endpoint or None), function)
+            self.made[key] = lambda_control.Versions(lambda_control.client(region, endpoint or None), function)
         return self.made[key]
 
     def set_memory(self, key: tuple[str, str, str], size: int) -> str | None:
@@ -122,6 +125,21 @@ class _Controls:
             return {"MemorySize": size}
 
         return control.update(memory, UPDATE_TIMEOUT_S)
+
+    def point(self, key: tuple[str, str, str], alias: str, provisioned: int) -> str | None:
+        """Publish the step's $LATEST and move ``alias`` to it (waited READY with provisioned concurrency)."""
+        control = self.get(key)
+        problem = control.publish_to_alias(alias, UPDATE_TIMEOUT_S)
+        if problem is None and provisioned:
+            problem = control.wait_provisioned(alias, 600.0)
+        return problem
+
+
+def _aliases(b: Benchmark, size: int) -> list[tuple[tuple[str, str, str], str, int]]:
+    """(function key, alias, provisioned concurrency) of the step's targets on an alias, each once."""
+    return list(dict.fromkeys(((t.function, t.region or "us-east-1", t.endpoint_url), t.qualifier,
+                               int(getattr(t, "provisioned_concurrency", None) or 0))
+                              for t in b.targets if size in t.memory_sizes and t.qualifier not in ("", "$LATEST")))
 
 
 def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_root: Path = Path("results"), *,
@@ -153,6 +171,8 @@ def run(b: Benchmark, text: str, make_dispatcher: Callable[[], Any], results_roo
                           "setting Memory Size (control plane, not load)", highlight=False)
             began = time.monotonic()
             failed = [m for key in _functions(b, size) if (m := controls.set_memory(key, size)) is not None]
+            if not failed:  # targets on an alias: the step's configuration as a new version, the alias on it
+                failed = [m for key, alias, pc in _aliases(b, size) if (m := controls.point(key, alias, pc)) is not None]
             if failed:
                 errors += [f"memory sweep at {size} MB: {m}" for m in failed]
                 console.print(f"[red]error[/]: {escape('; '.join(failed))}; the sweep stops here", highlight=False)

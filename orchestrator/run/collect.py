@@ -259,7 +259,7 @@ LATE_REDISPATCH = "re-dispatched remainder started late: what was due before it 
 CONNECTION_COUNTERS = ("connections_opened", "connections_before_start", "tls_resumed")  # Group fields
 # The aws-lambda invoker's counters a group sums for its cost and REPORT accounting.
 LAMBDA_COUNTERS = ("billed_requests", "billed_requests_cold", "gb_s", "gb_s_cold", "cost_usd", "cost_usd_cold",
-                   "request_usd", "report_missing", "report_truncated")
+                   "request_usd", "report_missing", "report_truncated", "billed_requests_provisioned", "gb_s_provisioned")
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
 THROTTLE_PREFIX = "lambda_throttle:"  # + the 429's Reason (workers/platforms/aws_lambda: THROTTLE_REASONS)
 

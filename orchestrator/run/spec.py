@@ -328,8 +328,9 @@ def sweep_problems(b: Benchmark, t: TargetSpec) -> list[tuple[str, str]]:
         out.append(("memory_sizes", f"a memory sweep sets a Lambda function's Memory Size; platform {t.platform!r} has none"))
     if len(set(t.memory_sizes)) != len(t.memory_sizes):
         out.append(("memory_sizes", "each size once"))
-    if t.qualifier not in ("", "$LATEST"):
-        out.append(("qualifier", f"a memory sweep updates $LATEST's configuration; {t.qualifier!r} would not change"))
+    if t.qualifier.isdigit():
+        out.append(("qualifier", f"a memory sweep sets $LATEST's Memory Size; version {t.qualifier} is immutable and "
+                                 "would not change (name an alias: each step is published and the alias moved to it)"))
     names = {x.name for x in b.targets}
     for m in t.memory_sizes:
         if step_name(t.name, m) in names:

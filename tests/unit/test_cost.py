@@ -75,6 +75,27 @@ def test_pricing_page_example_1():
     assert plain["compute_usd"] == pytest.approx(3_000_000 * cost.invocation_cost(1000, 512, page))
 
 
+def test_provisioned_concurrency_prices():
+    # us-east-1 (aws.amazon.com/lambda/pricing, Price List usage types Lambda-Provisioned-Concurrency[-ARM]
+    # and Lambda-Provisioned-GB-Second[-ARM]).
+    assert (X86.provisioned_gb_s_usd, X86.provisioned_duration_gb_s_usd) == (0.0000041667, 0.0000097222)
+    assert (ARM.provisioned_gb_s_usd, ARM.provisioned_duration_gb_s_usd) == (0.0000033334, 0.0000077778)
+    assert X86.to_address()["provisioned_duration_gb_s_usd"] == 0.0000097222
+    # Billed from enabled to disabled, rounded up to the nearest five minutes.
+    assert [cost.provisioned_seconds(s) for s in (0, 1, 300, 301, 7200)] == [0, 300, 300, 600, 7200]
+
+
+def test_pricing_page_provisioned_concurrency_example():
+    # aws.amazon.com/lambda/pricing, "Provisioned Concurrency Pricing", example 1: 1,024 MB, provisioned
+    # concurrency 1,000 enabled for two hours, 1.2M invocations of 1 s in those hours:
+    # 1,000 GB x 7,200 s = 7.2M GB-s x $0.0000041667 = $30.00; 1.2M GB-s x $0.0000097222 = $11.67;
+    # 1.2M requests x $0.20/M = $0.24; total $41.91.
+    bill = cost.provisioned_charges(1000, 1024, 7200, 1_200_000, 1000, X86)
+    assert bill["provisioned_gb_s"] == 7_200_000 and bill["gb_s"] == 1_200_000
+    assert round(bill["provisioned_usd"], 2) == 30.00 and round(bill["compute_usd"], 2) == 11.67
+    assert round(bill["request_usd"], 2) == 0.24 and round(bill["total_usd"], 2) == 41.91
+
+
 def test_init_billing_rule():
     before, after = datetime.date(2025, 7, 31), datetime.date(2025, 8, 1)
     assert runtimes.init_billed("provided.al2023", before) and runtimes.init_billed("provided.al2023", after)

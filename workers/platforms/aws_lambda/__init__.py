@@ -22,7 +22,10 @@ Power Tuning's formula, no request fee), ``cost_usd_cold`` and ``request_usd`` (
 
 Target address: ``function`` (name or ARN), ``qualifier``, ``region`` (default us-east-1),
 ``endpoint_url`` (default https://lambda.<region>.amazonaws.com; a local Lambda on loopback in
-this repository), ``log_type`` (Tail | None).
+this repository), ``log_type`` (Tail | None), ``provisioned_concurrency`` (N: the orchestrator puts it on
+the qualifier before the run and restores what was there after — orchestrator/subjects/provisioned.py;
+here it prices Duration: an invocation without Init Duration while at most N of the shard's invocations
+are in flight is billed at the provisioned Duration price, ``billed_requests_provisioned`` counts them).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import time
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from workers import limits
 from workers.contract import Outcome, Target
@@ -68,11 +71,13 @@ def endpoint_for(address: dict[str, Any]) -> str:
 class _Call:
     """One invoke in flight: what its response's headers said, then its completion."""
 
-    __slots__ = ("done", "inv", "function_error", "log_result", "error_type", "request_id", "trace_id", "body")
+    __slots__ = ("done", "inv", "function_error", "log_result", "error_type", "request_id", "trace_id", "concurrency",
+                 "body")
 
-    def __init__(self, done: Done, inv: LambdaInvoker) -> None:
+    def __init__(self, done: Done, inv: LambdaInvoker, concurrency: int = 0) -> None:
         self.done = done
         self.inv = inv
+        self.concurrency = concurrency  # the shard's invocations in flight when it was sent, itself included
         self.function_error = False
         self.log_result: bytes | None = None
         self.error_type: bytes | None = None
@@ -82,12 +87,13 @@ class _Call:
 
     def __call__(self, outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
         inv = self.inv
+        inv.in_flight -= 1
         if outcome == _OK:
             if self.function_error:
                 outcome = _FUNCTION_ERROR
                 inv.function_errors += 1
             if inv.tail:
-                info = inv._report(self.log_result)
+                info = inv._report(self.log_result, self.concurrency)
         elif self.error_type is not None:
             inv._count_error(self.error_type)
             if self.error_type == b"ResourceNotFoundException" and not inv.failure:
@@ -114,8 +120,10 @@ class _LambdaConnection(_Connection):
 
     def send(self, due: float, done: Done, payload: bytes, user: Any) -> None:
         if isinstance(done, _Call):  # a resend after a closed keep-alive connection
+            user.in_flight -= 1
             done = done.done
-        call = _Call(done, user)
+        user.in_flight += 1
+        call = _Call(done, user, user.in_flight)
         super().send(due, call, user.signed(), user)
         call.trace_id = self.trace
 
@@ -186,6 +194,12 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         self.priced = bool(price)
         self.cost_usd = self.cost_usd_cold = 0.0
         self.billed_requests_cold = 0
+        # Provisioned concurrency: Duration on provisioned instances at its own price (no price: the on-demand one).
+        self.provisioned_n = int(address.get("provisioned_concurrency") or 0)
+        self.pc_per_ms_128 = float(price.get("provisioned_duration_gb_s_usd", 0.0)) * 128 / 1024 / 1000 or self.per_ms_128
+        self.in_flight = 0
+        self.billed_requests_provisioned = 0
+        self.gb_s_provisioned = 0.0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -233,7 +247,7 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         reason = reason if reason in THROTTLE_REASONS else "unknown"
         self.throttles[reason] = self.throttles.get(reason, 0) + 1
 
-    def _report(self, log_result: bytes | None) -> Invocation | None:
+    def _report(self, log_result: bytes | None, concurrency: int = 0) -> Invocation | None:
         if log_result is None:
             self.report_missing += 1
             return None
@@ -246,8 +260,14 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
             return None
         billed = found.billed_total_ms
         gb_s = billed / 1000.0 * found.memory_mb / 1024.0
+        init = found.init_ms if found.init_ms is not None else found.restore_ms
+        per_ms_128 = self.per_ms_128
+        if self.provisioned_n and init is None and concurrency <= self.provisioned_n:  # served by a provisioned instance
+            per_ms_128 = self.pc_per_ms_128
+            self.billed_requests_provisioned += 1
+            self.gb_s_provisioned += gb_s
         # AWS Lambda Power Tuning: ceil(billed ms) x price per ms at 128 MB x memory / 128.
-        cost = math.ceil(billed) * self.per_ms_128 * found.memory_mb / 128
+        cost = math.ceil(billed) * per_ms_128 * found.memory_mb / 128
         self.billed_ms += billed
         self.gb_s += gb_s
         self.cost_usd += cost
@@ -256,7 +276,6 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
             self.peak_memory_mb = found.max_memory_mb
         info = Invocation(memory_mb=found.max_memory_mb, platform_us=int(found.duration_ms * 1000),
                           billed_us=int(billed * 1000), report=found)
-        init = found.init_ms if found.init_ms is not None else found.restore_ms
         if init is not None:
             self.cold += 1
             self.billed_ms_cold += billed
@@ -270,13 +289,15 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
     def counters(self) -> dict[str, float]:
         counts = super().counters()
         for name in ("function_errors", "report_missing", "report_truncated", "billed_requests",
-                     "credential_refresh_failures"):
+                     "credential_refresh_failures", "billed_requests_provisioned"):
             value = getattr(self, name)
             if value:
                 counts[name] = value
         if self.billed_requests:
             counts["billed_ms"] = round(self.billed_ms, 3)
             counts["gb_s"] = self.gb_s
+            if self.billed_requests_provisioned:
+                counts["gb_s_provisioned"] = self.gb_s_provisioned
             if self.priced:
                 counts["cost_usd"] = self.cost_usd
                 counts["request_usd"] = self.billed_requests * self.request_usd
@@ -306,20 +327,28 @@ class LambdaColdInvoker(LambdaInvoker):
     sample never made cold is ``other`` (``cold_not_forced``).  A failed invoke (throttled, 5xx,
     timeout) is accepted as the outcome it is.
 
+    On an alias (``qualifier``), a forcing is: the same update of $LATEST, then PublishVersion and
+    UpdateAlias to the new version (a published version is immutable, so a numbered qualifier cannot be
+    forced).  With ``provisioned_concurrency`` on the alias, Lambda re-provisions the alias on the new
+    version: the forcing waits until it is READY again, and the sample — the first invocation on a freshly
+    provisioned instance, which has no Init Duration — is accepted as it is (what a client meets right
+    after a deployment when provisioned concurrency is configured).
+
     The control plane (boto3, the standard credential chain, on a thread) is paced — at least
     ``control_plane_interval_s`` (default 0.2 s) between calls — bounded (``update_timeout_s``,
     default 60 s, per force) and never counted as load: forcings run one at a time, and the time
     spent forcing moves the invocation's due time (response time is measured from when the
-    function was ready to be invoked cold, send lag from there too).  Only $LATEST can be forced.
+    function was ready to be invoked cold, send lag from there too).
     """
 
     def __init__(self, target: Target) -> None:
         super().__init__(target)
         address = target.address
         qualifier = str(address.get("qualifier") or "")
-        if qualifier not in ("", "$LATEST"):
-            raise SetupError(f"target {target.name!r}: forced cold starts update $LATEST's configuration; "
-                             f"qualifier {qualifier!r} would stay warm")
+        if qualifier.isdigit():
+            raise SetupError(f"target {target.name!r}: forced cold starts cannot work on version {qualifier}: "
+                             "a published version is immutable (name an alias instead)")
+        self.alias = "" if qualifier in ("", "$LATEST") else qualifier
         self.function = str(address["function"])
         self.endpoint_url = str(address.get("endpoint_url") or "") or None
         self.pace_s = float(address.get("control_plane_interval_s", 0.2))
@@ -341,8 +370,8 @@ class LambdaColdInvoker(LambdaInvoker):
     def _client(self) -> Any:
         from workers.platforms.aws_lambda import control as lambda_control
 
-        return lambda_control.ControlPlane(lambda_control.client(self.region, self.endpoint_url), self.function,
-                                           pace_s=self.pace_s)
+        return lambda_control.Versions(lambda_control.client(self.region, self.endpoint_url), self.function,
+                                       pace_s=self.pace_s)
 
     def invoke(self, due: float, done: Done) -> None:
         import asyncio
@@ -376,7 +405,7 @@ class LambdaColdInvoker(LambdaInvoker):
                     LambdaInvoker.invoke(self, due + prep, _resolver(fut))
                     outcome, d, sent, end, *rest = await fut
                     info = rest[0] if rest else None
-                    if outcome not in (_OK, _FUNCTION_ERROR) or (info is not None and info.cold):
+                    if outcome not in (_OK, _FUNCTION_ERROR) or (info is not None and info.cold) or self.provisioned_n:
                         reported = True
                         done(outcome, d, sent, end, info)
                         return
@@ -400,7 +429,16 @@ class LambdaColdInvoker(LambdaInvoker):
             variables["FNBENCH_COLD_START"] = str(time.time_ns())
             return {"Environment": {"Variables": variables}}
 
-        return self.control.update(bump, self.update_timeout_s) is None
+        deadline = _monotonic() + self.update_timeout_s
+        if self.control.update(bump, self.update_timeout_s) is not None:
+            return False
+        if not self.alias:
+            return True
+        if self.control.publish_to_alias(self.alias, max(1.0, deadline - _monotonic())) is not None:
+            return False
+        if self.provisioned_n:  # re-provisioned on the new version: first invocation once READY
+            return self.control.wait_provisioned(self.alias, max(1.0, deadline - _monotonic())) is None
+        return True
 
     async def close(self) -> None:
         import asyncio
@@ -446,15 +484,25 @@ class TargetFields(BaseModel):
     endpoint_url: str = ""  # another Lambda endpoint (the local one: http://127.0.0.1:9001)
     log_type: Literal["Tail", "None"] = "Tail"  # Tail returns the REPORT line (platform clocks)
     architecture: Literal["x86_64", "arm64"] = "x86_64"  # which price applies
+    # Provisioned concurrency on ``qualifier`` (a version or alias) for the run: put before, restored after.
+    provisioned_concurrency: StrictInt | None = None
 
 
 def target_problems(t: Any, cold_start: bool) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not t.function:
         problems.append(("function", "the aws-lambda platform needs a function name"))
-    if cold_start and t.qualifier not in ("", "$LATEST"):
-        problems.append(("qualifier", "forced cold starts update $LATEST's configuration; "
-                         f"{t.qualifier!r} would stay warm (leave qualifier empty or turn cold_start off)"))
+    if cold_start and t.qualifier.isdigit():
+        problems.append(("qualifier", f"forced cold starts cannot work on version {t.qualifier}: a published "
+                         "version is immutable and its instances stay warm; name an alias (each forced cold start "
+                         "publishes a new version and moves the alias), leave qualifier empty, or turn cold_start off"))
+    pc = t.provisioned_concurrency
+    if pc is not None:
+        if isinstance(pc, bool) or not isinstance(pc, int) or pc < 1:
+            problems.append(("provisioned_concurrency", f"a whole number of 1 or more, got {pc!r}"))
+        elif t.qualifier in ("", "$LATEST"):
+            problems.append(("provisioned_concurrency", "needs a qualifier that is a published version or an alias: "
+                             "AWS refuses provisioned concurrency on $LATEST (set qualifier)"))
     return problems
 
 
@@ -463,6 +511,8 @@ def target_address(t: Any) -> dict[str, Any]:
     address.update({"region": t.region or "us-east-1", "log_type": t.log_type, "architecture": t.architecture})
     if t.endpoint_url:
         address["endpoint_url"] = t.endpoint_url
+    if t.provisioned_concurrency:
+        address["provisioned_concurrency"] = t.provisioned_concurrency
     return address
 
 

@@ -101,3 +101,91 @@ def active(cfg: dict[str, Any]) -> str | bool:
     if cfg.get("State") == "Failed":
         return f"creation failed ({cfg.get('StateReason') or 'no reason given'})"
     return cfg.get("State") == "Active" and cfg.get("LastUpdateStatus", "Successful") == "Successful"
+
+
+# -- versions, aliases, provisioned concurrency (issue 22 part 2) ------------------------------------
+def is_version(qualifier: str) -> bool:
+    """A published version's number (immutable); anything else but $LATEST is an alias."""
+    return qualifier.isdigit()
+
+
+class Versions(ControlPlane):
+    """PublishVersion, the alias's version, and provisioned concurrency on a qualifier — paced and
+    bounded as every other control-plane call here."""
+
+    def alias_version(self, alias: str) -> str:
+        return str(self._paced(self.client.get_alias, Name=alias)["FunctionVersion"])
+
+    def publish_to_alias(self, alias: str, timeout_s: float = 60.0) -> str | None:
+        """Publish $LATEST as a new version and move ``alias`` to it (a forced cold start on an alias);
+        None when done, else why not."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        c = self.client
+        deadline = _monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    version = self._paced(c.publish_version)["Version"]
+                    break
+                except c.exceptions.ResourceConflictException:  # an update still in progress
+                    if _monotonic() > deadline:
+                        return f"{self.function}: PublishVersion stayed in conflict for {timeout_s:g} s"
+            self._paced(c.update_alias, Name=alias, FunctionVersion=version)
+            return None
+        except (BotoCoreError, ClientError) as exc:
+            return f"{self.function}: {exc}"
+
+    def move_alias(self, alias: str, version: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._paced(self.client.update_alias, Name=alias, FunctionVersion=version)
+            return None
+        except (BotoCoreError, ClientError) as exc:
+            return f"{self.function}: moving alias {alias} back to version {version}: {exc}"
+
+    def provisioned(self, qualifier: str) -> dict[str, Any] | None:
+        """GetProvisionedConcurrencyConfig (None: there is none)."""
+        c = self.client
+        try:
+            return dict(self._paced(c.get_provisioned_concurrency_config, Qualifier=qualifier))
+        except c.exceptions.ProvisionedConcurrencyConfigNotFoundException:
+            return None
+
+    def put_provisioned(self, qualifier: str, n: int) -> dict[str, Any]:
+        return dict(self._paced(self.client.put_provisioned_concurrency_config, Qualifier=qualifier,
+                                ProvisionedConcurrentExecutions=n))
+
+    def delete_provisioned(self, qualifier: str) -> None:
+        import contextlib
+
+        c = self.client
+        with contextlib.suppress(c.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+            self._paced(c.delete_provisioned_concurrency_config, Qualifier=qualifier)
+
+    def wait_provisioned(self, qualifier: str, timeout_s: float = 300.0,
+                         progress: Callable[[dict[str, Any]], None] | None = None) -> str | None:
+        """Poll until the config is READY (None), FAILED or ``timeout_s`` passed (why not);
+        ``progress(cfg)`` sees each answer that differs from the one before."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        deadline = _monotonic() + timeout_s
+        last: tuple[Any, ...] = ()
+        try:
+            while _monotonic() < deadline:
+                cfg = self.provisioned(qualifier)
+                if cfg is None:
+                    return f"{self.function}:{qualifier}: no provisioned concurrency config"
+                seen = (cfg.get("Status"), cfg.get("AllocatedProvisionedConcurrentExecutions"))
+                if progress is not None and seen != last:
+                    progress(cfg)
+                last = seen
+                if cfg.get("Status") == "READY":
+                    return None
+                if cfg.get("Status") == "FAILED":
+                    return f"{self.function}:{qualifier}: provisioned concurrency FAILED ({cfg.get('StatusReason') or 'no reason given'})"
+        except (BotoCoreError, ClientError) as exc:
+            return f"{self.function}:{qualifier}: {exc}"
+        return (f"{self.function}:{qualifier}: provisioned concurrency not READY within {timeout_s:g} s "
+                f"({last[1] if last else 0} allocated)")
