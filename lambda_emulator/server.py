@@ -69,6 +69,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
+from lambda_emulator import streaming
 from lambda_emulator.auth import Verifier, browser_check, content_type_check, own_hosts
 from lambda_emulator.code import CodeApi, command_for
 from lambda_emulator.model import _REASONS, ACCOUNT, NODE_RIC, Function, error, now_iso
@@ -98,7 +99,7 @@ Reply = tuple[int, bytes, list[tuple[str, str]]]
 
 def body_cap(method: bytes, url: bytes) -> int:
     path = url.split(b"?", 1)[0].rstrip(b"/")
-    if method == b"POST" and path.endswith(b"/invocations"):
+    if method == b"POST" and path.endswith((b"/invocations", b"/response-streaming-invocations")):
         return MAX_PAYLOAD_BYTES
     if (method == b"POST" and path == INVOKE_PREFIX.rstrip("/").encode()) or (method == b"PUT" and path.endswith(b"/code")):
         return MAX_UPLOAD_BYTES
@@ -276,7 +277,7 @@ class _HttpConn(asyncio.Protocol):
     dropped, never kept; a body is kept only up to the route's cap (413 beyond)."""
 
     __slots__ = ("lam", "instance", "transport", "parser", "url", "headers", "body", "closed", "busy", "head_bytes",
-                 "in_head", "cap", "size", "rejected", "dropped")
+                 "in_head", "cap", "size", "rejected", "dropped", "forward")
 
     def __init__(self, lam: LocalLambda, instance: Instance | None) -> None:
         self.lam = lam
@@ -293,6 +294,7 @@ class _HttpConn(asyncio.Protocol):
         self.size = 0
         self.rejected = False  # answered already: the rest of the request is dropped, then the connection closed
         self.dropped = 0
+        self.forward: streaming.StreamingClient | None = None  # a streamed response's client (lambda_emulator/streaming.py)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -328,6 +330,7 @@ class _HttpConn(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         self.size = 0
+        self.forward = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -342,6 +345,8 @@ class _HttpConn(asyncio.Protocol):
         method = self.parser.get_method()
         if self.instance is not None:
             refusal, self.cap = self.lam.admit_runtime(self.instance, method, self.url, self.headers)
+            if refusal is None:
+                self.forward = streaming.runtime_response(self)
         else:
             refusal, self.cap = self.lam.admit(method, self.url, self.headers)
         if refusal is None:
@@ -366,6 +371,9 @@ class _HttpConn(asyncio.Protocol):
         if self.size > self.cap:  # no (or a false) Content-Length: stop keeping it at the cap
             self.refuse(self.lam.too_large(self.instance, self.parser.get_method(), self.url, self.cap))
             return
+        if self.forward is not None:  # a streamed response: passed on as it comes, never kept
+            self.forward.chunk(body)
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -378,7 +386,8 @@ class _HttpConn(asyncio.Protocol):
         body = b"".join(self.body)
         self.body = []
         if self.instance is not None:
-            self.lam.runtime_api(self, self.instance, method, self.url, body)
+            url, body = streaming.finish_runtime_response(self, self.forward, self.url, body)
+            self.lam.runtime_api(self, self.instance, method, url, body)
             return
         refusal = self.lam.verifier.verify(method, self.url, self.headers, body)
         if refusal is not None:
@@ -479,7 +488,7 @@ class LocalLambda(CodeApi):
                        "errorType": "Function.ResponseSizeTooLarge"}
                 self._finish(inst, inv, orjson.dumps(doc), error=True)
             return error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
-        if cap == MAX_PAYLOAD_BYTES and url.split(b"?", 1)[0].endswith(b"/invocations"):
+        if cap == MAX_PAYLOAD_BYTES and url.split(b"?", 1)[0].endswith((b"/invocations", b"/response-streaming-invocations")):
             return error(413, "RequestTooLargeException",
                           f"Request must be smaller than {cap} bytes for the InvokeFunction operation")
         if cap == MAX_UPLOAD_BYTES:
@@ -492,7 +501,9 @@ class LocalLambda(CodeApi):
     def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
         parts = urlsplit(url.decode("latin-1"))
         path = parts.path
-        if path.startswith(INVOKE_PREFIX):
+        if streaming.is_stream_route(path):  # InvokeWithResponseStream
+            streaming.invoke(self, conn, method, path, headers, body)
+        elif path.startswith(INVOKE_PREFIX):
             rest = path[len(INVOKE_PREFIX):]
             name, _, action = rest.partition("/")
             fn = self._function(unquote(name))
