@@ -17,6 +17,13 @@ since Dec 2020), so summing GB-s × price gives the same total.  Tiers are per a
 month: a run is priced at the first tier unless ``tier_offset_gb_s`` says how much of the month
 the account has already used.
 
+Response streaming (InvokeWithResponseStream): each invocation's first 6 MB streamed are free, the
+rest is charged per GB (``stream_gb_usd``, us-east-1 $0.008; ``streaming_cost``).  The invoker
+counts the bytes past 6 MiB per invocation (``stream_billable_bytes``) and prices them with the
+planner's ``stream_gb_usd`` (``stream_usd``); ``group_cost`` shows it and adds it to the
+with-requests totals.  GB is taken as 2^30 bytes and 6 MB as 6 MiB (the Invoke payload limit's
+6,291,456 bytes): the pricing page does not say which.
+
 INIT billing: Billed Duration includes the Init phase for custom runtimes (provided.*) and
 container images, and since 1 Aug 2025 for on-demand ZIP functions on managed runtimes too;
 ``init_billed`` (workers/platforms/aws_lambda/runtimes.py) is that rule (the local Lambda writes its REPORT by it).
@@ -38,9 +45,9 @@ PRICING_ENV = "FNBENCH_LAMBDA_PRICING"
 # region → architecture → entry.  Tiers: (GB-s per month up to which the price applies, price per GB-s).
 PRICING: dict[str, dict[str, dict[str, Any]]] = {
     "us-east-1": {
-        "x86_64": {"valid_from": "2020-12-01", "request_usd": 0.20 / 1e6,
+        "x86_64": {"valid_from": "2020-12-01", "request_usd": 0.20 / 1e6, "stream_gb_usd": 0.008,
                    "gb_s_tiers": [[6e9, 0.0000166667], [15e9, 0.0000150000], [None, 0.0000133334]]},
-        "arm64": {"valid_from": "2021-09-29", "request_usd": 0.20 / 1e6,
+        "arm64": {"valid_from": "2021-09-29", "request_usd": 0.20 / 1e6, "stream_gb_usd": 0.008,
                   "gb_s_tiers": [[7.5e9, 0.0000133334], [18.75e9, 0.0000120001], [None, 0.0000106667]]},
     },
 }
@@ -53,6 +60,7 @@ class Price:
     gb_s_usd: float  # the tier that applies
     request_usd: float
     valid_from: str
+    stream_gb_usd: float = 0.0  # response streaming, per GB past each invocation's first 6 MB
 
     @property
     def per_ms_128mb(self) -> float:
@@ -61,8 +69,11 @@ class Price:
 
     def to_address(self) -> dict[str, Any]:
         """What a worker needs to count cost (rides in the target's address)."""
-        return {"gb_s_usd": self.gb_s_usd, "request_usd": self.request_usd,
-                "source": f"{self.region} {self.architecture} from {self.valid_from}"}
+        out: dict[str, Any] = {"gb_s_usd": self.gb_s_usd, "request_usd": self.request_usd,
+                               "source": f"{self.region} {self.architecture} from {self.valid_from}"}
+        if self.stream_gb_usd:
+            out["stream_gb_usd"] = self.stream_gb_usd
+        return out
 
 
 def load_pricing(path: str | Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
@@ -91,7 +102,16 @@ def price_for(region: str, architecture: str = "x86_64", *, tier_offset_gb_s: fl
         if limit is None or tier_offset_gb_s < limit:
             price = tier_price
             break
-    return Price(region or "us-east-1", architecture, float(price), float(entry["request_usd"]), str(entry["valid_from"]))
+    return Price(region or "us-east-1", architecture, float(price), float(entry["request_usd"]), str(entry["valid_from"]),
+                 float(entry.get("stream_gb_usd", 0.0)))
+
+
+STREAM_FREE_BYTES = 6 * 1024 * 1024  # of each invocation's streamed response (workers/platforms/aws_lambda: the same)
+
+
+def streaming_cost(streamed_bytes: int, price: Price) -> float:
+    """One invocation's streaming charge: the bytes past its first 6 MB at the price per GB."""
+    return max(0, streamed_bytes - STREAM_FREE_BYTES) / 2**30 * price.stream_gb_usd
 
 
 def invocation_cost(billed_ms: float, memory_mb: float, price: Price, *, with_requests: bool = False) -> float:
@@ -129,6 +149,13 @@ def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:
         "per_invocation_usd": compute / n, "per_million_usd": compute / n * 1e6,
         "per_million_with_requests_usd": (compute + requests) / n * 1e6,
     }
+    if counters.get("stream_bytes"):  # InvokeWithResponseStream: bytes and the streaming charge
+        streaming = counters.get("stream_usd", 0.0)
+        out["streaming"] = {"bytes": int(counters["stream_bytes"]),
+                            "billable_bytes": int(counters.get("stream_billable_bytes", 0)),
+                            "usd": streaming, "per_million_usd": streaming / n * 1e6}
+        out["cost_with_requests_usd"] = compute + requests + streaming
+        out["per_million_with_requests_usd"] = (compute + requests + streaming) / n * 1e6
     if cold_n:
         cold = counters.get("cost_usd_cold", 0.0)
         out["cold"] = {"invocations": int(cold_n), "gb_s": round(counters.get("gb_s_cold", 0.0), 6),
