@@ -18,7 +18,12 @@ from orchestrator.errors import SpecError
 from workers.contract import Target
 from workers.errors import SetupError
 from workers.platforms.aws_lambda import LambdaInvoker
-from workers.platforms.aws_lambda.eventstream import Decoder, EventStreamError, encode_event, encode_message
+from workers.platforms.aws_lambda.eventstream import (
+    Decoder,
+    EventStreamError,
+    encode_event,
+    encode_message,
+)
 
 
 def botocore_messages(raw: bytes) -> list[tuple[dict[str, object], bytes]]:
@@ -112,3 +117,42 @@ def test_group_cost_adds_the_streaming_charge() -> None:
                               "per_million_usd": counters["stream_usd"] / 2 * 1e6}
     assert c["cost_with_requests_usd"] == pytest.approx(1e-6 + 4e-7 + counters["stream_usd"])
     assert c["per_million_usd"] == pytest.approx(1e-6 / 2 * 1e6)  # compute only, as before
+
+
+def test_the_reports_show_ttfb_ttlb_and_bytes(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.report import html, terminal
+    from orchestrator.run.collect import Collector
+    from orchestrator.run.result import RunResult
+    from workers import histograms
+    from workers.contract import Interval
+
+    def hist(value_us: int) -> str:
+        h = histograms.new_histogram()
+        histograms.fill(h, [value_us] * 10)
+        return histograms.encode(h)
+
+    iv = Interval(run_id="r", shard_id="local/s/warm/p0of1/s0", attempt=0, seq=0, region="local", target="s",
+                  runtime="node", phase="warm", t0=100.0, t1=101.0, intended=10, sent=10, completed=10,
+                  outcomes={"ok": 10}, response_us=hist(200_000), service_us=hist(200_000), send_lag_us="",
+                  platform_us=hist(190_000), billed_us=hist(190_000), ttfb_us=hist(3_000), ttlb_us=hist(199_000),
+                  counters={"billed_requests": 10, "cost_usd": 1e-5, "stream_bytes": 10 * 7 * 2**20,
+                            "stream_billable_bytes": 10 * 2**20, "stream_usd": 10 * 2**20 / 2**30 * 0.008})
+    c = Collector("r", {"warm": 1.0})
+    c.add(iv)
+    result = c.result()
+    (g,) = result.groups
+    assert g.ttfb_ms is not None and g.ttlb_ms is not None and g.ttfb_ms.p50 < g.ttlb_ms.p50
+    assert g.stream_bytes == 70 * 2**20 and g.cost is not None and g.cost["streaming"]["billable_bytes"] == 10 * 2**20
+    d = RunResult.from_dict(orjson.loads(orjson.dumps(result.to_dict()))).groups[0]  # result.json round trip
+    assert d.ttfb_ms == g.ttfb_ms and d.stream_bytes == g.stream_bytes
+    buf = io.StringIO()
+    terminal.render(result, Console(file=buf, width=200, force_terminal=False, color_system=None))
+    text = buf.getvalue()
+    assert "TTFB p50" in text and "70 MiB" in text and "7 MiB" in text
+    (tmp_path / "intervals.jsonl").write_bytes(iv.to_json() + b"\n")
+    page = html.render([html.load_run(tmp_path, result)])
+    assert "Response streaming" in page and "TTFB p99 ms" in page
