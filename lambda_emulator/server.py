@@ -34,7 +34,10 @@ As Lambda does, per function:
   an update answers LastUpdateStatus InProgress with a new RevisionId, retires every instance
   (idle ones at once, busy ones after their invocation) and becomes Successful shortly after;
   an update while one is in progress is 409 ResourceConflictException.  PutFunctionConcurrency
-  sets ``reserved``.
+  sets ``reserved``;
+* InvokeWithResponseStream (an event stream of PayloadChunk events as the runtime's streamed
+  response arrives, then InvokeComplete) and the Runtime API's streaming response mode:
+  lambda_emulator/streaming.py.
 
 Not modelled: any CPU beyond the memory share that Lambda may allow the init phase (init runs
 at the instance's share here), network and disk limits, Event (async) invocations,

@@ -20,8 +20,10 @@ stream) reaches a streaming client as one ``PayloadChunk``, as AWS sends it.  A 
 reaching a plain Invoke is buffered (6 MB cap as always); trailers there make it an ``Unhandled``
 error with the trailer's document.
 
-Cap: a streamed response may exceed Invoke's 6 MB; AWS's documented maximum is 20 MB (a soft
-limit).  Here it is ``MAX_STREAM_BYTES`` (20 MiB): past it the invocation ends with
+Cap: a streamed response may exceed Invoke's 6 MB.  AWS documented a 20 MB soft limit until July
+2025 and 200 MB since (config-rs-invoke-furls.html: "The maximum response payload size is 200 MB";
+what's-new 2025/07 aws-lambda-response-streaming-200-mb-payloads).  Here it is
+``MAX_STREAM_BYTES`` (200 MiB: whether AWS's MB is 10^6 or 2^20 bytes is not said): past it the invocation ends with
 ``InvokeComplete`` ``ErrorCode`` ``Function.ResponseSizeTooLarge`` and the runtime's request is
 refused (413), as Invoke's 6 MB cap does.  Not modelled: the 2 MB/s bandwidth cap AWS applies
 after the first 6 MB (loopback runs at its own speed), Function URLs.
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 
 STREAM_PREFIX = "/2021-11-15/functions/"
 STREAM_ACTION = "response-streaming-invocations"
-MAX_STREAM_BYTES = 20 * 1024 * 1024
+MAX_STREAM_BYTES = 200 * 1024 * 1024
 MODE_HEADER = b"lambda-runtime-function-response-mode"
 ERROR_TYPE_TRAILER = b"lambda-runtime-function-error-type"
 ERROR_BODY_TRAILER = b"lambda-runtime-function-error-body"

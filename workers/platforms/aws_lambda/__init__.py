@@ -31,8 +31,8 @@ PayloadChunk) and to last byte (InvokeComplete), both from the due time, go to t
 ``stream_billable_bytes`` what each invocation streamed past its first 6 MiB (priced by the
 planner's ``stream_gb_usd`` into ``stream_usd``).  InvokeComplete's ``ErrorCode`` → function_error
 (counted ``lambda_error:<ErrorCode>``); a stream without InvokeComplete, or malformed, → other
-(``stream_incomplete``, ``stream_malformed``).  The body bound is 32 MiB unless the target sets
-``max_body_bytes`` (AWS streams at most 20 MB of payload).
+(``stream_incomplete``, ``stream_malformed``).  The body bound is 256 MiB unless the target sets
+``max_body_bytes`` (AWS streams at most 200 MB of payload; the bytes are counted, never kept).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ _FUNCTION_ERROR = Outcome.function_error
 _THROTTLED = Outcome.throttled
 INVOKE_MODES = ("buffered", "stream")
 STREAM_FREE_BYTES = 6 * 1024 * 1024  # per invocation, not charged for streaming (AWS pricing page)
-STREAM_MAX_BODY_BYTES = 32 * 1024 * 1024  # 20 MB of payload with its event stream framing, and room
+STREAM_MAX_BODY_BYTES = 256 * 1024 * 1024  # AWS's 200 MB streamed payload with its framing (counted, never kept)
 
 
 def endpoint_for(address: dict[str, Any]) -> str:
