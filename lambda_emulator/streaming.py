@@ -31,6 +31,7 @@ after the first 6 MB (loopback runs at its own speed), Function URLs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import TYPE_CHECKING
@@ -51,6 +52,12 @@ MODE_HEADER = b"lambda-runtime-function-response-mode"
 ERROR_TYPE_TRAILER = b"lambda-runtime-function-error-type"
 ERROR_BODY_TRAILER = b"lambda-runtime-function-error-body"
 _END = b"0\r\n\r\n"
+# Flow control: while more than HIGH_WATER bytes wait to go to the client, the runtime's
+# connection is not read (the function's writes block, as on a slow network); reading resumes
+# once they are down to LOW_WATER.  Without it a client that reads slowly would have the whole
+# stream (up to MAX_STREAM_BYTES) held in the server's memory.
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
 
 
 def _chunk(data: bytes) -> bytes:
@@ -61,7 +68,8 @@ class StreamingClient:
     """Stands for the client's connection in an ``Invocation``: what the Invoke route would
     ``reply`` becomes event stream messages; ``chunk`` forwards a piece of a streamed response."""
 
-    __slots__ = ("conn", "started", "done", "sent_bytes", "streamed", "trailer_error", "request_id")
+    __slots__ = ("conn", "started", "done", "sent_bytes", "streamed", "trailer_error", "request_id", "source",
+                 "paused")
 
     def __init__(self, conn: _HttpConn) -> None:
         self.conn = conn
@@ -71,6 +79,8 @@ class StreamingClient:
         self.streamed = False  # the runtime answered in streaming mode
         self.trailer_error: tuple[str, bytes] | None = None  # (error type, error document) from trailers
         self.request_id = ""
+        self.source: _HttpConn | None = None  # the runtime's connection the stream comes from
+        self.paused = False  # reading from ``source`` paused until the client catches up
 
     @property
     def closed(self) -> bool:
@@ -95,7 +105,25 @@ class StreamingClient:
         self._start()
         self.sent_bytes += len(data)
         if not self.conn.closed:
-            self.conn.transport.write(_chunk(encode_event("PayloadChunk", data)))
+            transport = self.conn.transport
+            transport.write(_chunk(encode_event("PayloadChunk", data)))
+            source = self.source
+            if (not self.paused and source is not None and not source.closed
+                    and transport.get_write_buffer_size() > HIGH_WATER):
+                self.paused = True
+                source.transport.pause_reading()
+                asyncio.get_running_loop().call_later(0.005, self._resume_when_drained)
+
+    def _resume_when_drained(self) -> None:
+        source = self.source
+        if source is None or source.closed:
+            self.paused = False
+            return
+        if self.done or self.conn.closed or self.conn.transport.get_write_buffer_size() <= LOW_WATER:
+            self.paused = False
+            source.transport.resume_reading()
+        else:
+            asyncio.get_running_loop().call_later(0.005, self._resume_when_drained)
 
     def reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         """What the Invoke route would answer: an error before the stream is that error; a 200
@@ -166,6 +194,7 @@ def runtime_response(conn: _HttpConn) -> StreamingClient | None:
         return None
     client.streamed = True
     client.request_id = inv.request_id
+    client.source = conn
     conn.cap = MAX_STREAM_BYTES
     return client
 

@@ -262,3 +262,44 @@ def test_the_stream_vectors_streamed_by_node(lam):
         elif complete.get("ErrorCode") != "BadRequest":
             failures.append(f"{case['name']}: expected BadRequest, got {complete}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_slow_reader_holds_the_function_back_not_the_servers_memory(lam, monkeypatch):
+    """Flow control: past HIGH_WATER bytes queued for the client, the runtime's connection is not
+    read until the client catches up; every byte still arrives, in order, decodable."""
+    import socket
+
+    pauses = []
+    original = streaming.StreamingClient._resume_when_drained
+
+    def watched(self):
+        pauses.append(self.conn.transport.get_write_buffer_size())
+        original(self)
+
+    monkeypatch.setattr(streaming.StreamingClient, "_resume_when_drained", watched)
+    event = stream_event(8, MiB, 0)
+    url = f"{lam.endpoint}/2021-11-15/functions/node-stream/response-streaming-invocations"
+    req = AWSRequest(method="POST", url=url, data=json.dumps(event).encode(), headers={"Content-Type": "application/json"})
+    SigV4Auth(BotoCredentials("fnbench", "fnbench"), "lambda", "us-east-1").add_auth(req)
+    parts = urlsplit(lam.endpoint)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a small window: the client is the bottleneck
+    sock.settimeout(60)
+    sock.connect((parts.hostname, parts.port))
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.sock = sock
+    conn.request("POST", urlsplit(url).path, body=req.body, headers=dict(req.headers.items()))
+    r = conn.getresponse()
+    buf = EventStreamBuffer()
+    for _ in range(10_000):  # bounded: 8 MiB in 64 KiB reads
+        piece = r.read(64 * 1024)
+        if not piece:
+            break
+        buf.add_data(piece)
+        time.sleep(0.003)
+    conn.close()
+    messages = list(buf)
+    assert messages[-1].headers[":event-type"] == "InvokeComplete" and "ErrorCode" not in json.loads(messages[-1].payload)
+    assert b"".join(m.payload for m in messages[:-1]) == expected_bytes(8, MiB)
+    assert pauses, "the runtime's connection was never paused"
+    assert max(pauses) < streaming.HIGH_WATER + 2 * MiB  # at most the high-water mark and a chunk or so queued
