@@ -156,3 +156,10 @@ def test_the_reports_show_ttfb_ttlb_and_bytes(tmp_path: Path) -> None:
     (tmp_path / "intervals.jsonl").write_bytes(iv.to_json() + b"\n")
     page = html.render([html.load_run(tmp_path, result)])
     assert "Response streaming" in page and "TTFB p99 ms" in page
+
+
+def test_ttfb_and_ttlb_are_slo_metrics() -> None:
+    text = ("name: x\nload: {rps: 1}\ntargets: [{name: a, platform: aws-lambda, function: f, "
+            "endpoint_url: 'http://127.0.0.1:9/', invoke_mode: stream}]\n"
+            "slos: [{metric: ttfb_ms.p99, max: 100}, {metric: ttlb_ms.p50, max: 1000}]\n")
+    session.runnable(text, "<spec>")  # no problem
