@@ -16,7 +16,10 @@ Runtime side: a runtime that answers ``POST /2018-06-01/runtime/invocation/{id}/
 HTTP trailers ``Lambda-Runtime-Function-Error-Type`` and ``Lambda-Runtime-Function-Error-Body``
 (base64 of the error document) and ends the stream with ``InvokeComplete`` ``ErrorCode`` = the
 error type, ``ErrorDetails`` = the error document.  A buffered response (any runtime that does not
-stream) reaches a streaming client as one ``PayloadChunk``, as AWS sends it.  A streamed response
+stream) reaches a streaming client as one ``PayloadChunk``, as AWS sends it.  The bytes are
+passed on as they are: a Function-URL metadata prelude (JSON, 8 NUL bytes) a runtime writes is
+payload here, as AWS hands it to InvokeWithResponseStream callers (aws/aws-lambda-web-adapter#476,
+awslabs/aws-sdk-rust#1377).  A streamed response
 reaching a plain Invoke is buffered (6 MB cap as always); trailers there make it an ``Unhandled``
 error with the trailer's document.
 
