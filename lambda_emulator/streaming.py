@@ -72,7 +72,7 @@ class StreamingClient:
     ``reply`` becomes event stream messages; ``chunk`` forwards a piece of a streamed response."""
 
     __slots__ = ("conn", "started", "done", "sent_bytes", "streamed", "trailer_error", "request_id", "source",
-                 "paused")
+                 "paused", "version")
 
     def __init__(self, conn: _HttpConn) -> None:
         self.conn = conn
@@ -84,6 +84,7 @@ class StreamingClient:
         self.request_id = ""
         self.source: _HttpConn | None = None  # the runtime's connection the stream comes from
         self.paused = False  # reading from ``source`` paused until the client catches up
+        self.version = "$LATEST"  # X-Amz-Executed-Version
 
     @property
     def closed(self) -> bool:
@@ -99,7 +100,8 @@ class StreamingClient:
         request_id = self.request_id
         self.conn.transport.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\nTransfer-Encoding: chunked\r\n"
-            b"X-Amz-Executed-Version: $LATEST\r\nx-amzn-RequestId: " + request_id.encode("latin-1") + b"\r\n\r\n")
+            b"X-Amz-Executed-Version: " + self.version.encode("latin-1") + b"\r\nx-amzn-RequestId: "
+            + request_id.encode("latin-1") + b"\r\n\r\n")
 
     def chunk(self, data: bytes) -> None:
         """A piece of the function's response, forwarded as it arrived."""
@@ -139,6 +141,8 @@ class StreamingClient:
             self.conn.reply(status, body, headers)
             return
         self.request_id = self.request_id or hdrs.get("x-amzn-RequestId", "")
+        if not self.started:
+            self.version = hdrs.get("X-Amz-Executed-Version", self.version)
         self._start()
         failed = "X-Amz-Function-Error" in hdrs
         complete: dict[str, str] = {}
@@ -197,6 +201,7 @@ def runtime_response(conn: _HttpConn) -> StreamingClient | None:
         return None
     client.streamed = True
     client.request_id = inv.request_id
+    client.version = str(getattr(inv, "version", "") or "$LATEST")  # (an Invocation that knows its version)
     client.source = conn
     conn.cap = MAX_STREAM_BYTES
     return client
