@@ -37,6 +37,9 @@ As Lambda does, per function:
   (idle ones at once, busy ones after their invocation) and becomes Successful shortly after;
   an update while one is in progress is 409 ResourceConflictException.  Put/Get/DeleteFunctionConcurrency
   set, show and remove ``reserved``; GetAccountSettings shows the account's concurrency.
+* InvokeWithResponseStream (an event stream of PayloadChunk events as the runtime's streamed
+  response arrives, then InvokeComplete) and the Runtime API's streaming response mode:
+  lambda_emulator/streaming.py.
 
 Not modelled: any CPU beyond the memory share that Lambda may allow the init phase (init runs
 at the instance's share here), network and disk limits, Event (async) invocations, weighted aliases
@@ -71,7 +74,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
-from lambda_emulator import versions
+from lambda_emulator import streaming, versions
 from lambda_emulator.auth import Verifier, browser_check, content_type_check, own_hosts
 from lambda_emulator.code import CodeApi, command_for
 from lambda_emulator.model import _REASONS, ACCOUNT, NODE_RIC, Function, error, now_iso
@@ -104,7 +107,7 @@ Reply = tuple[int, bytes, list[tuple[str, str]]]
 
 def body_cap(method: bytes, url: bytes) -> int:
     path = url.split(b"?", 1)[0].rstrip(b"/")
-    if method == b"POST" and path.endswith(b"/invocations"):
+    if method == b"POST" and path.endswith((b"/invocations", b"/response-streaming-invocations")):
         return MAX_PAYLOAD_BYTES
     if (method == b"POST" and path == INVOKE_PREFIX.rstrip("/").encode()) or (method == b"PUT" and path.endswith(b"/code")):
         return MAX_UPLOAD_BYTES
@@ -287,7 +290,7 @@ class _HttpConn(asyncio.Protocol):
     dropped, never kept; a body is kept only up to the route's cap (413 beyond)."""
 
     __slots__ = ("lam", "instance", "transport", "parser", "url", "headers", "body", "closed", "busy", "head_bytes",
-                 "in_head", "cap", "size", "rejected", "dropped")
+                 "in_head", "cap", "size", "rejected", "dropped", "forward")
 
     def __init__(self, lam: LocalLambda, instance: Instance | None) -> None:
         self.lam = lam
@@ -304,6 +307,7 @@ class _HttpConn(asyncio.Protocol):
         self.size = 0
         self.rejected = False  # answered already: the rest of the request is dropped, then the connection closed
         self.dropped = 0
+        self.forward: streaming.StreamingClient | None = None  # a streamed response's client (lambda_emulator/streaming.py)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -339,6 +343,7 @@ class _HttpConn(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         self.size = 0
+        self.forward = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -353,6 +358,8 @@ class _HttpConn(asyncio.Protocol):
         method = self.parser.get_method()
         if self.instance is not None:
             refusal, self.cap = self.lam.admit_runtime(self.instance, method, self.url, self.headers)
+            if refusal is None:
+                self.forward = streaming.runtime_response(self)
         else:
             refusal, self.cap = self.lam.admit(method, self.url, self.headers)
         if refusal is None:
@@ -377,6 +384,9 @@ class _HttpConn(asyncio.Protocol):
         if self.size > self.cap:  # no (or a false) Content-Length: stop keeping it at the cap
             self.refuse(self.lam.too_large(self.instance, self.parser.get_method(), self.url, self.cap))
             return
+        if self.forward is not None:  # a streamed response: passed on as it comes, never kept
+            self.forward.chunk(body)
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -389,7 +399,8 @@ class _HttpConn(asyncio.Protocol):
         body = b"".join(self.body)
         self.body = []
         if self.instance is not None:
-            self.lam.runtime_api(self, self.instance, method, self.url, body)
+            url, body = streaming.finish_runtime_response(self, self.forward, self.url, body)
+            self.lam.runtime_api(self, self.instance, method, url, body)
             return
         refusal = self.lam.verifier.verify(method, self.url, self.headers, body)
         if refusal is not None:
@@ -494,7 +505,7 @@ class LocalLambda(CodeApi):
                        "errorType": "Function.ResponseSizeTooLarge"}
                 self._finish(inst, inv, orjson.dumps(doc), error=True)
             return error(413, "RequestEntityTooLargeException", f"Request must be smaller than {cap} bytes")
-        if cap == MAX_PAYLOAD_BYTES and url.split(b"?", 1)[0].endswith(b"/invocations"):
+        if cap == MAX_PAYLOAD_BYTES and url.split(b"?", 1)[0].endswith((b"/invocations", b"/response-streaming-invocations")):
             return error(413, "RequestTooLargeException",
                           f"Request must be smaller than {cap} bytes for the InvokeFunction operation")
         if cap == MAX_UPLOAD_BYTES:
@@ -507,7 +518,9 @@ class LocalLambda(CodeApi):
     def invoke_api(self, conn: _HttpConn, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
         parts = urlsplit(url.decode("latin-1"))
         path = parts.path
-        if path.startswith(INVOKE_PREFIX):
+        if streaming.is_stream_route(path):  # InvokeWithResponseStream
+            streaming.invoke(self, conn, method, path, headers, body, dict(parse_qsl(parts.query)))
+        elif path.startswith(INVOKE_PREFIX):
             rest = path[len(INVOKE_PREFIX):]
             name, _, action = rest.partition("/")
             fn = self._function(unquote(name))

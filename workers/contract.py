@@ -55,6 +55,9 @@ HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
     ("platform", "platform_us", "platform_ms"),  # the platform's own Duration (Lambda REPORT)
     ("billed", "billed_us", "billed_ms"),  # Billed Duration (+ Billed Restore Duration)
     ("init_duration", "init_duration_us", "init_duration_ms"),  # the platform's Init Duration (cold starts)
+    # Response streaming (aws-lambda invoke_mode: stream), from the due time as response is:
+    ("ttfb", "ttfb_us", "ttfb_ms"),  # to the first byte of the function's payload (first PayloadChunk)
+    ("ttlb", "ttlb_us", "ttlb_ms"),  # to the end of the stream (InvokeComplete)
 )
 ERROR_OUTCOMES = frozenset(OUTCOME_NAMES) - {"ok"}
 
@@ -204,6 +207,8 @@ class Interval:
     platform_us: str = ""  # the platform's Duration of each invocation it reported (Lambda REPORT)
     billed_us: str = ""  # its Billed Duration (+ Billed Restore Duration)
     init_duration_us: str = ""  # the platform's Init Duration, cold invocations only
+    ttfb_us: str = ""  # streamed responses: due time → the first payload byte
+    ttlb_us: str = ""  # streamed responses: due time → the end of the stream
     failure: str = ""  # status "failed": why (a SetupError or refusal naming the target), else ""
     # The interval's K slowest requests (by response time, any outcome), slowest first: see SlowRequest.
     slowest: list[dict[str, Any]] = field(default_factory=list)

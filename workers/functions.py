@@ -41,6 +41,11 @@ DEFAULT_OUT_DIR = REPO_ROOT / "build" / "functions"
 
 RUNTIMES: tuple[str, ...] = ("rust", "go", "node", "python", "java", "java-cds", "rust-wasm", "rust-wasm-reuse")
 WORKLOADS: tuple[str, ...] = ("echo", "transform", "hash", "matmul", "alloc", "sleep", "validate")
+# Response streaming (functions/CONTRACT.md §3 `stream`): only these runtimes implement it (Node streams
+# it under Lambda's streamifyResponse, index.streamHandler; Python answers it buffered); the others
+# answer 400 unknown workload.
+STREAM_WORKLOADS: tuple[str, ...] = ("stream",)
+STREAM_RUNTIMES: tuple[str, ...] = ("node", "python")
 
 MIN_NODE_MAJOR = 18
 MIN_PYTHON = (3, 11)

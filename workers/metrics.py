@@ -63,6 +63,8 @@ HISTOGRAMS = {
     "fnbench_platform_duration_seconds": ("platform_us", "The platform's own Duration per invocation (Lambda REPORT)."),
     "fnbench_billed_duration_seconds": ("billed_us", "Billed Duration per invocation (Lambda REPORT, + Billed Restore Duration)."),
     "fnbench_platform_init_duration_seconds": ("init_duration_us", "The platform's Init Duration (Lambda REPORT, cold starts)."),
+    "fnbench_time_to_first_byte_seconds": ("ttfb_us", "Streamed responses: due time to the first payload byte."),
+    "fnbench_time_to_last_byte_seconds": ("ttlb_us", "Streamed responses: due time to the end of the stream."),
 }
 EXEMPLAR_HISTOGRAM = "fnbench_response_time_seconds"  # its buckets carry the slowest requests' ids
 # Invoker counters (Interval.counters) exported as Prometheus counters: Lambda billing.

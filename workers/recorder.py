@@ -5,7 +5,7 @@ significant digits) are filled in bulk every ~50 ms and encoded once per interva
 the trackable range are clamped to the maximum and counted in ``out_of_range``, never dropped.
 
 Memory: one histogram is a dense counts array (``HISTOGRAM_BYTES``, ~184 KiB for the one-hour
-layout), and a shard has eight kinds.  A histogram is made when its kind first has a value and freed
+layout), and a shard has ten kinds.  A histogram is made when its kind first has a value and freed
 by ``release()`` when the shard ends, so a shard that has not started (a later time slice) holds
 none and a running HTTP shard holds the three or four it fills (response, service, send lag,
 connect), not eight: 10,000 concurrent shards held 1.5 MB each before.  The plan's memory bound
@@ -44,6 +44,8 @@ class ShardRecorder:
         self.platform = array("q")
         self.billed = array("q")
         self.init_duration = array("q")
+        self.ttfb = array("q")
+        self.ttlb = array("q")
         self._hists: dict[str, HdrHistogram] = {}  # made at a kind's first value (see the module's text)
         self._out_of_range = 0
 

@@ -246,6 +246,9 @@ class ShardRun:
             self.rec.billed.append(info.billed_us)
         if info.init_duration_us >= 0:
             self.rec.init_duration.append(info.init_duration_us)
+        if info.ttfb_us >= 0:
+            self.rec.ttfb.append(info.ttfb_us)
+            self.rec.ttlb.append(info.ttlb_us)
 
     def _counter_deltas(self) -> dict[str, float]:
         """The invoker's counters since the last flush; levels (peaks) as they stand."""
@@ -294,6 +297,8 @@ class ShardRun:
             platform_us=hists["platform"],
             billed_us=hists["billed"],
             init_duration_us=hists["init_duration"],
+            ttfb_us=hists["ttfb"],
+            ttlb_us=hists["ttlb"],
             out_of_range=out_of_range,
             peak_in_flight=self.peak_in_flight,
             warmup=s.warmup,

@@ -191,7 +191,50 @@ function validate(p) {
   return { valid: true, size, reason: null };
 }
 
-const WORKLOADS = { echo, transform, hash, matmul, alloc, sleep, validate };
+// `stream` (CONTRACT.md §3): `chunks` chunks of `chunk_bytes` bytes, chunk i all the ASCII letter
+// 'a' + i % 26, `delay_ms` between chunks.  streamChunks() yields them (index.streamHandler writes
+// each to Lambda's response stream as it comes); the buffered answer (index.handler, server.mjs)
+// waits the same delays and returns the stream's size and SHA-256.
+export const MAX_STREAM_BYTES = 20 * 1024 * 1024;
+
+export function streamParams(p) {
+  if (!isObject(p)) throw new BadRequest('params must be a JSON object');
+  const chunks = intParam(p, 'chunks', 1, 10_000);
+  const chunkBytes = intParam(p, 'chunk_bytes', 1, 1024 * 1024);
+  const delayMs = intParam(p, 'delay_ms', 0, 10_000);
+  if (chunks * chunkBytes > MAX_STREAM_BYTES) throw new BadRequest(`chunks * chunk_bytes must be <= ${MAX_STREAM_BYTES}`);
+  if ((chunks - 1) * delayMs > 60_000) throw new BadRequest('(chunks - 1) * delay_ms must be <= 60000');
+  return { chunks, chunkBytes, delayMs };
+}
+
+/** The optional `fail_after`: after that many chunks the stream fails (BadRequest); -1: never. */
+export function streamFailAfter(p, sp) {
+  if (!Object.prototype.hasOwnProperty.call(p, 'fail_after')) return -1;
+  const n = intParam(p, 'fail_after', 0, 10_000);
+  return n < sp.chunks ? n : -1;
+}
+
+export async function* streamChunks({ chunks, chunkBytes, delayMs }) {
+  for (let i = 0; i < chunks; i++) {
+    if (i > 0 && delayMs > 0) await sleepAsync(delayMs);
+    yield Buffer.alloc(chunkBytes, 97 + (i % 26));
+  }
+}
+
+async function stream(p) {
+  const sp = streamParams(p);
+  const failAfter = streamFailAfter(p, sp);
+  const h = createHash('sha256');
+  let sent = 0;
+  for await (const c of streamChunks(sp)) {
+    if (sent === failAfter) throw new BadRequest(`stream failed after ${sent} chunks (fail_after)`);
+    h.update(c);
+    sent += 1;
+  }
+  return { chunks: sp.chunks, bytes: sp.chunks * sp.chunkBytes, sha256: h.digest('hex') };
+}
+
+const WORKLOADS = { echo, transform, hash, matmul, alloc, sleep, validate, stream };
 
 /** Run one workload; returns its result (maybe a Promise) or throws BadRequest. */
 export async function run(workload, params) {

@@ -275,6 +275,41 @@ def validate(p: dict) -> Any:
     return {"valid": True, "size": size, "reason": None}
 
 
+# `stream` (CONTRACT.md §3): `chunks` chunks of `chunk_bytes` bytes, chunk i all the ASCII letter
+# chr(97 + i % 26), `delay_ms` between chunks.  Python answers it buffered: it waits the delays and
+# returns the stream's size and SHA-256 (a streaming runtime sends the bytes themselves).
+MAX_STREAM_BYTES = 20 * 1024 * 1024
+MAX_STREAM_DELAY_MS = 60_000
+
+
+def stream_params(p: dict) -> tuple[int, int, int]:
+    chunks = _int_param(p, "chunks", 1, 10_000)
+    chunk_bytes = _int_param(p, "chunk_bytes", 1, 1024 * 1024)
+    delay_ms = _int_param(p, "delay_ms", 0, 10_000)
+    if chunks * chunk_bytes > MAX_STREAM_BYTES:
+        raise BadRequest(f"chunks * chunk_bytes must be <= {MAX_STREAM_BYTES}")
+    if (chunks - 1) * delay_ms > MAX_STREAM_DELAY_MS:
+        raise BadRequest(f"(chunks - 1) * delay_ms must be <= {MAX_STREAM_DELAY_MS}")
+    return chunks, chunk_bytes, delay_ms
+
+
+def stream_chunk(i: int, chunk_bytes: int) -> bytes:
+    return bytes((97 + i % 26,)) * chunk_bytes
+
+
+def stream_buffered(p: dict) -> Any:
+    chunks, chunk_bytes, delay_ms = stream_params(p)
+    fail_after = _int_param(p, "fail_after", 0, 10_000) if "fail_after" in p else -1
+    h = hashlib.sha256()
+    for i in range(chunks):
+        if i and delay_ms:
+            time.sleep(delay_ms / 1000.0)
+        if i == fail_after:
+            raise BadRequest(f"stream failed after {i} chunks (fail_after)")
+        h.update(stream_chunk(i, chunk_bytes))
+    return {"chunks": chunks, "bytes": chunks * chunk_bytes, "sha256": h.hexdigest()}
+
+
 SYNC_WORKLOADS = {
     "echo": echo,
     "transform": transform,
@@ -283,6 +318,7 @@ SYNC_WORKLOADS = {
     "alloc": alloc,
     "sleep": sleep_blocking,
     "validate": validate,
+    "stream": stream_buffered,
 }
 
 

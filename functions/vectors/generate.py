@@ -193,9 +193,25 @@ CASES: dict[str, list[tuple[str, str, object]]] = {
         ("sha_not_hex", BAD, {"data_b64": HELLO_B64, "max_bytes": 10, "sha256": "z" * 64}),
         ("max_bytes_negative", BAD, {"data_b64": HELLO_B64, "max_bytes": -1, "sha256": HELLO_SHA}),
     ],
+    # Answered buffered ({chunks, bytes, sha256}) by every runtime that has it; streamed (the bytes
+    # themselves, chunk by chunk) by Node's index.streamHandler.  Only the runtimes in
+    # workers/functions.py STREAM_RUNTIMES implement it.
+    "stream": [
+        ("three_chunks", OK, {"chunks": 3, "chunk_bytes": 2, "delay_ms": 0}),
+        ("with_delay", OK, {"chunks": 4, "chunk_bytes": 1000, "delay_ms": 5}),
+        ("letters_wrap", OK, {"chunks": 28, "chunk_bytes": 1, "delay_ms": 0}),
+        ("fail_after_past_end", OK, {"chunks": 2, "chunk_bytes": 1, "delay_ms": 0, "fail_after": 2}),
+        ("fail_after_1", BAD, {"chunks": 3, "chunk_bytes": 1, "delay_ms": 0, "fail_after": 1}),
+        ("chunks_zero", BAD, {"chunks": 0, "chunk_bytes": 1, "delay_ms": 0}),
+        ("too_many_bytes", BAD, {"chunks": 21, "chunk_bytes": 1048576, "delay_ms": 0}),
+        ("too_much_delay", BAD, {"chunks": 11, "chunk_bytes": 1, "delay_ms": 6001}),
+        ("missing_delay", BAD, {"chunks": 1, "chunk_bytes": 1}),
+    ],
 }
 
 ANCHORS = {
+    ("stream", "three_chunks"): {"chunks": 3, "bytes": 6,
+                                 "sha256": hashlib.sha256(b"aabbcc").hexdigest()},
     ("hash", "abc_1"): "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
     ("hash", "empty_1"): EMPTY_SHA,
     ("matmul", "n1"): {"n": 1, "trace": 0.0, "sum": 0.0},
@@ -205,7 +221,10 @@ ANCHORS = {
 
 
 def main() -> None:
+    only = set(sys.argv[1:])  # workloads to write (default: all)
     for workload, cases in CASES.items():
+        if only and workload not in only:
+            continue
         out = []
         for name, kind, params in cases:
             case: dict[str, object] = {"name": name}

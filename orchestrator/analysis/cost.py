@@ -17,6 +17,13 @@ since Dec 2020), so summing GB-s × price gives the same total.  Tiers are per a
 month: a run is priced at the first tier unless ``tier_offset_gb_s`` says how much of the month
 the account has already used.
 
+Response streaming (InvokeWithResponseStream): each invocation's first 6 MB streamed are free, the
+rest is charged per GB (``stream_gb_usd``, us-east-1 $0.008; ``streaming_cost``).  The invoker
+counts the bytes past 6 MiB per invocation (``stream_billable_bytes``) and prices them with the
+planner's ``stream_gb_usd`` (``stream_usd``); ``group_cost`` shows it and adds it to the
+with-requests totals.  GB is taken as 2^30 bytes and 6 MB as 6 MiB (the Invoke payload limit's
+6,291,456 bytes): the pricing page does not say which.
+
 INIT billing: Billed Duration includes the Init phase for custom runtimes (provided.*) and
 container images, and since 1 Aug 2025 for on-demand ZIP functions on managed runtimes too;
 ``init_billed`` (workers/platforms/aws_lambda/runtimes.py) is that rule (the local Lambda writes its REPORT by it).
@@ -49,10 +56,10 @@ PRICING: dict[str, dict[str, dict[str, Any]]] = {
         # Provisioned concurrency (the same page; AWS's Price List usage types Lambda-Provisioned-Concurrency
         # and Lambda-Provisioned-GB-Second, -ARM for arm64): provisioned_gb_s_usd per GB-s configured,
         # provisioned_duration_gb_s_usd per GB-s of Duration on provisioned instances (not tiered).
-        "x86_64": {"valid_from": "2020-12-01", "request_usd": 0.20 / 1e6,
+        "x86_64": {"valid_from": "2020-12-01", "request_usd": 0.20 / 1e6, "stream_gb_usd": 0.008,
                    "gb_s_tiers": [[6e9, 0.0000166667], [15e9, 0.0000150000], [None, 0.0000133334]],
                    "provisioned_gb_s_usd": 0.0000041667, "provisioned_duration_gb_s_usd": 0.0000097222},
-        "arm64": {"valid_from": "2021-09-29", "request_usd": 0.20 / 1e6,
+        "arm64": {"valid_from": "2021-09-29", "request_usd": 0.20 / 1e6, "stream_gb_usd": 0.008,
                   "gb_s_tiers": [[7.5e9, 0.0000133334], [18.75e9, 0.0000120001], [None, 0.0000106667]],
                   "provisioned_gb_s_usd": 0.0000033334, "provisioned_duration_gb_s_usd": 0.0000077778},
     },
@@ -68,6 +75,7 @@ class Price:
     valid_from: str
     provisioned_gb_s_usd: float = 0.0  # per GB-s of provisioned concurrency configured (0: not known)
     provisioned_duration_gb_s_usd: float = 0.0  # Duration on provisioned instances, per GB-s
+    stream_gb_usd: float = 0.0  # response streaming, per GB past each invocation's first 6 MB
 
     @property
     def per_ms_128mb(self) -> float:
@@ -80,6 +88,8 @@ class Price:
                                "source": f"{self.region} {self.architecture} from {self.valid_from}"}
         if self.provisioned_duration_gb_s_usd:
             out["provisioned_duration_gb_s_usd"] = self.provisioned_duration_gb_s_usd
+        if self.stream_gb_usd:
+            out["stream_gb_usd"] = self.stream_gb_usd
         return out
 
 
@@ -110,7 +120,17 @@ def price_for(region: str, architecture: str = "x86_64", *, tier_offset_gb_s: fl
             price = tier_price
             break
     return Price(region or "us-east-1", architecture, float(price), float(entry["request_usd"]), str(entry["valid_from"]),
-                 float(entry.get("provisioned_gb_s_usd", 0.0)), float(entry.get("provisioned_duration_gb_s_usd", 0.0)))
+                 provisioned_gb_s_usd=float(entry.get("provisioned_gb_s_usd", 0.0)),
+                 provisioned_duration_gb_s_usd=float(entry.get("provisioned_duration_gb_s_usd", 0.0)),
+                 stream_gb_usd=float(entry.get("stream_gb_usd", 0.0)))
+
+
+STREAM_FREE_BYTES = 6 * 1024 * 1024  # of each invocation's streamed response (workers/platforms/aws_lambda: the same)
+
+
+def streaming_cost(streamed_bytes: int, price: Price) -> float:
+    """One invocation's streaming charge: the bytes past its first 6 MB at the price per GB."""
+    return max(0, streamed_bytes - STREAM_FREE_BYTES) / 2**30 * price.stream_gb_usd
 
 
 def invocation_cost(billed_ms: float, memory_mb: float, price: Price, *, with_requests: bool = False) -> float:
@@ -173,6 +193,13 @@ def group_cost(counters: dict[str, float]) -> dict[str, Any] | None:
     provisioned_n = counters.get("billed_requests_provisioned", 0)
     if provisioned_n:  # priced at the provisioned Duration price (the invoker's approximation, see above)
         out["provisioned"] = {"invocations": int(provisioned_n), "gb_s": round(counters.get("gb_s_provisioned", 0.0), 6)}
+    if counters.get("stream_bytes"):  # InvokeWithResponseStream: bytes and the streaming charge
+        streaming = counters.get("stream_usd", 0.0)
+        out["streaming"] = {"bytes": int(counters["stream_bytes"]),
+                            "billable_bytes": int(counters.get("stream_billable_bytes", 0)),
+                            "usd": streaming, "per_million_usd": streaming / n * 1e6}
+        out["cost_with_requests_usd"] = compute + requests + streaming
+        out["per_million_with_requests_usd"] = (compute + requests + streaming) / n * 1e6
     if cold_n:
         cold = counters.get("cost_usd_cold", 0.0)
         out["cold"] = {"invocations": int(cold_n), "gb_s": round(counters.get("gb_s_cold", 0.0), 6),

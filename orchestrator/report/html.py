@@ -486,6 +486,8 @@ def _run_sections(a: Analysis, charts: Charts) -> list[str]:
     out.append(_section("Cold starts", _cold(a, charts, keys, region_names, colour), "cold"))
     out.append(_section("Memory", _memory(a, charts, keys, regions), "memory"))
     out.append(_section("Cost", _cost(r), "cost"))
+    if any(g.ttfb_ms is not None for g in r.groups):
+        out.append(_section("Response streaming (time to first / last byte from the due time)", _streaming(r), "streaming"))
     if r.sweep:
         out.append(_section(f"Memory sweep (the same load at each Memory Size; * chosen by strategy "
                             f"{r.sweep.get('strategy', 'cost')}; C cost, S speed, B balanced)",
@@ -602,6 +604,15 @@ def _cost(r: RunResult) -> str:
     rows = [(g.region, g.target, g.runtime, g.phase, g.cost_per_million_usd, g.billed_ms.p50 if g.billed_ms else None)
             for g in billed]
     return _table(("region", "target", "runtime", "phase", "USD per million", "billed p50 ms"), rows, "cost")
+
+
+def _streaming(r: RunResult) -> str:
+    rows = [(g.region, g.target, g.phase, g.ttfb_ms.p50 if g.ttfb_ms else None, g.ttfb_ms.p99 if g.ttfb_ms else None,
+             g.ttlb_ms.p50 if g.ttlb_ms else None, g.ttlb_ms.p99 if g.ttlb_ms else None, g.stream_bytes,
+             ((g.cost or {}).get("streaming") or {}).get("usd"))
+            for g in r.groups if g.ttfb_ms is not None]
+    return _table(("region", "target", "phase", "TTFB p50 ms", "TTFB p99 ms", "TTLB p50 ms", "TTLB p99 ms",
+                   "bytes streamed", "streaming USD"), rows, "streaming")
 
 
 def _frontier(sweep: dict[str, Any], charts: Charts) -> str:

@@ -159,6 +159,33 @@ def platform_table(groups: Sequence[Group]) -> Table | None:
     return table
 
 
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def streaming_table(groups: Sequence[Group]) -> Table | None:
+    """Response streaming (InvokeWithResponseStream): time to first and last byte, bytes, the
+    streaming charge; None when no group streamed."""
+    rows = [g for g in groups if g.ttfb_ms is not None]
+    if not rows:
+        return None
+    table = Table(title="response streaming: time to first / last byte from the due time (ms), bytes streamed, "
+                  "charge past 6 MB per invocation", header_style="bold")
+    for col in ("target", "phase", "TTFB p50", "TTFB p99", "TTLB p50", "TTLB p99", "bytes", "bytes/inv", "stream $"):
+        table.add_column(col, justify="left" if col in ("target", "phase") else "right")
+    for g in rows:
+        f, last = g.ttfb_ms, g.ttlb_ms
+        streaming = (g.cost or {}).get("streaming") or {}
+        n = g.ok + g.outcomes.get("function_error", 0)  # the invocations whose streams were counted
+        table.add_row(g.target, g.phase, _ms(f.p50 if f else None), _ms(f.p99 if f else None),
+                      _ms(last.p50 if last else None), _ms(last.p99 if last else None), _bytes(g.stream_bytes),
+                      _bytes(g.stream_bytes / n) if n else "-", _usd(streaming.get("usd")))
+    return table
+
+
 def render(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     if result.groups:
@@ -171,6 +198,9 @@ def render(result: RunResult, console: Console | None = None) -> None:
     for g in result.groups:
         if g.throttled_by_reason:
             console.print(throttle_table(g))
+    streamed = streaming_table(result.groups)
+    if streamed is not None:
+        console.print(streamed)
     ratios = relative_to(result.groups)
     if len(ratios) > 1:
         console.print(relative_table(ratios))

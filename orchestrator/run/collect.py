@@ -189,7 +189,7 @@ class GroupState:
     def _platform_fields(self) -> dict[str, Any]:
         """The platform's clocks (Lambda REPORT), memory and cost; nothing for platforms without them."""
         out: dict[str, Any] = {}
-        for name in ("platform_ms", "billed_ms", "init_duration_ms"):
+        for name in ("platform_ms", "billed_ms", "init_duration_ms", "ttfb_ms", "ttlb_ms"):
             if self.hists[name].total:
                 out[name] = self.hists[name].summary()
         if self.report_memory_mb:
@@ -202,6 +202,8 @@ class GroupState:
             if cost is not None:
                 out["cost"] = cost
                 out["cost_per_million_usd"] = cost["per_million_usd"]
+            if counters.get("stream_bytes"):
+                out["stream_bytes"] = int(counters["stream_bytes"])
             out["reports_missing"] = int(counters.get("report_missing", 0))
             out["reports_truncated"] = int(counters.get("report_truncated", 0))
         return out
@@ -259,7 +261,8 @@ LATE_REDISPATCH = "re-dispatched remainder started late: what was due before it 
 CONNECTION_COUNTERS = ("connections_opened", "connections_before_start", "tls_resumed")  # Group fields
 # The aws-lambda invoker's counters a group sums for its cost and REPORT accounting.
 LAMBDA_COUNTERS = ("billed_requests", "billed_requests_cold", "gb_s", "gb_s_cold", "cost_usd", "cost_usd_cold",
-                   "request_usd", "report_missing", "report_truncated", "billed_requests_provisioned", "gb_s_provisioned")
+                   "request_usd", "report_missing", "report_truncated", "billed_requests_provisioned", "gb_s_provisioned",
+                   "stream_bytes", "stream_billable_bytes", "stream_usd")
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
 THROTTLE_PREFIX = "lambda_throttle:"  # + the 429's Reason (workers/platforms/aws_lambda: THROTTLE_REASONS)
 

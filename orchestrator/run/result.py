@@ -62,6 +62,11 @@ class Group:
     platform_ms: Summary | None = None  # the platform's Duration
     billed_ms: Summary | None = None
     init_duration_ms: Summary | None = None  # the platform's Init Duration
+    # Response streaming (aws-lambda invoke_mode: stream): due time → first payload byte, → end of
+    # the stream, and the payload bytes streamed.
+    ttfb_ms: Summary | None = None
+    ttlb_ms: Summary | None = None
+    stream_bytes: int = 0
     max_memory_used_mb: float | None = None
     cost_per_million_usd: float | None = None
     cost: dict[str, Any] | None = None  # orchestrator/analysis/cost.py group_cost: GB-s, run cost, per million, cold vs warm
@@ -157,10 +162,12 @@ class Group:
         for name in ("connections_opened", "connections_before_start", "tls_resumed"):
             if getattr(self, name):
                 d[name] = getattr(self, name)
-        for name in ("platform_ms", "billed_ms", "init_duration_ms"):
+        for name in ("platform_ms", "billed_ms", "init_duration_ms", "ttfb_ms", "ttlb_ms"):
             value = getattr(self, name)
             if value is not None:
                 d[name] = value.to_dict()
+        if self.stream_bytes:
+            d["stream_bytes"] = self.stream_bytes
         for name in ("max_memory_used_mb", "cost_per_million_usd", "cost"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
@@ -184,7 +191,7 @@ class Group:
         values: dict[str, Any] = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         for name in ("response_ms", "service_ms", "send_lag_ms"):
             values[name] = Summary.from_dict(d.get(name))
-        for name in ("init_ms", "connect_ms", "platform_ms", "billed_ms", "init_duration_ms"):
+        for name in ("init_ms", "connect_ms", "platform_ms", "billed_ms", "init_duration_ms", "ttfb_ms", "ttlb_ms"):
             values[name] = Summary.from_dict(d[name]) if d.get(name) is not None else None
         values["series"] = tuple((int(s[0]), int(s[1]), int(s[2]), int(s[3])) for s in d.get("series", []))
         values["slowest"] = tuple(r for r in d.get("slowest", ()) if isinstance(r, dict))

@@ -224,7 +224,7 @@ SLO_METRICS = {
     for stat in ("p50", "p90", "p99", "p999", "max", "mean")
 } | {
     f"{kind}.{stat}"  # the platform's clocks (AWS Lambda REPORT lines)
-    for kind in ("platform_ms", "billed_ms", "init_duration_ms")
+    for kind in ("platform_ms", "billed_ms", "init_duration_ms", "ttfb_ms", "ttlb_ms")  # (+ streamed responses)
     for stat in ("p50", "p90", "p99", "p999", "max", "mean")
 } | {"error_rate", "achieved_rps", "cost_per_million_usd"}
 

@@ -27,6 +27,7 @@ from lambda_emulator import auth as lambda_auth
 from lambda_emulator import server as lambda_local
 from orchestrator.subjects import functions as fn
 from tests.servers import free_port, strict
+from workers import functions as functions_registry
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,7 @@ def _load_vectors() -> dict[str, list[dict[str, Any]]]:
 
 
 VECTORS = _load_vectors()
+STREAM_RUNTIMES = functions_registry.STREAM_RUNTIMES  # the runtimes that implement `stream` (workers/functions.py)
 
 
 
@@ -257,6 +259,29 @@ def test_vectors(runtime: str, workload: str, servers: Servers) -> None:
         elif not (isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]):
             failures.append(f"{where}: 400 without an error message: {body}")
     assert servers.proc(runtime).poll() is None, f"{runtime} server died"
+    assert not failures, "\n".join(failures)
+
+
+STREAM_VECTORS = json.loads((VECTORS_DIR / "stream.json").read_text(encoding="utf-8"))["cases"]
+
+
+def test_the_stream_vectors_have_good_and_bad_cases() -> None:
+    assert {c["status"] for c in STREAM_VECTORS} == {200, 400}
+
+
+@pytest.mark.parametrize("runtime", STREAM_RUNTIMES)
+def test_stream_vectors_buffered_over_http(runtime: str, servers: Servers) -> None:
+    """``stream`` (functions/CONTRACT.md §3) answered buffered: its size and SHA-256.  (Node's
+    streamed answer is checked against the same vectors in tests/integration/test_lambda_streaming.py.)"""
+    port = servers.port(runtime)
+    failures = []
+    for case in STREAM_VECTORS:
+        status, body = request(port, "POST", "/stream", case_body(case))
+        where = f"{runtime}/stream/{case['name']}"
+        if status != case["status"]:
+            failures.append(f"{where}: status {status} != {case['status']}: {body}")
+        elif status == 200 and not same_json(body["result"], case["result"]):
+            failures.append(f"{where}: result {body['result']!r} != {case['result']!r}")
     assert not failures, "\n".join(failures)
 
 

@@ -49,7 +49,7 @@ class Invocation:
     """What an invoker learned about one invocation besides its timings (the rare cases)."""
 
     __slots__ = ("cold", "init_us", "memory_mb", "platform_us", "billed_us", "init_duration_us", "request_id",
-                 "trace_id", "report")
+                 "trace_id", "report", "ttfb_us", "ttlb_us")
 
     def __init__(self, cold: bool = False, init_us: int = -1, memory_mb: float = 0.0, platform_us: int = -1,
                  billed_us: int = -1, init_duration_us: int = -1, request_id: str = "", trace_id: str = "",
@@ -68,6 +68,10 @@ class Invocation:
         self.request_id = request_id
         self.trace_id = trace_id
         self.report = report
+        # A streamed response (aws-lambda invoke_mode: stream): due time → first payload byte, → end
+        # of the stream; -1: not streamed.
+        self.ttfb_us = -1
+        self.ttlb_us = -1
 
     def __repr__(self) -> str:
         return (f"Invocation(cold={self.cold}, init_us={self.init_us}, memory_mb={self.memory_mb}, "

@@ -25,7 +25,19 @@ Target address: ``function`` (name or ARN), ``qualifier``, ``region`` (default u
 this repository), ``log_type`` (Tail | None), ``provisioned_concurrency`` (N: the orchestrator puts it on
 the qualifier before the run and restores what was there after — orchestrator/subjects/provisioned.py;
 here it prices Duration: an invocation without Init Duration while at most N of the shard's invocations
-are in flight is billed at the provisioned Duration price, ``billed_requests_provisioned`` counts them).
+are in flight is billed at the provisioned Duration price, ``billed_requests_provisioned`` counts them),
+``invoke_mode`` (buffered | stream).
+
+``invoke_mode: stream``: InvokeWithResponseStream (POST /2021-11-15/functions/{name}/
+response-streaming-invocations) on the same engine; the event stream is decoded as it arrives
+(workers/platforms/aws_lambda/eventstream.py), never kept: time to first byte (the first
+PayloadChunk) and to last byte (InvokeComplete), both from the due time, go to the ``ttfb`` and
+``ttlb`` histograms of successful invocations; ``stream_bytes`` counts the payload, and
+``stream_billable_bytes`` what each invocation streamed past its first 6 MiB (priced by the
+planner's ``stream_gb_usd`` into ``stream_usd``).  InvokeComplete's ``ErrorCode`` → function_error
+(counted ``lambda_error:<ErrorCode>``); a stream without InvokeComplete, or malformed, → other
+(``stream_incomplete``, ``stream_malformed``).  The body bound is 256 MiB unless the target sets
+``max_body_bytes`` (AWS streams at most 200 MB of payload; the bytes are counted, never kept).
 """
 
 from __future__ import annotations
@@ -39,12 +51,14 @@ import time
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
+import orjson
 from pydantic import BaseModel, Field, StrictInt
 
 from workers import limits
 from workers.contract import Outcome, Target
 from workers.errors import SetupError
 from workers.platforms import Done, Invocation, Platform
+from workers.platforms.aws_lambda.eventstream import Decoder, EventStreamError
 from workers.platforms.aws_lambda.report import MISSING, Report, from_log_result
 from workers.platforms.aws_lambda.signing import SignsEachSecond
 from workers.platforms.aws_lambda.sigv4 import Credentials, Signer, canonical_query
@@ -61,6 +75,9 @@ THROTTLE_REASONS = frozenset({"ConcurrentInvocationLimitExceeded", "FunctionInvo
                               "ReservedFunctionConcurrentInvocationLimitExceeded",
                               "ReservedFunctionInvocationRateLimitExceeded", "CallerRateLimitExceeded",
                               "ConcurrentSnapshotCreateLimitExceeded"})
+INVOKE_MODES = ("buffered", "stream")
+STREAM_FREE_BYTES = 6 * 1024 * 1024  # per invocation, not charged for streaming (AWS pricing page)
+STREAM_MAX_BODY_BYTES = 256 * 1024 * 1024  # AWS's 200 MB streamed payload with its framing (counted, never kept)
 
 
 def endpoint_for(address: dict[str, Any]) -> str:
@@ -72,7 +89,7 @@ class _Call:
     """One invoke in flight: what its response's headers said, then its completion."""
 
     __slots__ = ("done", "inv", "function_error", "log_result", "error_type", "request_id", "trace_id", "concurrency",
-                 "body")
+                 "body", "decoder", "first_byte", "last_byte", "stream_bytes", "stream_error")
 
     def __init__(self, done: Done, inv: LambdaInvoker, concurrency: int = 0) -> None:
         self.done = done
@@ -84,16 +101,29 @@ class _Call:
         self.request_id = b""  # x-amzn-RequestId
         self.trace_id = ""  # the X-Amzn-Trace-Id root fnbench sent (as 32 hex digits), if any
         self.body = b""  # the start of an error's body (a throttle's Reason is read from it)
+        # invoke_mode stream: the event stream decoder and what it found
+        self.decoder: Decoder | None = None
+        self.first_byte = 0.0  # monotonic: the first PayloadChunk's payload arrived
+        self.last_byte = 0.0  # monotonic: InvokeComplete arrived
+        self.stream_bytes = 0
+        self.stream_error = ""  # "malformed" | "exception" ("" while fine)
 
     def __call__(self, outcome: Outcome, due: float, sent: float, end: float, info: Invocation | None = None) -> None:
         inv = self.inv
         inv.in_flight -= 1
         if outcome == _OK:
+            if inv.stream:
+                outcome, info = inv._streamed(self, outcome, due)
             if self.function_error:
                 outcome = _FUNCTION_ERROR
                 inv.function_errors += 1
-            if inv.tail:
-                info = inv._report(self.log_result, self.concurrency)
+            if inv.tail and outcome != Outcome.other:
+                report = inv._report(self.log_result, self.concurrency)
+                if info is None:
+                    info = report
+                elif report is not None:
+                    report.ttfb_us, report.ttlb_us = info.ttfb_us, info.ttlb_us
+                    info = report
         elif self.error_type is not None:
             inv._count_error(self.error_type)
             if self.error_type == b"ResourceNotFoundException" and not inv.failure:
@@ -148,6 +178,53 @@ class _LambdaConnection(_Connection):
             call.body += body[:MAX_ERROR_BODY]
 
 
+class _StreamConnection(_LambdaConnection):
+    """invoke_mode stream: the 200 response's body is an event stream, decoded piece by piece."""
+
+    __slots__ = ()
+
+    def on_body(self, body: bytes) -> None:
+        call = self.done
+        if self.parser.get_status_code() != 200:  # an error's JSON (a throttle's Reason)
+            super().on_body(body)
+            return
+        if not isinstance(call, _Call) or call.stream_error:
+            return
+        decoder = call.decoder
+        if decoder is None:
+            decoder = call.decoder = Decoder()
+        try:
+            messages = decoder.feed(body)
+        except EventStreamError:
+            call.stream_error = "malformed"
+            return
+        for headers, payload in messages:
+            if headers.get(":message-type") != "event":  # an exception or error message
+                call.stream_error = "exception"
+                call.error_type = str(headers.get(":exception-type") or headers.get(":error-code") or "").encode()
+                return
+            kind = headers.get(":event-type")
+            if kind == "PayloadChunk":
+                if not call.first_byte and payload:
+                    call.first_byte = _monotonic()
+                call.stream_bytes += len(payload)
+            elif kind == "InvokeComplete":
+                call.last_byte = _monotonic()
+                try:
+                    doc = orjson.loads(payload or b"{}")
+                except orjson.JSONDecodeError:
+                    call.stream_error = "malformed"
+                    return
+                if not isinstance(doc, dict):
+                    call.stream_error = "malformed"
+                    return
+                if doc.get("ErrorCode"):
+                    call.function_error = True
+                    call.error_type = str(doc["ErrorCode"]).encode()[:200]
+                if doc.get("LogResult"):
+                    call.log_result = str(doc["LogResult"]).encode()
+
+
 class LambdaInvoker(SignsEachSecond, HttpInvoker):
     def __init__(self, target: Target) -> None:
         address = dict(target.address)
@@ -159,7 +236,14 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         self.function = function + (f":{address['qualifier']}" if address.get("qualifier") else "")
         self.endpoint = endpoint
         self.failure = ""  # set when Lambda says the function does not exist (workers.shard stops the shard)
-        self.path = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
+        mode = address.get("invoke_mode", "buffered")
+        if mode not in INVOKE_MODES:
+            raise SetupError(f"target {target.name!r}: invoke_mode is buffered or stream, got {mode!r}")
+        self.stream = mode == "stream"
+        if self.stream:  # InvokeWithResponseStream
+            self.path = f"/2021-11-15/functions/{quote(function, safe='')}/response-streaming-invocations"
+        else:
+            self.path = f"/2015-03-31/functions/{quote(function, safe='')}/invocations"
         params = [("Qualifier", str(address["qualifier"]))] if address.get("qualifier") else []
         self.query = canonical_query(params)
         url = endpoint + self.path + (f"?{self.query}" if self.query else "")
@@ -170,7 +254,9 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         # The HTTP engine's view: where to connect, the timeout, the pool key.
         http_target = dataclasses.replace(target, url=url, method="POST", headers=(), body=target.body or "{}")
         super().__init__(http_target)
-        self.conn_class = _LambdaConnection
+        self.conn_class = _StreamConnection if self.stream else _LambdaConnection
+        if self.stream and "max_body_bytes" not in address:
+            self.max_body = STREAM_MAX_BODY_BYTES
         parts = urlsplit(url)
         self.host_header = parts.netloc
         self.body = (target.body or "{}").encode()
@@ -200,6 +286,9 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         self.in_flight = 0
         self.billed_requests_provisioned = 0
         self.gb_s_provisioned = 0.0
+        self.stream_gb_usd = float(price.get("stream_gb_usd", 0.0))
+        self.stream_bytes = self.stream_billable_bytes = 0
+        self.stream_incomplete = self.stream_malformed = 0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -238,6 +327,28 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         return head.encode("latin-1") + self.body
 
     # -- responses ------------------------------------------------------------------------------
+    def _streamed(self, call: _Call, outcome: Outcome, due: float) -> tuple[Outcome, Invocation | None]:
+        """A 200 to InvokeWithResponseStream: its outcome and times from what the stream held."""
+        if call.stream_error or not call.last_byte:
+            if call.stream_error == "exception":
+                self._count_error(call.error_type or b"exception")
+            elif call.stream_error:
+                self.stream_malformed += 1
+            else:
+                self.stream_incomplete += 1
+            return Outcome.other, None
+        n = call.stream_bytes
+        self.stream_bytes += n
+        self.stream_billable_bytes += max(0, n - STREAM_FREE_BYTES)
+        if call.function_error:
+            self._count_error(call.error_type or b"Unhandled")
+            return outcome, None
+        info = Invocation()
+        first = call.first_byte or call.last_byte  # an empty stream: its first byte is its end
+        info.ttfb_us = int((first - due) * 1e6)
+        info.ttlb_us = int((call.last_byte - due) * 1e6)
+        return outcome, info
+
     def _count_error(self, kind: bytes) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
@@ -307,6 +418,13 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
                 counts["gb_s_cold"] = self.gb_s_cold
                 if self.priced:
                     counts["cost_usd_cold"] = self.cost_usd_cold
+        if self.stream:
+            for name in ("stream_bytes", "stream_billable_bytes", "stream_incomplete", "stream_malformed"):
+                value = getattr(self, name)
+                if value:
+                    counts[name] = value
+            if self.stream_billable_bytes and self.priced:
+                counts["stream_usd"] = self.stream_billable_bytes / 2**30 * self.stream_gb_usd
         for kind, n in self.errors.items():
             counts[f"lambda_error:{kind.decode('latin-1')}"] = n
         for reason, n in self.throttles.items():
@@ -483,6 +601,8 @@ class TargetFields(BaseModel):
     region: str = Field(default="", pattern=r"^([a-z]{2}(-[a-z]+)+-\d+)?$")  # the AWS region (us-east-1)
     endpoint_url: str = ""  # another Lambda endpoint (the local one: http://127.0.0.1:9001)
     log_type: Literal["Tail", "None"] = "Tail"  # Tail returns the REPORT line (platform clocks)
+    # buffered: Invoke; stream: InvokeWithResponseStream (time to first/last byte, bytes streamed)
+    invoke_mode: Literal["buffered", "stream"] = "buffered"
     architecture: Literal["x86_64", "arm64"] = "x86_64"  # which price applies
     # Provisioned concurrency on ``qualifier`` (a version or alias) for the run: put before, restored after.
     provisioned_concurrency: StrictInt | None = None
@@ -513,6 +633,8 @@ def target_address(t: Any) -> dict[str, Any]:
         address["endpoint_url"] = t.endpoint_url
     if t.provisioned_concurrency:
         address["provisioned_concurrency"] = t.provisioned_concurrency
+    if t.invoke_mode != "buffered":
+        address["invoke_mode"] = t.invoke_mode
     return address
 
 
