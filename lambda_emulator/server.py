@@ -74,7 +74,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httptools
 import orjson
 
-from lambda_emulator import streaming, versions
+from lambda_emulator import streaming, throttle, versions
 from lambda_emulator.auth import Verifier, browser_check, content_type_check, own_hosts
 from lambda_emulator.code import CodeApi, command_for
 from lambda_emulator.model import _REASONS, ACCOUNT, NODE_RIC, Function, error, now_iso
@@ -618,13 +618,15 @@ class LocalLambda(CodeApi):
             return
         inv = Invocation(body or b"{}", conn, headers.get(b"x-amz-log-type", b"None") == b"Tail",
                          _trace_root(headers.get(b"x-amzn-trace-id", b"")))
+        # Reserved concurrency 0 stops every invocation, warm instances or not (AWS: "throttle the function").
+        reason = throttle.RESERVED if versions.root(fn).reserved == 0 else None
         idle = fn.idle
-        while idle:
+        while idle and reason is None:
             inst = idle.pop()
             if not inst.dead and not inst.retiring:
                 self._assign(inst, inv)
                 return
-        reason = self.limits.refuse_new_instance(fn, self.functions.values())
+        reason = reason or self.limits.refuse_new_instance(fn, self.functions.values())
         if reason is not None:
             base = versions.root(fn)
             base.throttles[reason] = base.throttles.get(reason, 0) + 1

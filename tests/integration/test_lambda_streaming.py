@@ -303,3 +303,27 @@ def test_a_slow_reader_holds_the_function_back_not_the_servers_memory(lam, monke
     assert b"".join(m.payload for m in messages[:-1]) == expected_bytes(8, MiB)
     assert pauses, "the runtime's connection was never paused"
     assert max(pauses) < streaming.HIGH_WATER + 2 * MiB  # at most the high-water mark and a chunk or so queued
+
+
+def test_a_qualified_stream_runs_that_version_and_a_throttle_keeps_its_reason(lam):
+    """InvokeWithResponseStream honours a Qualifier as Invoke does (the version's own instances,
+    X-Amz-Executed-Version its number); a throttled streamed invoke is counted by its Reason."""
+    c = client(lam.endpoint)
+    version = c.publish_version(FunctionName="node-stream")["Version"]
+    c.create_alias(FunctionName="node-stream", Name="live", FunctionVersion=version)
+    for qualifier in (version, "live"):
+        r = c.invoke_with_response_stream(FunctionName="node-stream", Qualifier=qualifier,
+                                          Payload=json.dumps(stream_event(2, 10, 0)))
+        assert r["ExecutedVersion"] == version
+        assert b"".join(ev["PayloadChunk"]["Payload"] for ev in r["EventStream"] if "PayloadChunk" in ev) == \
+            expected_bytes(2, 10)
+    with pytest.raises(c.exceptions.ResourceNotFoundException):
+        c.invoke_with_response_stream(FunctionName="node-stream", Qualifier="nope", Payload=b"{}")
+    c.put_function_concurrency(FunctionName="node-stream", ReservedConcurrentExecutions=0)
+    try:
+        (outcome, _), counts = invoke_ours(lam.endpoint, "node-stream", stream_event(1, 1, 0), qualifier="live")
+    finally:
+        c.put_function_concurrency(FunctionName="node-stream", ReservedConcurrentExecutions=4)
+    # Reserved concurrency 0 throttles every invocation, the version's warm instance notwithstanding.
+    assert outcome == Outcome.throttled
+    assert counts["lambda_throttle:ReservedFunctionConcurrentInvocationLimitExceeded"] == 1

@@ -62,6 +62,12 @@ def test_reserved_concurrency_throttles_with_its_reason_counted_per_reason():
         assert not any(k.startswith("lambda_throttle:") and k != f"lambda_throttle:{RESERVED}" for k in counts)
         assert sorted(boto3_reasons(client(lam.endpoint), "rust", 3), key=str) == [None, None, RESERVED]
         assert lam.call(lambda s: dict(s.functions["rust"].throttles)) == {RESERVED: 2}
+        # Reserved concurrency 0 throttles the function whole: its warm instances serve nothing.
+        c = client(lam.endpoint)
+        c.put_function_concurrency(FunctionName="rust", ReservedConcurrentExecutions=0)
+        assert boto3_reasons(c, "rust", 1) == [RESERVED]
+        c.put_function_concurrency(FunctionName="rust", ReservedConcurrentExecutions=2)
+        assert boto3_reasons(c, "rust", 1) == [None]
 
 
 def test_functions_without_reservations_share_the_accounts_unreserved_concurrency():
