@@ -213,7 +213,7 @@ class CodeApi:
     def delete_function(self, fn: Function) -> Reply:
         from lambda_emulator.versions import drop
 
-        drop(self, fn)  # type: ignore[arg-type]
+        drop(self, fn)
         self.retire_all(fn)
         self.functions.pop(fn.name, None)
         for version in fn.versions.values():

@@ -485,6 +485,10 @@ class LocalLambda(CodeApi):
         await self.sandbox.close()  # every cell left, then the parent(s)
         self.remove_code()
 
+    def make_instance(self, fn: Function) -> Instance:
+        """A new (not yet started) instance of ``fn`` (lambda_emulator/versions.py starts provisioned ones)."""
+        return Instance(fn, self)
+
     # -- who may call ---------------------------------------------------------------------------
     def admit(self, method: bytes, url: bytes, headers: dict[bytes, bytes]) -> tuple[Reply | None, int]:
         """Before the body: (a refusal or None, the most body bytes the route takes)."""

@@ -37,16 +37,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
-from lambda_emulator.model import error
+from lambda_emulator import versions
+from lambda_emulator.model import Function, error
 from workers.platforms.aws_lambda.eventstream import encode_event
 
-if TYPE_CHECKING:
-    from lambda_emulator.server import Function, LocalLambda, _HttpConn
+# lambda_emulator.server's LocalLambda and _HttpConn: named, not imported (server imports this module).
+LocalLambda = Any
+_HttpConn = Any
 
 STREAM_PREFIX = "/2021-11-15/functions/"
 STREAM_ACTION = "response-streaming-invocations"
@@ -178,8 +180,6 @@ def invoke(lam: LocalLambda, conn: _HttpConn, method: bytes, path: str, headers:
            query: dict[str, str] | None = None) -> None:
     """The InvokeWithResponseStream route (called from ``LocalLambda.invoke_api``); a Qualifier
     (``?Qualifier=``, ``name:qualifier``) runs that version or alias, as Invoke does."""
-    from lambda_emulator import versions
-
     name, _, action = path[len(STREAM_PREFIX):].partition("/")
     fn: Function | None = lam._function(unquote(name))
     if action.rstrip("/") != STREAM_ACTION or method != b"POST":
@@ -197,7 +197,7 @@ def invoke(lam: LocalLambda, conn: _HttpConn, method: bytes, path: str, headers:
     else:
         client = StreamingClient(conn)
         client.version = target.version
-        lam._invoke(client, target, headers, body)  # type: ignore[arg-type]
+        lam._invoke(client, target, headers, body)
 
 
 def runtime_response(conn: _HttpConn) -> StreamingClient | None:

@@ -30,14 +30,15 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from lambda_emulator.model import ACCOUNT, Function, error, now_iso
 
-if TYPE_CHECKING:
-    from lambda_emulator.server import Instance, LocalLambda
+# lambda_emulator.server's LocalLambda and Instance: named, not imported (server imports this module).
+LocalLambda = Any
+Instance = Any
 
 Reply = tuple[int, bytes, list[tuple[str, str]]]
 PC_PREFIX = "/2019-09-30/functions/"
@@ -163,11 +164,9 @@ def initialised(inst: Instance) -> None:
 
 
 def start_provisioned(lam: LocalLambda, config: Provisioned) -> None:
-    from lambda_emulator.server import Instance
-
     target = config.target
     while len([i for i in config.instances if not i.dead]) < config.requested:
-        inst = Instance(target, lam)
+        inst = lam.make_instance(target)
         inst.provisioned = True
         target.instances.append(inst)
         config.instances.append(inst)
