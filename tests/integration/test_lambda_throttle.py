@@ -12,14 +12,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import orjson
 import pytest
-from botocore.config import Config
 
 from lambda_emulator import server as lambda_local
 from lambda_emulator.throttle import ACCOUNT, RESERVED, SCALING, Limits
-from tests.integration.test_lambda_platform import SLEEP, functions, ours
+from tests.integration.test_lambda_platform import SLEEP, client, functions, ours
 from workers.contract import Outcome
 from workers.platforms.aws_lambda.sigv4 import Credentials
 
@@ -30,12 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def _credentials(lambda_credentials):
     pass
-
-
-def client(endpoint):
-    return boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1",
-                        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30,
-                                      max_pool_connections=8))
 
 
 def boto3_reasons(c, function, n):
