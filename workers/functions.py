@@ -42,10 +42,10 @@ DEFAULT_OUT_DIR = REPO_ROOT / "build" / "functions"
 RUNTIMES: tuple[str, ...] = ("rust", "go", "node", "python", "java", "java-cds", "rust-wasm", "rust-wasm-reuse")
 WORKLOADS: tuple[str, ...] = ("echo", "transform", "hash", "matmul", "alloc", "sleep", "validate")
 # Response streaming (functions/CONTRACT.md §3 `stream`): only these runtimes implement it (Node streams
-# it under Lambda's streamifyResponse, index.streamHandler; Python answers it buffered); the others
-# answer 400 unknown workload.
+# it under Lambda's streamifyResponse, index.streamHandler; Rust with _HANDLER=stream, its bootstrap's
+# own Runtime API streaming client; Python answers it buffered); the others answer 400 unknown workload.
 STREAM_WORKLOADS: tuple[str, ...] = ("stream",)
-STREAM_RUNTIMES: tuple[str, ...] = ("node", "python")
+STREAM_RUNTIMES: tuple[str, ...] = ("node", "python", "rust")
 
 MIN_NODE_MAJOR = 18
 MIN_PYTHON = (3, 11)

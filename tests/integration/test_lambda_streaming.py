@@ -51,17 +51,20 @@ def expected_bytes(chunks, chunk_bytes):
 
 @pytest.fixture(scope="module")
 def lam():
-    """node (index.handler: buffered), node-stream (index.streamHandler), python (buffered)."""
+    """node (index.handler: buffered), node-stream (index.streamHandler), python (buffered),
+    rust (lambda_runtime: buffered), rust-stream (the bootstrap's own streaming client, _HANDLER=stream)."""
     try:
-        node, python = lambda_local.make_functions(["node", "python"], reserved=4)
+        node, python, rust = lambda_local.make_functions(["node", "python", "rust"], reserved=4)
     except FileNotFoundError as exc:
         need(False, str(exc))
     stream = lambda_local.Function(name="node-stream", runtime="node", command=[*node.command[:-1], "index.streamHandler"],
                                    cwd=node.cwd, env=node.env, handler="index.streamHandler", reserved=4)
+    rust_stream = lambda_local.Function(name="rust-stream", runtime="rust", command=rust.command, cwd=rust.cwd,
+                                        env=rust.env, handler="stream", reserved=4)
     mp = pytest.MonkeyPatch()
     mp.setenv("AWS_ACCESS_KEY_ID", "fnbench")
     mp.setenv("AWS_SECRET_ACCESS_KEY", "fnbench")
-    with lambda_local.Background([node, python, stream]) as background:
+    with lambda_local.Background([node, python, rust, stream, rust_stream]) as background:
         yield background
     mp.undo()
 
@@ -79,10 +82,14 @@ def boto3_stream(endpoint, function, event, log_type="None"):
     return [(time.monotonic(), ev) for ev in r["EventStream"]]
 
 
-def test_chunks_arrive_as_the_function_writes_them(lam):
-    boto3_stream(lam.endpoint, "node-stream", stream_event(1, 1, 0))  # warm: no Init in the timings
+STREAMERS = ["node-stream", "rust-stream"]
+
+
+@pytest.mark.parametrize("streamer", STREAMERS)
+def test_chunks_arrive_as_the_function_writes_them(lam, streamer):
+    boto3_stream(lam.endpoint, streamer, stream_event(1, 1, 0))  # warm: no Init in the timings
     t0 = time.monotonic()
-    events = boto3_stream(lam.endpoint, "node-stream", stream_event(5, 1000, 150))
+    events = boto3_stream(lam.endpoint, streamer, stream_event(5, 1000, 150))
     chunks = [(t, ev["PayloadChunk"]["Payload"]) for t, ev in events if "PayloadChunk" in ev]
     (t_end, complete), = [(t, ev["InvokeComplete"]) for t, ev in events if "InvokeComplete" in ev]
     assert "ErrorCode" not in complete
@@ -127,8 +134,9 @@ def test_botocore_decoder_accepts_the_local_lambdas_bytes(lam):
     assert isinstance(report, Report) and report.request_id == r.getheader("x-amzn-RequestId")
 
 
-def test_an_error_mid_stream_ends_it_with_the_error_code(lam):
-    events = boto3_stream(lam.endpoint, "node-stream", stream_event(4, 10, 0, fail_after=2), log_type="Tail")
+@pytest.mark.parametrize("streamer", STREAMERS)
+def test_an_error_mid_stream_ends_it_with_the_error_code(lam, streamer):
+    events = boto3_stream(lam.endpoint, streamer, stream_event(4, 10, 0, fail_after=2), log_type="Tail")
     payload = [ev["PayloadChunk"]["Payload"] for _, ev in events if "PayloadChunk" in ev]
     (complete,) = [ev["InvokeComplete"] for _, ev in events if "InvokeComplete" in ev]
     assert payload == [b"a" * 10, b"b" * 10]  # what was written before the error still came
@@ -136,11 +144,11 @@ def test_an_error_mid_stream_ends_it_with_the_error_code(lam):
     assert json.loads(complete["ErrorDetails"])["errorMessage"] == "stream failed after 2 chunks (fail_after)"
     assert isinstance(from_log_result(complete["LogResult"].encode()), Report)
     # The instance serves on.
-    events = boto3_stream(lam.endpoint, "node-stream", stream_event(1, 3, 0))
+    events = boto3_stream(lam.endpoint, streamer, stream_event(1, 3, 0))
     assert [ev for _, ev in events][0] == {"PayloadChunk": {"Payload": b"aaa"}}
 
 
-@pytest.mark.parametrize("function", ["node", "python"])
+@pytest.mark.parametrize("function", ["node", "python", "rust"])
 def test_a_buffered_function_through_the_streaming_route_is_one_chunk(lam, function):
     events = [ev for _, ev in boto3_stream(lam.endpoint, function, stream_event(3, 2, 0))]
     assert len(events) == 2 and "InvokeComplete" in events[1] and "ErrorCode" not in events[1]["InvokeComplete"]
@@ -151,11 +159,12 @@ def test_a_buffered_function_through_the_streaming_route_is_one_chunk(lam, funct
     assert len(events) == 1 and events[0]["InvokeComplete"]["ErrorCode"] == "BadRequest"
 
 
-def test_a_streamed_response_reaches_plain_invoke_buffered(lam):
+@pytest.mark.parametrize("streamer", STREAMERS)
+def test_a_streamed_response_reaches_plain_invoke_buffered(lam, streamer):
     c = client(lam.endpoint)
-    r = c.invoke(FunctionName="node-stream", Payload=json.dumps(stream_event(3, 5, 0)))
+    r = c.invoke(FunctionName=streamer, Payload=json.dumps(stream_event(3, 5, 0)))
     assert "FunctionError" not in r and r["Payload"].read() == expected_bytes(3, 5)
-    r = c.invoke(FunctionName="node-stream", Payload=json.dumps(stream_event(3, 5, 0, fail_after=1)))
+    r = c.invoke(FunctionName=streamer, Payload=json.dumps(stream_event(3, 5, 0, fail_after=1)))
     assert r["FunctionError"] == "Unhandled" and json.loads(r["Payload"].read())["errorType"] == "BadRequest"
 
 
@@ -238,7 +247,8 @@ def test_a_run_records_ttfb_and_ttlb_histograms(lam):
           f"{g.stream_bytes} bytes")
 
 
-def test_the_stream_vectors_streamed_by_node(lam):
+@pytest.mark.parametrize("streamer", STREAMERS)
+def test_the_stream_vectors_streamed(lam, streamer):
     """functions/vectors/stream.json through InvokeWithResponseStream: the streamed bytes are the
     ones whose size and SHA-256 the buffered runtimes return; a bad case ends with BadRequest."""
     import hashlib
@@ -247,8 +257,8 @@ def test_the_stream_vectors_streamed_by_node(lam):
     cases = json.loads((Path(__file__).resolve().parents[2] / "functions/vectors/stream.json").read_text())["cases"]
     failures = []
     for case in cases:
-        events = [ev for _, ev in boto3_stream(lam.endpoint, "node-stream", {"workload": "stream",
-                                                                             "params": case["params"]})]
+        events = [ev for _, ev in boto3_stream(lam.endpoint, streamer, {"workload": "stream",
+                                                                          "params": case["params"]})]
         payload = b"".join(ev["PayloadChunk"]["Payload"] for ev in events if "PayloadChunk" in ev)
         complete = events[-1]["InvokeComplete"]
         if case["status"] == 200:

@@ -203,6 +203,22 @@ async fn serve_http() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
 }
 
+const NOT_AN_OBJECT: &str = "event must be a JSON object {\"workload\", \"params\"}";
+
+/// A Lambda event's workload name and params (absent or null params: {}).
+fn event_parts(payload: &Value) -> (String, Value) {
+    let workload = payload
+        .get("workload")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let params = match payload.get("params") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(p) => p.clone(),
+    };
+    (workload, params)
+}
+
 async fn serve_lambda() -> Result<(), lambda_runtime::Error> {
     use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
     instance_id();
@@ -210,19 +226,11 @@ async fn serve_lambda() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         let t0 = Instant::now();
         let payload = event.payload;
-        let workload = payload
-            .get("workload")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let params = match payload.get("params") {
-            None | Some(Value::Null) => Ok(Value::Object(Map::new())),
-            Some(p) => Ok(p.clone()),
-        };
+        let (workload, params) = event_parts(&payload);
         let params = if payload.is_object() {
-            params
+            Ok(params)
         } else {
-            Err("event must be a JSON object {\"workload\", \"params\"}".to_string())
+            Err(NOT_AN_OBJECT.to_string())
         };
         invoke(&workload, params, t0)
             .await
@@ -234,13 +242,232 @@ async fn serve_lambda() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
+// ---------------------------------------------------------------- Lambda response streaming
+//
+// `_HANDLER=stream`: a small Runtime API client of its own instead of lambda_runtime's, whose
+// streaming mode always sends the Function-URL metadata prelude before the body (AWS passes it on
+// to InvokeWithResponseStream callers as payload) and writes a mid-stream error as data.  Here,
+// as aws-lambda-ric does it: POST .../response with `Lambda-Runtime-Function-Response-Mode:
+// streaming` and a chunked body, one HTTP chunk per `stream` chunk as it is produced; a failure
+// after the first byte ends the body with the `Lambda-Runtime-Function-Error-Type` and
+// `-Body` (base64 of the error document) trailers; a failure before it is POST .../error.
+// Every other workload's envelope is streamed as one piece.
+
+struct RuntimeApi {
+    addr: String,
+}
+
+struct Head {
+    status: u16,
+    request_id: String,
+    body: Vec<u8>,
+}
+
+impl RuntimeApi {
+    async fn send(&self, head: &str, body: &[u8]) -> std::io::Result<tokio::net::TcpStream> {
+        use tokio::io::AsyncWriteExt;
+        let mut conn = tokio::net::TcpStream::connect(&self.addr).await?;
+        conn.set_nodelay(true)?;
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(body).await?;
+        Ok(conn)
+    }
+
+    /// Reads one response (Content-Length framed, as the Runtime API sends them).
+    async fn read(conn: &mut tokio::net::TcpStream) -> std::io::Result<Head> {
+        use tokio::io::AsyncReadExt;
+        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut buf = Vec::with_capacity(4096);
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if buf.len() > 64 * 1024 {
+                return Err(bad("Runtime API response head over 64 KiB"));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(bad("Runtime API closed the connection"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad("bad status line"))?;
+        let (mut length, mut request_id) = (0usize, String::new());
+        for line in lines {
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    length = v.trim().parse().map_err(|_| bad("bad Content-Length"))?;
+                } else if k == "lambda-runtime-aws-request-id" {
+                    request_id = v.trim().to_string();
+                }
+            }
+        }
+        if length > MAX_BODY_BYTES {
+            return Err(bad("event over the body limit"));
+        }
+        let mut body = buf[end + 4..].to_vec();
+        while body.len() < length {
+            let mut chunk = vec![0u8; (length - body.len()).min(65536)];
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(bad("Runtime API closed the connection mid-body"));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(length);
+        Ok(Head { status, request_id, body })
+    }
+
+    async fn next(&self) -> std::io::Result<Head> {
+        let head = format!(
+            "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.addr
+        );
+        let mut conn = self.send(&head, b"").await?;
+        Self::read(&mut conn).await
+    }
+
+    async fn error(&self, id: &str, msg: &str) -> std::io::Result<()> {
+        let doc = serde_json::to_vec(&json!({"errorType": "BadRequest", "errorMessage": msg}))
+            .unwrap_or_default();
+        let head = format!(
+            "POST /2018-06-01/runtime/invocation/{id}/error HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/json\r\nLambda-Runtime-Function-Error-Type: BadRequest\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.addr,
+            doc.len()
+        );
+        let mut conn = self.send(&head, &doc).await?;
+        Self::read(&mut conn).await.map(|_| ())
+    }
+
+    /// Opens the streamed response; the caller writes chunks, then `end`.
+    async fn stream(&self, id: &str) -> std::io::Result<tokio::net::TcpStream> {
+        let head = format!(
+            "POST /2018-06-01/runtime/invocation/{id}/response HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/octet-stream\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\
+             Transfer-Encoding: chunked\r\n\
+             Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n",
+            self.addr
+        );
+        self.send(&head, b"").await
+    }
+
+    async fn chunk(conn: &mut tokio::net::TcpStream, data: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut piece = format!("{:x}\r\n", data.len()).into_bytes();
+        piece.extend_from_slice(data);
+        piece.extend_from_slice(b"\r\n");
+        conn.write_all(&piece).await
+    }
+
+    async fn end(mut conn: tokio::net::TcpStream, failure: Option<&str>) -> std::io::Result<()> {
+        use base64::Engine;
+        use tokio::io::AsyncWriteExt;
+        let mut tail = b"0\r\n".to_vec();
+        if let Some(msg) = failure {
+            let doc = serde_json::to_vec(&json!({"errorType": "BadRequest", "errorMessage": msg}))
+                .unwrap_or_default();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(doc);
+            tail.extend_from_slice(
+                format!(
+                    "Lambda-Runtime-Function-Error-Type: BadRequest\r\n\
+                     Lambda-Runtime-Function-Error-Body: {b64}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        tail.extend_from_slice(b"\r\n");
+        conn.write_all(&tail).await?;
+        Self::read(&mut conn).await.map(|_| ())
+    }
+}
+
+async fn serve_lambda_stream(addr: String) -> std::io::Result<()> {
+    let api = RuntimeApi { addr };
+    instance_id();
+    mark_ready();
+    loop {
+        let event = api.next().await?;
+        if event.status != 200 || event.request_id.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "/invocation/next answered {}",
+                event.status
+            )));
+        }
+        let id = event.request_id;
+        let t0 = Instant::now();
+        let payload: Value = serde_json::from_slice(&event.body).unwrap_or(Value::Null);
+        let (workload, params) = event_parts(&payload);
+        if !payload.is_object() {
+            api.error(&id, NOT_AN_OBJECT).await?;
+            continue;
+        }
+        if workload == "stream" {
+            COLD.store(false, Ordering::SeqCst);
+            let spec = match params.as_object() {
+                Some(p) => workloads::stream_spec(p),
+                None => Err("params must be a JSON object".to_string()),
+            };
+            let spec = match spec {
+                Ok(s) => s,
+                Err(msg) => {
+                    api.error(&id, &msg).await?;
+                    continue;
+                }
+            };
+            if spec.fail_after == Some(0) {
+                api.error(&id, &workloads::stream_failed(0)).await?;
+                continue;
+            }
+            let mut conn = api.stream(&id).await?;
+            let mut failure = None;
+            for i in 0..spec.chunks {
+                if i > 0 && spec.delay_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(spec.delay_ms)).await;
+                }
+                if spec.fail_after == Some(i) {
+                    failure = Some(workloads::stream_failed(i));
+                    break;
+                }
+                RuntimeApi::chunk(&mut conn, &workloads::stream_chunk(i, spec.chunk_bytes)).await?;
+            }
+            RuntimeApi::end(conn, failure.as_deref()).await?;
+            continue;
+        }
+        match invoke(&workload, Ok(params), t0).await {
+            Ok(envelope) => {
+                let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+                let mut conn = api.stream(&id).await?;
+                RuntimeApi::chunk(&mut conn, &bytes).await?;
+                RuntimeApi::end(conn, None).await?;
+            }
+            Err(msg) => api.error(&id, &msg).await?,
+        }
+    }
+}
+
 fn main() {
     START.get_or_init(Instant::now);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let res = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+    let res = if let (Some(api), Ok("stream")) = (
+        std::env::var_os("AWS_LAMBDA_RUNTIME_API"),
+        std::env::var("_HANDLER").as_deref(),
+    ) {
+        rt.block_on(serve_lambda_stream(api.to_string_lossy().into_owned()))
+            .map_err(|e| e.into())
+    } else if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         rt.block_on(serve_lambda())
     } else {
         rt.block_on(serve_http())

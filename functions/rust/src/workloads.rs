@@ -21,6 +21,7 @@ pub async fn run(workload: &str, p: &Params) -> Res {
         "alloc" => alloc(p),
         "sleep" => sleep(p).await,
         "validate" => validate(p),
+        "stream" => stream(p).await,
         other => Err(format!("unknown workload: {other:?}")),
     }
 }
@@ -245,4 +246,67 @@ fn validate(p: &Params) -> Res {
         (true, Value::Null)
     };
     Ok(json!({"valid": valid, "size": size, "reason": reason}))
+}
+
+// ---------------------------------------------------------------- stream
+
+/// CONTRACT.md §3 `stream`: `chunks` chunks of `chunk_bytes` bytes, chunk i all the ASCII letter
+/// 'a' + i mod 26, `delay_ms` between chunks; with `fail_after` < chunks, a BadRequest after that
+/// many chunks.  `stream_spec` checks the params; the buffered answer (HTTP, lambda_runtime's
+/// handler) waits the same delays and returns the size and SHA-256; main.rs's `stream` handler
+/// (`_HANDLER=stream`) sends the chunks in the Runtime API's streaming response mode.
+pub const MAX_STREAM_BYTES: i64 = 20 * 1024 * 1024;
+
+pub struct StreamSpec {
+    pub chunks: usize,
+    pub chunk_bytes: usize,
+    pub delay_ms: u64,
+    pub fail_after: Option<usize>,
+}
+
+pub fn stream_spec(p: &Params) -> Result<StreamSpec, String> {
+    let chunks = int_param(p, "chunks", 1, 10_000)?;
+    let chunk_bytes = int_param(p, "chunk_bytes", 1, 1024 * 1024)?;
+    let delay_ms = int_param(p, "delay_ms", 0, 10_000)?;
+    if chunks * chunk_bytes > MAX_STREAM_BYTES {
+        return Err(format!("chunks * chunk_bytes must be <= {MAX_STREAM_BYTES}"));
+    }
+    if (chunks - 1) * delay_ms > 60_000 {
+        return Err("(chunks - 1) * delay_ms must be <= 60000".to_string());
+    }
+    let fail_after = if p.contains_key("fail_after") {
+        let n = int_param(p, "fail_after", 0, 10_000)?;
+        (n < chunks).then_some(n as usize)
+    } else {
+        None
+    };
+    Ok(StreamSpec {
+        chunks: chunks as usize,
+        chunk_bytes: chunk_bytes as usize,
+        delay_ms: delay_ms as u64,
+        fail_after,
+    })
+}
+
+pub fn stream_chunk(i: usize, bytes: usize) -> Vec<u8> {
+    vec![b'a' + (i % 26) as u8; bytes]
+}
+
+pub fn stream_failed(i: usize) -> String {
+    format!("stream failed after {i} chunks (fail_after)")
+}
+
+async fn stream(p: &Params) -> Res {
+    let s = stream_spec(p)?;
+    let mut h = Sha256::new();
+    for i in 0..s.chunks {
+        if i > 0 && s.delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(s.delay_ms)).await;
+        }
+        if s.fail_after == Some(i) {
+            return Err(stream_failed(i));
+        }
+        h.update(stream_chunk(i, s.chunk_bytes));
+    }
+    Ok(json!({"chunks": s.chunks, "bytes": s.chunks * s.chunk_bytes, "sha256": hex(&h.finalize())}))
 }
