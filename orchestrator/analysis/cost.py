@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import SetupError
+from workers.platforms.aws_lambda import STREAM_FREE_BYTES
 
 PRICING_ENV = "FNBENCH_LAMBDA_PRICING"
 
@@ -125,7 +126,6 @@ def price_for(region: str, architecture: str = "x86_64", *, tier_offset_gb_s: fl
                  stream_gb_usd=float(entry.get("stream_gb_usd", 0.0)))
 
 
-STREAM_FREE_BYTES = 6 * 1024 * 1024  # of each invocation's streamed response (workers/platforms/aws_lambda: the same)
 
 
 def streaming_cost(streamed_bytes: int, price: Price) -> float:

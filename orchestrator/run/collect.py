@@ -26,6 +26,7 @@ from orchestrator.run.rollup import Rollup
 from workers import histograms
 from workers.contract import ERROR_OUTCOMES, HISTOGRAMS, OUTCOME_NAMES, Interval, SchemaError
 from workers.histograms import MergedHistogram
+from workers.platforms.aws_lambda import THROTTLE_COUNTER
 
 GroupKey = tuple[str, str, str, str]  # region, target, runtime, phase
 HISTS = tuple((result, field) for _, field, result in HISTOGRAMS)  # result name, Interval field
@@ -106,9 +107,9 @@ class GroupState:
                 if name in iv.counters:
                     self.lambda_counters[name] = self.lambda_counters.get(name, 0.0) + iv.counters[name]
             for name, count in iv.counters.items():
-                if name.startswith(THROTTLE_PREFIX) and count > 0:
+                if name.startswith(THROTTLE_COUNTER) and count > 0:
                     at = self.throttles.setdefault(int(iv.t1), {})
-                    reason = name[len(THROTTLE_PREFIX):]
+                    reason = name[len(THROTTLE_COUNTER):]
                     at[reason] = at.get(reason, 0) + int(count)
             if iv.platform_us and iv.max_memory_mb > self.report_memory_mb:
                 self.report_memory_mb = iv.max_memory_mb
@@ -264,7 +265,6 @@ LAMBDA_COUNTERS = ("billed_requests", "billed_requests_cold", "gb_s", "gb_s_cold
                    "request_usd", "report_missing", "report_truncated", "billed_requests_provisioned", "gb_s_provisioned",
                    "stream_bytes", "stream_billable_bytes", "stream_usd")
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOME_NAMES)}
-THROTTLE_PREFIX = "lambda_throttle:"  # + the 429's Reason (workers/platforms/aws_lambda: THROTTLE_REASONS)
 
 
 def _peak_in_flight(iv: Interval) -> int:

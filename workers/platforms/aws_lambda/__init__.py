@@ -69,6 +69,7 @@ _OK = Outcome.ok
 _FUNCTION_ERROR = Outcome.function_error
 _THROTTLED = Outcome.throttled
 MAX_ERROR_BODY = 1024
+THROTTLE_COUNTER = "lambda_throttle:"  # + the Reason: the counter of each throttle (orchestrator/run/collect.py sums them)
 _REASON = re.compile(rb'"Reason"\s*:\s*"([A-Za-z]{1,64})"')
 # botocore's ThrottleReason (TooManyRequestsException.Reason); anything else is counted as "unknown".
 THROTTLE_REASONS = frozenset({"ConcurrentInvocationLimitExceeded", "FunctionInvocationRateLimitExceeded",
@@ -428,7 +429,7 @@ class LambdaInvoker(SignsEachSecond, HttpInvoker):
         for kind, n in self.errors.items():
             counts[f"lambda_error:{kind.decode('latin-1')}"] = n
         for reason, n in self.throttles.items():
-            counts[f"lambda_throttle:{reason}"] = n
+            counts[THROTTLE_COUNTER + reason] = n
         if self.peak_memory_mb:
             counts["max_memory_mb"] = self.peak_memory_mb
         return counts
